@@ -1,0 +1,43 @@
+//! Sizes and counts every implementation must respect.
+//!
+//! A peer that exceeds a limit gets the error code documented next to it; the
+//! limits are part of protocol version 1.
+
+/// Largest frame (excluding its length prefix) on the control stream and on
+/// request streams, in bytes. Larger frames close the stream with
+/// [`crate::codes::StreamCode::FrameTooLarge`].
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Largest frame on the event stream, in bytes. A Push carries one message,
+/// so this is [`MAX_FRAME`] plus room for the envelope.
+pub const MAX_PUSH_FRAME: usize = MAX_FRAME + 1024;
+
+/// Largest text body, in bytes of UTF-8.
+pub const MAX_TEXT: usize = 16 * 1024;
+
+/// Longest `client_msg_id`, in bytes.
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+
+/// Longest conversation subject, in bytes.
+pub const MAX_SUBJECT: usize = 256;
+
+/// Longest display name, in bytes.
+pub const MAX_DISPLAY_NAME: usize = 128;
+
+/// Most parties named in one `CreateConversation.to`.
+pub const MAX_RECIPIENTS: usize = 32;
+
+/// Shortest accepted password, in characters.
+pub const MIN_PASSWORD: usize = 8;
+
+/// Longest accepted password, in bytes.
+pub const MAX_PASSWORD: usize = 1024;
+
+/// Largest page of `History` or `ListConversations`.
+pub const MAX_PAGE: u32 = 500;
+
+/// Page size used when a request says 0.
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// Time a client has to send its Hello after the connection opens, in seconds.
+pub const HELLO_TIMEOUT_SECS: u64 = 10;

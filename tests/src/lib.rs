@@ -1,0 +1,1 @@
+//! End-to-end tests of Kanal live in `tests/`; this library holds shared harness code.
