@@ -1,0 +1,142 @@
+//! Persistence behind one seam: the [`Store`] trait, implemented for SQLite
+//! (the embedded default) and designed so PostgreSQL fits behind it too.
+//!
+//! The conversation engine is the only writer of conversations, messages,
+//! events and watermarks; it hands the store whole batches ([`Write`]s) that
+//! must commit atomically and durably before anyone is told about them.
+
+use async_trait::async_trait;
+use kanal_proto::address::{Address, ConversationId};
+use kanal_proto::pb;
+
+use crate::model::{
+    ConversationKey, ConversationRecord, NewParty, Party, PartyId, Session, StoredSend, Write,
+};
+
+pub mod sqlite;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Creating a party whose address exists already.
+    #[error("address {0} is taken")]
+    AddressTaken(Address),
+    /// A row the operation needs does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the schema failed.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value is not what this version of Kanal wrote.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the server keeps on disk.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- directory ---------------------------------------------------------
+
+    /// Creates a party. Fails with [`StoreError::AddressTaken`] if the address exists.
+    async fn create_party(&self, party: NewParty) -> StoreResult<Party>;
+
+    /// Finds a party by address.
+    async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>>;
+
+    /// Finds a party by id.
+    async fn party_by_id(&self, id: PartyId) -> StoreResult<Option<Party>>;
+
+    /// The party's Argon2id password hash, if it has one.
+    async fn password_hash(&self, id: PartyId) -> StoreResult<Option<String>>;
+
+    /// Makes `agent` answer for `inbox`. Idempotent.
+    async fn add_inbox_agent(&self, inbox: PartyId, agent: PartyId) -> StoreResult<()>;
+
+    /// The agents that answer for `inbox`, in the order they were added.
+    async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>>;
+
+    /// The inboxes `agent` answers for.
+    async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>>;
+
+    /// A number that changes whenever parties or inbox agents change, so
+    /// caches of the directory (the engine's) know when to reload.
+    async fn directory_version(&self) -> StoreResult<i64>;
+
+    /// Every party, ordered by address (for the admin CLI).
+    async fn parties(&self) -> StoreResult<Vec<Party>>;
+
+    // --- sessions ----------------------------------------------------------
+
+    /// Stores a new session under the SHA-256 hash of its resume token.
+    async fn create_session(&self, party: PartyId, token_hash: [u8; 32], client: &str)
+    -> StoreResult<Session>;
+
+    /// Finds a session by the SHA-256 hash of its resume token.
+    async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>>;
+
+    /// Raises the session's acknowledged event seq (never lowers it).
+    async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()>;
+
+    // --- the engine's writes and loads ---------------------------------------
+
+    /// Commits a batch atomically and durably (fsync'd before it returns Ok).
+    async fn commit(&self, batch: &[Write]) -> StoreResult<()>;
+
+    /// Loads a conversation with its members.
+    async fn load_conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>>;
+
+    /// The highest conversation key in use (0 if none).
+    async fn max_conversation_key(&self) -> StoreResult<ConversationKey>;
+
+    /// The highest event seq of a party's log (0 if empty).
+    async fn event_head(&self, party: PartyId) -> StoreResult<u64>;
+
+    /// The message `sender` already stored under `client_msg_id`, if any.
+    async fn find_send(
+        &self,
+        key: ConversationKey,
+        sender: PartyId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<StoredSend>>;
+
+    // --- reads for clients --------------------------------------------------
+
+    /// Whether `party` may read the conversation: it is a member, or an agent
+    /// of a member inbox.
+    async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool>;
+
+    /// Up to `limit` messages with seq < `before` (any seq if `before` is 0),
+    /// oldest first, and whether older ones exist.
+    async fn history(
+        &self,
+        key: ConversationKey,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<pb::Message>, bool)>;
+
+    /// Up to `limit` events of `party`'s log with seq > `since`, in seq order,
+    /// rebuilt into wire events.
+    async fn events_since(&self, party: PartyId, since: u64, limit: u32) -> StoreResult<Vec<pb::Event>>;
+
+    /// The conversations `party` sees (directly or through its inboxes), most
+    /// recently active first, with the party's watermarks; and whether more exist.
+    async fn conversations_of(
+        &self,
+        party: PartyId,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<pb::Conversation>, bool)>;
+
+    /// One conversation as `viewer` sees it (with the viewer's watermarks).
+    async fn conversation_view(
+        &self,
+        key: ConversationKey,
+        viewer: PartyId,
+    ) -> StoreResult<Option<pb::Conversation>>;
+}
