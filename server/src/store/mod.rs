@@ -13,6 +13,8 @@ use crate::model::{
     ConversationKey, ConversationRecord, NewParty, Party, PartyId, Session, StoredSend, Write,
 };
 
+#[cfg(test)]
+pub mod conformance;
 pub mod sqlite;
 
 /// Why a store operation failed.
@@ -74,8 +76,12 @@ pub trait Store: Send + Sync + 'static {
     // --- sessions ----------------------------------------------------------
 
     /// Stores a new session under the SHA-256 hash of its resume token.
-    async fn create_session(&self, party: PartyId, token_hash: [u8; 32], client: &str)
-    -> StoreResult<Session>;
+    async fn create_session(
+        &self,
+        party: PartyId,
+        token_hash: [u8; 32],
+        client: &str,
+    ) -> StoreResult<Session>;
 
     /// Finds a session by the SHA-256 hash of its resume token.
     async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>>;
@@ -89,7 +95,15 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, batch: &[Write]) -> StoreResult<()>;
 
     /// Loads a conversation with its members.
-    async fn load_conversation(&self, id: &ConversationId) -> StoreResult<Option<ConversationRecord>>;
+    async fn load_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> StoreResult<Option<ConversationRecord>>;
+
+    /// The key of a conversation id, if it exists.
+    async fn conversation_key(&self, id: &ConversationId) -> StoreResult<Option<ConversationKey>> {
+        Ok(self.load_conversation(id).await?.map(|c| c.key))
+    }
 
     /// The highest conversation key in use (0 if none).
     async fn max_conversation_key(&self) -> StoreResult<ConversationKey>;
@@ -122,7 +136,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` events of `party`'s log with seq > `since`, in seq order,
     /// rebuilt into wire events.
-    async fn events_since(&self, party: PartyId, since: u64, limit: u32) -> StoreResult<Vec<pb::Event>>;
+    async fn events_since(
+        &self,
+        party: PartyId,
+        since: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<pb::Event>>;
 
     /// The conversations `party` sees (directly or through its inboxes), most
     /// recently active first, with the party's watermarks; and whether more exist.

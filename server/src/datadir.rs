@@ -1,0 +1,103 @@
+//! The data directory: `kanald.toml`, the certificate pair, and the database.
+//! `kanald init` (or the first `kanald run`) creates it with working defaults.
+
+use std::path::{Path, PathBuf};
+
+use crate::admin::{self, AdminError};
+use crate::config::{CONFIG_FILE, Config};
+use crate::store::StoreError;
+use crate::store::sqlite::SqliteStore;
+use crate::tls::{self, TlsError};
+
+/// The inbox every new server has, so customers can write to `support@DOMAIN`.
+pub const DEFAULT_INBOX: &str = "support";
+
+/// Why initialisation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The directory already holds a configuration.
+    #[error("{0} is already initialised")]
+    AlreadyInitialised(PathBuf),
+    /// A file could not be written.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate could not be made.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The database could not be created.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The default inbox could not be created.
+    #[error("default inbox: {0}")]
+    Admin(#[from] AdminError),
+}
+
+/// Whether `data_dir` has a configuration file.
+pub fn is_initialised(data_dir: &Path) -> bool {
+    data_dir.join(CONFIG_FILE).exists()
+}
+
+/// Creates the data directory: configuration, self-signed certificate,
+/// database, and the `support` inbox. Returns the certificate fingerprint.
+pub async fn init(data_dir: &Path, config: &Config) -> Result<String, InitError> {
+    let config_path = data_dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        return Err(InitError::AlreadyInitialised(data_dir.to_path_buf()));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InitError::Io { path, source }
+    };
+    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    let cert_path = data_dir.join(&config.tls_cert);
+    let key_path = data_dir.join(&config.tls_key);
+    if !cert_path.exists() {
+        let (cert, key) = tls::self_signed(&config.domain)?;
+        tls::write_pair(&cert_path, &key_path, &cert, &key)?;
+    }
+    let store = SqliteStore::open(&data_dir.join(&config.database)).await?;
+    let inbox = kanal_proto::address::Address::new(DEFAULT_INBOX, &config.domain)
+        .map_err(AdminError::from)?;
+    if store_has(&store, &inbox).await? {
+        tracing::info!(%inbox, "default inbox exists");
+    } else {
+        admin::add_inbox(&store, &config.domain, DEFAULT_INBOX, "Support").await?;
+    }
+    // Written last: its presence means the directory is complete.
+    std::fs::write(&config_path, config.render()).map_err(io(&config_path))?;
+    let (certs, _) = tls::load(&cert_path, &key_path)?;
+    Ok(tls::fingerprint(&certs[0]))
+}
+
+async fn store_has(
+    store: &SqliteStore,
+    address: &kanal_proto::address::Address,
+) -> Result<bool, StoreError> {
+    use crate::store::Store as _;
+    Ok(store.party_by_address(address).await?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn init_creates_a_complete_directory_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let fingerprint = init(&data, &Config::default()).await.expect("init");
+        assert_eq!(fingerprint.len(), 64);
+        assert!(is_initialised(&data));
+        let config = Config::load(&data).expect("config");
+        assert_eq!(config.domain, "localhost");
+        assert!(matches!(
+            init(&data, &Config::default()).await,
+            Err(InitError::AlreadyInitialised(_))
+        ));
+    }
+}

@@ -1,0 +1,177 @@
+//! Starting and stopping a server: open the store, load the certificate,
+//! start the writer, and accept QUIC connections.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kanal_proto::codes::CloseCode;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::session::{self, Shared};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError, TransportLimits};
+use crate::writer;
+
+/// How long shutdown waits for connections to close and the writer to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Requests one client may have in flight at once.
+const MAX_REQUESTS_IN_FLIGHT: u32 = 64;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened.
+    #[error("database {path}: {source}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The certificate could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    fingerprint: String,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts serving `config` from `data_dir` (which `kanald init` prepared).
+    pub async fn start(data_dir: &Path, config: Config) -> Result<Self, StartError> {
+        let db_path = data_dir.join(&config.database);
+        let store = SqliteStore::open(&db_path)
+            .await
+            .map_err(|source| StartError::Store {
+                path: db_path.clone(),
+                source,
+            })?;
+        Self::start_with_store(data_dir, config, Arc::new(store)).await
+    }
+
+    /// Starts serving with an already opened store.
+    pub async fn start_with_store(
+        data_dir: &Path,
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
+        let (certs, key) = tls::load(
+            &data_dir.join(&config.tls_cert),
+            &data_dir.join(&config.tls_key),
+        )?;
+        let fingerprint = tls::fingerprint(&certs[0]);
+        let server_config = tls::server_config(
+            certs,
+            key,
+            TransportLimits {
+                idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+                max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
+            },
+        )?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            StartError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let hub = Arc::new(Hub::default());
+        let (writer, writer_task) =
+            writer::spawn(store.clone(), hub.clone(), config.domain.clone())
+                .await
+                .map_err(|source| StartError::Store {
+                    path: data_dir.join(&config.database),
+                    source,
+                })?;
+        let shared = Arc::new(Shared {
+            store,
+            writer,
+            hub,
+            config,
+        });
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+        tracing::info!(%local_addr, domain = %shared.config.domain, %fingerprint, "kanald serving");
+        Ok(Self {
+            endpoint,
+            local_addr,
+            fingerprint,
+            shared,
+            accept,
+            writer: writer_task,
+        })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 fingerprint of the certificate, lowercase hex.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The domain the server answers for.
+    pub fn domain(&self) -> &str {
+        &self.shared.config.domain
+    }
+
+    /// The store, for administration while serving.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.shared.store.clone()
+    }
+
+    /// Closes every connection with `ServerShutdown`, lets the writer commit
+    /// what it already accepted, and returns.
+    pub async fn shutdown(self) {
+        self.endpoint.close(
+            CloseCode::ServerShutdown.value().into(),
+            b"server shutting down",
+        );
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await;
+        let _ = self.accept.await;
+        drop(self.shared);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.writer).await;
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if endpoint.open_connections() > shared.config.max_connections {
+            incoming.refuse();
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(connection) => session::serve(shared, connection).await,
+                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+            }
+        });
+    }
+}

@@ -1,0 +1,304 @@
+//! Stream-per-request RPCs: read one `Request`, answer one `Response`.
+//!
+//! Malformed input closes only its own stream, with a `StreamCode`; the
+//! connection and every other request carry on.
+
+use std::sync::Arc;
+
+use kanal_proto::address::{Address, ConversationId};
+use kanal_proto::codes::StreamCode;
+use kanal_proto::frame::FrameError;
+use kanal_proto::io::{FrameReader, write_frame};
+use kanal_proto::{limits, pb};
+use prost::Message as _;
+use quinn::{RecvStream, SendStream};
+
+use crate::auth::random_opaque;
+use crate::engine::{Command, Reply};
+use crate::model::{ConversationKey, Party, PartyId, ReceiptKind};
+use crate::session::Shared;
+use crate::store::StoreError;
+
+type Refusal = (pb::ErrorCode, String);
+type Answer = Result<pb::response::Kind, Refusal>;
+
+/// Serves one request stream.
+pub async fn serve(shared: Arc<Shared>, party: Arc<Party>, mut send: SendStream, recv: RecvStream) {
+    let mut reader = FrameReader::new(recv, limits::MAX_FRAME);
+    let frame = match reader.next_frame().await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return refuse_stream(&mut send, reader.get_mut(), StreamCode::Truncated),
+        Err(FrameError::TooLarge { .. }) => {
+            return refuse_stream(&mut send, reader.get_mut(), StreamCode::FrameTooLarge);
+        }
+        Err(FrameError::Truncated) => {
+            return refuse_stream(&mut send, reader.get_mut(), StreamCode::Truncated);
+        }
+        Err(FrameError::Io(_)) => return, // The client reset the stream.
+        Err(_) => return refuse_stream(&mut send, reader.get_mut(), StreamCode::MalformedFrame),
+    };
+    let Ok(request) = pb::Request::decode(frame) else {
+        return refuse_stream(&mut send, reader.get_mut(), StreamCode::MalformedFrame);
+    };
+    let id = request.id;
+    let kind = match handle(&shared, &party, request).await {
+        Ok(kind) => kind,
+        Err((code, message)) => pb::response::Kind::Error(pb::Error {
+            code: code as i32,
+            message,
+        }),
+    };
+    let response = pb::Response {
+        id,
+        kind: Some(kind),
+    };
+    if write_frame(&mut send, &response).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+fn refuse_stream(send: &mut SendStream, recv: &mut RecvStream, code: StreamCode) {
+    let code = quinn::VarInt::from_u32(code.value());
+    let _ = recv.stop(code);
+    let _ = send.reset(code);
+}
+
+async fn handle(shared: &Shared, party: &Party, request: pb::Request) -> Answer {
+    use pb::request::Kind;
+    match request.kind {
+        Some(Kind::CreateConversation(create)) => create_conversation(shared, party, create).await,
+        Some(Kind::Send(send)) => send_message(shared, party, send).await,
+        Some(Kind::History(history)) => read_history(shared, party, history).await,
+        Some(Kind::ListConversations(list)) => {
+            let (conversations, has_more) = shared
+                .store
+                .conversations_of(party.id, page(list.limit), list.offset)
+                .await
+                .map_err(internal)?;
+            Ok(pb::response::Kind::ConversationList(pb::ConversationList {
+                conversations,
+                has_more,
+            }))
+        }
+        Some(Kind::GetConversation(get)) => {
+            let id = parse_conversation(&get.conversation)?;
+            let key = visible_key(shared, &id, party.id).await?;
+            let view = shared
+                .store
+                .conversation_view(key, party.id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| not_found(&id))?;
+            Ok(pb::response::Kind::Conversation(view))
+        }
+        Some(Kind::MarkReceipt(mark)) => {
+            let id = parse_conversation(&mark.conversation)?;
+            let kind = match pb::ReceiptKind::try_from(mark.kind) {
+                Ok(pb::ReceiptKind::Delivered) => ReceiptKind::Delivered,
+                Ok(pb::ReceiptKind::Read) => ReceiptKind::Read,
+                _ => {
+                    return Err((
+                        pb::ErrorCode::BadRequest,
+                        "receipt kind must be DELIVERED or READ".into(),
+                    ));
+                }
+            };
+            local_host(shared, &id)?;
+            submit(
+                shared,
+                Command::MarkReceipt {
+                    by: party.clone(),
+                    conversation: id,
+                    kind,
+                    up_to: mark.up_to_seq,
+                },
+            )
+            .await
+        }
+        None => Err((pb::ErrorCode::BadRequest, "request has no kind".into())),
+    }
+}
+
+async fn create_conversation(
+    shared: &Shared,
+    party: &Party,
+    create: pb::CreateConversation,
+) -> Answer {
+    if create.to.is_empty() || create.to.len() > limits::MAX_RECIPIENTS {
+        return Err((
+            pb::ErrorCode::BadRequest,
+            format!("name 1 to {} parties in `to`", limits::MAX_RECIPIENTS),
+        ));
+    }
+    if create.subject.len() > limits::MAX_SUBJECT {
+        return Err((pb::ErrorCode::TooLarge, "subject too long".into()));
+    }
+    let mut to = Vec::with_capacity(create.to.len());
+    for text in &create.to {
+        let address: Address = text.parse().map_err(|e: kanal_proto::address::NameError| {
+            (pb::ErrorCode::InvalidAddress, e.to_string())
+        })?;
+        if address.domain() != shared.config.domain {
+            return Err((
+                pb::ErrorCode::RemoteUnreachable,
+                format!("{address} is on another server; federation is not available"),
+            ));
+        }
+        let other = shared
+            .store
+            .party_by_address(&address)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| (pb::ErrorCode::NotFound, format!("no party {address}")))?;
+        to.push(other);
+    }
+    submit(
+        shared,
+        Command::CreateConversation {
+            by: party.clone(),
+            to,
+            subject: create.subject,
+            opaque: random_opaque(),
+        },
+    )
+    .await
+}
+
+async fn send_message(shared: &Shared, party: &Party, send: pb::Send) -> Answer {
+    let id = parse_conversation(&send.conversation)?;
+    if send.client_msg_id.is_empty() || send.client_msg_id.len() > limits::MAX_CLIENT_MSG_ID {
+        return Err((
+            pb::ErrorCode::BadRequest,
+            format!(
+                "client_msg_id must be 1 to {} bytes",
+                limits::MAX_CLIENT_MSG_ID
+            ),
+        ));
+    }
+    let body = match send.body {
+        Some(pb::Body {
+            kind: Some(pb::body::Kind::Text(ref text)),
+        }) => {
+            if text.len() > limits::MAX_TEXT {
+                return Err((
+                    pb::ErrorCode::TooLarge,
+                    format!("text of {} bytes exceeds {}", text.len(), limits::MAX_TEXT),
+                ));
+            }
+            send.body
+                .as_ref()
+                .map(|b| b.encode_to_vec())
+                .unwrap_or_default()
+        }
+        _ => return Err((pb::ErrorCode::BadRequest, "the message has no body".into())),
+    };
+    local_host(shared, &id)?;
+    submit(
+        shared,
+        Command::Send {
+            by: party.clone(),
+            conversation: id,
+            client_msg_id: send.client_msg_id,
+            body: body.into(),
+        },
+    )
+    .await
+}
+
+async fn read_history(shared: &Shared, party: &Party, history: pb::History) -> Answer {
+    let id = parse_conversation(&history.conversation)?;
+    let key = visible_key(shared, &id, party.id).await?;
+    let (messages, has_more) = shared
+        .store
+        .history(key, history.before_seq, page(history.limit))
+        .await
+        .map_err(internal)?;
+    Ok(pb::response::Kind::HistoryPage(pb::HistoryPage {
+        messages,
+        has_more,
+    }))
+}
+
+/// The parties that receive a conversation's events, if `party` may see it.
+pub async fn visible_recipients(
+    shared: &Shared,
+    id: &ConversationId,
+    party: PartyId,
+) -> Result<Option<Vec<PartyId>>, StoreError> {
+    let Some(record) = shared.store.load_conversation(id).await? else {
+        return Ok(None);
+    };
+    let mut recipients = Vec::new();
+    for member in &record.members {
+        let parties = if member.kind.has_session() {
+            vec![member.id]
+        } else {
+            shared.store.inbox_agents(member.id).await?
+        };
+        for p in parties {
+            if !recipients.contains(&p) {
+                recipients.push(p);
+            }
+        }
+    }
+    Ok(recipients.contains(&party).then_some(recipients))
+}
+
+async fn visible_key(
+    shared: &Shared,
+    id: &ConversationId,
+    party: PartyId,
+) -> Result<ConversationKey, Refusal> {
+    let key = shared
+        .store
+        .conversation_key(id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found(id))?;
+    if !shared.store.can_see(key, party).await.map_err(internal)? {
+        return Err(not_found(id));
+    }
+    Ok(key)
+}
+
+async fn submit(shared: &Shared, command: Command) -> Answer {
+    match shared.writer.submit(command).await {
+        Reply::Conversation(c) => Ok(pb::response::Kind::Conversation(c)),
+        Reply::Sent(s) => Ok(pb::response::Kind::Sent(s)),
+        Reply::Done => Ok(pb::response::Kind::Done(pb::Done {})),
+        Reply::Refused(code, message) => Err((code, message)),
+    }
+}
+
+fn parse_conversation(text: &str) -> Result<ConversationId, Refusal> {
+    text.parse()
+        .map_err(|e: kanal_proto::address::NameError| (pb::ErrorCode::BadRequest, e.to_string()))
+}
+
+/// Conversations hosted elsewhere do not exist here until federation does.
+fn local_host(shared: &Shared, id: &ConversationId) -> Result<(), Refusal> {
+    if id.host() == shared.config.domain {
+        Ok(())
+    } else {
+        Err(not_found(id))
+    }
+}
+
+fn page(limit: u32) -> u32 {
+    match limit {
+        0 => limits::DEFAULT_PAGE,
+        n => n.min(limits::MAX_PAGE),
+    }
+}
+
+fn not_found(id: &ConversationId) -> Refusal {
+    (pb::ErrorCode::NotFound, format!("no conversation {id}"))
+}
+
+fn internal(e: StoreError) -> Refusal {
+    tracing::error!(error = %e, "store failed during a request");
+    (
+        pb::ErrorCode::Internal,
+        "the server failed; retry later".into(),
+    )
+}

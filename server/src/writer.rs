@@ -1,0 +1,225 @@
+//! The single writer: one task owns the conversation engine and commits its
+//! output in groups.
+//!
+//! Requests queue commands on a bounded channel. The writer takes everything
+//! queued (up to [`MAX_BATCH`]), applies each command to the engine, commits
+//! all resulting rows in ONE transaction (one fsync), and only then answers
+//! each requester and publishes the events. Nothing is acknowledged or shown
+//! to anyone before it is durable; a failed commit answers every command of
+//! the batch with an error and resets the engine's cache to the database.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kanal_proto::pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::engine::{Command, Engine, Need, Reply};
+use crate::hub::Hub;
+use crate::store::{Store, StoreResult};
+
+/// Most commands committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+
+/// Commands waiting for the writer before senders wait for room.
+pub const QUEUE: usize = 16 * 1024;
+
+/// Rounds of loading a command's needs (the engine converges in three).
+const NEED_ROUNDS: usize = 4;
+
+struct Job {
+    command: Command,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Submits commands to the writer task. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("command", &self.command)
+            .finish()
+    }
+}
+
+impl WriterHandle {
+    /// Runs `command` and waits until its effects are durable (or refused).
+    pub async fn submit(&self, command: Command) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job { command, reply }).await.is_err() {
+            return shutting_down();
+        }
+        rx.await.unwrap_or_else(|_| shutting_down())
+    }
+}
+
+/// Starts the writer task for `domain`. It ends when every handle is dropped.
+pub async fn spawn(
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    domain: String,
+) -> StoreResult<(WriterHandle, JoinHandle<()>)> {
+    let engine = Engine::new(domain, store.max_conversation_key().await?);
+    let directory = store.directory_version().await?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = Writer {
+        store,
+        hub,
+        engine,
+        directory,
+        rx,
+    };
+    Ok((WriterHandle { tx }, tokio::spawn(task.run())))
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    engine: Engine,
+    directory: i64,
+    rx: mpsc::Receiver<Job>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while self.rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.commit_batch(&mut batch).await;
+        }
+    }
+
+    async fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+        self.refresh_directory().await;
+        let now_ms = now_ms();
+        let mut writes = Vec::new();
+        let mut deliveries = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            let reply = match self.load_needs(&job.command).await {
+                Ok(()) => {
+                    let (reply, applied) = self.engine.apply(now_ms, job.command);
+                    let wrote = !applied.writes.is_empty();
+                    writes.extend(applied.writes);
+                    deliveries.extend(applied.deliveries);
+                    (reply, wrote)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "loading state for a command failed");
+                    (internal(), false)
+                }
+            };
+            answers.push((job.reply, reply));
+        }
+        self.engine.finish_batch();
+        if !writes.is_empty() {
+            if let Err(e) = self.store.commit(&writes).await {
+                tracing::error!(error = %e, rows = writes.len(), "commit failed; batch refused");
+                self.reset().await;
+                for (tx, (_, wrote)) in answers {
+                    if wrote {
+                        let _ = tx.send(internal());
+                    }
+                }
+                return;
+            }
+        }
+        for (tx, (reply, _)) in answers {
+            // The requester may have gone away; the data is committed regardless.
+            let _ = tx.send(reply);
+        }
+        self.hub.publish(&deliveries);
+    }
+
+    /// Loads what the engine needs for `command`, in rounds.
+    async fn load_needs(&mut self, command: &Command) -> StoreResult<()> {
+        let mut tried = std::collections::HashSet::new();
+        for _ in 0..NEED_ROUNDS {
+            let needs: Vec<Need> = self
+                .engine
+                .needs(command)
+                .into_iter()
+                .filter(|n| tried.insert(n.clone()))
+                .collect();
+            if needs.is_empty() {
+                break;
+            }
+            for need in needs {
+                match need {
+                    Need::Conversation(id) => {
+                        if let Some(record) = self.store.load_conversation(&id).await? {
+                            self.engine.load_conversation(record);
+                        }
+                    }
+                    Need::Head(party) => {
+                        let head = self.store.event_head(party).await?;
+                        self.engine.load_head(party, head);
+                    }
+                    Need::InboxAgents(inbox) => {
+                        let agents = self.store.inbox_agents(inbox).await?;
+                        self.engine.load_inbox_agents(inbox, agents);
+                    }
+                    Need::PriorSend {
+                        key,
+                        sender,
+                        client_msg_id,
+                    } => {
+                        let prior = self.store.find_send(key, sender, &client_msg_id).await?;
+                        self.engine
+                            .load_prior_send(key, sender, client_msg_id, prior);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh_directory(&mut self) {
+        match self.store.directory_version().await {
+            Ok(version) if version != self.directory => {
+                self.directory = version;
+                self.engine.invalidate_directory();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the directory version failed"),
+        }
+    }
+
+    async fn reset(&mut self) {
+        match self.store.max_conversation_key().await {
+            Ok(max_key) => self.engine.reset(max_key),
+            Err(e) => {
+                // Without the key we cannot number new conversations safely;
+                // keep the old counter (it is ahead of the database, never behind).
+                tracing::error!(error = %e, "reloading after a failed commit failed");
+                self.engine.invalidate_directory();
+            }
+        }
+    }
+}
+
+fn internal() -> Reply {
+    Reply::Refused(
+        pb::ErrorCode::Internal,
+        "the server could not store this; retry".into(),
+    )
+}
+
+fn shutting_down() -> Reply {
+    Reply::Refused(
+        pb::ErrorCode::Internal,
+        "the server is shutting down".into(),
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
