@@ -19,10 +19,9 @@ pub enum CloseCode {
     HelloTimeout = 0x4,
     /// The server is shutting down; reconnect later.
     ServerShutdown = 0x5,
-    /// The server failed; reconnect later.
+    /// The server failed (for example its store, while writing the event
+    /// stream); reconnect later.
     Internal = 0x6,
-    /// The client did not read its event stream fast enough for too long.
-    SlowConsumer = 0x7,
 }
 
 /// Why a single stream was reset or stopped (QUIC `RESET_STREAM` /
@@ -36,9 +35,6 @@ pub enum StreamCode {
     FrameTooLarge = 0x11,
     /// The stream ended before a whole frame arrived.
     Truncated = 0x12,
-    /// The client opened a stream the server does not expect (for example a
-    /// request before the Hello was answered).
-    Unexpected = 0x13,
 }
 
 macro_rules! code_conversions {
@@ -68,14 +64,12 @@ code_conversions!(CloseCode {
     HelloTimeout,
     ServerShutdown,
     Internal,
-    SlowConsumer,
 });
 
 code_conversions!(StreamCode {
     MalformedFrame,
     FrameTooLarge,
     Truncated,
-    Unexpected,
 });
 
 #[cfg(test)]
@@ -86,12 +80,12 @@ mod tests {
     fn codes_round_trip() {
         for code in [
             CloseCode::Normal,
-            CloseCode::SlowConsumer,
+            CloseCode::Internal,
             CloseCode::HelloRefused,
         ] {
             assert_eq!(CloseCode::from_value(code.value().into()), Some(code));
         }
-        for code in [StreamCode::MalformedFrame, StreamCode::Unexpected] {
+        for code in [StreamCode::MalformedFrame, StreamCode::Truncated] {
             assert_eq!(StreamCode::from_value(code.value().into()), Some(code));
         }
         assert_eq!(CloseCode::from_value(0x99), None);

@@ -3,14 +3,19 @@
 //! A peer that exceeds a limit gets the error code documented next to it; the
 //! limits are part of protocol version 1.
 
-/// Largest frame (excluding its length prefix) on the control stream and on
-/// request streams, in bytes. Larger frames close the stream with
+/// Largest frame (excluding its length prefix) on the control stream and of
+/// a `Request`, in bytes. Larger frames close the stream with
 /// [`crate::codes::StreamCode::FrameTooLarge`].
 pub const MAX_FRAME: usize = 64 * 1024;
 
 /// Largest frame on the event stream, in bytes. A Push carries one message,
 /// so this is [`MAX_FRAME`] plus room for the envelope.
 pub const MAX_PUSH_FRAME: usize = MAX_FRAME + 1024;
+
+/// Largest `Response` frame the server sends, in bytes. Pages of History and
+/// ListConversations are cut to fit (with `has_more` set), so clients may
+/// refuse anything larger.
+pub const MAX_RESPONSE_FRAME: usize = 1024 * 1024;
 
 /// Largest text body, in bytes of UTF-8.
 pub const MAX_TEXT: usize = 16 * 1024;

@@ -37,6 +37,40 @@ pub enum InitError {
     Admin(#[from] AdminError),
 }
 
+/// File holding the QUIC stateless-reset key.
+pub const RESET_KEY_FILE: &str = "reset.key";
+
+/// The server's stateless-reset secret, created on first use. Keeping it
+/// across restarts lets a restarted server reset its predecessor's
+/// connections at once, so clients reconnect immediately instead of waiting
+/// for their idle timeout.
+pub fn reset_key(data_dir: &Path) -> std::io::Result<[u8; 64]> {
+    let path = data_dir.join(RESET_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 64 => {
+            let mut key = [0u8; 64];
+            key.copy_from_slice(&bytes);
+            return Ok(key);
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} must hold exactly 64 bytes", path.display()),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut key = [0u8; 64];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, &key)?;
+    Ok(key)
+}
+
 /// Whether `data_dir` has a configuration file.
 pub fn is_initialised(data_dir: &Path) -> bool {
     data_dir.join(CONFIG_FILE).exists()

@@ -10,6 +10,7 @@ use kanal_proto::codes::CloseCode;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::datadir;
 use crate::hub::Hub;
 use crate::session::{self, Shared};
 use crate::store::sqlite::SqliteStore;
@@ -37,6 +38,14 @@ pub enum StartError {
     /// The certificate could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The stateless-reset key could not be read or created.
+    #[error("{path}: {source}")]
+    ResetKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -90,12 +99,26 @@ impl Server {
                 max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
             },
         )?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            StartError::Bind {
-                addr: config.listen,
-                source,
-            }
+        let reset_key = datadir::reset_key(data_dir).map_err(|source| StartError::ResetKey {
+            path: data_dir.join(datadir::RESET_KEY_FILE),
+            source,
         })?;
+        let endpoint_config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &reset_key,
+        )));
+        let bind_err = |source| StartError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_err)?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
@@ -147,22 +170,40 @@ impl Server {
     }
 
     /// Closes every connection with `ServerShutdown`, lets the writer commit
-    /// what it already accepted, and returns.
+    /// what it already accepted, and returns once the UDP port is free again
+    /// (so a new server can bind it at once).
     pub async fn shutdown(self) {
-        self.endpoint.close(
+        let Self {
+            endpoint,
+            local_addr,
+            shared,
+            accept,
+            writer,
+            ..
+        } = self;
+        endpoint.close(
             CloseCode::ServerShutdown.value().into(),
             b"server shutting down",
         );
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await;
-        let _ = self.accept.await;
-        drop(self.shared);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.writer).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
+        let _ = accept.await;
+        drop(endpoint);
+        drop(shared);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, writer).await;
+        // quinn releases the socket when its driver task next runs after the
+        // last handle is gone; wait for that, boundedly.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while std::net::UdpSocket::bind(local_addr).is_err()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
-        if endpoint.open_connections() > shared.config.max_connections {
+        if endpoint.open_connections() >= shared.config.max_connections {
             incoming.refuse();
             continue;
         }

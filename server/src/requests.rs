@@ -70,11 +70,17 @@ async fn handle(shared: &Shared, party: &Party, request: pb::Request) -> Answer 
         Some(Kind::Send(send)) => send_message(shared, party, send).await,
         Some(Kind::History(history)) => read_history(shared, party, history).await,
         Some(Kind::ListConversations(list)) => {
-            let (conversations, has_more) = shared
+            let (mut conversations, mut has_more) = shared
                 .store
                 .conversations_of(party.id, page(list.limit), list.offset)
                 .await
                 .map_err(internal)?;
+            // Keep the most recent ones; the rest come with the next offset.
+            let keep = fitting(conversations.iter(), RESPONSE_BUDGET);
+            if keep < conversations.len() {
+                conversations.truncate(keep);
+                has_more = true;
+            }
             Ok(pb::response::Kind::ConversationList(pb::ConversationList {
                 conversations,
                 has_more,
@@ -208,11 +214,17 @@ async fn send_message(shared: &Shared, party: &Party, send: pb::Send) -> Answer 
 async fn read_history(shared: &Shared, party: &Party, history: pb::History) -> Answer {
     let id = parse_conversation(&history.conversation)?;
     let key = visible_key(shared, &id, party.id).await?;
-    let (messages, has_more) = shared
+    let (mut messages, mut has_more) = shared
         .store
         .history(key, history.before_seq, page(history.limit))
         .await
         .map_err(internal)?;
+    // Keep the newest messages; the client pages on from the oldest it got.
+    let keep = fitting(messages.iter().rev(), RESPONSE_BUDGET);
+    if keep < messages.len() {
+        messages.drain(..messages.len() - keep);
+        has_more = true;
+    }
     Ok(pb::response::Kind::HistoryPage(pb::HistoryPage {
         messages,
         has_more,
@@ -284,6 +296,25 @@ fn local_host(shared: &Shared, id: &ConversationId) -> Result<(), Refusal> {
     }
 }
 
+/// Bytes of repeated entries a Response may carry, leaving room for its envelope.
+const RESPONSE_BUDGET: usize = limits::MAX_RESPONSE_FRAME - 1024;
+
+/// How many of `items`, taken in order, fit in `budget` bytes (at least one:
+/// a single entry is always smaller than the budget by the request limits).
+fn fitting<'a, M: prost::Message + 'a>(items: impl Iterator<Item = &'a M>, budget: usize) -> usize {
+    let mut used = 0;
+    let mut count = 0;
+    for item in items {
+        let len = item.encoded_len();
+        used += 1 + prost::length_delimiter_len(len) + len;
+        if used > budget && count > 0 {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
 fn page(limit: u32) -> u32 {
     match limit {
         0 => limits::DEFAULT_PAGE,
@@ -301,4 +332,38 @@ fn internal(e: StoreError) -> Refusal {
         pb::ErrorCode::Internal,
         "the server failed; retry later".into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: usize) -> pb::Message {
+        pb::Message {
+            body: Some(pb::Body {
+                kind: Some(pb::body::Kind::Text("x".repeat(len))),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pages_are_cut_to_the_response_budget() {
+        let messages: Vec<pb::Message> = (0..10).map(|_| message(1000)).collect();
+        assert_eq!(fitting(messages.iter(), 1_000_000), 10);
+        let one = message(1000).encoded_len() + 3;
+        assert_eq!(fitting(messages.iter(), 3 * one), 3);
+        assert_eq!(fitting(messages.iter(), 10), 1, "one entry always fits");
+        // A full page of maximal texts stays inside the frame limit.
+        let big: Vec<pb::Message> = (0..500).map(|_| message(limits::MAX_TEXT)).collect();
+        let keep = fitting(big.iter(), RESPONSE_BUDGET);
+        let page = pb::Response {
+            id: u64::MAX,
+            kind: Some(pb::response::Kind::HistoryPage(pb::HistoryPage {
+                messages: big[..keep].to_vec(),
+                has_more: true,
+            })),
+        };
+        assert!(page.encoded_len() <= limits::MAX_RESPONSE_FRAME);
+    }
 }

@@ -64,7 +64,10 @@ pub async fn serve(shared: Arc<Shared>, connection: Connection) {
         return;
     };
     tracing::debug!(party = %auth.party.address, remote = %connection.remote_address(), "session open");
-    run(shared, connection, control_send, control_recv, auth).await;
+    run(shared, &connection, control_send, control_recv, auth).await;
+    // Whatever ended the loop ends the session: the event stream must not
+    // outlive the control stream.
+    close(&connection, CloseCode::Normal, "session ended");
 }
 
 /// Reads the Hello and answers it. Closes the connection itself on failure.
@@ -105,12 +108,20 @@ async fn handshake(
     };
     match authenticate(shared, hello).await {
         Ok(auth) => {
+            let Ok(event_head) = shared.store.event_head(auth.party.id).await else {
+                close(
+                    connection,
+                    CloseCode::Internal,
+                    "the server failed; retry later",
+                );
+                return None;
+            };
             let welcome = pb::ServerControl {
                 kind: Some(pb::server_control::Kind::Welcome(pb::Welcome {
                     version: kanal_proto::PROTOCOL_VERSION,
                     party: Some(auth.party.to_pb()),
                     resume_token: auth.token.clone(),
-                    event_head: shared.store.event_head(auth.party.id).await.unwrap_or(0),
+                    event_head,
                     acked_seq: auth.acked_seq,
                     server_domain: shared.config.domain.clone(),
                 })),
@@ -314,7 +325,7 @@ fn check_password(password: &str) -> Result<(), Refusal> {
 /// The session loop after Welcome.
 async fn run(
     shared: Arc<Shared>,
-    connection: Connection,
+    connection: &Connection,
     _control_send: SendStream,
     mut control: FrameReader<RecvStream>,
     auth: Authenticated,
@@ -332,20 +343,25 @@ async fn run(
                         tokio::spawn(pump_events(shared.clone(), connection.clone(), party.id, sync.since, subscription));
                     }
                     Ok(Some(pb::ClientControl { kind: Some(Kind::Ack(ack)) })) => {
-                        if let Err(e) = shared.store.ack_session(auth.session, ack.seq).await {
+                        // An ack beyond the log's head acknowledges the head.
+                        let stored = match shared.store.event_head(party.id).await {
+                            Ok(head) => shared.store.ack_session(auth.session, ack.seq.min(head)).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = stored {
                             tracing::warn!(error = %e, "storing an ack failed");
                         }
                     }
                     Ok(Some(_)) => {
-                        close(&connection, CloseCode::ProtocolViolation, "unexpected control frame");
+                        close(connection, CloseCode::ProtocolViolation, "unexpected control frame");
                         return;
                     }
                     Ok(None) => {
-                        close(&connection, CloseCode::Normal, "control stream finished");
+                        close(connection, CloseCode::Normal, "control stream finished");
                         return;
                     }
                     Err(e) => {
-                        close_for_frame_error(&connection, &e);
+                        close_for_frame_error(connection, &e);
                         return;
                     }
                 }
@@ -394,7 +410,11 @@ async fn pump_events(
                 last = replay(&shared, &mut send, party, last).await?;
                 continue;
             }
-            let Some(event) = subscription.events.recv().await else {
+            let event = tokio::select! {
+                event = subscription.events.recv() => event,
+                _ = connection.closed() => None,
+            };
+            let Some(event) = event else {
                 return Ok(());
             };
             if event.seq <= last {
@@ -413,8 +433,19 @@ async fn pump_events(
         }
     }
     .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "event stream ended");
+    match result {
+        Ok(()) => {}
+        Err(PumpError::Store(e)) => {
+            // Sync happens once per connection, so a client must reconnect to
+            // get its events back: tell it so.
+            tracing::error!(error = %e, "the event stream failed reading the store");
+            close(
+                &connection,
+                CloseCode::Internal,
+                "the server failed; reconnect",
+            );
+        }
+        Err(e) => tracing::debug!(error = %e, "event stream ended"),
     }
 }
 

@@ -116,17 +116,16 @@ impl Writer {
             answers.push((job.reply, reply));
         }
         self.engine.finish_batch();
-        if !writes.is_empty() {
-            if let Err(e) = self.store.commit(&writes).await {
-                tracing::error!(error = %e, rows = writes.len(), "commit failed; batch refused");
-                self.reset().await;
-                for (tx, (_, wrote)) in answers {
-                    if wrote {
-                        let _ = tx.send(internal());
-                    }
-                }
-                return;
+        if !writes.is_empty()
+            && let Err(e) = self.store.commit(&writes).await
+        {
+            tracing::error!(error = %e, rows = writes.len(), "commit failed; batch refused");
+            self.reset().await;
+            for (tx, (reply, wrote)) in answers {
+                // Refusals stored nothing and stand; everything else failed.
+                let _ = tx.send(if wrote { internal() } else { reply });
             }
+            return;
         }
         for (tx, (reply, _)) in answers {
             // The requester may have gone away; the data is committed regardless.

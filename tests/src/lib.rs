@@ -1,1 +1,210 @@
-//! End-to-end tests of Kanal live in `tests/`; this library holds shared harness code.
+//! Shared harness for Kanal's end-to-end tests: real servers on 127.0.0.1
+//! port 0 with a real SQLite file in a temporary directory, and real clients
+//! over QUIC. The tests themselves live in `tests/`, one file per area.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kanal_client::{Client, ClientConfig, ClientEvent, Credentials, Events, Fingerprint};
+use kanal_proto::pb;
+use kanal_server::config::Config;
+use kanal_server::model::PartyKind;
+use kanal_server::{Server, admin, datadir};
+
+/// Password every test account uses.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Upper bound on any single wait in a test: a guard against hangs, never a
+/// synchronisation device (tests wait on events, not on time).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A server running in this process.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The running server.
+    pub server: Server,
+    /// Its data directory (removed when the last holder drops it).
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Initialises a fresh data directory and serves it on 127.0.0.1, port 0.
+    pub async fn start() -> Result<Self> {
+        let dir = Arc::new(tempfile::tempdir()?);
+        datadir::init(dir.path(), &Config::default()).await?;
+        Self::start_in(dir, loopback(0)).await
+    }
+
+    /// Serves an initialised directory on `listen`.
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, listen: SocketAddr) -> Result<Self> {
+        let mut config = Config::load(dir.path())?;
+        config.listen = listen;
+        let server = Server::start(dir.path(), config).await?;
+        Ok(Self { server, dir })
+    }
+
+    /// Stops the server and starts a new one on the same directory and port.
+    pub async fn restart(self) -> Result<Self> {
+        let addr = self.server.local_addr();
+        let dir = self.dir.clone();
+        self.server.shutdown().await;
+        Self::start_in(dir, addr).await
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// A client configuration pinned to this server's certificate.
+    pub fn client_config(&self) -> ClientConfig {
+        config_for(self.addr(), self.server.fingerprint())
+    }
+
+    /// Creates an agent of `support@localhost` and logs it in.
+    pub async fn agent(&self, local: &str) -> Result<Client> {
+        let store = self.server.store();
+        admin::add_agent(
+            store.as_ref(),
+            "localhost",
+            local,
+            datadir::DEFAULT_INBOX,
+            Some(PASSWORD),
+            "",
+        )
+        .await?;
+        self.login(&format!("{local}@localhost")).await
+    }
+
+    /// Creates a user through the admin path (not Register).
+    pub async fn add_user(&self, local: &str) -> Result<()> {
+        let store = self.server.store();
+        admin::add_account(
+            store.as_ref(),
+            "localhost",
+            local,
+            PartyKind::User,
+            PASSWORD,
+            "",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Registers a new customer account over the protocol.
+    pub async fn register(&self, local: &str) -> Result<Client> {
+        Ok(Client::connect(
+            self.client_config(),
+            Credentials::Register {
+                local: local.into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            },
+        )
+        .await?)
+    }
+
+    /// Logs in with the shared test password.
+    pub async fn login(&self, address: &str) -> Result<Client> {
+        Ok(Client::connect(
+            self.client_config(),
+            Credentials::Password {
+                address: address.into(),
+                password: PASSWORD.into(),
+            },
+        )
+        .await?)
+    }
+
+    /// Resumes a session by token.
+    pub async fn resume(&self, token: &str) -> Result<Client> {
+        Ok(Client::connect(
+            self.client_config(),
+            Credentials::Resume {
+                token: token.into(),
+            },
+        )
+        .await?)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A client configuration for a server at `addr` with certificate `fingerprint`.
+pub fn config_for(addr: SocketAddr, fingerprint: &str) -> ClientConfig {
+    let pin: Fingerprint = fingerprint
+        .parse()
+        .expect("server fingerprints are valid hex");
+    ClientConfig::new(addr.to_string())
+        .server_name("localhost")
+        .pin(pin)
+}
+
+/// The text of a message body.
+pub fn text_of(message: &pb::Message) -> &str {
+    match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
+        Some(pb::body::Kind::Text(text)) => text,
+        None => "",
+    }
+}
+
+/// Waits for the next client event.
+pub async fn next_event(events: &mut Events) -> Result<ClientEvent> {
+    tokio::time::timeout(PATIENCE, events.next())
+        .await
+        .context("no event arrived in time")?
+        .context("the event stream ended")
+}
+
+/// Waits for the next stored event (skipping SyncComplete, typing, reconnects).
+pub async fn next_stored(events: &mut Events) -> Result<pb::Event> {
+    loop {
+        if let ClientEvent::Event(event) = next_event(events).await? {
+            return Ok(event);
+        }
+    }
+}
+
+/// Waits for the next message event and returns the message.
+pub async fn next_message(events: &mut Events) -> Result<pb::Message> {
+    loop {
+        let event = next_stored(events).await?;
+        if let Some(pb::event::Kind::Message(message)) = event.kind {
+            return Ok(message);
+        }
+    }
+}
+
+/// Reads events until SyncComplete; returns the stored events before it.
+pub async fn until_caught_up(events: &mut Events) -> Result<Vec<pb::Event>> {
+    let mut seen = Vec::new();
+    loop {
+        match next_event(events).await? {
+            ClientEvent::Event(event) => seen.push(event),
+            ClientEvent::SyncComplete { .. } => return Ok(seen),
+            _ => {}
+        }
+    }
+}
+
+/// Asserts an error is a refusal with `code`.
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, kanal_client::ClientError>,
+    code: pb::ErrorCode,
+) -> Result<()> {
+    match result {
+        Err(e) if e.code() == Some(code) => Ok(()),
+        other => bail!("expected refusal {code:?}, got {other:?}"),
+    }
+}

@@ -1,1 +1,269 @@
-//! SQLite store (being written).
+//! The SQLite store: one database file in WAL mode with `synchronous = FULL`,
+//! one writer connection for every write (more writers only add
+//! `SQLITE_BUSY`), and a separate pool of read-only connections.
+//!
+//! Durability: a commit returns once SQLite has fsync'd the WAL, which WAL
+//! mode with `synchronous = FULL` does at every `COMMIT`.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use kanal_proto::address::{Address, ConversationId};
+use kanal_proto::pb;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{Store, StoreError, StoreResult};
+use crate::model::{
+    ConversationKey, ConversationRecord, NewParty, Party, PartyId, PartyKind, Session, StoredSend,
+    Write,
+};
+
+mod directory;
+mod read;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+/// How long a connection waits for a lock before failing with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read-only connections: enough to overlap a few client reads with the
+/// writer on a small machine.
+const READERS: u32 = 4;
+
+/// Prepared statements kept per connection. The writer alone uses a few
+/// dozen (multi-row inserts come in several sizes), so the default of 100
+/// leaves little room.
+const STATEMENT_CACHE: usize = 256;
+
+/// Page cache of the writer, in KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A [`Store`] in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: every write goes through it.
+    writer: SqlitePool,
+    /// Read-only connections for everything else.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it if missing, and brings its
+    /// schema up to date.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .statement_cache_capacity(STATEMENT_CACHE);
+
+        let writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
+            .pragma("temp_store", "MEMORY")
+            .pragma(
+                "wal_autocheckpoint",
+                std::env::var("EXP_CKPT").unwrap_or("1000".into()),
+            );
+        // The writer connection lives as long as the store: it holds the
+        // statement cache of the hot path, and it keeps the WAL files in
+        // place for the read-only connections.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(writer_options)
+            .await?;
+        MIGRATOR.run(&writer).await?;
+
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .max_lifetime(None)
+            .connect_with(base.read_only(true))
+            .await?;
+
+        Ok(Self { writer, reader })
+    }
+
+    /// Closes every connection, waiting for them to finish. The last one to
+    /// close checkpoints the WAL into the database file.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_party(&self, party: NewParty) -> StoreResult<Party> {
+        directory::create_party(&self.writer, party, now_ms()).await
+    }
+
+    async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
+        directory::party_by_address(&self.reader, address).await
+    }
+
+    async fn party_by_id(&self, id: PartyId) -> StoreResult<Option<Party>> {
+        directory::party_by_id(&self.reader, id).await
+    }
+
+    async fn password_hash(&self, id: PartyId) -> StoreResult<Option<String>> {
+        directory::password_hash(&self.reader, id).await
+    }
+
+    async fn add_inbox_agent(&self, inbox: PartyId, agent: PartyId) -> StoreResult<()> {
+        directory::add_inbox_agent(&self.writer, inbox, agent).await
+    }
+
+    async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
+        directory::inbox_agents(&self.reader, inbox).await
+    }
+
+    async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>> {
+        directory::agent_inboxes(&self.reader, agent).await
+    }
+
+    async fn directory_version(&self) -> StoreResult<i64> {
+        directory::version(&self.reader).await
+    }
+
+    async fn parties(&self) -> StoreResult<Vec<Party>> {
+        directory::parties(&self.reader).await
+    }
+
+    async fn create_session(
+        &self,
+        party: PartyId,
+        token_hash: [u8; 32],
+        client: &str,
+    ) -> StoreResult<Session> {
+        directory::create_session(&self.writer, party, token_hash, client, now_ms()).await
+    }
+
+    async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>> {
+        directory::session_by_token_hash(&self.reader, token_hash).await
+    }
+
+    async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
+        directory::ack_session(&self.writer, session, seq).await
+    }
+
+    async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
+        write::commit(&self.writer, batch).await
+    }
+
+    async fn load_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        read::load_conversation(&self.reader, id).await
+    }
+
+    async fn max_conversation_key(&self) -> StoreResult<ConversationKey> {
+        read::max_conversation_key(&self.reader).await
+    }
+
+    async fn event_head(&self, party: PartyId) -> StoreResult<u64> {
+        read::event_head(&self.reader, party).await
+    }
+
+    async fn find_send(
+        &self,
+        key: ConversationKey,
+        sender: PartyId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<StoredSend>> {
+        read::find_send(&self.reader, key, sender, client_msg_id).await
+    }
+
+    async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {
+        read::can_see(&self.reader, key, party).await
+    }
+
+    async fn history(
+        &self,
+        key: ConversationKey,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<pb::Message>, bool)> {
+        read::history(&self.reader, key, before, limit).await
+    }
+
+    async fn events_since(
+        &self,
+        party: PartyId,
+        since: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<pb::Event>> {
+        read::events_since(&self.reader, party, since, limit).await
+    }
+
+    async fn conversations_of(
+        &self,
+        party: PartyId,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<pb::Conversation>, bool)> {
+        read::conversations_of(&self.reader, party, limit, offset).await
+    }
+
+    async fn conversation_view(
+        &self,
+        key: ConversationKey,
+        viewer: PartyId,
+    ) -> StoreResult<Option<pb::Conversation>> {
+        read::conversation_view(&self.reader, key, viewer).await
+    }
+}
+
+// --- conversions between model values and columns ---------------------------
+
+/// The current time, ms since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A seq as SQLite stores it (a signed 64-bit integer).
+fn seq_to_db(seq: u64) -> StoreResult<i64> {
+    i64::try_from(seq).map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+}
+
+/// A stored seq back as the model's unsigned seq.
+fn seq_from_db(value: i64, what: &str) -> StoreResult<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} = {value}")))
+}
+
+/// A stored party kind.
+fn party_kind(value: i64) -> StoreResult<PartyKind> {
+    PartyKind::from_i64(value).ok_or_else(|| StoreError::Corrupt(format!("party kind {value}")))
+}
+
+/// A stored address.
+fn address(text: &str) -> StoreResult<Address> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("address `{text}`: {e}")))
+}
+
+/// A party as it appears on the wire, from its stored columns.
+fn pb_party(address: String, kind: i64, display_name: String) -> StoreResult<pb::Party> {
+    Ok(pb::Party {
+        address,
+        kind: party_kind(kind)?.to_pb() as i32,
+        display_name,
+    })
+}

@@ -1,0 +1,236 @@
+//! How `kanal` prints things: one line per item, for people or (`--json`)
+//! as one JSON object per line with stable field names.
+//!
+//! JSON fields: `type` (`message`, `conversation`, `receipt`, `sync_complete`,
+//! `typing`, `reconnected`, `sent`, `whoami`), `conversation` (id), `seq`
+//! (a message's seq in its conversation), `event_seq` (the account's event
+//! seq, for events from `listen`), `sender`, `text`, `client_msg_id`,
+//! `sent_at_ms`, and for conversations `subject`, `members`, `last_seq`,
+//! `read_up_to`, `delivered_up_to`, `created_at_ms`, `last_activity_ms`.
+
+use kanal_client::pb;
+use serde_json::{Value, json};
+
+/// A message as one human line: `[localhost/abc #3 12:01:05] alice@localhost: hello`.
+pub(crate) fn message_line(message: &pb::Message) -> String {
+    format!(
+        "[{} #{} {}] {}: {}",
+        message.conversation,
+        message.seq,
+        clock(message.sent_at_ms),
+        message.sender,
+        body_text(message.body.as_ref()).unwrap_or("<unsupported message body>")
+    )
+}
+
+/// A message as JSON; `event_seq` when it came from the event stream.
+pub(crate) fn message_json(message: &pb::Message, event_seq: Option<u64>) -> Value {
+    let mut value = json!({
+        "type": "message",
+        "conversation": message.conversation,
+        "seq": message.seq,
+        "sender": message.sender,
+        "text": body_text(message.body.as_ref()),
+        "client_msg_id": message.client_msg_id,
+        "sent_at_ms": message.sent_at_ms,
+    });
+    if let (Some(seq), Some(object)) = (event_seq, value.as_object_mut()) {
+        object.insert("event_seq".into(), seq.into());
+    }
+    value
+}
+
+/// A conversation as one human line.
+pub(crate) fn conversation_line(conversation: &pb::Conversation) -> String {
+    let unread = conversation
+        .last_seq
+        .saturating_sub(conversation.read_up_to);
+    format!(
+        "{}{} with {} — {} message{}, {} unread, last {}",
+        conversation.id,
+        subject(conversation),
+        members(conversation).join(", "),
+        conversation.last_seq,
+        if conversation.last_seq == 1 { "" } else { "s" },
+        unread,
+        clock(conversation.last_activity_ms),
+    )
+}
+
+/// A conversation as JSON.
+pub(crate) fn conversation_json(conversation: &pb::Conversation, event_seq: Option<u64>) -> Value {
+    let mut value = json!({
+        "type": "conversation",
+        "conversation": conversation.id,
+        "subject": conversation.subject,
+        "members": members(conversation),
+        "last_seq": conversation.last_seq,
+        "read_up_to": conversation.read_up_to,
+        "delivered_up_to": conversation.delivered_up_to,
+        "created_at_ms": conversation.created_at_ms,
+        "last_activity_ms": conversation.last_activity_ms,
+    });
+    if let (Some(seq), Some(object)) = (event_seq, value.as_object_mut()) {
+        object.insert("event_seq".into(), seq.into());
+    }
+    value
+}
+
+/// An event from the stream, for people.
+pub(crate) fn event_line(event: &pb::Event) -> String {
+    match &event.kind {
+        Some(pb::event::Kind::Message(message)) => message_line(message),
+        Some(pb::event::Kind::ConversationAdded(conversation)) => format!(
+            "[{}] new conversation{} with {}",
+            conversation.id,
+            subject(conversation),
+            members(conversation).join(", ")
+        ),
+        Some(pb::event::Kind::Receipt(receipt)) => format!(
+            "[{} #{}] {} {} up to #{}",
+            receipt.conversation,
+            receipt.up_to_seq,
+            receipt.party,
+            receipt_verb(receipt.kind),
+            receipt.up_to_seq
+        ),
+        None => format!("(event #{} of an unknown kind)", event.seq),
+    }
+}
+
+/// An event from the stream, as JSON.
+pub(crate) fn event_json(event: &pb::Event) -> Value {
+    match &event.kind {
+        Some(pb::event::Kind::Message(message)) => message_json(message, Some(event.seq)),
+        Some(pb::event::Kind::ConversationAdded(conversation)) => {
+            conversation_json(conversation, Some(event.seq))
+        }
+        Some(pb::event::Kind::Receipt(receipt)) => json!({
+            "type": "receipt",
+            "event_seq": event.seq,
+            "conversation": receipt.conversation,
+            "party": receipt.party,
+            "kind": receipt_name(receipt.kind),
+            "up_to_seq": receipt.up_to_seq,
+        }),
+        None => json!({ "type": "unknown", "event_seq": event.seq }),
+    }
+}
+
+/// A typing signal, for people.
+pub(crate) fn typing_line(typing: &pb::Typing) -> String {
+    let what = if typing.active {
+        "is typing…"
+    } else {
+        "stopped typing"
+    };
+    format!("[{}] {} {}", typing.conversation, typing.from, what)
+}
+
+/// A typing signal as JSON.
+pub(crate) fn typing_json(typing: &pb::Typing) -> Value {
+    json!({
+        "type": "typing",
+        "conversation": typing.conversation,
+        "from": typing.from,
+        "active": typing.active,
+    })
+}
+
+/// The text of a body, if it is text.
+fn body_text(body: Option<&pb::Body>) -> Option<&str> {
+    match body.and_then(|body| body.kind.as_ref()) {
+        Some(pb::body::Kind::Text(text)) => Some(text),
+        None => None,
+    }
+}
+
+/// ` "subject"`, or nothing when there is none.
+fn subject(conversation: &pb::Conversation) -> String {
+    if conversation.subject.is_empty() {
+        String::new()
+    } else {
+        format!(" \"{}\"", conversation.subject)
+    }
+}
+
+fn members(conversation: &pb::Conversation) -> Vec<&str> {
+    conversation
+        .members
+        .iter()
+        .map(|party| party.address.as_str())
+        .collect()
+}
+
+fn receipt_name(kind: i32) -> &'static str {
+    match pb::ReceiptKind::try_from(kind) {
+        Ok(pb::ReceiptKind::Delivered) => "delivered",
+        Ok(pb::ReceiptKind::Read) => "read",
+        _ => "unspecified",
+    }
+}
+
+fn receipt_verb(kind: i32) -> &'static str {
+    match pb::ReceiptKind::try_from(kind) {
+        Ok(pb::ReceiptKind::Delivered) => "received",
+        Ok(pb::ReceiptKind::Read) => "read",
+        _ => "marked",
+    }
+}
+
+/// `HH:MM:SS` (UTC) of a time in milliseconds since the Unix epoch.
+pub(crate) fn clock(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000).rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> pb::Message {
+        pb::Message {
+            conversation: "localhost/abc".into(),
+            seq: 3,
+            sender: "alice@localhost".into(),
+            client_msg_id: "m1".into(),
+            // 2024-01-01T12:01:05Z
+            sent_at_ms: 1_704_110_465_000,
+            body: Some(pb::Body {
+                kind: Some(pb::body::Kind::Text("hello".into())),
+            }),
+        }
+    }
+
+    #[test]
+    fn message_line_has_the_documented_shape() {
+        assert_eq!(
+            message_line(&hello()),
+            "[localhost/abc #3 12:01:05] alice@localhost: hello"
+        );
+    }
+
+    #[test]
+    fn message_json_has_stable_fields() {
+        let value = message_json(&hello(), Some(9));
+        assert_eq!(value["type"], "message");
+        assert_eq!(value["conversation"], "localhost/abc");
+        assert_eq!(value["seq"], 3);
+        assert_eq!(value["event_seq"], 9);
+        assert_eq!(value["sender"], "alice@localhost");
+        assert_eq!(value["text"], "hello");
+        assert_eq!(value["sent_at_ms"], 1_704_110_465_000_i64);
+        assert!(message_json(&hello(), None).get("event_seq").is_none());
+    }
+
+    #[test]
+    fn clock_handles_times_before_the_epoch() {
+        assert_eq!(clock(0), "00:00:00");
+        assert_eq!(clock(-1000), "23:59:59");
+    }
+}

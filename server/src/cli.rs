@@ -1,0 +1,317 @@
+//! The `kanald` command line: run and administer a Kanal server. Lives in
+//! the library so end-to-end tests can run the very same code as a process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Registration};
+use crate::model::PartyKind;
+use crate::store::Store as _;
+use crate::store::sqlite::SqliteStore;
+use crate::{Server, admin, datadir};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// The Kanal server.
+#[derive(Debug, Parser)]
+#[command(name = "kanald", version, about = "The Kanal messaging server")]
+struct Cli {
+    /// Data directory: kanald.toml, certificate, database.
+    #[arg(
+        long,
+        global = true,
+        env = "KANALD_DATA_DIR",
+        default_value = "kanal-data"
+    )]
+    data_dir: PathBuf,
+    /// What to do; without a command, `run`.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (initialising the data directory first if it is empty).
+    Run(RunArgs),
+    /// Create the data directory: configuration, self-signed certificate,
+    /// database and the `support` inbox.
+    Init {
+        /// The domain this server answers for.
+        #[arg(long, default_value = "localhost")]
+        domain: String,
+    },
+    /// Print the certificate's SHA-256 fingerprint (what clients pin).
+    Fingerprint,
+    /// Manage customer accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage agents (people who answer inboxes).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Manage inboxes (service addresses like support@DOMAIN).
+    #[command(subcommand)]
+    Inbox(InboxCommand),
+    /// List every party.
+    Parties,
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct RunArgs {
+    /// Overrides `domain`.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Overrides `listen` (UDP address).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Overrides `registration`.
+    #[arg(long, value_enum)]
+    registration: Option<Registration>,
+    /// Overrides `database` (SQLite file, relative to the data directory).
+    #[arg(long)]
+    database: Option<String>,
+    /// Overrides `tls_cert`.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Overrides `tls_key`.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Overrides `max_connections`.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Overrides `idle_timeout_secs`.
+    #[arg(long)]
+    idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user account.
+    Add {
+        /// Local part of the address.
+        local: String,
+        /// Password (at least 8 characters).
+        #[arg(long, env = "KANALD_PASSWORD")]
+        password: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        display_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Create an agent (if new) and make it answer an inbox.
+    Add {
+        /// Local part of the agent's address.
+        local: String,
+        /// Local part of the inbox it answers for.
+        #[arg(long, default_value = datadir::DEFAULT_INBOX)]
+        inbox: String,
+        /// Password for a new agent.
+        #[arg(long, env = "KANALD_PASSWORD")]
+        password: Option<String>,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        display_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InboxCommand {
+    /// Create an inbox.
+    Add {
+        /// Local part of the inbox address.
+        local: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        display_name: String,
+    },
+}
+
+/// Runs `kanald` with the process's arguments; returns its exit code.
+pub fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+        Command::Run(args) => run(&cli.data_dir, args).await,
+        Command::Init { domain } => {
+            let config = Config {
+                domain,
+                ..Config::default()
+            };
+            config.validate()?;
+            let fingerprint = datadir::init(&cli.data_dir, &config).await?;
+            println!("initialised {}", cli.data_dir.display());
+            println!("certificate fingerprint (SHA-256): {fingerprint}");
+            Ok(())
+        }
+        Command::Fingerprint => {
+            let config = Config::load(&cli.data_dir)?;
+            let (certs, _) = crate::tls::load(
+                &cli.data_dir.join(&config.tls_cert),
+                &cli.data_dir.join(&config.tls_key),
+            )?;
+            println!("{}", crate::tls::fingerprint(&certs[0]));
+            Ok(())
+        }
+        Command::User(UserCommand::Add {
+            local,
+            password,
+            display_name,
+        }) => {
+            let (store, config) = open(&cli.data_dir).await?;
+            let party = admin::add_account(
+                &store,
+                &config.domain,
+                &local,
+                PartyKind::User,
+                &password,
+                &display_name,
+            )
+            .await?;
+            println!("created user {}", party.address);
+            Ok(())
+        }
+        Command::Agent(AgentCommand::Add {
+            local,
+            inbox,
+            password,
+            display_name,
+        }) => {
+            let (store, config) = open(&cli.data_dir).await?;
+            let party = admin::add_agent(
+                &store,
+                &config.domain,
+                &local,
+                &inbox,
+                password.as_deref(),
+                &display_name,
+            )
+            .await?;
+            println!("{} answers {}@{}", party.address, inbox, config.domain);
+            Ok(())
+        }
+        Command::Inbox(InboxCommand::Add {
+            local,
+            display_name,
+        }) => {
+            let (store, config) = open(&cli.data_dir).await?;
+            let party = admin::add_inbox(&store, &config.domain, &local, &display_name).await?;
+            println!("created inbox {}", party.address);
+            Ok(())
+        }
+        Command::Parties => {
+            let (store, _) = open(&cli.data_dir).await?;
+            for party in store.parties().await? {
+                println!(
+                    "{:<8} {}  {}",
+                    format!("{:?}", party.kind).to_lowercase(),
+                    party.address,
+                    party.display_name
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
+    if !datadir::is_initialised(data_dir) {
+        let mut config = Config::default();
+        if let Some(domain) = &args.domain {
+            config.domain.clone_from(domain);
+        }
+        config.validate()?;
+        datadir::init(data_dir, &config)
+            .await
+            .with_context(|| format!("initialising {}", data_dir.display()))?;
+        eprintln!("initialised a new data directory at {}", data_dir.display());
+    }
+    let mut config = Config::load(data_dir)?;
+    if let Some(v) = args.domain {
+        config.domain = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.registration {
+        config.registration = v;
+    }
+    if let Some(v) = args.database {
+        config.database = v;
+    }
+    if let Some(v) = args.tls_cert {
+        config.tls_cert = v;
+    }
+    if let Some(v) = args.tls_key {
+        config.tls_key = v;
+    }
+    if let Some(v) = args.max_connections {
+        config.max_connections = v;
+    }
+    if let Some(v) = args.idle_timeout_secs {
+        config.idle_timeout_secs = v;
+    }
+    config.validate()?;
+    let server = Server::start(data_dir, config).await?;
+    // One line on stdout that scripts (and tests) can read.
+    println!(
+        "kanald listening on {} domain {} fingerprint {}",
+        server.local_addr(),
+        server.domain(),
+        server.fingerprint()
+    );
+    shutdown_signal().await?;
+    eprintln!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn open(data_dir: &Path) -> Result<(SqliteStore, Config)> {
+    if !datadir::is_initialised(data_dir) {
+        bail!(
+            "{} is not initialised: run `kanald init` first",
+            data_dir.display()
+        );
+    }
+    let config = Config::load(data_dir)?;
+    let store = SqliteStore::open(&data_dir.join(&config.database)).await?;
+    Ok((store, config))
+}
+
+async fn shutdown_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

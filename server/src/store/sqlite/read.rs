@@ -1,0 +1,418 @@
+//! Loads for the engine and reads for clients, all on the read-only pool.
+
+use std::collections::HashMap;
+
+use kanal_proto::address::ConversationId;
+use kanal_proto::pb;
+use prost::Message as _;
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::write::event_kind;
+use super::{address, party_kind, pb_party, seq_from_db, seq_to_db};
+use crate::model::{ConversationKey, ConversationRecord, Party, PartyId, ReceiptKind, StoredSend};
+use crate::store::{StoreError, StoreResult};
+
+/// Loads a conversation and its members, in the order they joined.
+pub(super) async fn load_conversation(
+    reader: &SqlitePool,
+    id: &ConversationId,
+) -> StoreResult<Option<ConversationRecord>> {
+    type Row = (
+        i64,
+        String,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+    );
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT c.key, c.subject, c.created_at_ms, c.last_seq, c.last_activity_ms,
+                p.id, p.address, p.kind, p.display_name
+         FROM conversations c
+         LEFT JOIN members m ON m.key = c.key
+         LEFT JOIN parties p ON p.id = m.party
+         WHERE c.id = $1
+         ORDER BY m.position",
+    )
+    .bind(id.as_str())
+    .fetch_all(reader)
+    .await?;
+    let mut record: Option<ConversationRecord> = None;
+    for (key, subject, created_at_ms, last_seq, last_activity_ms, pid, paddr, pkind, pname) in rows
+    {
+        let record = match &mut record {
+            Some(record) => record,
+            None => record.insert(ConversationRecord {
+                key,
+                id: id.clone(),
+                subject,
+                created_at_ms,
+                last_seq: seq_from_db(last_seq, "conversations.last_seq")?,
+                last_activity_ms,
+                members: Vec::new(),
+            }),
+        };
+        if let (Some(id), Some(addr), Some(kind), Some(display_name)) = (pid, paddr, pkind, pname) {
+            record.members.push(Party {
+                id,
+                address: address(&addr)?,
+                kind: party_kind(kind)?,
+                display_name,
+            });
+        }
+    }
+    Ok(record)
+}
+
+/// The highest conversation key (0 if none).
+pub(super) async fn max_conversation_key(reader: &SqlitePool) -> StoreResult<ConversationKey> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(key), 0) FROM conversations")
+            .fetch_one(reader)
+            .await?,
+    )
+}
+
+/// The highest seq of a party's event log (0 if empty).
+pub(super) async fn event_head(reader: &SqlitePool, party: PartyId) -> StoreResult<u64> {
+    let head =
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM events WHERE party = $1")
+            .bind(party)
+            .fetch_one(reader)
+            .await?;
+    seq_from_db(head, "events.seq")
+}
+
+/// The message `sender` stored under `client_msg_id`, if any.
+pub(super) async fn find_send(
+    reader: &SqlitePool,
+    key: ConversationKey,
+    sender: PartyId,
+    client_msg_id: &str,
+) -> StoreResult<Option<StoredSend>> {
+    let row = sqlx::query_as::<_, (i64, i64)>(
+        "SELECT seq, sent_at_ms FROM messages
+         WHERE key = $1 AND sender = $2 AND client_msg_id = $3",
+    )
+    .bind(key)
+    .bind(sender)
+    .bind(client_msg_id)
+    .fetch_optional(reader)
+    .await?;
+    row.map(|(seq, sent_at_ms)| {
+        Ok(StoredSend {
+            seq: seq_from_db(seq, "messages.seq")?,
+            sent_at_ms,
+        })
+    })
+    .transpose()
+}
+
+/// Whether `party` is a member, or an agent of a member inbox.
+pub(super) async fn can_see(
+    reader: &SqlitePool,
+    key: ConversationKey,
+    party: PartyId,
+) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM members WHERE key = $1 AND party = $2)
+             OR EXISTS (SELECT 1 FROM members m
+                        JOIN inbox_agents ia ON ia.inbox = m.party
+                        WHERE m.key = $1 AND ia.agent = $2)",
+    )
+    .bind(key)
+    .bind(party)
+    .fetch_one(reader)
+    .await?)
+}
+
+/// Up to `limit` messages before `before` (0: the newest), oldest first, and
+/// whether older ones exist.
+pub(super) async fn history(
+    reader: &SqlitePool,
+    key: ConversationKey,
+    before: u64,
+    limit: u32,
+) -> StoreResult<(Vec<pb::Message>, bool)> {
+    let before = if before == 0 {
+        i64::MAX
+    } else {
+        seq_to_db(before)?
+    };
+    let mut rows = sqlx::query_as::<_, (String, i64, String, String, i64, Vec<u8>)>(
+        "SELECT c.id, m.seq, p.address, m.client_msg_id, m.sent_at_ms, m.body
+         FROM messages m
+         JOIN conversations c ON c.key = m.key
+         JOIN parties p ON p.id = m.sender
+         WHERE m.key = $1 AND m.seq < $2
+         ORDER BY m.seq DESC
+         LIMIT $3",
+    )
+    .bind(key)
+    .bind(before)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(reader)
+    .await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let messages = rows
+        .into_iter()
+        .rev()
+        .map(
+            |(conversation, seq, sender, client_msg_id, sent_at_ms, body)| {
+                Ok(pb::Message {
+                    conversation,
+                    seq: seq_from_db(seq, "messages.seq")?,
+                    sender,
+                    client_msg_id,
+                    sent_at_ms,
+                    body: Some(decode_body(&body)?),
+                })
+            },
+        )
+        .collect::<StoreResult<_>>()?;
+    Ok((messages, has_more))
+}
+
+/// Up to `limit` events of `party`'s log after `since`, rebuilt into wire
+/// events. Messages and receipts come out of one query; a conversation
+/// added is rendered as the party sees that conversation now.
+pub(super) async fn events_since(
+    reader: &SqlitePool,
+    party: PartyId,
+    since: u64,
+    limit: u32,
+) -> StoreResult<Vec<pb::Event>> {
+    type Row = (
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<Vec<u8>>,
+    );
+    let mut conn = reader.acquire().await?;
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT e.seq, e.kind, e.key, e.ref_seq, c.id, actor.address,
+                sender.address, m.client_msg_id, m.sent_at_ms, m.body
+         FROM events e
+         JOIN conversations c ON c.key = e.key
+         LEFT JOIN parties actor ON actor.id = e.actor
+         LEFT JOIN messages m ON e.kind = $3 AND m.key = e.key AND m.seq = e.ref_seq
+         LEFT JOIN parties sender ON sender.id = m.sender
+         WHERE e.party = $1 AND e.seq > $2
+         ORDER BY e.seq
+         LIMIT $4",
+    )
+    .bind(party)
+    .bind(seq_to_db(since)?)
+    .bind(event_kind::MESSAGE)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let mut views: HashMap<ConversationKey, pb::Conversation> = HashMap::new();
+    let mut events = Vec::with_capacity(rows.len());
+    for (seq, kind, key, ref_seq, conversation, actor, sender, client_msg_id, sent_at_ms, body) in
+        rows
+    {
+        let seq = seq_from_db(seq, "events.seq")?;
+        let ref_seq = seq_from_db(ref_seq, "events.ref_seq")?;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("event {party}/{seq}: {what}"));
+        let kind = match kind {
+            event_kind::MESSAGE => {
+                let (Some(sender), Some(client_msg_id), Some(sent_at_ms), Some(body)) =
+                    (sender, client_msg_id, sent_at_ms, body)
+                else {
+                    return Err(corrupt("its message is missing"));
+                };
+                pb::event::Kind::Message(pb::Message {
+                    conversation,
+                    seq: ref_seq,
+                    sender,
+                    client_msg_id,
+                    sent_at_ms,
+                    body: Some(decode_body(&body)?),
+                })
+            }
+            event_kind::CONVERSATION_ADDED => {
+                let view = match views.get(&key) {
+                    Some(view) => view.clone(),
+                    None => {
+                        let view = view(&mut conn, key, party)
+                            .await?
+                            .ok_or_else(|| corrupt("its conversation is missing"))?;
+                        views.insert(key, view.clone());
+                        view
+                    }
+                };
+                pb::event::Kind::ConversationAdded(view)
+            }
+            event_kind::DELIVERED | event_kind::READ => {
+                let receipt = if kind == event_kind::DELIVERED {
+                    ReceiptKind::Delivered
+                } else {
+                    ReceiptKind::Read
+                };
+                pb::event::Kind::Receipt(pb::Receipt {
+                    conversation,
+                    party: actor.ok_or_else(|| corrupt("its party is missing"))?,
+                    kind: receipt.to_pb() as i32,
+                    up_to_seq: ref_seq,
+                })
+            }
+            other => return Err(corrupt(&format!("unknown kind {other}"))),
+        };
+        events.push(pb::Event {
+            seq,
+            kind: Some(kind),
+        });
+    }
+    Ok(events)
+}
+
+/// The conversations `party` sees, most recently active first, and whether
+/// more exist past this page.
+pub(super) async fn conversations_of(
+    reader: &SqlitePool,
+    party: PartyId,
+    limit: u32,
+    offset: u32,
+) -> StoreResult<(Vec<pb::Conversation>, bool)> {
+    let rows = sqlx::query_as::<_, ViewRow>(
+        "WITH page AS (
+             SELECT c.key, c.id, c.subject, c.created_at_ms, c.last_seq, c.last_activity_ms,
+                    COALESCE((SELECT up_to FROM watermarks w
+                              WHERE w.key = c.key AND w.party = $1 AND w.kind = $4), 0)
+                        AS delivered_up_to,
+                    COALESCE((SELECT up_to FROM watermarks w
+                              WHERE w.key = c.key AND w.party = $1 AND w.kind = $5), 0)
+                        AS read_up_to
+             FROM conversations c
+             WHERE c.key IN (SELECT key FROM members WHERE party = $1
+                             UNION
+                             SELECT m.key FROM inbox_agents ia
+                             JOIN members m ON m.party = ia.inbox
+                             WHERE ia.agent = $1)
+             ORDER BY c.last_activity_ms DESC, c.key DESC
+             LIMIT $2 OFFSET $3)
+         SELECT page.key, page.id, page.subject, page.created_at_ms, page.last_seq,
+                page.last_activity_ms, page.delivered_up_to, page.read_up_to,
+                p.address, p.kind, p.display_name
+         FROM page
+         LEFT JOIN members mb ON mb.key = page.key
+         LEFT JOIN parties p ON p.id = mb.party
+         ORDER BY page.last_activity_ms DESC, page.key DESC, mb.position",
+    )
+    .bind(party)
+    .bind(i64::from(limit) + 1)
+    .bind(i64::from(offset))
+    .bind(ReceiptKind::Delivered.as_i64())
+    .bind(ReceiptKind::Read.as_i64())
+    .fetch_all(reader)
+    .await?;
+    let mut conversations = group_views(rows)?;
+    let has_more = conversations.len() > limit as usize;
+    conversations.truncate(limit as usize);
+    Ok((conversations, has_more))
+}
+
+/// One conversation as `viewer` sees it.
+pub(super) async fn conversation_view(
+    reader: &SqlitePool,
+    key: ConversationKey,
+    viewer: PartyId,
+) -> StoreResult<Option<pb::Conversation>> {
+    let mut conn = reader.acquire().await?;
+    view(&mut conn, key, viewer).await
+}
+
+// --- helpers -------------------------------------------------------------------
+
+/// A conversation's columns, the viewer's delivered and read watermarks,
+/// and one member's columns (absent for a conversation without members).
+type ViewRow = (
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+
+/// One conversation as `viewer` sees it, on a connection the caller holds.
+async fn view(
+    conn: &mut SqliteConnection,
+    key: ConversationKey,
+    viewer: PartyId,
+) -> StoreResult<Option<pb::Conversation>> {
+    let rows = sqlx::query_as::<_, ViewRow>(
+        "SELECT c.key, c.id, c.subject, c.created_at_ms, c.last_seq, c.last_activity_ms,
+                COALESCE((SELECT up_to FROM watermarks w
+                          WHERE w.key = c.key AND w.party = $2 AND w.kind = $3), 0),
+                COALESCE((SELECT up_to FROM watermarks w
+                          WHERE w.key = c.key AND w.party = $2 AND w.kind = $4), 0),
+                p.address, p.kind, p.display_name
+         FROM conversations c
+         LEFT JOIN members mb ON mb.key = c.key
+         LEFT JOIN parties p ON p.id = mb.party
+         WHERE c.key = $1
+         ORDER BY mb.position",
+    )
+    .bind(key)
+    .bind(viewer)
+    .bind(ReceiptKind::Delivered.as_i64())
+    .bind(ReceiptKind::Read.as_i64())
+    .fetch_all(conn)
+    .await?;
+    Ok(group_views(rows)?.pop())
+}
+
+/// Folds rows of (conversation, member), grouped by conversation, into
+/// wire conversations.
+fn group_views(rows: Vec<ViewRow>) -> StoreResult<Vec<pb::Conversation>> {
+    let mut out: Vec<pb::Conversation> = Vec::new();
+    let mut current_key = None;
+    for (key, id, subject, created_at_ms, last_seq, last_activity_ms, delivered, read, a, k, n) in
+        rows
+    {
+        if current_key != Some(key) {
+            current_key = Some(key);
+            out.push(pb::Conversation {
+                id,
+                subject,
+                members: Vec::new(),
+                last_seq: seq_from_db(last_seq, "conversations.last_seq")?,
+                created_at_ms,
+                delivered_up_to: seq_from_db(delivered, "watermarks.up_to")?,
+                read_up_to: seq_from_db(read, "watermarks.up_to")?,
+                last_activity_ms,
+            });
+        }
+        if let (Some(address), Some(kind), Some(display_name), Some(conversation)) =
+            (a, k, n, out.last_mut())
+        {
+            conversation
+                .members
+                .push(pb_party(address, kind, display_name)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A stored message body.
+fn decode_body(bytes: &[u8]) -> StoreResult<pb::Body> {
+    pb::Body::decode(bytes).map_err(|e| StoreError::Corrupt(format!("message body: {e}")))
+}

@@ -1,0 +1,144 @@
+//! Every acknowledged message survives `kill -9` of the server process.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use kanal_proto::pb;
+use kanal_tests::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
+
+/// Runs a `kanald` subcommand to completion.
+async fn kanald(data: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new(KANALD)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("KANALD_PASSWORD", PASSWORD)
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "kanald {args:?} failed: {status}");
+    Ok(())
+}
+
+/// Starts `kanald run` and reads its address and fingerprint from stdout.
+async fn serve(data: &Path) -> Result<(Child, SocketAddr, String)> {
+    let mut child = Command::new(KANALD)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .context("kanald did not start in time")??
+        .context("kanald exited before listening")?;
+    // "kanald listening on ADDR domain DOMAIN fingerprint FP"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (Some(addr), Some(fingerprint)) = (words.get(3), words.get(7)) else {
+        bail!("unexpected start line: {line}");
+    };
+    Ok((child, addr.parse()?, fingerprint.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_kill_9() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    kanald(&data, &["init"]).await?;
+    kanald(&data, &["agent", "add", "alice"]).await?;
+
+    let (mut child, addr, fingerprint) = serve(&data).await?;
+    let config = config_for(addr, &fingerprint);
+    let customer = kanal_client::Client::connect(
+        config,
+        kanal_client::Credentials::Register {
+            local: "carla".into(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+        },
+    )
+    .await?;
+    let conversation = customer
+        .create_conversation(&["support@localhost"], "")
+        .await?
+        .id;
+
+    // Many senders keep sends in flight; the server dies while they are.
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..32 {
+        let (client, id, acked) = (customer.clone(), conversation.clone(), acked_tx.clone());
+        senders.spawn(async move {
+            for n in 0.. {
+                let cmid = format!("s{sender}-{n}");
+                let body = pb::Body {
+                    kind: Some(pb::body::Kind::Text(cmid.clone())),
+                };
+                match client.send(&id, &cmid, body).await {
+                    Ok(sent) => {
+                        if acked.send((cmid, sent.seq)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    drop(acked_tx);
+    let mut acked = BTreeMap::new();
+    while acked.len() < 2_000 {
+        let (cmid, seq) = acked_rx.recv().await.context("senders stopped early")?;
+        acked.insert(seq, cmid);
+    }
+    child.start_kill()?; // SIGKILL: no shutdown path runs.
+    child.wait().await?;
+    customer.close().await;
+    senders.shutdown().await;
+    while let Ok((cmid, seq)) = acked_rx.try_recv() {
+        acked.insert(seq, cmid);
+    }
+
+    let (_child, addr, fingerprint) = serve(&data).await?;
+    let reader = kanal_client::Client::connect(
+        config_for(addr, &fingerprint),
+        kanal_client::Credentials::Password {
+            address: "alice@localhost".into(),
+            password: PASSWORD.into(),
+        },
+    )
+    .await?;
+    let mut stored = BTreeMap::new();
+    let mut before = 0;
+    loop {
+        let page = reader.history(&conversation, before, 500).await?;
+        for m in &page.messages {
+            stored.insert(m.seq, m.client_msg_id.clone());
+        }
+        match page.messages.first() {
+            Some(first) if page.has_more => before = first.seq,
+            _ => break,
+        }
+    }
+    for (seq, cmid) in &acked {
+        assert_eq!(
+            stored.get(seq),
+            Some(cmid),
+            "acknowledged message {seq} ({cmid}) was lost"
+        );
+    }
+    let seqs: Vec<u64> = stored.keys().copied().collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "stored seqs are gapless");
+    Ok(())
+}
