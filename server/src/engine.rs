@@ -135,6 +135,10 @@ pub struct Engine {
     recent_order: VecDeque<(ConversationKey, PartyId, String)>,
     /// Lookups answered "never sent" that are not in `recent_sends`.
     checked_sends: HashSet<(ConversationKey, PartyId, String)>,
+    /// Conversations whose every client message id is in `recent_sends`
+    /// (created here, or loaded while empty, and nothing evicted since):
+    /// their sends need no lookup.
+    complete: HashSet<ConversationKey>,
 }
 
 impl Engine {
@@ -149,6 +153,7 @@ impl Engine {
             recent_sends: HashMap::new(),
             recent_order: VecDeque::new(),
             checked_sends: HashSet::new(),
+            complete: HashSet::new(),
         }
     }
 
@@ -173,7 +178,9 @@ impl Engine {
                     return needs;
                 };
                 let triple = (state.record.key, by.id, client_msg_id.clone());
-                if !self.recent_sends.contains_key(&triple) && !self.checked_sends.contains(&triple)
+                if !self.complete.contains(&triple.0)
+                    && !self.recent_sends.contains_key(&triple)
+                    && !self.checked_sends.contains(&triple)
                 {
                     needs.push(Need::PriorSend {
                         key: triple.0,
@@ -194,6 +201,9 @@ impl Engine {
 
     /// Supplies a conversation record.
     pub fn load_conversation(&mut self, record: ConversationRecord) {
+        if record.last_seq == 0 {
+            self.complete.insert(record.key);
+        }
         self.conversations.insert(
             record.id.clone(),
             ConversationState {
@@ -533,6 +543,7 @@ impl Engine {
         }
         while self.recent_order.len() > RECENT_SENDS {
             if let Some(old) = self.recent_order.pop_front() {
+                self.complete.remove(&old.0);
                 self.recent_sends.remove(&old);
             }
         }

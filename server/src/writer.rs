@@ -15,8 +15,11 @@ use kanal_proto::pb;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use std::collections::HashSet;
+
 use crate::engine::{Command, Engine, Need, Reply};
 use crate::hub::Hub;
+use crate::model::{ConversationRecord, PartyId, StoredSend};
 use crate::store::{Store, StoreResult};
 
 /// Most commands committed in one transaction.
@@ -95,23 +98,26 @@ impl Writer {
 
     async fn commit_batch(&mut self, batch: &mut Vec<Job>) {
         self.refresh_directory().await;
+        let failed = self.load_needs(batch).await;
         let now_ms = now_ms();
         let mut writes = Vec::new();
         let mut deliveries = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         for job in batch.drain(..) {
-            let reply = match self.load_needs(&job.command).await {
-                Ok(()) => {
-                    let (reply, applied) = self.engine.apply(now_ms, job.command);
-                    let wrote = !applied.writes.is_empty();
-                    writes.extend(applied.writes);
-                    deliveries.extend(applied.deliveries);
-                    (reply, wrote)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "loading state for a command failed");
-                    (internal(), false)
-                }
+            let reply = if self
+                .engine
+                .needs(&job.command)
+                .iter()
+                .any(|n| failed.contains(n))
+            {
+                // The state could not be read: say so, rather than act on a guess.
+                (internal(), false)
+            } else {
+                let (reply, applied) = self.engine.apply(now_ms, job.command);
+                let wrote = !applied.writes.is_empty();
+                writes.extend(applied.writes);
+                deliveries.extend(applied.deliveries);
+                (reply, wrote)
             };
             answers.push((job.reply, reply));
         }
@@ -134,47 +140,62 @@ impl Writer {
         self.hub.publish(&deliveries);
     }
 
-    /// Loads what the engine needs for `command`, in rounds.
-    async fn load_needs(&mut self, command: &Command) -> StoreResult<()> {
-        let mut tried = std::collections::HashSet::new();
+    /// Loads what the engine needs for every command of the batch: in rounds
+    /// (conversations, then inbox agents and prior sends, then heads), each
+    /// round's loads concurrently. Returns the needs whose load failed.
+    async fn load_needs(&mut self, batch: &[Job]) -> HashSet<Need> {
+        let mut tried = HashSet::new();
+        let mut failed = HashSet::new();
         for _ in 0..NEED_ROUNDS {
-            let needs: Vec<Need> = self
-                .engine
-                .needs(command)
-                .into_iter()
-                .filter(|n| tried.insert(n.clone()))
+            let needs: Vec<Need> = batch
+                .iter()
+                .flat_map(|job| self.engine.needs(&job.command))
+                .filter(|need| tried.insert(need.clone()))
                 .collect();
             if needs.is_empty() {
                 break;
             }
-            for need in needs {
-                match need {
-                    Need::Conversation(id) => {
-                        if let Some(record) = self.store.load_conversation(&id).await? {
-                            self.engine.load_conversation(record);
-                        }
-                    }
-                    Need::Head(party) => {
-                        let head = self.store.event_head(party).await?;
-                        self.engine.load_head(party, head);
-                    }
-                    Need::InboxAgents(inbox) => {
-                        let agents = self.store.inbox_agents(inbox).await?;
-                        self.engine.load_inbox_agents(inbox, agents);
-                    }
-                    Need::PriorSend {
-                        key,
-                        sender,
-                        client_msg_id,
-                    } => {
-                        let prior = self.store.find_send(key, sender, &client_msg_id).await?;
-                        self.engine
-                            .load_prior_send(key, sender, client_msg_id, prior);
+            let store = self.store.as_ref();
+            let loads = futures::future::join_all(needs.into_iter().map(|need| async move {
+                let loaded = load(store, &need).await;
+                (need, loaded)
+            }))
+            .await;
+            for (need, loaded) in loads {
+                match loaded {
+                    Ok(loaded) => self.supply(need, loaded),
+                    Err(e) => {
+                        tracing::error!(error = %e, ?need, "loading state for a command failed");
+                        failed.insert(need);
                     }
                 }
             }
         }
-        Ok(())
+        failed
+    }
+
+    fn supply(&mut self, need: Need, loaded: Loaded) {
+        match (need, loaded) {
+            (Need::Conversation(_), Loaded::Conversation(Some(record))) => {
+                self.engine.load_conversation(record);
+            }
+            (Need::Head(party), Loaded::Head(head)) => self.engine.load_head(party, head),
+            (Need::InboxAgents(inbox), Loaded::InboxAgents(agents)) => {
+                self.engine.load_inbox_agents(inbox, agents);
+            }
+            (
+                Need::PriorSend {
+                    key,
+                    sender,
+                    client_msg_id,
+                },
+                Loaded::PriorSend(prior),
+            ) => self
+                .engine
+                .load_prior_send(key, sender, client_msg_id, prior),
+            // An unknown conversation stays unknown: the command is refused.
+            _ => {}
+        }
     }
 
     async fn refresh_directory(&mut self) {
@@ -201,6 +222,27 @@ impl Writer {
     }
 }
 
+/// What a store read returned for a [`Need`].
+enum Loaded {
+    Conversation(Option<ConversationRecord>),
+    Head(u64),
+    InboxAgents(Vec<PartyId>),
+    PriorSend(Option<StoredSend>),
+}
+
+async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
+    Ok(match need {
+        Need::Conversation(id) => Loaded::Conversation(store.load_conversation(id).await?),
+        Need::Head(party) => Loaded::Head(store.event_head(*party).await?),
+        Need::InboxAgents(inbox) => Loaded::InboxAgents(store.inbox_agents(*inbox).await?),
+        Need::PriorSend {
+            key,
+            sender,
+            client_msg_id,
+        } => Loaded::PriorSend(store.find_send(*key, *sender, client_msg_id).await?),
+    })
+}
+
 fn internal() -> Reply {
     Reply::Refused(
         pb::ErrorCode::Internal,
@@ -222,3 +264,6 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

@@ -173,9 +173,34 @@ fn retrying_a_client_msg_id_stores_nothing_new() {
 }
 
 #[test]
-fn prior_send_from_the_store_is_honoured() {
+fn sends_to_a_conversation_created_here_need_no_lookup() {
     let mut f = Fixture::new();
     let conv = f.open_with_support();
+    f.send(alice(), &conv, "first");
+    let needs = f.engine.needs(&Command::Send {
+        by: alice(),
+        conversation: conv,
+        client_msg_id: "new".into(),
+        body: text("x"),
+    });
+    assert!(needs.is_empty(), "{needs:?}");
+}
+
+#[test]
+fn prior_send_from_the_store_is_honoured() {
+    let mut f = Fixture::new();
+    let conv: ConversationId = "localhost/stored".parse().expect("id");
+    // A conversation with history, loaded from the store.
+    f.engine.load_conversation(ConversationRecord {
+        key: 1,
+        id: conv.clone(),
+        subject: String::new(),
+        created_at_ms: 0,
+        last_seq: 7,
+        last_activity_ms: 0,
+        members: vec![alice(), support()],
+    });
+    f.engine.load_inbox_agents(2, vec![3, 4]);
     let key = 1;
     let cmd = Command::Send {
         by: alice(),

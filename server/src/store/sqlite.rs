@@ -43,6 +43,18 @@ const STATEMENT_CACHE: usize = 256;
 /// Page cache of the writer, in KiB (SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
 
+/// WAL frames (pages) after which a commit checkpoints: 64 MiB at the
+/// default 4 KiB page. SQLite's default of 1,000 makes every few batches of
+/// the hot path (hundreds of pages each) pay for a checkpoint of their own;
+/// fewer, larger checkpoints copy a page that many batches rewrote once.
+/// Measured with the `commit_*` benchmarks in `tests.rs`: roughly 1.5x the
+/// throughput of the default and a lower p99 commit latency.
+const WAL_CHECKPOINT_PAGES: u32 = 16_384;
+
+/// Bytes the WAL file is truncated to when it starts over, in case a long
+/// reader once let it grow far past [`WAL_CHECKPOINT_PAGES`].
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// A [`Store`] in one SQLite file.
@@ -71,10 +83,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
             .pragma("temp_store", "MEMORY")
-            .pragma(
-                "wal_autocheckpoint",
-                std::env::var("EXP_CKPT").unwrap_or("1000".into()),
-            );
+            .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string())
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
         // The writer connection lives as long as the store: it holds the
         // statement cache of the hot path, and it keeps the WAL files in
         // place for the read-only connections.

@@ -67,6 +67,61 @@ async fn opens_in_wal_mode_with_full_sync_and_foreign_keys() {
     assert_eq!(number(&mut conn, "PRAGMA foreign_keys").await, 1);
     let timeout = number(&mut conn, "PRAGMA busy_timeout").await;
     assert_eq!(timeout, 5_000);
+    let checkpoint = number(&mut conn, "PRAGMA wal_autocheckpoint").await;
+    assert_eq!(checkpoint, i64::from(super::WAL_CHECKPOINT_PAGES));
+}
+
+/// Commits queue on the one writer and reads run beside them, with no
+/// `SQLITE_BUSY` on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_and_reads() {
+    const WRITERS: i64 = 6;
+    const BATCHES: u64 = 20;
+    let (_dir, store) = fresh().await;
+    let party = store
+        .create_party(user("busy@kanal.test"))
+        .await
+        .expect("party");
+    let mut tasks = tokio::task::JoinSet::new();
+    for key in 1..=WRITERS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .commit(&conversation(key, party.id))
+                .await
+                .expect("conversation");
+            for seq in 1..=BATCHES {
+                let batch = [Write::Message {
+                    key,
+                    seq,
+                    sender: party.id,
+                    client_msg_id: format!("{key}-{seq}"),
+                    sent_at_ms: 0,
+                    body: Bytes::new(),
+                }];
+                store.commit(&batch).await.expect("commit");
+                store.history(key, 0, 5).await.expect("read beside commits");
+            }
+        });
+    }
+    for _ in 0..2 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for _ in 0..50 {
+                store
+                    .conversations_of(party.id, 10, 0)
+                    .await
+                    .expect("list beside commits");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task");
+    }
+    for key in 1..=WRITERS {
+        let (messages, _) = store.history(key, 0, 100).await.expect("history");
+        assert_eq!(messages.len() as u64, BATCHES);
+    }
 }
 
 #[tokio::test]
@@ -139,31 +194,77 @@ async fn seq_beyond_i64_is_refused_before_writing() {
     assert_eq!(store.max_conversation_key().await.expect("max key"), 0);
 }
 
-/// Commit throughput with the engine's shape of batch: 256 sends, each to a
-/// random one of 1,000 conversations, each one message, one activity update
-/// and three events (for the conversation's customer, one of 20 agents and a
-/// supervisor). Not a gate (wall-clock numbers depend on the disk and on
-/// what else runs): run with
-/// `cargo nextest run --release -p kanal-server commit_throughput --run-ignored only --no-capture`.
+// --- benchmarks ------------------------------------------------------------------
+//
+// Not gates: wall-clock numbers depend on the disk and on whatever else the
+// machine runs. Run with
+// `cargo nextest run --release -p kanal-server commit_ --run-ignored only --no-capture -j 1`.
+// The workload is the engine's shape of batch: sends to random conversations
+// among 1,000, each send one message, one activity update and three events
+// (for the conversation's customer, one of 20 agents, and a supervisor).
+
+/// Conversations in the benchmark workload.
+const BENCH_CONVERSATIONS: usize = 1_000;
+/// Agents in the benchmark workload.
+const BENCH_AGENTS: usize = 20;
+
+/// Back-to-back batches of 256 sends: throughput, and commit latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn commit_throughput() {
     const BATCHES: usize = 300;
     const SENDS: usize = 256;
-    const CONVERSATIONS: usize = 1_000;
-    const AGENTS: usize = 20;
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("bench.db"))
+    let store = bench_store(dir.path()).await;
+    let batches = bench_batches(BATCHES, SENDS);
+    let mut latencies = Vec::with_capacity(BATCHES);
+    let started = Instant::now();
+    for batch in &batches {
+        let commit_started = Instant::now();
+        store.commit(batch).await.expect("commit");
+        latencies.push(commit_started.elapsed());
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{} messages in {BATCHES} batches of {SENDS}: {:.0} messages/s; commit {}",
+        BATCHES * SENDS,
+        (BATCHES * SENDS) as f64 / elapsed.as_secs_f64(),
+        percentiles(&mut latencies)
+    );
+}
+
+/// 10,000 messages/s in batches of 32 (one every 3.2 ms) for 3 s: commit
+/// latency under a steady, moderate load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn commit_latency_at_10k() {
+    const BATCHES: usize = 940;
+    const SENDS: usize = 32;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = bench_store(dir.path()).await;
+    let batches = bench_batches(BATCHES, SENDS);
+    let mut latencies = Vec::with_capacity(BATCHES);
+    let mut tick = tokio::time::interval(std::time::Duration::from_micros(3_200));
+    for batch in &batches {
+        tick.tick().await;
+        let commit_started = Instant::now();
+        store.commit(batch).await.expect("commit");
+        latencies.push(commit_started.elapsed());
+    }
+    println!(
+        "{} messages at 10,000/s in batches of {SENDS}: commit {}",
+        BATCHES * SENDS,
+        percentiles(&mut latencies)
+    );
+}
+
+/// The parties and conversations of the benchmark workload.
+async fn bench_store(dir: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(&dir.join("bench.db"))
         .await
         .expect("open");
-    // Parties: 1 is the supervisor, 2..=21 the agents, then one customer
-    // per conversation.
-    let members = |c: usize| {
-        let id = |n: usize| i64::try_from(n).expect("small");
-        [id(2 + AGENTS + c), id(2 + c % AGENTS), 1]
-    };
     let mut setup = store.writer.begin().await.expect("begin");
-    for id in 1..=1 + AGENTS + CONVERSATIONS {
+    for id in 1..=1 + BENCH_AGENTS + BENCH_CONVERSATIONS {
         sqlx::query(
             "INSERT INTO parties (id, address, kind, display_name, created_at_ms)
              VALUES ($1, $2, 1, '', 0)",
@@ -175,18 +276,33 @@ async fn commit_throughput() {
         .expect("party");
     }
     setup.commit().await.expect("parties");
-    let conversations: Vec<Write> = (0..CONVERSATIONS)
+    let conversations: Vec<Write> = (0..BENCH_CONVERSATIONS)
         .map(|c| Write::NewConversation {
             key: i64::try_from(c + 1).expect("small"),
             id: format!("kanal.test/b{c}").parse().expect("id"),
             subject: String::new(),
-            created_by: members(c)[0],
+            created_by: bench_members(c)[0],
             created_at_ms: 0,
-            members: members(c).to_vec(),
+            members: bench_members(c).to_vec(),
         })
         .collect();
     store.commit(&conversations).await.expect("conversations");
+    store
+}
 
+/// Party 1 is the supervisor, 2..=21 are the agents, then one customer per
+/// conversation.
+fn bench_members(conversation: usize) -> [i64; 3] {
+    let id = |n: usize| i64::try_from(n).expect("small");
+    [
+        id(2 + BENCH_AGENTS + conversation),
+        id(2 + conversation % BENCH_AGENTS),
+        1,
+    ]
+}
+
+/// `count` batches of `sends` sends each, as the engine would write them.
+fn bench_batches(count: usize, sends: usize) -> Vec<Vec<Write>> {
     let body = Bytes::from(
         pb::Body {
             kind: Some(pb::body::Kind::Text(
@@ -195,25 +311,26 @@ async fn commit_throughput() {
         }
         .encode_to_vec(),
     );
-    let mut seqs = vec![0_u64; CONVERSATIONS];
-    let mut heads = vec![0_u64; 2 + AGENTS + CONVERSATIONS];
+    let mut seqs = vec![0_u64; BENCH_CONVERSATIONS];
+    let mut heads = vec![0_u64; 2 + BENCH_AGENTS + BENCH_CONVERSATIONS];
     let mut random = 0x2545_f491_4f6c_dd1d_u64;
-    let mut batches = Vec::with_capacity(BATCHES);
-    for b in 0..BATCHES {
-        let mut batch = Vec::with_capacity(5 * SENDS);
-        for s in 0..SENDS {
+    let mut at = 0_i64;
+    let mut batches = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut batch = Vec::with_capacity(5 * sends);
+        for _ in 0..sends {
             random ^= random << 13;
             random ^= random >> 7;
             random ^= random << 17;
-            let c = usize::try_from(random % CONVERSATIONS as u64).expect("small");
+            let c = usize::try_from(random % BENCH_CONVERSATIONS as u64).expect("small");
             let key = i64::try_from(c + 1).expect("small");
             seqs[c] += 1;
             let seq = seqs[c];
-            let at = i64::try_from(b * SENDS + s).expect("small");
+            at += 1;
             batch.push(Write::Message {
                 key,
                 seq,
-                sender: members(c)[0],
+                sender: bench_members(c)[0],
                 client_msg_id: format!("c{at}"),
                 sent_at_ms: at,
                 body: body.clone(),
@@ -223,7 +340,7 @@ async fn commit_throughput() {
                 last_seq: seq,
                 last_activity_ms: at,
             });
-            for party in members(c) {
+            for party in bench_members(c) {
                 let head = &mut heads[usize::try_from(party).expect("small")];
                 *head += 1;
                 batch.push(Write::Event {
@@ -237,26 +354,22 @@ async fn commit_throughput() {
         }
         batches.push(batch);
     }
+    batches
+}
 
-    let mut latencies = Vec::with_capacity(BATCHES);
-    let started = Instant::now();
-    for batch in &batches {
-        let commit_started = Instant::now();
-        store.commit(batch).await.expect("commit");
-        latencies.push(commit_started.elapsed());
-    }
-    let elapsed = started.elapsed();
+/// "p50 …, p99 …, max …" of `latencies`, in ms.
+fn percentiles(latencies: &mut [std::time::Duration]) -> String {
     latencies.sort_unstable();
-    let messages = BATCHES * SENDS;
-    println!(
-        "{messages} messages in {BATCHES} batches: {:.0} messages/s; per batch: \
-         mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        messages as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1e3 / BATCHES as f64,
-        latencies[BATCHES / 2].as_secs_f64() * 1e3,
-        latencies[BATCHES * 99 / 100].as_secs_f64() * 1e3,
-        latencies[BATCHES - 1].as_secs_f64() * 1e3,
-    );
+    let at = |q: usize| {
+        let i = (latencies.len() * q / 100).min(latencies.len().saturating_sub(1));
+        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        at(50),
+        at(99),
+        at(100)
+    )
 }
 
 /// A user to create.

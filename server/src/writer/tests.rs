@@ -1,0 +1,253 @@
+//! The writer against a real SQLite store whose commits can be held at a
+//! gate, to observe what requesters see while a batch is being made durable.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::FutureExt as _;
+use kanal_proto::address::{Address, ConversationId};
+use kanal_proto::pb;
+use prost::Message as _;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::*;
+use crate::model::{
+    ConversationKey, ConversationRecord, NewParty, Party, PartyId, PartyKind, Session, StoredSend,
+    Write,
+};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreResult};
+
+/// The real store, except that each `commit` first announces itself and then
+/// waits for a permit.
+struct GatedStore {
+    inner: SqliteStore,
+    entered: mpsc::UnboundedSender<usize>,
+    gate: Semaphore,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
+        let _ = self.entered.send(batch.len());
+        let permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        permit.forget();
+        self.inner.commit(batch).await
+    }
+    async fn create_party(&self, party: NewParty) -> StoreResult<Party> {
+        self.inner.create_party(party).await
+    }
+    async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
+        self.inner.party_by_address(address).await
+    }
+    async fn party_by_id(&self, id: PartyId) -> StoreResult<Option<Party>> {
+        self.inner.party_by_id(id).await
+    }
+    async fn password_hash(&self, id: PartyId) -> StoreResult<Option<String>> {
+        self.inner.password_hash(id).await
+    }
+    async fn add_inbox_agent(&self, inbox: PartyId, agent: PartyId) -> StoreResult<()> {
+        self.inner.add_inbox_agent(inbox, agent).await
+    }
+    async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
+        self.inner.inbox_agents(inbox).await
+    }
+    async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>> {
+        self.inner.agent_inboxes(agent).await
+    }
+    async fn directory_version(&self) -> StoreResult<i64> {
+        self.inner.directory_version().await
+    }
+    async fn parties(&self) -> StoreResult<Vec<Party>> {
+        self.inner.parties().await
+    }
+    async fn create_session(
+        &self,
+        party: PartyId,
+        token_hash: [u8; 32],
+        client: &str,
+    ) -> StoreResult<Session> {
+        self.inner.create_session(party, token_hash, client).await
+    }
+    async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>> {
+        self.inner.session_by_token_hash(token_hash).await
+    }
+    async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
+        self.inner.ack_session(session, seq).await
+    }
+    async fn load_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        self.inner.load_conversation(id).await
+    }
+    async fn max_conversation_key(&self) -> StoreResult<ConversationKey> {
+        self.inner.max_conversation_key().await
+    }
+    async fn event_head(&self, party: PartyId) -> StoreResult<u64> {
+        self.inner.event_head(party).await
+    }
+    async fn find_send(
+        &self,
+        key: ConversationKey,
+        sender: PartyId,
+        cmid: &str,
+    ) -> StoreResult<Option<StoredSend>> {
+        self.inner.find_send(key, sender, cmid).await
+    }
+    async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {
+        self.inner.can_see(key, party).await
+    }
+    async fn history(
+        &self,
+        key: ConversationKey,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<pb::Message>, bool)> {
+        self.inner.history(key, before, limit).await
+    }
+    async fn events_since(
+        &self,
+        party: PartyId,
+        since: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<pb::Event>> {
+        self.inner.events_since(party, since, limit).await
+    }
+    async fn conversations_of(
+        &self,
+        party: PartyId,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<pb::Conversation>, bool)> {
+        self.inner.conversations_of(party, limit, offset).await
+    }
+    async fn conversation_view(
+        &self,
+        key: ConversationKey,
+        viewer: PartyId,
+    ) -> StoreResult<Option<pb::Conversation>> {
+        self.inner.conversation_view(key, viewer).await
+    }
+}
+
+fn text(s: &str) -> bytes::Bytes {
+    pb::Body {
+        kind: Some(pb::body::Kind::Text(s.into())),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+async fn party(store: &dyn Store, local: &str, kind: PartyKind) -> Party {
+    store
+        .create_party(NewParty {
+            address: Address::new(local, "localhost").expect("valid"),
+            kind,
+            display_name: String::new(),
+            password_hash: None,
+        })
+        .await
+        .expect("party")
+}
+
+#[tokio::test]
+async fn nothing_is_acknowledged_before_its_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let store = Arc::new(GatedStore {
+        inner: SqliteStore::open(&dir.path().join("kanal.db"))
+            .await
+            .expect("open"),
+        entered: entered_tx,
+        gate: Semaphore::new(0),
+    });
+    let alice = party(store.as_ref(), "alice", PartyKind::User).await;
+    let bob = party(store.as_ref(), "bob", PartyKind::User).await;
+    let hub = Arc::new(Hub::default());
+    let (writer, task) = spawn(store.clone(), hub.clone(), "localhost".into())
+        .await
+        .expect("writer");
+
+    // Create a conversation (one commit, let through).
+    let create = tokio::spawn({
+        let writer = writer.clone();
+        let (alice, bob) = (alice.clone(), bob.clone());
+        async move {
+            writer
+                .submit(Command::CreateConversation {
+                    by: alice,
+                    to: vec![bob],
+                    subject: String::new(),
+                    opaque: "gated".into(),
+                })
+                .await
+        }
+    });
+    entered.recv().await.expect("create reaches commit");
+    store.gate.add_permits(1);
+    let Reply::Conversation(conversation) = create.await.expect("task") else {
+        panic!("create failed");
+    };
+    let id: ConversationId = conversation.id.parse().expect("id");
+
+    // Many sends; the first batch is held at the gate.
+    let mut sends = Vec::new();
+    for i in 0..200 {
+        let writer = writer.clone();
+        let (alice, id) = (alice.clone(), id.clone());
+        sends.push(tokio::spawn(async move {
+            writer
+                .submit(Command::Send {
+                    by: alice,
+                    conversation: id,
+                    client_msg_id: format!("m{i}"),
+                    body: text("hi"),
+                })
+                .await
+        }));
+    }
+    let mut held_rows = entered.recv().await.expect("a batch reaches commit");
+    // While the commit is held, no requester has an answer and nobody saw an event.
+    for send in &mut sends {
+        assert!(
+            send.now_or_never().is_none(),
+            "a send was answered before its commit"
+        );
+    }
+    let stored = store.inner.history(1, 0, 500).await.expect("history").0;
+    assert!(stored.is_empty(), "nothing is visible in the store yet");
+
+    // Let batches through one at a time until every send is answered.
+    let all_answered = futures::future::join_all(sends);
+    tokio::pin!(all_answered);
+    let answers = loop {
+        store.gate.add_permits(1);
+        tokio::select! {
+            answers = &mut all_answered => break answers,
+            rows = entered.recv() => held_rows += rows.expect("the writer is alive"),
+        }
+    };
+    let mut seqs = Vec::new();
+    for answer in answers {
+        match answer.expect("task") {
+            Reply::Sent(sent) => seqs.push(sent.seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+    assert!(
+        held_rows >= 200 * 3,
+        "each send wrote its message, activity and events"
+    );
+    let (stored, _) = store.inner.history(1, 0, 500).await.expect("history");
+    assert_eq!(stored.len(), 200, "every acknowledged send is in the store");
+    drop(writer);
+    store.gate.add_permits(1000);
+    task.await.expect("writer ends when its handles are gone");
+}
