@@ -71,6 +71,15 @@ pub enum Need {
     Head(PartyId),
     /// The agents of an inbox.
     InboxAgents(PartyId),
+    /// A party's stored watermark in a conversation.
+    Watermark {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Whose.
+        party: PartyId,
+        /// Delivered or read.
+        kind: ReceiptKind,
+    },
     /// Whether the sender already stored this client message id.
     PriorSend {
         /// The conversation.
@@ -190,10 +199,23 @@ impl Engine {
                 }
                 self.recipient_needs(state.record.members.iter(), &mut needs);
             }
-            Command::MarkReceipt { conversation, .. } => match self.conversations.get(conversation)
-            {
+            Command::MarkReceipt {
+                by,
+                conversation,
+                kind,
+                ..
+            } => match self.conversations.get(conversation) {
                 None => needs.push(Need::Conversation(conversation.clone())),
-                Some(state) => self.recipient_needs(state.record.members.iter(), &mut needs),
+                Some(state) => {
+                    if !state.watermarks.contains_key(&(by.id, *kind)) {
+                        needs.push(Need::Watermark {
+                            conversation: conversation.clone(),
+                            party: by.id,
+                            kind: *kind,
+                        });
+                    }
+                    self.recipient_needs(state.record.members.iter(), &mut needs);
+                }
             },
         }
         needs
@@ -211,6 +233,20 @@ impl Engine {
                 watermarks: HashMap::new(),
             },
         );
+    }
+
+    /// Supplies a party's stored watermark.
+    pub fn load_watermark(
+        &mut self,
+        conversation: &ConversationId,
+        party: PartyId,
+        kind: ReceiptKind,
+        up_to: u64,
+    ) {
+        if let Some(state) = self.conversations.get_mut(conversation) {
+            let mark = state.watermarks.entry((party, kind)).or_insert(0);
+            *mark = (*mark).max(up_to);
+        }
     }
 
     /// Supplies a party's event head.

@@ -193,6 +193,16 @@ impl Writer {
             ) => self
                 .engine
                 .load_prior_send(key, sender, client_msg_id, prior),
+            (
+                Need::Watermark {
+                    conversation,
+                    party,
+                    kind,
+                },
+                Loaded::Watermark(up_to),
+            ) => self
+                .engine
+                .load_watermark(&conversation, party, kind, up_to),
             // An unknown conversation stays unknown: the command is refused.
             _ => {}
         }
@@ -228,6 +238,7 @@ enum Loaded {
     Head(u64),
     InboxAgents(Vec<PartyId>),
     PriorSend(Option<StoredSend>),
+    Watermark(u64),
 }
 
 async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
@@ -240,6 +251,14 @@ async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
             sender,
             client_msg_id,
         } => Loaded::PriorSend(store.find_send(*key, *sender, client_msg_id).await?),
+        Need::Watermark {
+            conversation,
+            party,
+            kind,
+        } => match store.conversation_key(conversation).await? {
+            Some(key) => Loaded::Watermark(store.watermark(key, *party, *kind).await?),
+            None => Loaded::Watermark(0),
+        },
     })
 }
 

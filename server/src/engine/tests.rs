@@ -98,6 +98,28 @@ impl Fixture {
                     } => self
                         .engine
                         .load_prior_send(key, sender, client_msg_id, None),
+                    Need::Watermark {
+                        conversation,
+                        party,
+                        kind,
+                    } => {
+                        let up_to = self
+                            .committed
+                            .iter()
+                            .filter_map(|w| match w {
+                                Write::Watermark {
+                                    party: p,
+                                    kind: k,
+                                    up_to,
+                                    ..
+                                } if *p == party && *k == kind => Some(*up_to),
+                                _ => None,
+                            })
+                            .max()
+                            .unwrap_or(0);
+                        self.engine
+                            .load_watermark(&conversation, party, kind, up_to);
+                    }
                 }
             }
         }
@@ -274,6 +296,24 @@ fn receipts_only_move_forward() {
         f.run(mark(3)),
         Reply::Refused(pb::ErrorCode::BadRequest, _)
     ));
+    // After a restart (the engine forgets, the store remembers) a lower
+    // mark still emits nothing.
+    f.engine.reset(1);
+    f.engine.load_conversation(ConversationRecord {
+        key: 1,
+        id: conv.clone(),
+        subject: String::new(),
+        created_at_ms: 0,
+        last_seq: 2,
+        last_activity_ms: 0,
+        members: vec![alice(), support()],
+    });
+    assert_eq!(f.run(mark(1)), Reply::Done);
+    assert_eq!(
+        f.deliveries.len(),
+        events,
+        "the stored watermark was honoured"
+    );
     let watermarks = f
         .committed
         .iter()

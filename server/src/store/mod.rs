@@ -10,7 +10,8 @@ use kanal_proto::address::{Address, ConversationId};
 use kanal_proto::pb;
 
 use crate::model::{
-    ConversationKey, ConversationRecord, NewParty, Party, PartyId, Session, StoredSend, Write,
+    ConversationKey, ConversationRecord, NewParty, Party, PartyId, ReceiptKind, Session,
+    StoredSend, Write,
 };
 
 #[cfg(test)]
@@ -107,6 +108,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The highest conversation key in use (0 if none).
     async fn max_conversation_key(&self) -> StoreResult<ConversationKey>;
+
+    /// A party's delivered or read watermark in a conversation (0 if none).
+    async fn watermark(
+        &self,
+        key: ConversationKey,
+        party: PartyId,
+        kind: ReceiptKind,
+    ) -> StoreResult<u64>;
 
     /// The highest event seq of a party's log (0 if empty).
     async fn event_head(&self, party: PartyId) -> StoreResult<u64>;

@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
-    ConversationKey, ConversationRecord, NewParty, Party, PartyId, PartyKind, Session, StoredSend,
-    Write,
+    ConversationKey, ConversationRecord, NewParty, Party, PartyId, PartyKind, ReceiptKind, Session,
+    StoredSend, Write,
 };
 
 mod directory;
@@ -197,6 +197,15 @@ impl Store for SqliteStore {
         client_msg_id: &str,
     ) -> StoreResult<Option<StoredSend>> {
         read::find_send(&self.reader, key, sender, client_msg_id).await
+    }
+
+    async fn watermark(
+        &self,
+        key: ConversationKey,
+        party: PartyId,
+        kind: ReceiptKind,
+    ) -> StoreResult<u64> {
+        read::watermark(&self.reader, key, party, kind).await
     }
 
     async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {

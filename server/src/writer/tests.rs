@@ -12,8 +12,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::*;
 use crate::model::{
-    ConversationKey, ConversationRecord, NewParty, Party, PartyId, PartyKind, Session, StoredSend,
-    Write,
+    ConversationKey, ConversationRecord, NewParty, Party, PartyId, PartyKind, ReceiptKind, Session,
+    StoredSend, Write,
 };
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreResult};
@@ -98,6 +98,14 @@ impl Store for GatedStore {
         cmid: &str,
     ) -> StoreResult<Option<StoredSend>> {
         self.inner.find_send(key, sender, cmid).await
+    }
+    async fn watermark(
+        &self,
+        key: ConversationKey,
+        party: PartyId,
+        kind: ReceiptKind,
+    ) -> StoreResult<u64> {
+        self.inner.watermark(key, party, kind).await
     }
     async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {
         self.inner.can_see(key, party).await

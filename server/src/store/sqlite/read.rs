@@ -112,6 +112,24 @@ pub(super) async fn find_send(
 }
 
 /// Whether `party` is a member, or an agent of a member inbox.
+/// A party's watermark of `kind` in a conversation (0 if none).
+pub(super) async fn watermark(
+    reader: &SqlitePool,
+    key: ConversationKey,
+    party: PartyId,
+    kind: ReceiptKind,
+) -> StoreResult<u64> {
+    let up_to: Option<i64> = sqlx::query_scalar(
+        "SELECT up_to FROM watermarks WHERE key = $1 AND party = $2 AND kind = $3",
+    )
+    .bind(key)
+    .bind(party)
+    .bind(kind.as_i64())
+    .fetch_optional(reader)
+    .await?;
+    seq_from_db(up_to.unwrap_or(0), "watermarks.up_to")
+}
+
 pub(super) async fn can_see(
     reader: &SqlitePool,
     key: ConversationKey,
