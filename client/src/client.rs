@@ -389,11 +389,16 @@ impl Client {
             link.close(CloseCode::Normal, "bye");
         }
         // Let the close frame reach the server before the socket goes away.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            self.inner.dialer.endpoint().wait_idle(),
-        )
-        .await;
+        // A shared endpoint stays open (and serves other clients), so its
+        // driver sends the close frame anyway; waiting for it to be idle
+        // would wait for every other client on it.
+        if !self.inner.dialer.shares_endpoint() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.inner.dialer.endpoint().wait_idle(),
+            )
+            .await;
+        }
     }
 }
 

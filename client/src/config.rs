@@ -5,7 +5,7 @@ use crate::error::ClientError;
 use crate::fingerprint::Fingerprint;
 
 /// Where and how to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The server as `host:port`, `host`, `[v6]:port` or an IP address; the
     /// port defaults to [`kanal_proto::DEFAULT_PORT`] (7447).
@@ -18,7 +18,33 @@ pub struct ClientConfig {
     pub pin: Option<Fingerprint>,
     /// Sent in the Hello for the server's logs; defaults to `kanal-client/<version>`.
     pub client_name: String,
+    /// A QUIC endpoint (one UDP socket and its driver) to open connections
+    /// on, shared with other clients. `None` (the default) gives the client
+    /// an endpoint of its own, bound by [`crate::endpoint_for`].
+    pub endpoint: Option<quinn::Endpoint>,
 }
+
+impl PartialEq for ClientConfig {
+    /// Equal settings; shared endpoints are the same when they are bound to
+    /// the same local address (one socket per address on a host).
+    fn eq(&self, other: &Self) -> bool {
+        let same_endpoint = match (&self.endpoint, &other.endpoint) {
+            (None, None) => true,
+            (Some(a), Some(b)) => match (a.local_addr(), b.local_addr()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            },
+            _ => false,
+        };
+        self.server == other.server
+            && self.server_name == other.server_name
+            && self.pin == other.pin
+            && self.client_name == other.client_name
+            && same_endpoint
+    }
+}
+
+impl Eq for ClientConfig {}
 
 impl ClientConfig {
     /// A configuration for `server` with no pin, the host as server name and
@@ -29,6 +55,7 @@ impl ClientConfig {
             server_name: None,
             pin: None,
             client_name: concat!("kanal-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            endpoint: None,
         }
     }
 
@@ -47,6 +74,17 @@ impl ClientConfig {
     /// The same configuration with another client name in the Hello.
     pub fn client_name(mut self, name: impl Into<String>) -> Self {
         self.client_name = name.into();
+        self
+    }
+
+    /// The same configuration, opening its connections on `endpoint`, which
+    /// other clients may share. Thousands of clients in one process (a load
+    /// generator, a bridge) then need a handful of UDP sockets instead of one
+    /// each. The endpoint must be able to reach the server (same address
+    /// family; [`crate::endpoint_for`] binds a suitable one). Closing such a
+    /// client closes its connection but leaves the endpoint open.
+    pub fn endpoint(mut self, endpoint: quinn::Endpoint) -> Self {
+        self.endpoint = Some(endpoint);
         self
     }
 
@@ -217,6 +255,20 @@ mod tests {
         assert_eq!(config.tls_name().expect("name"), "chat.acme.example");
         let config = config.server_name("localhost");
         assert_eq!(config.tls_name().expect("name"), "localhost");
+    }
+
+    #[tokio::test]
+    async fn endpoint_is_optional_and_compared_by_socket() {
+        let plain = ClientConfig::new("127.0.0.1:7447");
+        assert!(plain.endpoint.is_none());
+        assert_eq!(plain, plain.clone());
+        let bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let endpoint = quinn::Endpoint::client(bind).expect("bind");
+        let shared = plain.clone().endpoint(endpoint.clone());
+        assert_eq!(shared, plain.clone().endpoint(endpoint));
+        assert_ne!(shared, plain);
+        let other = quinn::Endpoint::client(bind).expect("bind");
+        assert_ne!(shared, plain.endpoint(other));
     }
 
     #[test]

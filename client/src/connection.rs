@@ -45,6 +45,8 @@ pub fn endpoint_for(addr: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
 #[derive(Debug)]
 pub(crate) struct Dialer {
     endpoint: quinn::Endpoint,
+    /// Whether `endpoint` came from the configuration (shared with others).
+    shared_endpoint: bool,
     quic: quinn::ClientConfig,
     config: ClientConfig,
     tls_name: String,
@@ -65,10 +67,13 @@ impl Dialer {
             .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
         let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
         quic.transport_config(Arc::new(transport));
-        let addr = resolve(&config, None).await?;
-        let endpoint = endpoint_for(addr)?;
+        let (endpoint, shared_endpoint) = match &config.endpoint {
+            Some(endpoint) => (endpoint.clone(), true),
+            None => (endpoint_for(resolve(&config, None).await?)?, false),
+        };
         Ok(Self {
             endpoint,
+            shared_endpoint,
             quic,
             config,
             tls_name,
@@ -78,6 +83,12 @@ impl Dialer {
     /// The QUIC endpoint all connections of this client share.
     pub(crate) fn endpoint(&self) -> &quinn::Endpoint {
         &self.endpoint
+    }
+
+    /// Whether the endpoint is shared with other clients (so closing this
+    /// client must not wait for the endpoint to become idle).
+    pub(crate) fn shares_endpoint(&self) -> bool {
+        self.shared_endpoint
     }
 
     /// Connects, says Hello with `credentials`, and waits for the Welcome.

@@ -7,6 +7,10 @@
 //! connection is lost it resumes the session in the background and the event
 //! stream continues where it stopped, without duplicates or gaps.
 //!
+//! Each client opens its own UDP socket by default; many clients in one
+//! process (a load generator, a bridge) can share a few with
+//! [`ClientConfig::endpoint`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), kanal_client::ClientError> {
 //! use kanal_client::{Client, ClientConfig, ClientEvent, Credentials};

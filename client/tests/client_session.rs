@@ -331,3 +331,56 @@ async fn close_ends_events_and_fails_later_calls() {
         Err(ClientError::Closed)
     ));
 }
+
+#[tokio::test]
+async fn clients_can_share_one_endpoint() {
+    let server = MockServer::start().await;
+    let endpoint = kanal_client::endpoint_for(server.addr).expect("endpoint");
+    let config = server.config().endpoint(endpoint.clone());
+    let alice = Client::connect(config.clone(), MockServer::register("alice"))
+        .await
+        .expect("alice registers");
+    let bob = Client::connect(config, MockServer::register("bob"))
+        .await
+        .expect("bob registers");
+    assert_eq!(
+        endpoint.open_connections(),
+        2,
+        "both on the shared endpoint"
+    );
+    let conversation = alice
+        .create_conversation(&["bob@localhost"], "shared")
+        .await
+        .expect("create");
+    let mut events = bob.subscribe(0).await.expect("subscribe");
+    until_caught_up(&mut events).await;
+    alice
+        .send_text(&conversation.id, "same socket")
+        .await
+        .expect("send");
+    let received = loop {
+        let event = next(&mut events).await;
+        if let Some(text) = text_of(&event) {
+            break text.to_owned();
+        }
+    };
+    assert_eq!(received, "same socket");
+
+    // Closing one client must neither wait for the other's connection nor
+    // take the shared endpoint down with it.
+    tokio::time::timeout(Duration::from_millis(1500), alice.close())
+        .await
+        .expect("close does not wait for the other clients of the endpoint");
+    bob.conversations(10, 0)
+        .await
+        .expect("bob's connection still works");
+    // Alice's connection leaves the endpoint once it has drained.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while endpoint.open_connections() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("alice's connection drains");
+    bob.conversations(10, 0).await.expect("bob is unaffected");
+}

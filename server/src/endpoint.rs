@@ -112,6 +112,7 @@ impl Server {
             source,
         };
         let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_err)?;
+        size_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             endpoint_config,
             Some(server_config),
@@ -199,6 +200,23 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+}
+
+/// Bytes of kernel buffer asked for on the UDP socket in each direction.
+/// Linux's defaults (≈200 KiB) drop bursts from thousands of clients; the
+/// kernel caps the request at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+fn size_buffers(socket: &std::net::UdpSocket) {
+    let socket = socket2::SockRef::from(socket);
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP send buffer");
+    }
+    let (recv, send) = (socket.recv_buffer_size(), socket.send_buffer_size());
+    tracing::info!(recv = ?recv, send = ?send, "UDP socket buffers");
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
