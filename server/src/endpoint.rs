@@ -21,8 +21,11 @@ use crate::writer;
 /// How long shutdown waits for connections to close and the writer to drain.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Requests one client may have in flight at once.
-const MAX_REQUESTS_IN_FLIGHT: u32 = 64;
+/// Bidirectional streams a client may have open at once: its control stream
+/// and up to seven requests. Each allowed stream costs memory on every
+/// connection (quinn reserves per stream), and a server holds thousands of
+/// mostly idle ones: 8 keeps an idle connection near 32 KiB.
+const MAX_REQUESTS_IN_FLIGHT: u32 = 8;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,9 @@ pub const MAX_BATCH: usize = 1024;
 /// Commands waiting for the writer before senders wait for room.
 pub const QUEUE: usize = 16 * 1024;
 
+/// How often the writer looks for directory changes made by other processes.
+const DIRECTORY_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Rounds of loading a command's needs (the engine converges in three).
 const NEED_ROUNDS: usize = 4;
 
@@ -75,6 +78,7 @@ pub async fn spawn(
         hub,
         engine,
         directory,
+        next_directory_check: tokio::time::Instant::now(),
         rx,
     };
     Ok((WriterHandle { tx }, tokio::spawn(task.run())))
@@ -85,6 +89,7 @@ struct Writer {
     hub: Arc<Hub>,
     engine: Engine,
     directory: i64,
+    next_directory_check: tokio::time::Instant,
     rx: mpsc::Receiver<Job>,
 }
 
@@ -97,8 +102,10 @@ impl Writer {
     }
 
     async fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+        let started = std::time::Instant::now();
         self.refresh_directory().await;
         let failed = self.load_needs(batch).await;
+        let loaded = started.elapsed();
         let now_ms = now_ms();
         let mut writes = Vec::new();
         let mut deliveries = Vec::new();
@@ -133,6 +140,13 @@ impl Writer {
             }
             return;
         }
+        tracing::trace!(
+            commands = answers.len(),
+            rows = writes.len(),
+            ?loaded,
+            total = ?started.elapsed(),
+            "batch committed"
+        );
         for (tx, (reply, _)) in answers {
             // The requester may have gone away; the data is committed regardless.
             let _ = tx.send(reply);
@@ -155,8 +169,14 @@ impl Writer {
             if needs.is_empty() {
                 break;
             }
+            // Prior sends are looked up together, in one statement per chunk;
+            // everything else concurrently, one query each.
+            let (sends, others): (Vec<Need>, Vec<Need>) = needs
+                .into_iter()
+                .partition(|n| matches!(n, Need::PriorSend { .. }));
+            self.load_prior_sends(sends, &mut failed).await;
             let store = self.store.as_ref();
-            let loads = futures::future::join_all(needs.into_iter().map(|need| async move {
+            let loads = futures::future::join_all(others.into_iter().map(|need| async move {
                 let loaded = load(store, &need).await;
                 (need, loaded)
             }))
@@ -172,6 +192,37 @@ impl Writer {
             }
         }
         failed
+    }
+
+    async fn load_prior_sends(&mut self, needs: Vec<Need>, failed: &mut HashSet<Need>) {
+        if needs.is_empty() {
+            return;
+        }
+        let wanted: Vec<_> = needs
+            .iter()
+            .filter_map(|need| match need {
+                Need::PriorSend {
+                    key,
+                    sender,
+                    client_msg_id,
+                } => Some((*key, *sender, client_msg_id.clone())),
+                _ => None,
+            })
+            .collect();
+        match self.store.find_sends(&wanted).await {
+            Ok(found) => {
+                let mut found: std::collections::HashMap<_, _> = found.into_iter().collect();
+                for (key, sender, client_msg_id) in wanted {
+                    let prior = found.remove(&(key, sender, client_msg_id.clone()));
+                    self.engine
+                        .load_prior_send(key, sender, client_msg_id, prior);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, sends = wanted.len(), "looking up prior sends failed");
+                failed.extend(needs);
+            }
+        }
     }
 
     fn supply(&mut self, need: Need, loaded: Loaded) {
@@ -208,7 +259,15 @@ impl Writer {
         }
     }
 
+    /// Re-reads the directory version, at most every [`DIRECTORY_CHECK`]:
+    /// operators may change inbox agents from another process (`kanald agent
+    /// add`), and a busy writer must not pay a query per batch for that.
     async fn refresh_directory(&mut self) {
+        let now = tokio::time::Instant::now();
+        if now < self.next_directory_check {
+            return;
+        }
+        self.next_directory_check = now + DIRECTORY_CHECK;
         match self.store.directory_version().await {
             Ok(version) if version != self.directory => {
                 self.directory = version;

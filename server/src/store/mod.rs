@@ -128,6 +128,21 @@ pub trait Store: Send + Sync + 'static {
         client_msg_id: &str,
     ) -> StoreResult<Option<StoredSend>>;
 
+    /// The stored sends among `wanted` (conversation, sender, client message
+    /// id); absent ones were never stored. One call for a whole batch.
+    async fn find_sends(
+        &self,
+        wanted: &[(ConversationKey, PartyId, String)],
+    ) -> StoreResult<Vec<((ConversationKey, PartyId, String), StoredSend)>> {
+        let mut found = Vec::new();
+        for (key, sender, client_msg_id) in wanted {
+            if let Some(stored) = self.find_send(*key, *sender, client_msg_id).await? {
+                found.push(((*key, *sender, client_msg_id.clone()), stored));
+            }
+        }
+        Ok(found)
+    }
+
     // --- reads for clients --------------------------------------------------
 
     /// Whether `party` may read the conversation: it is a member, or an agent

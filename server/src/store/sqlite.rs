@@ -199,6 +199,15 @@ impl Store for SqliteStore {
         read::find_send(&self.reader, key, sender, client_msg_id).await
     }
 
+    async fn find_sends(
+        &self,
+        wanted: &[(ConversationKey, PartyId, String)],
+    ) -> StoreResult<Vec<((ConversationKey, PartyId, String), StoredSend)>> {
+        // On the writer: its page cache holds the hot index pages, and the
+        // writer task is the only caller, between its commits.
+        read::find_sends(&self.writer, wanted).await
+    }
+
     async fn watermark(
         &self,
         key: ConversationKey,

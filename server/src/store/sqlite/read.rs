@@ -111,7 +111,53 @@ pub(super) async fn find_send(
     .transpose()
 }
 
-/// Whether `party` is a member, or an agent of a member inbox.
+/// Triples per lookup statement, largest first; a lookup is split greedily
+/// into these sizes so only a few statement texts exist (all stay prepared).
+const LOOKUP_CHUNKS: [usize; 4] = [128, 32, 8, 1];
+
+/// One statement text per entry of [`LOOKUP_CHUNKS`], built once per
+/// process and kept for its lifetime (sqlx takes texts as `&'static str`).
+static LOOKUP_TEXTS: std::sync::LazyLock<[&'static str; 4]> = std::sync::LazyLock::new(|| {
+    LOOKUP_CHUNKS.map(|n| {
+        let values = vec!["(?, ?, ?)"; n].join(", ");
+        let text = format!(
+            "WITH wanted(k, s, c) AS (VALUES {values})
+             SELECT m.key, m.sender, m.client_msg_id, m.seq, m.sent_at_ms
+             FROM wanted JOIN messages m
+               ON m.key = wanted.k AND m.sender = wanted.s AND m.client_msg_id = wanted.c"
+        );
+        &*Box::leak(text.into_boxed_str())
+    })
+});
+
+/// The stored sends among `wanted`, in a few statements for the whole set.
+pub(super) async fn find_sends(
+    reader: &SqlitePool,
+    wanted: &[(ConversationKey, PartyId, String)],
+) -> StoreResult<Vec<((ConversationKey, PartyId, String), StoredSend)>> {
+    let mut found = Vec::new();
+    let mut rest = wanted;
+    while !rest.is_empty() {
+        let Some(index) = LOOKUP_CHUNKS.iter().position(|n| *n <= rest.len()) else {
+            break;
+        };
+        let (chunk, tail) = rest.split_at(LOOKUP_CHUNKS[index]);
+        let mut query = sqlx::query_as::<_, (i64, i64, String, i64, i64)>(LOOKUP_TEXTS[index]);
+        for (key, sender, client_msg_id) in chunk {
+            query = query.bind(*key).bind(*sender).bind(client_msg_id.as_str());
+        }
+        for (key, sender, client_msg_id, seq, sent_at_ms) in query.fetch_all(reader).await? {
+            let stored = StoredSend {
+                seq: seq_from_db(seq, "messages.seq")?,
+                sent_at_ms,
+            };
+            found.push(((key, sender, client_msg_id), stored));
+        }
+        rest = tail;
+    }
+    Ok(found)
+}
+
 /// A party's watermark of `kind` in a conversation (0 if none).
 pub(super) async fn watermark(
     reader: &SqlitePool,
@@ -130,6 +176,7 @@ pub(super) async fn watermark(
     seq_from_db(up_to.unwrap_or(0), "watermarks.up_to")
 }
 
+/// Whether `party` is a member, or an agent of a member inbox.
 pub(super) async fn can_see(
     reader: &SqlitePool,
     key: ConversationKey,
