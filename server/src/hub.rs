@@ -116,11 +116,6 @@ impl Hub {
         }
     }
 
-    /// How many sessions are listening (for metrics and tests).
-    pub fn listening(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-
     fn unsubscribe(&self, party: PartyId, id: u64) {
         let mut listeners = self.lock();
         if let Some(sessions) = listeners.get_mut(&party) {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kanal_client::{Client, ClientConfig, ClientEvent, Credentials, Events, Fingerprint};
-use kanal_proto::pb;
+use kanal_proto::codes::CloseCode;
+use kanal_proto::io::{FrameReader, write_frame};
+use kanal_proto::{limits, pb};
 use kanal_server::config::Config;
 use kanal_server::model::PartyKind;
 use kanal_server::{Server, admin, datadir};
@@ -207,4 +209,79 @@ pub fn assert_refused<T: std::fmt::Debug>(
         Err(e) if e.code() == Some(code) => Ok(()),
         other => bail!("expected refusal {code:?}, got {other:?}"),
     }
+}
+
+/// A connection made by hand that completed Register; the control stream
+/// stays open as long as this value lives.
+#[derive(Debug)]
+pub struct RawSession {
+    /// The connection.
+    pub connection: quinn::Connection,
+    /// The control stream's sending half (for Sync and Ack frames).
+    pub control: quinn::SendStream,
+    _control_recv: FrameReader<quinn::RecvStream>,
+}
+
+/// A QUIC connection made by hand, with any ALPN.
+pub async fn raw_connect(
+    server: &TestServer,
+    alpn: &[u8],
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let pin: Fingerprint = server.server.fingerprint().parse().expect("valid");
+    let mut crypto = kanal_client::tls::client_crypto(Some(pin)).expect("crypto");
+    crypto.alpn_protocols = vec![alpn.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("tls13");
+    let mut endpoint = quinn::Endpoint::client(loopback(0)).expect("endpoint");
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    // Like a real client: a raw session that only waits must not idle out.
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
+    endpoint
+        .connect(server.addr(), "localhost")
+        .expect("connect config")
+        .await
+}
+
+/// The Kanal close code a connection ended with.
+pub async fn close_code(connection: &quinn::Connection) -> Option<CloseCode> {
+    match connection.closed().await {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            CloseCode::from_value(close.error_code.into_inner())
+        }
+        _ => None,
+    }
+}
+
+/// A raw connection that completed Register.
+pub async fn raw_session(server: &TestServer, local: &str) -> anyhow::Result<RawSession> {
+    let connection = raw_connect(server, kanal_proto::ALPN_CLIENT).await?;
+    let (mut send, recv) = connection.open_bi().await?;
+    let hello = pb::ClientControl {
+        kind: Some(pb::client_control::Kind::Hello(pb::Hello {
+            version: kanal_proto::PROTOCOL_VERSION,
+            client: "raw".into(),
+            auth: Some(pb::hello::Auth::Register(pb::Register {
+                local: local.into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            })),
+        })),
+    };
+    write_frame(&mut send, &hello).await?;
+    let mut reader = FrameReader::new(recv, limits::MAX_FRAME);
+    let welcome: pb::ServerControl = reader
+        .next()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no Welcome"))?;
+    anyhow::ensure!(matches!(
+        welcome.kind,
+        Some(pb::server_control::Kind::Welcome(_))
+    ));
+    Ok(RawSession {
+        connection,
+        control: send,
+        _control_recv: reader,
+    })
 }

@@ -1,72 +1,12 @@
 //! Bad input gets its documented error and costs nobody else anything: after
 //! each attack, a well-behaved pair of clients on the same server still talks.
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
-use kanal_client::{Client, ClientError, Credentials, Fingerprint};
+use kanal_client::{Client, ClientError, Credentials};
 use kanal_proto::codes::{CloseCode, StreamCode};
 use kanal_proto::io::{FrameReader, write_frame};
 use kanal_proto::{frame, limits, pb};
 use kanal_tests::*;
-
-/// A QUIC connection made by hand, with any ALPN.
-async fn raw_connect(
-    server: &TestServer,
-    alpn: &[u8],
-) -> Result<quinn::Connection, quinn::ConnectionError> {
-    let pin: Fingerprint = server.server.fingerprint().parse().expect("valid");
-    let mut crypto = kanal_client::tls::client_crypto(Some(pin)).expect("crypto");
-    crypto.alpn_protocols = vec![alpn.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("tls13");
-    let mut endpoint = quinn::Endpoint::client(loopback(0)).expect("endpoint");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    endpoint
-        .connect(server.addr(), "localhost")
-        .expect("connect config")
-        .await
-}
-
-/// The Kanal close code a connection ended with.
-async fn close_code(connection: &quinn::Connection) -> Option<CloseCode> {
-    match connection.closed().await {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            CloseCode::from_value(close.error_code.into_inner())
-        }
-        _ => None,
-    }
-}
-
-/// A raw connection that completed Register.
-async fn raw_session(server: &TestServer, local: &str) -> anyhow::Result<quinn::Connection> {
-    let connection = raw_connect(server, kanal_proto::ALPN_CLIENT).await?;
-    let (mut send, recv) = connection.open_bi().await?;
-    let hello = pb::ClientControl {
-        kind: Some(pb::client_control::Kind::Hello(pb::Hello {
-            version: kanal_proto::PROTOCOL_VERSION,
-            client: "raw".into(),
-            auth: Some(pb::hello::Auth::Register(pb::Register {
-                local: local.into(),
-                password: PASSWORD.into(),
-                display_name: String::new(),
-            })),
-        })),
-    };
-    write_frame(&mut send, &hello).await?;
-    let mut reader = FrameReader::new(recv, limits::MAX_FRAME);
-    let welcome: pb::ServerControl = reader
-        .next()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no Welcome"))?;
-    anyhow::ensure!(matches!(
-        welcome.kind,
-        Some(pb::server_control::Kind::Welcome(_))
-    ));
-    // Keep the control stream open for the connection's lifetime.
-    std::mem::forget(send);
-    std::mem::forget(reader);
-    Ok(connection)
-}
 
 /// Sends raw bytes as a request and returns how the stream ended.
 async fn raw_request(
@@ -185,7 +125,8 @@ async fn bad_input_gets_its_documented_error_and_harms_no_one_else() -> anyhow::
     bystanders.still_talk().await?;
 
     // Within an authenticated connection, bad requests close only their stream.
-    let session = raw_session(&server, "mallory").await?;
+    let raw = raw_session(&server, "mallory").await?;
+    let session = raw.connection.clone();
     let garbage = raw_request(&session, &[4, 0xff, 0xff, 0xff, 0xff]).await?;
     assert_eq!(reset_code(&garbage), Some(StreamCode::MalformedFrame));
     let mut oversized = BytesMut::new();
