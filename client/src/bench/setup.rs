@@ -26,9 +26,9 @@ pub(crate) const MAX_ACCOUNTS: usize = 64;
 /// would blur `idle`'s before/after reading.
 const REGISTER_CONCURRENCY: usize = 2;
 
-/// Requests a connection may have in flight: the server allows 64
-/// bidirectional streams including the control stream; keep a little slack.
-pub(crate) const MAX_IN_FLIGHT: usize = 60;
+/// Requests a connection may have in flight: the server allows 8
+/// bidirectional streams including the control stream (PROTOCOL.md §2.3).
+pub(crate) const MAX_IN_FLIGHT: usize = 7;
 
 /// UDP socket buffers asked for, in bytes (the kernel caps them at
 /// `net.core.rmem_max` / `wmem_max`): thousands of connections share one

@@ -30,8 +30,8 @@ pub(crate) struct Options {
     /// How many times to reconnect and resynchronise (from the same point)
     #[arg(long, default_value_t = 3)]
     pub(crate) rounds: usize,
-    /// Send requests in flight while preparing
-    #[arg(long, default_value_t = 48)]
+    /// Send requests in flight while preparing (at most 7)
+    #[arg(long, default_value_t = 7)]
     pub(crate) in_flight: usize,
 }
 

@@ -34,9 +34,9 @@ const TARGET_PER_SECOND: f64 = 50_000.0;
 /// Options of `throughput`.
 #[derive(Debug, Args)]
 pub(crate) struct Options {
-    /// Send requests in flight per connection (at most 60: the server allows
-    /// 64 streams per connection, the control stream included)
-    #[arg(long, default_value_t = 48)]
+    /// Send requests in flight per connection (at most 7: the server allows
+    /// 8 streams per connection, the control stream included)
+    #[arg(long, default_value_t = 7)]
     pub(crate) in_flight: usize,
     /// Bytes of text per message
     #[arg(long, default_value_t = 64)]
