@@ -20,6 +20,11 @@ use crate::model::{
     ConversationKey, ConversationRecord, EventRef, Party, PartyId, ReceiptKind, StoredSend, Write,
 };
 
+/// Most conversations (and, separately, event-log heads) the engine keeps
+/// cached. Past it the cache is dropped between batches and refilled from
+/// the store on demand: memory stays bounded whatever the database holds.
+pub const MAX_CACHED: usize = 100_000;
+
 /// How many recent `(conversation, sender, client_msg_id)` triples the
 /// engine remembers, so retries within a batch or shortly after need no lookup.
 const RECENT_SENDS: usize = 65_536;
@@ -280,6 +285,15 @@ impl Engine {
     /// (any triple they sent is in the recent set now).
     pub fn finish_batch(&mut self) {
         self.checked_sends.clear();
+        // Dropping cached state is always safe between batches: needs()
+        // asks for it again. Sends stay deduplicated: `recent_sends` and
+        // `complete` are kept.
+        if self.conversations.len() > MAX_CACHED {
+            self.conversations.clear();
+        }
+        if self.heads.len() > MAX_CACHED {
+            self.heads.clear();
+        }
     }
 
     /// Forgets cached inbox memberships (the directory changed).

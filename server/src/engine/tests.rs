@@ -338,3 +338,43 @@ fn reset_forgets_uncommitted_state() {
         vec![Need::Conversation(conv)]
     );
 }
+
+#[test]
+fn an_overfull_cache_is_dropped_and_reloaded_without_losing_order() {
+    let mut f = Fixture::new();
+    let conv = f.open_with_support();
+    assert_eq!(sent_seq(f.send(alice(), &conv, "1")), (1, false));
+    // Fill the conversation cache past its bound with other conversations.
+    for i in 0..=MAX_CACHED {
+        f.engine.load_conversation(ConversationRecord {
+            key: 1_000 + i as i64,
+            id: ConversationId::new("localhost", &format!("filler{i}")).expect("id"),
+            subject: String::new(),
+            created_at_ms: 0,
+            last_seq: 0,
+            last_activity_ms: 0,
+            members: vec![],
+        });
+    }
+    f.engine.finish_batch();
+    let cmd = Command::Send {
+        by: alice(),
+        conversation: conv.clone(),
+        client_msg_id: "2".into(),
+        body: text("x"),
+    };
+    assert_eq!(f.engine.needs(&cmd), vec![Need::Conversation(conv.clone())]);
+    // Reloaded from the store (as the writer would), numbering continues.
+    f.engine.load_conversation(ConversationRecord {
+        key: 1,
+        id: conv.clone(),
+        subject: "washer".into(),
+        created_at_ms: 0,
+        last_seq: 1,
+        last_activity_ms: 0,
+        members: vec![alice(), support()],
+    });
+    assert_eq!(sent_seq(f.send(alice(), &conv, "2")), (2, false));
+    // A retry of the first message is still recognised.
+    assert_eq!(sent_seq(f.send(alice(), &conv, "1")), (1, true));
+}
