@@ -51,8 +51,8 @@ pub enum Command {
         conversation: ConversationId,
         /// The sender's idempotency key.
         client_msg_id: String,
-        /// Encoded `pb::Body` (validated by the caller).
-        body: Bytes,
+        /// The content (validated by the caller); the engine encodes it once.
+        body: pb::Body,
     },
     /// Raise the caller's delivery or read watermark.
     MarkReceipt {
@@ -398,7 +398,7 @@ impl Engine {
         by: &Party,
         conversation: &ConversationId,
         client_msg_id: String,
-        body: Bytes,
+        body: pb::Body,
         applied: &mut Applied,
     ) -> Reply {
         let Some(state) = self.visible(conversation, by.id) else {
@@ -420,14 +420,14 @@ impl Engine {
         let seq = state.record.last_seq + 1;
         state.record.last_seq = seq;
         state.record.last_activity_ms = now_ms;
-        let decoded_body = pb::Body::decode(body.clone()).ok();
+        let encoded_body: Bytes = body.encode_to_vec().into();
         let message = pb::Message {
             conversation: conversation.to_string(),
             seq,
             sender: by.address.to_string(),
             client_msg_id: triple.2.clone(),
             sent_at_ms: now_ms,
-            body: decoded_body,
+            body: Some(body),
         };
         applied.writes.push(Write::Message {
             key,
@@ -435,7 +435,7 @@ impl Engine {
             sender: by.id,
             client_msg_id: triple.2.clone(),
             sent_at_ms: now_ms,
-            body,
+            body: encoded_body,
         });
         applied.writes.push(Write::Activity {
             key,

@@ -182,22 +182,21 @@ async fn send_message(shared: &Shared, party: &Party, send: pb::Send) -> Answer 
         ));
     }
     let body = match send.body {
-        Some(pb::Body {
-            kind: Some(pb::body::Kind::Text(ref text)),
-        }) => {
-            if text.len() > limits::MAX_TEXT {
-                return Err((
-                    pb::ErrorCode::TooLarge,
-                    format!("text of {} bytes exceeds {}", text.len(), limits::MAX_TEXT),
-                ));
-            }
-            send.body
-                .as_ref()
-                .map(|b| b.encode_to_vec())
-                .unwrap_or_default()
-        }
+        Some(
+            body @ pb::Body {
+                kind: Some(pb::body::Kind::Text(_)),
+            },
+        ) => body,
         _ => return Err((pb::ErrorCode::BadRequest, "the message has no body".into())),
     };
+    if let Some(pb::body::Kind::Text(text)) = &body.kind
+        && text.len() > limits::MAX_TEXT
+    {
+        return Err((
+            pb::ErrorCode::TooLarge,
+            format!("text of {} bytes exceeds {}", text.len(), limits::MAX_TEXT),
+        ));
+    }
     local_host(shared, &id)?;
     submit(
         shared,
@@ -205,7 +204,7 @@ async fn send_message(shared: &Shared, party: &Party, send: pb::Send) -> Answer 
             by: party.clone(),
             conversation: id,
             client_msg_id: send.client_msg_id,
-            body: body.into(),
+            body,
         },
     )
     .await

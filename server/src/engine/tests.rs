@@ -3,10 +3,8 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use kanal_proto::address::{Address, ConversationId};
 use kanal_proto::pb;
-use prost::Message as _;
 
 use super::*;
 use crate::model::{PartyKind, Write};
@@ -44,12 +42,10 @@ fn mallory() -> Party {
     party(5, "mallory", PartyKind::User)
 }
 
-fn text(s: &str) -> Bytes {
+fn text(s: &str) -> pb::Body {
     pb::Body {
         kind: Some(pb::body::Kind::Text(s.into())),
     }
-    .encode_to_vec()
-    .into()
 }
 
 impl Fixture {

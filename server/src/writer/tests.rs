@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use futures::FutureExt as _;
 use kanal_proto::address::{Address, ConversationId};
 use kanal_proto::pb;
-use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::*;
@@ -143,12 +142,10 @@ impl Store for GatedStore {
     }
 }
 
-fn text(s: &str) -> bytes::Bytes {
+fn text(s: &str) -> pb::Body {
     pb::Body {
         kind: Some(pb::body::Kind::Text(s.into())),
     }
-    .encode_to_vec()
-    .into()
 }
 
 async fn party(store: &dyn Store, local: &str, kind: PartyKind) -> Party {
