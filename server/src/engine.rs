@@ -153,6 +153,12 @@ pub struct Engine {
     /// (created here, or loaded while empty, and nothing evicted since):
     /// their sends need no lookup.
     complete: HashSet<ConversationKey>,
+    /// Whether sends missing from memory are looked up in the store before
+    /// they are applied. Off, the engine assumes such a send is new and the
+    /// store's uniqueness of (conversation, sender, client_msg_id) catches
+    /// the rare retry of a send older than its memory: the driver then
+    /// resets the engine and applies the batch again with this on.
+    verify_sends: bool,
 }
 
 impl Engine {
@@ -168,7 +174,14 @@ impl Engine {
             recent_order: VecDeque::new(),
             checked_sends: HashSet::new(),
             complete: HashSet::new(),
+            verify_sends: false,
         }
+    }
+
+    /// Sets whether sends not in memory need a [`Need::PriorSend`] lookup
+    /// (see the field's docs). Off by default.
+    pub fn verify_sends(&mut self, verify: bool) {
+        self.verify_sends = verify;
     }
 
     /// What must be loaded before `cmd` can be applied. Loading everything
@@ -192,7 +205,8 @@ impl Engine {
                     return needs;
                 };
                 let triple = (state.record.key, by.id, client_msg_id.clone());
-                if !self.complete.contains(&triple.0)
+                if self.verify_sends
+                    && !self.complete.contains(&triple.0)
                     && !self.recent_sends.contains_key(&triple)
                     && !self.checked_sends.contains(&triple)
                 {
@@ -304,12 +318,14 @@ impl Engine {
     /// Forgets everything cached, after a failed commit left the cache ahead
     /// of the database. `max_key` is the store's highest conversation key.
     pub fn reset(&mut self, max_key: ConversationKey) {
+        let verify_sends = self.verify_sends;
         *self = Self::new(std::mem::take(&mut self.domain), max_key);
+        self.verify_sends = verify_sends;
     }
 
     /// Applies `cmd` at `now_ms` (ms since the Unix epoch). Needs that were
     /// not supplied make the command fail as if the state did not exist.
-    pub fn apply(&mut self, now_ms: i64, cmd: Command) -> (Reply, Applied) {
+    pub fn apply(&mut self, now_ms: i64, cmd: &Command) -> (Reply, Applied) {
         let mut applied = Applied::default();
         let reply = match cmd {
             Command::CreateConversation {
@@ -317,26 +333,19 @@ impl Engine {
                 to,
                 subject,
                 opaque,
-            } => self.create(now_ms, by, to, subject, &opaque, &mut applied),
+            } => self.create(now_ms, by, to, subject, opaque, &mut applied),
             Command::Send {
                 by,
                 conversation,
                 client_msg_id,
                 body,
-            } => self.send(
-                now_ms,
-                &by,
-                &conversation,
-                client_msg_id,
-                body,
-                &mut applied,
-            ),
+            } => self.send(now_ms, by, conversation, client_msg_id, body, &mut applied),
             Command::MarkReceipt {
                 by,
                 conversation,
                 kind,
                 up_to,
-            } => self.mark(now_ms, &by, &conversation, kind, up_to, &mut applied),
+            } => self.mark(now_ms, by, conversation, *kind, *up_to, &mut applied),
         };
         (reply, applied)
     }
@@ -344,9 +353,9 @@ impl Engine {
     fn create(
         &mut self,
         now_ms: i64,
-        by: Party,
-        to: Vec<Party>,
-        subject: String,
+        by: &Party,
+        to: &[Party],
+        subject: &str,
         opaque: &str,
         applied: &mut Applied,
     ) -> Reply {
@@ -357,7 +366,7 @@ impl Engine {
         let mut members = vec![by.clone()];
         for party in to {
             if !members.iter().any(|m| m.id == party.id) {
-                members.push(party);
+                members.push(party.clone());
             }
         }
         if members.len() < 2 {
@@ -371,7 +380,7 @@ impl Engine {
         let record = ConversationRecord {
             key,
             id: id.clone(),
-            subject: subject.clone(),
+            subject: subject.to_owned(),
             created_at_ms: now_ms,
             last_seq: 0,
             last_activity_ms: now_ms,
@@ -380,7 +389,7 @@ impl Engine {
         applied.writes.push(Write::NewConversation {
             key,
             id: id.clone(),
-            subject,
+            subject: subject.to_owned(),
             created_by: by.id,
             created_at_ms: now_ms,
             members: members.iter().map(|m| m.id).collect(),
@@ -397,15 +406,15 @@ impl Engine {
         now_ms: i64,
         by: &Party,
         conversation: &ConversationId,
-        client_msg_id: String,
-        body: pb::Body,
+        client_msg_id: &str,
+        body: &pb::Body,
         applied: &mut Applied,
     ) -> Reply {
         let Some(state) = self.visible(conversation, by.id) else {
             return not_found(conversation);
         };
         let key = state.record.key;
-        let triple = (key, by.id, client_msg_id);
+        let triple = (key, by.id, client_msg_id.to_owned());
         if let Some(stored) = self.recent_sends.get(&triple) {
             return Reply::Sent(pb::Sent {
                 conversation: conversation.to_string(),
@@ -427,7 +436,7 @@ impl Engine {
             sender: by.address.to_string(),
             client_msg_id: triple.2.clone(),
             sent_at_ms: now_ms,
-            body: Some(body),
+            body: Some(body.clone()),
         };
         applied.writes.push(Write::Message {
             key,

@@ -7,6 +7,12 @@
 //! each requester and publishes the events. Nothing is acknowledged or shown
 //! to anyone before it is durable; a failed commit answers every command of
 //! the batch with an error and resets the engine's cache to the database.
+//!
+//! Sends are deduplicated without a lookup per send: the engine remembers
+//! recent sends, takes any other for new, and the store's uniqueness of
+//! (conversation, sender, client_msg_id) catches a retry of an older one. That
+//! batch stores nothing; the writer applies it again with every send looked
+//! up, so the retry is answered as the duplicate it is.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +26,7 @@ use std::collections::HashSet;
 use crate::engine::{Command, Engine, Need, Reply};
 use crate::hub::Hub;
 use crate::model::{ConversationRecord, PartyId, StoredSend};
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
 
 /// Most commands committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -30,6 +36,11 @@ pub const QUEUE: usize = 16 * 1024;
 
 /// How often the writer looks for directory changes made by other processes.
 const DIRECTORY_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long the writer looks up every send before applying it after a
+/// batch hit [`StoreError::DuplicateSend`]; otherwise sends not in the
+/// engine's memory are taken for new and the store's uniqueness checks them.
+const VERIFY_AFTER_DUPLICATE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Rounds of loading a command's needs (the engine converges in three).
 const NEED_ROUNDS: usize = 4;
@@ -74,6 +85,7 @@ pub async fn spawn(
     let directory = store.directory_version().await?;
     let (tx, rx) = mpsc::channel(QUEUE);
     let task = Writer {
+        verify_until: None,
         store,
         hub,
         engine,
@@ -84,7 +96,22 @@ pub async fn spawn(
     Ok((WriterHandle { tx }, tokio::spawn(task.run())))
 }
 
+/// How a batch ended.
+enum Outcome {
+    /// Durable: each job's reply, in order, and the events to publish.
+    Committed {
+        replies: Vec<Reply>,
+        deliveries: Vec<crate::engine::Delivery>,
+    },
+    /// Nothing stored: each job's reply, and whether it meant to write.
+    Failed { replies: Vec<(Reply, bool)> },
+    /// Nothing stored: a send reused a stored client_msg_id.
+    DuplicateSend,
+}
+
 struct Writer {
+    /// Until when sends are looked up before they are applied.
+    verify_until: Option<tokio::time::Instant>,
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     engine: Engine,
@@ -102,15 +129,67 @@ impl Writer {
     }
 
     async fn commit_batch(&mut self, batch: &mut Vec<Job>) {
-        let started = std::time::Instant::now();
         self.refresh_directory().await;
+        let verify = self
+            .verify_until
+            .is_some_and(|until| tokio::time::Instant::now() < until);
+        self.engine.verify_sends(verify);
+        let mut outcome = self.run_batch(batch).await;
+        if matches!(outcome, Outcome::DuplicateSend) {
+            // A send the engine took for new reused an id stored before its
+            // memory of sends: nothing was stored. Apply the batch again from
+            // the database, looking every send up, and keep looking up for a
+            // while, so a client replaying old sends costs one extra
+            // transaction per VERIFY_AFTER_DUPLICATE, not one per send.
+            tracing::debug!(
+                commands = batch.len(),
+                "a send reused a stored client_msg_id; batch applied again with lookups"
+            );
+            self.verify_until = Some(tokio::time::Instant::now() + VERIFY_AFTER_DUPLICATE);
+            self.engine.verify_sends(true);
+            self.reset().await;
+            outcome = self.run_batch(batch).await;
+        }
+        match outcome {
+            Outcome::Committed {
+                replies,
+                deliveries,
+            } => {
+                for (job, reply) in batch.drain(..).zip(replies) {
+                    // The requester may have gone away; the data is committed regardless.
+                    let _ = job.reply.send(reply);
+                }
+                self.hub.publish(&deliveries);
+            }
+            Outcome::Failed { replies } => {
+                self.reset().await;
+                for (job, (reply, wrote)) in batch.drain(..).zip(replies) {
+                    // Refusals stored nothing and stand; everything else failed.
+                    let _ = job.reply.send(if wrote { internal() } else { reply });
+                }
+            }
+            Outcome::DuplicateSend => {
+                // With every send looked up first, only a second writer on
+                // the same database could get here.
+                tracing::error!("a verified batch still reused a client_msg_id; batch refused");
+                self.reset().await;
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(internal());
+                }
+            }
+        }
+    }
+
+    /// Loads, applies and commits `batch`, leaving its jobs in place.
+    async fn run_batch(&mut self, batch: &[Job]) -> Outcome {
+        let started = std::time::Instant::now();
         let failed = self.load_needs(batch).await;
         let loaded = started.elapsed();
         let now_ms = now_ms();
         let mut writes = Vec::new();
         let mut deliveries = Vec::new();
-        let mut answers = Vec::with_capacity(batch.len());
-        for job in batch.drain(..) {
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
             let reply = if self
                 .engine
                 .needs(&job.command)
@@ -120,38 +199,36 @@ impl Writer {
                 // The state could not be read: say so, rather than act on a guess.
                 (internal(), false)
             } else {
-                let (reply, applied) = self.engine.apply(now_ms, job.command);
+                let (reply, applied) = self.engine.apply(now_ms, &job.command);
                 let wrote = !applied.writes.is_empty();
                 writes.extend(applied.writes);
                 deliveries.extend(applied.deliveries);
                 (reply, wrote)
             };
-            answers.push((job.reply, reply));
+            replies.push(reply);
         }
         self.engine.finish_batch();
-        if !writes.is_empty()
-            && let Err(e) = self.store.commit(&writes).await
-        {
-            tracing::error!(error = %e, rows = writes.len(), "commit failed; batch refused");
-            self.reset().await;
-            for (tx, (reply, wrote)) in answers {
-                // Refusals stored nothing and stand; everything else failed.
-                let _ = tx.send(if wrote { internal() } else { reply });
+        if !writes.is_empty() {
+            match self.store.commit(&writes).await {
+                Ok(()) => {}
+                Err(StoreError::DuplicateSend) => return Outcome::DuplicateSend,
+                Err(e) => {
+                    tracing::error!(error = %e, rows = writes.len(), "commit failed; batch refused");
+                    return Outcome::Failed { replies };
+                }
             }
-            return;
         }
         tracing::trace!(
-            commands = answers.len(),
+            commands = batch.len(),
             rows = writes.len(),
             ?loaded,
             total = ?started.elapsed(),
             "batch committed"
         );
-        for (tx, (reply, _)) in answers {
-            // The requester may have gone away; the data is committed regardless.
-            let _ = tx.send(reply);
+        Outcome::Committed {
+            replies: replies.into_iter().map(|(reply, _)| reply).collect(),
+            deliveries,
         }
-        self.hub.publish(&deliveries);
     }
 
     /// Loads what the engine needs for every command of the batch: in rounds

@@ -120,7 +120,7 @@ impl Fixture {
             }
         }
         self.now += 10;
-        let (reply, applied) = self.engine.apply(self.now, cmd);
+        let (reply, applied) = self.engine.apply(self.now, &cmd);
         self.engine.finish_batch();
         self.committed.extend(applied.writes);
         self.deliveries.extend(applied.deliveries);
@@ -193,6 +193,7 @@ fn retrying_a_client_msg_id_stores_nothing_new() {
 #[test]
 fn sends_to_a_conversation_created_here_need_no_lookup() {
     let mut f = Fixture::new();
+    f.engine.verify_sends(true);
     let conv = f.open_with_support();
     f.send(alice(), &conv, "first");
     let needs = f.engine.needs(&Command::Send {
@@ -204,11 +205,10 @@ fn sends_to_a_conversation_created_here_need_no_lookup() {
     assert!(needs.is_empty(), "{needs:?}");
 }
 
-#[test]
-fn prior_send_from_the_store_is_honoured() {
-    let mut f = Fixture::new();
+/// A conversation with history, loaded from the store: the engine cannot
+/// know which client message ids it holds.
+fn loaded_conversation(f: &mut Fixture) -> ConversationId {
     let conv: ConversationId = "localhost/stored".parse().expect("id");
-    // A conversation with history, loaded from the store.
     f.engine.load_conversation(ConversationRecord {
         key: 1,
         id: conv.clone(),
@@ -219,6 +219,50 @@ fn prior_send_from_the_store_is_honoured() {
         members: vec![alice(), support()],
     });
     f.engine.load_inbox_agents(2, vec![3, 4]);
+    conv
+}
+
+#[test]
+fn unverified_sends_trust_the_store_to_catch_old_ids() {
+    let mut f = Fixture::new();
+    let conv = loaded_conversation(&mut f);
+    let cmd = Command::Send {
+        by: alice(),
+        conversation: conv,
+        client_msg_id: "maybe-old".into(),
+        body: text("x"),
+    };
+    assert!(
+        !f.engine
+            .needs(&cmd)
+            .iter()
+            .any(|n| matches!(n, Need::PriorSend { .. })),
+        "an unverified send is looked up nowhere"
+    );
+    f.engine.verify_sends(true);
+    assert!(
+        f.engine
+            .needs(&cmd)
+            .iter()
+            .any(|n| matches!(n, Need::PriorSend { .. })),
+        "a verified send is looked up"
+    );
+    // Verification survives a reset: it is the driver's choice, not cache.
+    f.engine.reset(1);
+    loaded_conversation(&mut f);
+    assert!(
+        f.engine
+            .needs(&cmd)
+            .iter()
+            .any(|n| matches!(n, Need::PriorSend { .. }))
+    );
+}
+
+#[test]
+fn prior_send_from_the_store_is_honoured() {
+    let mut f = Fixture::new();
+    f.engine.verify_sends(true);
+    let conv = loaded_conversation(&mut f);
     let key = 1;
     let cmd = Command::Send {
         by: alice(),
@@ -248,7 +292,7 @@ fn prior_send_from_the_store_is_honoured() {
             other => panic!("unexpected need {other:?}"),
         }
     }
-    let (reply, applied) = f.engine.apply(99, cmd);
+    let (reply, applied) = f.engine.apply(99, &cmd);
     assert_eq!(sent_seq(reply), (7, true));
     assert!(applied.writes.is_empty());
 }

@@ -24,7 +24,9 @@ pub use conversations::{
     history_pages_backwards, watermarks_never_lower,
 };
 pub use directory::{inbox_agents_and_directory_version, parties, sessions_and_acks};
-pub use durability::{failed_batch_leaves_nothing, survives_reopen};
+pub use durability::{
+    failed_batch_leaves_nothing, reused_client_msg_id_is_a_duplicate_send, survives_reopen,
+};
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an
 /// async fn returning `(guard, store)`: a fresh, empty store, and whatever
@@ -42,6 +44,7 @@ macro_rules! store_conformance_tests {
             conversations_of_ordering_and_visibility,
             watermarks_never_lower,
             failed_batch_leaves_nothing,
+            reused_client_msg_id_is_a_duplicate_send,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {

@@ -24,6 +24,12 @@ pub enum StoreError {
     /// Creating a party whose address exists already.
     #[error("address {0} is taken")]
     AddressTaken(Address),
+    /// A committed batch stored a message under a (conversation, sender,
+    /// client_msg_id) that the store holds already; nothing of the batch
+    /// was stored. The engine's memory of sends is bounded, so it may apply
+    /// a retry of an old send as new: this is how the store tells it.
+    #[error("a message with this client_msg_id was stored before")]
+    DuplicateSend,
     /// A row the operation needs does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -93,6 +99,8 @@ pub trait Store: Send + Sync + 'static {
     // --- the engine's writes and loads ---------------------------------------
 
     /// Commits a batch atomically and durably (fsync'd before it returns Ok).
+    /// A message whose (conversation, sender, client_msg_id) is stored
+    /// already fails the whole batch with [`StoreError::DuplicateSend`].
     async fn commit(&self, batch: &[Write]) -> StoreResult<()>;
 
     /// Loads a conversation with its members.

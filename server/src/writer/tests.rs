@@ -256,3 +256,84 @@ async fn nothing_is_acknowledged_before_its_commit() {
     store.gate.add_permits(1000);
     task.await.expect("writer ends when its handles are gone");
 }
+
+/// A retry of a send the writer has no memory of (here: sent before a
+/// restart) is answered as the duplicate it is, and the sends batched with
+/// it are stored without a gap.
+#[tokio::test]
+async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("kanal.db"))
+            .await
+            .expect("open"),
+    );
+    let alice = party(store.as_ref(), "alice", PartyKind::User).await;
+    let bob = party(store.as_ref(), "bob", PartyKind::User).await;
+    let send = |writer: &WriterHandle, id: &ConversationId, client_msg_id: &str| {
+        let (writer, alice, id) = (writer.clone(), alice.clone(), id.clone());
+        let client_msg_id = client_msg_id.to_owned();
+        tokio::spawn(async move {
+            match writer
+                .submit(Command::Send {
+                    by: alice,
+                    conversation: id,
+                    client_msg_id,
+                    body: text("hi"),
+                })
+                .await
+            {
+                Reply::Sent(sent) => (sent.seq, sent.duplicate),
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+    };
+
+    // Before the restart: one send.
+    let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
+        .await
+        .expect("writer");
+    let Reply::Conversation(conversation) = writer
+        .submit(Command::CreateConversation {
+            by: alice.clone(),
+            to: vec![bob],
+            subject: String::new(),
+            opaque: "restart".into(),
+        })
+        .await
+    else {
+        panic!("create failed");
+    };
+    let id: ConversationId = conversation.id.parse().expect("id");
+    assert_eq!(send(&writer, &id, "old").await.expect("task"), (1, false));
+    drop(writer);
+    task.await.expect("writer ends");
+
+    // After it: the retry, queued together with new sends.
+    let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
+        .await
+        .expect("writer");
+    let retry = send(&writer, &id, "old");
+    let fresh: Vec<_> = (0..8)
+        .map(|i| send(&writer, &id, &format!("new{i}")))
+        .collect();
+    assert_eq!(retry.await.expect("task"), (1, true));
+    let mut seqs = Vec::new();
+    for fresh in fresh {
+        let (seq, duplicate) = fresh.await.expect("task");
+        assert!(!duplicate);
+        seqs.push(seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..=9).collect::<Vec<u64>>());
+    // A second retry is answered from memory, and the next send follows on.
+    assert_eq!(send(&writer, &id, "old").await.expect("task"), (1, true));
+    assert_eq!(send(&writer, &id, "next").await.expect("task"), (10, false));
+    let (stored, _) = store.history(1, 0, 50).await.expect("history");
+    assert_eq!(
+        stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<u64>>()
+    );
+    drop(writer);
+    task.await.expect("writer ends");
+}

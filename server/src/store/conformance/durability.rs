@@ -4,7 +4,7 @@ use super::{
     activity, added, conversation_id, event, message, new_conversation, new_party, text, watermark,
 };
 use crate::model::{EventRef, PartyKind, ReceiptKind};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// A batch that fails leaves nothing behind, and the store goes on working.
 pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
@@ -73,6 +73,48 @@ pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
         ])
         .await
         .expect("a good batch after failed ones");
+    assert_eq!(store.history(1, 0, 10).await.expect("history").0.len(), 2);
+}
+
+/// A message reusing a stored (conversation, sender, client_msg_id) fails
+/// its batch with `DuplicateSend` and stores nothing; other conflicts are
+/// not mistaken for it.
+pub async fn reused_client_msg_id_is_a_duplicate_send<S: Store>(store: &S) {
+    let alice = new_party(store, "alice@kanal.test", PartyKind::User).await;
+    let bob = new_party(store, "bob@kanal.test", PartyKind::User).await;
+    let one = conversation_id("kanal.test/one");
+    let mut batch = new_conversation(1, &one, alice.id, &[alice.id, bob.id], 10);
+    batch.push(message(1, 1, alice.id, "m1", 20, "first"));
+    batch.push(activity(1, 1, 20));
+    store.commit(&batch).await.expect("commit");
+
+    let retry = [
+        message(1, 2, bob.id, "b1", 30, "lost with the batch"),
+        message(1, 3, alice.id, "m1", 30, "a retry taken for new"),
+        activity(1, 3, 30),
+    ];
+    assert!(matches!(
+        store.commit(&retry).await,
+        Err(StoreError::DuplicateSend)
+    ));
+    assert_eq!(store.find_send(1, bob.id, "b1").await.expect("find"), None);
+
+    // The same id from another sender is another key; a seq conflict is
+    // not a duplicate send.
+    store
+        .commit(&[
+            message(1, 2, bob.id, "m1", 40, "bob's own"),
+            activity(1, 2, 40),
+        ])
+        .await
+        .expect("another sender's id");
+    let seq_conflict = store
+        .commit(&[message(1, 2, alice.id, "m2", 50, "taken seq")])
+        .await;
+    assert!(
+        matches!(seq_conflict, Err(ref e) if !matches!(e, StoreError::DuplicateSend)),
+        "{seq_conflict:?}"
+    );
     assert_eq!(store.history(1, 0, 10).await.expect("history").0.len(), 2);
 }
 

@@ -22,7 +22,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 
 use super::seq_to_db;
 use crate::model::{EventRef, ReceiptKind, Write};
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 
 /// Event kinds as stored in `events.kind`.
 pub(super) mod event_kind {
@@ -50,7 +50,7 @@ pub(super) async fn commit(writer: &SqlitePool, batch: &[Write]) -> StoreResult<
     // IMMEDIATE takes the write lock up front; with one writer it never
     // waits, and it never has to upgrade a read lock halfway.
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    match rows.write(&mut tx).await {
+    match rows.write(&mut tx).await.map_err(duplicate_send) {
         Ok(()) => {
             // WAL + synchronous=FULL: COMMIT returns after the WAL is fsync'd.
             tx.commit().await?;
@@ -64,6 +64,19 @@ pub(super) async fn commit(writer: &SqlitePool, batch: &[Write]) -> StoreResult<
             }
             Err(e)
         }
+    }
+}
+
+/// Names a failure of `messages_by_client_msg_id` for what it is: a send
+/// the engine took for new was stored before.
+fn duplicate_send(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Database(sqlx::Error::Database(e))
+            if e.is_unique_violation() && e.message().contains("messages.client_msg_id") =>
+        {
+            StoreError::DuplicateSend
+        }
+        other => other,
     }
 }
 
