@@ -15,6 +15,7 @@ use crate::config::{ClientConfig, Credentials};
 use crate::connection::{Dialer, Link};
 use crate::error::ClientError;
 use crate::events::{self, ClientEvent, EVENT_BUFFER, Events, TypingSink};
+use crate::pipeline::Pipeline;
 use crate::reconnect;
 
 /// Longest wait for the first connection and its Welcome.
@@ -24,7 +25,7 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WAIT_FOR_LINK: Duration = Duration::from_secs(30);
 
 /// Longest wait for a response once a request is sent.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to a Kanal server, kept open (and reopened) in the background.
 ///
@@ -326,6 +327,22 @@ impl Client {
         }
     }
 
+    /// A request stream for many requests in flight at once (see
+    /// [`Pipeline`]); it opens on first use and again after a reconnect.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.clone())
+    }
+
+    /// A fresh request id.
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.inner.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The current link, once it is newer than generation `after`.
+    pub(crate) async fn link_after(&self, after: u64) -> Result<Arc<Link>, ClientError> {
+        self.inner.wait_link(after).await
+    }
+
     /// Sends one request and returns the response's kind. An `Error` response
     /// becomes [`ClientError::Refused`]. Requests that are safe to repeat (all
     /// but `CreateConversation`) are retried once if the connection is lost
@@ -333,7 +350,7 @@ impl Client {
     pub async fn request(&self, kind: request::Kind) -> Result<response::Kind, ClientError> {
         let retry = !matches!(kind, request::Kind::CreateConversation(_));
         let request = pb::Request {
-            id: self.inner.next_request_id.fetch_add(1, Ordering::Relaxed),
+            id: self.next_request_id(),
             kind: Some(kind),
         };
         let mut after = 0;
@@ -473,7 +490,7 @@ fn new_client_msg_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
+pub(crate) fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
     let got = match got {
         response::Kind::Error(_) => "Error",
         response::Kind::Conversation(_) => "Conversation",

@@ -41,6 +41,7 @@ mod connection;
 mod error;
 mod events;
 mod fingerprint;
+mod pipeline;
 mod reconnect;
 pub mod tls;
 
@@ -51,3 +52,4 @@ pub use error::ClientError;
 pub use events::{ClientEvent, Events};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use kanal_proto::pb;
+pub use pipeline::Pipeline;

@@ -17,6 +17,11 @@ pub const MAX_PUSH_FRAME: usize = MAX_FRAME + 1024;
 /// refuse anything larger.
 pub const MAX_RESPONSE_FRAME: usize = 1024 * 1024;
 
+/// Requests of one request stream the server handles at once. Further
+/// `Request` frames stay unread (QUIC flow control then holds the client
+/// back) until the oldest pending request is answered.
+pub const MAX_PIPELINED_REQUESTS: usize = 64;
+
 /// Largest text body, in bytes of UTF-8.
 pub const MAX_TEXT: usize = 16 * 1024;
 

@@ -1,10 +1,16 @@
-//! Stream-per-request RPCs: read one `Request`, answer one `Response`.
+//! Request streams: each carries one or more `Request` frames, and gets one
+//! `Response` per request back, in the order the requests were sent.
 //!
-//! Malformed input closes only its own stream, with a `StreamCode`; the
-//! connection and every other request carry on.
+//! A stream's requests are handled concurrently, up to
+//! [`limits::MAX_PIPELINED_REQUESTS`] at once: a client that pipelines sends
+//! on one stream has them batched into the same commits, without a stream
+//! per message. Malformed input closes only its own stream, with a
+//! `StreamCode`; the connection and every other stream carry on.
 
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+use futures::stream::FuturesOrdered;
 use kanal_proto::address::{Address, ConversationId};
 use kanal_proto::codes::StreamCode;
 use kanal_proto::frame::FrameError;
@@ -22,38 +28,95 @@ use crate::store::StoreError;
 type Refusal = (pb::ErrorCode, String);
 type Answer = Result<pb::response::Kind, Refusal>;
 
-/// Serves one request stream.
+/// Serves one request stream until the client finishes it and every
+/// request has its response.
 pub async fn serve(shared: Arc<Shared>, party: Arc<Party>, mut send: SendStream, recv: RecvStream) {
     let mut reader = FrameReader::new(recv, limits::MAX_FRAME);
-    let frame = match reader.next_frame().await {
-        Ok(Some(frame)) => frame,
-        Ok(None) => return refuse_stream(&mut send, reader.get_mut(), StreamCode::Truncated),
-        Err(FrameError::TooLarge { .. }) => {
-            return refuse_stream(&mut send, reader.get_mut(), StreamCode::FrameTooLarge);
+    let mut pending = FuturesOrdered::new();
+    let mut requests = 0_u64;
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            // Answer before reading more: responses free room in the pipeline.
+            biased;
+            Some(response) = pending.next(), if !pending.is_empty() => {
+                if write_frame(&mut send, &response).await.is_err() {
+                    return; // The client reset or stopped the stream.
+                }
+            }
+            frame = reader.next_frame(),
+                if reading && pending.len() < limits::MAX_PIPELINED_REQUESTS =>
+            {
+                let code = match frame {
+                    Ok(Some(frame)) => match pb::Request::decode(frame) {
+                        Ok(request) => {
+                            requests += 1;
+                            let response = start(&shared, &party, request).await;
+                            pending.push_back(response);
+                            continue;
+                        }
+                        Err(_) => StreamCode::MalformedFrame,
+                    },
+                    Ok(None) if requests > 0 => {
+                        reading = false;
+                        continue;
+                    }
+                    Ok(None) | Err(FrameError::Truncated) => StreamCode::Truncated,
+                    Err(FrameError::TooLarge { .. }) => StreamCode::FrameTooLarge,
+                    Err(FrameError::Io(_)) => return, // The client reset the stream.
+                    Err(_) => StreamCode::MalformedFrame,
+                };
+                // Responses still pending on this stream are lost with it;
+                // their requests may have taken effect (PROTOCOL.md §9.3).
+                return refuse_stream(&mut send, reader.get_mut(), code);
+            }
+            else => break,
         }
-        Err(FrameError::Truncated) => {
-            return refuse_stream(&mut send, reader.get_mut(), StreamCode::Truncated);
-        }
-        Err(FrameError::Io(_)) => return, // The client reset the stream.
-        Err(_) => return refuse_stream(&mut send, reader.get_mut(), StreamCode::MalformedFrame),
-    };
-    let Ok(request) = pb::Request::decode(frame) else {
-        return refuse_stream(&mut send, reader.get_mut(), StreamCode::MalformedFrame);
-    };
+    }
+    let _ = send.finish();
+}
+
+/// A request's response, once it is ready.
+type Pending = std::pin::Pin<Box<dyn Future<Output = pb::Response> + Send>>;
+
+/// Starts handling one request. Sends and receipts are queued for the
+/// writer before this returns, so those of one stream take effect in the
+/// order they were sent (PROTOCOL.md §7.1); reads and conversation creation
+/// run concurrently with the rest of the stream.
+async fn start(shared: &Arc<Shared>, party: &Arc<Party>, request: pb::Request) -> Pending {
+    use pb::request::Kind;
     let id = request.id;
-    let kind = match handle(&shared, &party, request).await {
+    let command = match request.kind {
+        Some(Kind::Send(send)) => send_command(shared, party, send),
+        Some(Kind::MarkReceipt(mark)) => receipt_command(shared, party, mark),
+        kind => {
+            let (shared, party) = (shared.clone(), party.clone());
+            return Box::pin(async move {
+                response(id, handle(&shared, &party, pb::Request { id, kind }).await)
+            });
+        }
+    };
+    match command {
+        Ok(command) => {
+            let reply = shared.writer.enqueue(command).await;
+            Box::pin(async move { response(id, answer(reply.await)) })
+        }
+        Err(refusal) => Box::pin(std::future::ready(response(id, Err(refusal)))),
+    }
+}
+
+/// The `Response` to request `id`.
+fn response(id: u64, answer: Answer) -> pb::Response {
+    let kind = match answer {
         Ok(kind) => kind,
         Err((code, message)) => pb::response::Kind::Error(pb::Error {
             code: code as i32,
             message,
         }),
     };
-    let response = pb::Response {
+    pb::Response {
         id,
         kind: Some(kind),
-    };
-    if write_frame(&mut send, &response).await.is_ok() {
-        let _ = send.finish();
     }
 }
 
@@ -67,7 +130,7 @@ async fn handle(shared: &Shared, party: &Party, request: pb::Request) -> Answer 
     use pb::request::Kind;
     match request.kind {
         Some(Kind::CreateConversation(create)) => create_conversation(shared, party, create).await,
-        Some(Kind::Send(send)) => send_message(shared, party, send).await,
+        Some(Kind::Send(send)) => submit(shared, send_command(shared, party, send)?).await,
         Some(Kind::History(history)) => read_history(shared, party, history).await,
         Some(Kind::ListConversations(list)) => {
             let (mut conversations, mut has_more) = shared
@@ -98,28 +161,7 @@ async fn handle(shared: &Shared, party: &Party, request: pb::Request) -> Answer 
             Ok(pb::response::Kind::Conversation(view))
         }
         Some(Kind::MarkReceipt(mark)) => {
-            let id = parse_conversation(&mark.conversation)?;
-            let kind = match pb::ReceiptKind::try_from(mark.kind) {
-                Ok(pb::ReceiptKind::Delivered) => ReceiptKind::Delivered,
-                Ok(pb::ReceiptKind::Read) => ReceiptKind::Read,
-                _ => {
-                    return Err((
-                        pb::ErrorCode::BadRequest,
-                        "receipt kind must be DELIVERED or READ".into(),
-                    ));
-                }
-            };
-            local_host(shared, &id)?;
-            submit(
-                shared,
-                Command::MarkReceipt {
-                    by: party.clone(),
-                    conversation: id,
-                    kind,
-                    up_to: mark.up_to_seq,
-                },
-            )
-            .await
+            submit(shared, receipt_command(shared, party, mark)?).await
         }
         None => Err((pb::ErrorCode::BadRequest, "request has no kind".into())),
     }
@@ -170,7 +212,8 @@ async fn create_conversation(
     .await
 }
 
-async fn send_message(shared: &Shared, party: &Party, send: pb::Send) -> Answer {
+/// The writer command of a valid Send.
+fn send_command(shared: &Shared, party: &Party, send: pb::Send) -> Result<Command, Refusal> {
     let id = parse_conversation(&send.conversation)?;
     if send.client_msg_id.is_empty() || send.client_msg_id.len() > limits::MAX_CLIENT_MSG_ID {
         return Err((
@@ -198,16 +241,38 @@ async fn send_message(shared: &Shared, party: &Party, send: pb::Send) -> Answer 
         ));
     }
     local_host(shared, &id)?;
-    submit(
-        shared,
-        Command::Send {
-            by: party.clone(),
-            conversation: id,
-            client_msg_id: send.client_msg_id,
-            body,
-        },
-    )
-    .await
+    Ok(Command::Send {
+        by: party.clone(),
+        conversation: id,
+        client_msg_id: send.client_msg_id,
+        body,
+    })
+}
+
+/// The writer command of a valid MarkReceipt.
+fn receipt_command(
+    shared: &Shared,
+    party: &Party,
+    mark: pb::MarkReceipt,
+) -> Result<Command, Refusal> {
+    let id = parse_conversation(&mark.conversation)?;
+    let kind = match pb::ReceiptKind::try_from(mark.kind) {
+        Ok(pb::ReceiptKind::Delivered) => ReceiptKind::Delivered,
+        Ok(pb::ReceiptKind::Read) => ReceiptKind::Read,
+        _ => {
+            return Err((
+                pb::ErrorCode::BadRequest,
+                "receipt kind must be DELIVERED or READ".into(),
+            ));
+        }
+    };
+    local_host(shared, &id)?;
+    Ok(Command::MarkReceipt {
+        by: party.clone(),
+        conversation: id,
+        kind,
+        up_to: mark.up_to_seq,
+    })
 }
 
 async fn read_history(shared: &Shared, party: &Party, history: pb::History) -> Answer {
@@ -273,7 +338,12 @@ async fn visible_key(
 }
 
 async fn submit(shared: &Shared, command: Command) -> Answer {
-    match shared.writer.submit(command).await {
+    answer(shared.writer.submit(command).await)
+}
+
+/// A writer reply as a response kind.
+fn answer(reply: Reply) -> Answer {
+    match reply {
         Reply::Conversation(c) => Ok(pb::response::Kind::Conversation(c)),
         Reply::Sent(s) => Ok(pb::response::Kind::Sent(s)),
         Reply::Done => Ok(pb::response::Kind::Done(pb::Done {})),

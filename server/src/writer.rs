@@ -67,11 +67,21 @@ impl std::fmt::Debug for Job {
 impl WriterHandle {
     /// Runs `command` and waits until its effects are durable (or refused).
     pub async fn submit(&self, command: Command) -> Reply {
+        self.enqueue(command).await.await
+    }
+
+    /// Queues `command` (waiting for room in the queue) and returns the
+    /// wait for its reply. Commands are applied in the order they were
+    /// queued, so a caller that queues one after the other keeps its order.
+    pub async fn enqueue(&self, command: Command) -> impl Future<Output = Reply> + use<> {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Job { command, reply }).await.is_err() {
-            return shutting_down();
+        let queued = self.tx.send(Job { command, reply }).await.is_ok();
+        async move {
+            if !queued {
+                return shutting_down();
+            }
+            rx.await.unwrap_or_else(|_| shutting_down())
         }
-        rx.await.unwrap_or_else(|_| shutting_down())
     }
 }
 

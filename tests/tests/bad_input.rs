@@ -135,6 +135,20 @@ async fn bad_input_gets_its_documented_error_and_harms_no_one_else() -> anyhow::
     assert_eq!(reset_code(&too_large), Some(StreamCode::FrameTooLarge));
     let truncated = raw_request(&session, &[10, 1, 2]).await?;
     assert_eq!(reset_code(&truncated), Some(StreamCode::Truncated));
+    // Garbage after good requests on a pipelined stream resets that stream.
+    let good = frame::encode_to_bytes(&pb::Request {
+        id: 1,
+        kind: Some(pb::request::Kind::ListConversations(
+            pb::ListConversations {
+                limit: 1,
+                offset: 0,
+            },
+        )),
+    });
+    let mut pipelined = [good.clone(), good].concat();
+    pipelined.extend_from_slice(&[4, 0xff, 0xff, 0xff, 0xff]);
+    let after_good = raw_request(&session, &pipelined).await?;
+    assert_eq!(reset_code(&after_good), Some(StreamCode::MalformedFrame));
     // ...and the same connection still answers a valid request.
     let list = pb::Request {
         id: 7,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
-use kanal_client::{Client, pb};
+use kanal_client::{Client, Pipeline, pb};
+use kanal_proto::limits;
 use tokio::task::JoinSet;
 
 use crate::bench::Global;
@@ -34,10 +35,15 @@ const TARGET_PER_SECOND: f64 = 50_000.0;
 /// Options of `throughput`.
 #[derive(Debug, Args)]
 pub(crate) struct Options {
-    /// Send requests in flight per connection (at most 7: the server allows
-    /// 8 streams per connection, the control stream included)
+    /// Send requests in flight per connection: at most 7 on a stream each
+    /// (the server allows 8 streams per connection, the control stream
+    /// included), at most 64 with --pipelined
     #[arg(long, default_value_t = 7)]
     pub(crate) in_flight: usize,
+    /// Send each connection's requests on one pipelined request stream
+    /// (PROTOCOL.md §7.1) instead of a stream per request
+    #[arg(long)]
+    pub(crate) pipelined: bool,
     /// Bytes of text per message
     #[arg(long, default_value_t = 64)]
     pub(crate) size: usize,
@@ -60,8 +66,13 @@ pub(crate) async fn run(
     global: &Global,
     options: &Options,
 ) -> Result<Summary> {
-    if options.in_flight == 0 || options.in_flight > MAX_IN_FLIGHT {
-        bail!("--in-flight must be between 1 and {MAX_IN_FLIGHT}");
+    let max_in_flight = if options.pipelined {
+        limits::MAX_PIPELINED_REQUESTS
+    } else {
+        MAX_IN_FLIGHT
+    };
+    if options.in_flight == 0 || options.in_flight > max_in_flight {
+        bail!("--in-flight must be between 1 and {max_in_flight}");
     }
     let clients = global.clients.unwrap_or(DEFAULT_CLIENTS).max(1);
     let duration = global.duration_or(10.0);
@@ -107,11 +118,13 @@ pub(crate) async fn run(
     let body = setup::text_body("", options.size);
     let mut workers = JoinSet::new();
     for (connection, (client, conversation)) in conversations.iter().enumerate() {
+        let pipeline = client.pipeline();
         for slot in 0..options.in_flight {
             workers.spawn(send_loop(Sender {
                 latency: latency.clone(),
                 stripe: (connection * options.in_flight + slot) % STRIPES,
                 client: client.clone(),
+                pipeline: options.pipelined.then(|| pipeline.clone()),
                 conversation: conversation.clone(),
                 body: body.clone(),
                 ids: format!("{}-{connection}-{slot}-", target.run),
@@ -195,6 +208,12 @@ pub(crate) async fn run(
         "requests in flight / conn",
         options.in_flight as u64,
     );
+    summary.field(
+        "pipelined",
+        "one pipelined stream / conn",
+        options.pipelined,
+        options.pipelined.to_string(),
+    );
     summary.count("message_bytes", "message text bytes", options.size as u64);
     summary.count("receivers", "receiver accounts", receivers.len() as u64);
     summary.field(
@@ -250,6 +269,8 @@ struct Sender {
     latency: Arc<[Mutex<Histogram<u64>>]>,
     stripe: usize,
     client: Client,
+    /// The connection's one pipelined stream, or `None` for a stream per request.
+    pipeline: Option<Pipeline>,
     conversation: String,
     body: pb::Body,
     ids: String,
@@ -278,11 +299,20 @@ async fn send_loop(sender: Sender) -> SlotOutcome {
         }
         let id = format!("{}{n}", sender.ids);
         n += 1;
-        match sender
-            .client
-            .send(&sender.conversation, &id, sender.body.clone())
-            .await
-        {
+        let sent = match &sender.pipeline {
+            Some(pipeline) => {
+                pipeline
+                    .send(&sender.conversation, &id, sender.body.clone())
+                    .await
+            }
+            None => {
+                sender
+                    .client
+                    .send(&sender.conversation, &id, sender.body.clone())
+                    .await
+            }
+        };
+        match sent {
             Ok(sent) => {
                 let done = Instant::now();
                 sender.acked.fetch_add(1, Ordering::Relaxed);
