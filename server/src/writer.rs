@@ -218,6 +218,7 @@ impl Writer {
             replies.push(reply);
         }
         self.engine.finish_batch();
+        let applied = started.elapsed();
         if !writes.is_empty() {
             match self.store.commit(&writes).await {
                 Ok(()) => {}
@@ -232,6 +233,7 @@ impl Writer {
             commands = batch.len(),
             rows = writes.len(),
             ?loaded,
+            ?applied,
             total = ?started.elapsed(),
             "batch committed"
         );

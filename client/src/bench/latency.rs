@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
-use kanal_client::{Client, Events};
+use kanal_client::{Client, Events, Pipeline};
 use tokio::task::JoinSet;
 
 use crate::bench::Global;
@@ -50,6 +50,10 @@ pub(crate) struct Options {
     /// Seconds of load before measuring starts
     #[arg(long, default_value_t = 2.0)]
     pub(crate) warmup: f64,
+    /// Send each connection's messages on one pipelined request stream
+    /// (PROTOCOL.md §7.1) instead of a stream per message
+    #[arg(long)]
+    pub(crate) pipelined: bool,
     /// Longest wait, in seconds, for the last messages after the schedule ends
     #[arg(long, default_value_t = 10.0)]
     pub(crate) drain: f64,
@@ -170,6 +174,7 @@ pub(crate) async fn run(
         .into_iter()
         .enumerate()
         .map(|(j, (client, conversation))| Sender {
+            pipeline: options.pipelined.then(|| client.pipeline()),
             client,
             conversation,
             ids: format!("{}-{j}-", target.run),
@@ -235,6 +240,12 @@ pub(crate) async fn run(
     summary.count("rate", "scheduled rate (msg/s)", options.rate);
     summary.count("connections", "sending connections", clients as u64);
     summary.count("receivers", "receiving connections", receivers.len() as u64);
+    summary.field(
+        "pipelined",
+        "one pipelined stream / conn",
+        options.pipelined,
+        options.pipelined.to_string(),
+    );
     summary.count("message_bytes", "message text bytes", options.size as u64);
     summary.count("endpoints", "UDP endpoints", target.endpoint_count() as u64);
     summary.duration("warmup", "warm-up", warmup);
@@ -292,6 +303,8 @@ pub(crate) async fn run(
 /// One sending connection and its conversation.
 struct Sender {
     client: Client,
+    /// The connection's pipelined stream, or `None` for a stream per message.
+    pipeline: Option<Pipeline>,
     conversation: String,
     /// Prefix of its `client_msg_id`s.
     ids: String,
@@ -327,7 +340,10 @@ async fn send_on_schedule(
             tally.outstanding.fetch_add(1, Ordering::AcqRel);
             let sender = &senders[(k % senders.len() as u64) as usize];
             tokio::spawn(send_one(
-                sender.client.clone(),
+                Via {
+                    client: sender.client.clone(),
+                    pipeline: sender.pipeline.clone(),
+                },
                 sender.conversation.clone(),
                 format!("{}{k}", sender.ids),
                 // The receiver reads both times back from the text.
@@ -341,8 +357,14 @@ async fn send_on_schedule(
     }
 }
 
-async fn send_one(
+/// How one message is sent: on the pipeline if there is one.
+struct Via {
     client: Client,
+    pipeline: Option<Pipeline>,
+}
+
+async fn send_one(
+    via: Via,
     conversation: String,
     id: String,
     body: kanal_client::pb::Body,
@@ -350,7 +372,11 @@ async fn send_one(
     schedule: Arc<Schedule>,
     tally: Arc<Tally>,
 ) {
-    match client.send(&conversation, &id, body).await {
+    let sent = match &via.pipeline {
+        Some(pipeline) => pipeline.send(&conversation, &id, body).await,
+        None => via.client.send(&conversation, &id, body).await,
+    };
+    match sent {
         Ok(_) if k >= schedule.first_measured => {
             report::record(&mut lock(&tally.ack_latency), schedule.at(k).elapsed());
             tally.acked.fetch_add(1, Ordering::AcqRel);

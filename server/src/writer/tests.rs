@@ -23,6 +23,8 @@ struct GatedStore {
     inner: SqliteStore,
     entered: mpsc::UnboundedSender<usize>,
     gate: Semaphore,
+    /// When set, the next commit let through fails instead (and clears it).
+    fail_next: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -35,6 +37,12 @@ impl Store for GatedStore {
             .await
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
         permit.forget();
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(crate::store::StoreError::Corrupt("injected failure".into()));
+        }
         self.inner.commit(batch).await
     }
     async fn create_party(&self, party: NewParty) -> StoreResult<Party> {
@@ -170,6 +178,7 @@ async fn nothing_is_acknowledged_before_its_commit() {
             .expect("open"),
         entered: entered_tx,
         gate: Semaphore::new(0),
+        fail_next: false.into(),
     });
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
@@ -330,6 +339,101 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
     assert_eq!(send(&writer, &id, "old").await.expect("task"), (1, true));
     assert_eq!(send(&writer, &id, "next").await.expect("task"), (10, false));
     let (stored, _) = store.history(1, 0, 50).await.expect("history");
+    assert_eq!(
+        stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<u64>>()
+    );
+    drop(writer);
+    task.await.expect("writer ends");
+}
+
+/// A failed commit refuses its batch and resets the engine to the database:
+/// the batch queued behind it is stored without a gap where the failed
+/// batch would have been.
+#[tokio::test]
+async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let store = Arc::new(GatedStore {
+        inner: SqliteStore::open(&dir.path().join("kanal.db"))
+            .await
+            .expect("open"),
+        entered: entered_tx,
+        gate: Semaphore::new(1),
+        fail_next: false.into(),
+    });
+    let alice = party(store.as_ref(), "alice", PartyKind::User).await;
+    let bob = party(store.as_ref(), "bob", PartyKind::User).await;
+    let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
+        .await
+        .expect("writer");
+    let Reply::Conversation(conversation) = writer
+        .submit(Command::CreateConversation {
+            by: alice.clone(),
+            to: vec![bob],
+            subject: String::new(),
+            opaque: "failing".into(),
+        })
+        .await
+    else {
+        panic!("create failed");
+    };
+    entered.recv().await.expect("the create was committed");
+    let id: ConversationId = conversation.id.parse().expect("id");
+    let sends = |from: usize, to: usize| -> Vec<_> {
+        (from..to)
+            .map(|i| {
+                let (writer, alice, id) = (writer.clone(), alice.clone(), id.clone());
+                tokio::spawn(async move {
+                    writer
+                        .submit(Command::Send {
+                            by: alice,
+                            conversation: id,
+                            client_msg_id: format!("m{i}"),
+                            body: text("hi"),
+                        })
+                        .await
+                })
+            })
+            .collect()
+    };
+
+    // The first batch is held at the gate and will fail; meanwhile a second
+    // batch queues and is applied on top of the first.
+    let doomed = sends(0, 10);
+    entered
+        .recv()
+        .await
+        .expect("the first batch reaches its commit");
+    let after = sends(10, 20);
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+    store
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    store.gate.add_permits(1000);
+
+    for send in doomed {
+        match send.await.expect("task") {
+            Reply::Refused(code, _) => assert_eq!(code, pb::ErrorCode::Internal),
+            other => panic!("a send of the failed batch got {other:?}"),
+        }
+    }
+    let mut seqs = Vec::new();
+    for send in after {
+        match send.await.expect("task") {
+            Reply::Sent(sent) => seqs.push(sent.seq),
+            other => panic!("a send after the failed batch got {other:?}"),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=10).collect::<Vec<u64>>(),
+        "numbered as if the failed batch never was"
+    );
+    let (stored, _) = store.inner.history(1, 0, 50).await.expect("history");
     assert_eq!(
         stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=10).collect::<Vec<u64>>()
