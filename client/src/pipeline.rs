@@ -36,10 +36,10 @@ pub struct Pipeline {
     stream: Arc<Mutex<Option<Stream>>>,
 }
 
-/// The stream currently open, on the link of `generation`.
+/// The stream currently open, and the link it is on.
 #[derive(Debug)]
 struct Stream {
-    generation: u64,
+    link: Arc<Link>,
     jobs: mpsc::Sender<Job>,
 }
 
@@ -75,7 +75,8 @@ impl Pipeline {
     /// Sends one request on the shared stream and returns the response's
     /// kind, with the retry rules of [`Client::request`]: an `Error`
     /// response becomes [`ClientError::Refused`], and requests safe to
-    /// repeat are retried once on a new stream if the connection is lost.
+    /// repeat are retried once, on the next connection, if the connection
+    /// is lost. A stream that fails on a live connection fails its requests.
     pub async fn request(&self, kind: request::Kind) -> Result<response::Kind, ClientError> {
         let retry = !matches!(kind, request::Kind::CreateConversation(_));
         let request = pb::Request {
@@ -85,7 +86,7 @@ impl Pipeline {
         let mut after = 0;
         let mut retried = false;
         loop {
-            let (generation, jobs) = self.stream_after(after).await?;
+            let (link, jobs) = self.stream_after(after).await?;
             let (tx, rx) = oneshot::channel();
             if jobs.send((request.clone(), tx)).await.is_err() {
                 // The stream ended before taking the request: nothing was
@@ -105,10 +106,17 @@ impl Pipeline {
                         None => Err(ClientError::Protocol("response without a kind".into())),
                     };
                 }
-                Err(error) if error.is_connection_lost() && retry && !retried => {
+                // Only a lost connection is worth a retry: a stream that
+                // failed on a live connection would fail again.
+                Err(error)
+                    if error.is_connection_lost()
+                        && link.conn.close_reason().is_some()
+                        && retry
+                        && !retried =>
+                {
                     tracing::debug!(%error, id = request.id, "pipelined request lost; retrying");
                     retried = true;
-                    after = generation;
+                    after = link.generation;
                 }
                 Err(error) => return Err(error),
             }
@@ -117,23 +125,26 @@ impl Pipeline {
 
     /// The open stream, or a new one on a link newer than generation `after`
     /// if the stream is gone or belongs to an older link.
-    async fn stream_after(&self, after: u64) -> Result<(u64, mpsc::Sender<Job>), ClientError> {
+    async fn stream_after(
+        &self,
+        after: u64,
+    ) -> Result<(Arc<Link>, mpsc::Sender<Job>), ClientError> {
         let mut stream = self.stream.lock().await;
         if let Some(open) = stream.as_ref()
-            && open.generation > after
+            && open.link.generation > after
             && !open.jobs.is_closed()
         {
-            return Ok((open.generation, open.jobs.clone()));
+            return Ok((open.link.clone(), open.jobs.clone()));
         }
         let link = self.client.link_after(after).await?;
         let (send, recv) = link.conn.open_bi().await?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         tokio::spawn(drive(link.clone(), send, recv, queue));
         *stream = Some(Stream {
-            generation: link.generation,
+            link: link.clone(),
             jobs: jobs.clone(),
         });
-        Ok((link.generation, jobs))
+        Ok((link, jobs))
     }
 }
 
