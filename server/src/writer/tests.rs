@@ -27,6 +27,26 @@ struct GatedStore {
     fail_next: std::sync::atomic::AtomicBool,
 }
 
+impl GatedStore {
+    /// A gated store in `dir` whose gate lets `permits` commits through;
+    /// the receiver hears of each commit (its row count) as it arrives.
+    async fn open(
+        dir: &std::path::Path,
+        permits: usize,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<usize>) {
+        let (entered, arrivals) = mpsc::unbounded_channel();
+        let store = Arc::new(Self {
+            inner: SqliteStore::open(&dir.join("kanal.db"))
+                .await
+                .expect("open"),
+            entered,
+            gate: Semaphore::new(permits),
+            fail_next: false.into(),
+        });
+        (store, arrivals)
+    }
+}
+
 #[async_trait]
 impl Store for GatedStore {
     async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
@@ -171,15 +191,7 @@ async fn party(store: &dyn Store, local: &str, kind: PartyKind) -> Party {
 #[tokio::test]
 async fn nothing_is_acknowledged_before_its_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (entered_tx, mut entered) = mpsc::unbounded_channel();
-    let store = Arc::new(GatedStore {
-        inner: SqliteStore::open(&dir.path().join("kanal.db"))
-            .await
-            .expect("open"),
-        entered: entered_tx,
-        gate: Semaphore::new(0),
-        fail_next: false.into(),
-    });
+    let (store, mut entered) = GatedStore::open(dir.path(), 0).await;
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
     let hub = Arc::new(Hub::default());
@@ -353,15 +365,7 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
 #[tokio::test]
 async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (entered_tx, mut entered) = mpsc::unbounded_channel();
-    let store = Arc::new(GatedStore {
-        inner: SqliteStore::open(&dir.path().join("kanal.db"))
-            .await
-            .expect("open"),
-        entered: entered_tx,
-        gate: Semaphore::new(1),
-        fail_next: false.into(),
-    });
+    let (store, mut entered) = GatedStore::open(dir.path(), 1).await;
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
     let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
