@@ -36,9 +36,15 @@ pub enum StoreError {
     /// The database refused or failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database refused or failed a write (the SQLite writer thread).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Applying the schema failed.
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
     /// A stored value is not what this version of Kanal wrote.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -1,11 +1,13 @@
 //! The SQLite store: one database file in WAL mode with `synchronous = FULL`,
 //! one writer connection for every write (more writers only add
-//! `SQLITE_BUSY`), and a separate pool of read-only connections.
+//! `SQLITE_BUSY`), on a thread of its own (`write_thread.rs`), and a
+//! separate pool of read-only connections.
 //!
 //! Durability: a commit returns once SQLite has fsync'd the WAL, which WAL
 //! mode with `synchronous = FULL` does at every `COMMIT`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -24,6 +26,7 @@ use crate::model::{
 mod directory;
 mod read;
 mod write;
+mod write_thread;
 
 #[cfg(test)]
 mod tests;
@@ -35,9 +38,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// writer on a small machine.
 const READERS: u32 = 4;
 
-/// Prepared statements kept per connection. The writer alone uses a few
-/// dozen (multi-row inserts come in several sizes), so the default of 100
-/// leaves little room.
+/// Prepared statements kept per read connection (batched lookups come in
+/// several sizes).
 const STATEMENT_CACHE: usize = 256;
 
 /// Page cache of the writer, in KiB (SQLite's negative `cache_size`).
@@ -61,7 +63,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Exactly one connection: every write goes through it.
-    writer: SqlitePool,
+    writer: Arc<write_thread::WriteThread>,
     /// Read-only connections for everything else.
     reader: SqlitePool,
 }
@@ -76,26 +78,31 @@ impl SqliteStore {
             .foreign_keys(true)
             .statement_cache_capacity(STATEMENT_CACHE);
 
-        let writer_options = base
-            .clone()
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
-            .pragma("temp_store", "MEMORY")
-            .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string())
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
-        // The writer connection lives as long as the store: it holds the
-        // statement cache of the hot path, and it keeps the WAL files in
-        // place for the read-only connections.
-        let writer = SqlitePoolOptions::new()
+        // Create the file in WAL mode and bring the schema up to date on a
+        // connection of sqlx's, then hand writing to the writer thread.
+        let setup = SqlitePoolOptions::new()
             .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(writer_options)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full),
+            )
             .await?;
-        MIGRATOR.run(&writer).await?;
+        MIGRATOR.run(&setup).await?;
+        setup.close().await;
+        let writer = Arc::new(write_thread::WriteThread::open(
+            path,
+            BUSY_TIMEOUT,
+            &[
+                ("foreign_keys", "ON".into()),
+                ("synchronous", "FULL".into()),
+                ("cache_size", (-WRITER_CACHE_KIB).to_string()),
+                ("temp_store", "MEMORY".into()),
+                ("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string()),
+                ("journal_size_limit", WAL_SIZE_LIMIT.to_string()),
+            ],
+        )?);
 
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -119,7 +126,10 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_party(&self, party: NewParty) -> StoreResult<Party> {
-        directory::create_party(&self.writer, party, now_ms()).await
+        let now = now_ms();
+        self.writer
+            .call(move |conn| directory::create_party(conn, party, now))
+            .await
     }
 
     async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
@@ -135,7 +145,9 @@ impl Store for SqliteStore {
     }
 
     async fn add_inbox_agent(&self, inbox: PartyId, agent: PartyId) -> StoreResult<()> {
-        directory::add_inbox_agent(&self.writer, inbox, agent).await
+        self.writer
+            .call(move |conn| directory::add_inbox_agent(conn, inbox, agent))
+            .await
     }
 
     async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
@@ -160,7 +172,10 @@ impl Store for SqliteStore {
         token_hash: [u8; 32],
         client: &str,
     ) -> StoreResult<Session> {
-        directory::create_session(&self.writer, party, token_hash, client, now_ms()).await
+        let (client, now) = (client.to_owned(), now_ms());
+        self.writer
+            .call(move |conn| directory::create_session(conn, party, token_hash, &client, now))
+            .await
     }
 
     async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>> {
@@ -168,11 +183,18 @@ impl Store for SqliteStore {
     }
 
     async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
-        directory::ack_session(&self.writer, session, seq).await
+        self.writer
+            .call(move |conn| directory::ack_session(conn, session, seq))
+            .await
     }
 
     async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
-        write::commit(&self.writer, batch).await
+        // The thread needs the rows as its own: message bodies are shared
+        // (`Bytes`), so this copies little more than the client message ids.
+        let batch = batch.to_vec();
+        self.writer
+            .call(move |conn| write::commit(conn, &batch))
+            .await
     }
 
     async fn load_conversation(
@@ -203,9 +225,7 @@ impl Store for SqliteStore {
         &self,
         wanted: &[(ConversationKey, PartyId, String)],
     ) -> StoreResult<Vec<((ConversationKey, PartyId, String), StoredSend)>> {
-        // On the writer: its page cache holds the hot index pages, and the
-        // writer task is the only caller, between its commits.
-        read::find_sends(&self.writer, wanted).await
+        read::find_sends(&self.reader, wanted).await
     }
 
     async fn watermark(

@@ -1,8 +1,8 @@
 //! Parties, inbox agents and sessions.
 
 use kanal_proto::address::Address;
+use rusqlite::{Connection, ffi, params};
 use sqlx::SqlitePool;
-use sqlx::error::ErrorKind;
 
 use super::{address, party_kind, seq_from_db, seq_to_db};
 use crate::model::{NewParty, Party, PartyId, Session};
@@ -12,32 +12,36 @@ use crate::store::{StoreError, StoreResult};
 type PartyRow = (i64, String, i64, String);
 
 /// Inserts a party and bumps the directory version, in one transaction.
-pub(super) async fn create_party(
-    writer: &SqlitePool,
+pub(super) fn create_party(
+    writer: &mut Connection,
     party: NewParty,
     now_ms: i64,
 ) -> StoreResult<Party> {
-    let mut tx = writer.begin().await?;
-    let inserted = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO parties (address, kind, display_name, password_hash, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(party.address.as_str())
-    .bind(party.kind.as_i64())
-    .bind(party.display_name.as_str())
-    .bind(party.password_hash.as_deref())
-    .bind(now_ms)
-    .fetch_one(&mut *tx)
-    .await;
+    let tx = writer.transaction()?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO parties (address, kind, display_name, password_hash, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+        )?
+        .query_row(
+            params![
+                party.address.as_str(),
+                party.kind.as_i64(),
+                party.display_name.as_str(),
+                party.password_hash.as_deref(),
+                now_ms
+            ],
+            |row| row.get::<_, i64>(0),
+        );
     let id = match inserted {
         Ok(id) => id,
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+        Err(e) if constraint(&e) == Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => {
             return Err(StoreError::AddressTaken(party.address));
         }
         Err(e) => return Err(e.into()),
     };
-    bump_version(&mut tx).await?;
-    tx.commit().await?;
+    bump_version(&tx)?;
+    tx.commit()?;
     Ok(Party {
         id,
         address: party.address,
@@ -97,27 +101,25 @@ pub(super) async fn parties(reader: &SqlitePool) -> StoreResult<Vec<Party>> {
 
 /// Makes `agent` answer for `inbox`; bumps the directory version only when
 /// that is new.
-pub(super) async fn add_inbox_agent(
-    writer: &SqlitePool,
+pub(super) fn add_inbox_agent(
+    writer: &mut Connection,
     inbox: PartyId,
     agent: PartyId,
 ) -> StoreResult<()> {
-    let mut tx = writer.begin().await?;
-    let added = sqlx::query(
-        "INSERT INTO inbox_agents (inbox, agent, position)
-         VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1
-                          FROM inbox_agents WHERE inbox = $1))
-         ON CONFLICT (inbox, agent) DO NOTHING",
-    )
-    .bind(inbox)
-    .bind(agent)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| missing_party(e, [inbox, agent]))?;
-    if added.rows_affected() > 0 {
-        bump_version(&mut tx).await?;
+    let tx = writer.transaction()?;
+    let added = tx
+        .prepare_cached(
+            "INSERT INTO inbox_agents (inbox, agent, position)
+             VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1
+                              FROM inbox_agents WHERE inbox = ?1))
+             ON CONFLICT (inbox, agent) DO NOTHING",
+        )?
+        .execute(params![inbox, agent])
+        .map_err(|e| missing_party(e, [inbox, agent]))?;
+    if added > 0 {
+        bump_version(&tx)?;
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -154,24 +156,22 @@ pub(super) async fn version(reader: &SqlitePool) -> StoreResult<i64> {
 }
 
 /// Stores a session under the hash of its resume token.
-pub(super) async fn create_session(
-    writer: &SqlitePool,
+pub(super) fn create_session(
+    writer: &mut Connection,
     party: PartyId,
     token_hash: [u8; 32],
     client: &str,
     now_ms: i64,
 ) -> StoreResult<Session> {
-    let id = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO sessions (party, token_hash, client, acked_seq, created_at_ms)
-         VALUES ($1, $2, $3, 0, $4) RETURNING id",
-    )
-    .bind(party)
-    .bind(&token_hash[..])
-    .bind(client)
-    .bind(now_ms)
-    .fetch_one(writer)
-    .await
-    .map_err(|e| missing_party(e, [party]))?;
+    let id = writer
+        .prepare_cached(
+            "INSERT INTO sessions (party, token_hash, client, acked_seq, created_at_ms)
+             VALUES (?1, ?2, ?3, 0, ?4) RETURNING id",
+        )?
+        .query_row(params![party, &token_hash[..], client, now_ms], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map_err(|e| missing_party(e, [party]))?;
     Ok(Session {
         id,
         party,
@@ -201,13 +201,11 @@ pub(super) async fn session_by_token_hash(
 }
 
 /// Raises a session's acknowledged seq; never lowers it.
-pub(super) async fn ack_session(writer: &SqlitePool, session: i64, seq: u64) -> StoreResult<()> {
-    let updated = sqlx::query("UPDATE sessions SET acked_seq = MAX(acked_seq, $2) WHERE id = $1")
-        .bind(session)
-        .bind(seq_to_db(seq)?)
-        .execute(writer)
-        .await?;
-    if updated.rows_affected() == 0 {
+pub(super) fn ack_session(writer: &mut Connection, session: i64, seq: u64) -> StoreResult<()> {
+    let updated = writer
+        .prepare_cached("UPDATE sessions SET acked_seq = MAX(acked_seq, ?2) WHERE id = ?1")?
+        .execute(params![session, seq_to_db(seq)?])?;
+    if updated == 0 {
         return Err(StoreError::NotFound(format!("session {session}")));
     }
     Ok(())
@@ -216,10 +214,9 @@ pub(super) async fn ack_session(writer: &SqlitePool, session: i64, seq: u64) -> 
 // --- helpers -------------------------------------------------------------------
 
 /// Marks the directory as changed (inside the caller's transaction).
-async fn bump_version(tx: &mut sqlx::SqliteConnection) -> StoreResult<()> {
-    sqlx::query("UPDATE directory SET version = version + 1 WHERE id = 1")
-        .execute(tx)
-        .await?;
+fn bump_version(tx: &Connection) -> StoreResult<()> {
+    tx.prepare_cached("UPDATE directory SET version = version + 1 WHERE id = 1")?
+        .execute([])?;
     Ok(())
 }
 
@@ -235,11 +232,18 @@ fn party_row((id, address_text, kind, display_name): PartyRow) -> StoreResult<Pa
 
 /// Turns a foreign-key violation (a write naming a party that does not
 /// exist) into [`StoreError::NotFound`].
-fn missing_party<const N: usize>(error: sqlx::Error, parties: [PartyId; N]) -> StoreError {
+fn missing_party<const N: usize>(error: rusqlite::Error, parties: [PartyId; N]) -> StoreError {
+    if constraint(&error) == Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
+        StoreError::NotFound(format!("party among {parties:?}"))
+    } else {
+        error.into()
+    }
+}
+
+/// The extended result code of a failed statement, if it failed in SQLite.
+fn constraint(error: &rusqlite::Error) -> Option<i32> {
     match error {
-        sqlx::Error::Database(e) if e.kind() == ErrorKind::ForeignKeyViolation => {
-            StoreError::NotFound(format!("party among {parties:?}"))
-        }
-        e => e.into(),
+        rusqlite::Error::SqliteFailure(e, _) => Some(e.extended_code),
+        _ => None,
     }
 }

@@ -47,28 +47,29 @@ async fn survives_clean_close_and_reopen() {
 #[tokio::test]
 async fn opens_in_wal_mode_with_full_sync_and_foreign_keys() {
     let (_dir, store) = fresh().await;
-    let mut conn = store.writer.acquire().await.expect("writer");
-    let mode = sqlx::query_scalar::<_, String>("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
+    let (mode, numbers) = store
+        .writer
+        .call(|conn| {
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            let mut numbers = Vec::new();
+            for pragma in [
+                "synchronous",
+                "foreign_keys",
+                "busy_timeout",
+                "wal_autocheckpoint",
+            ] {
+                numbers.push(conn.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0))?);
+            }
+            Ok((mode, numbers))
+        })
         .await
-        .expect("journal_mode");
+        .expect("pragmas");
     assert_eq!(mode, "wal");
-    let number = async |conn: &mut sqlx::SqliteConnection, pragma: &'static str| {
-        sqlx::query_scalar::<_, i64>(pragma)
-            .fetch_one(conn)
-            .await
-            .expect("pragma")
-    };
     assert_eq!(
-        number(&mut conn, "PRAGMA synchronous").await,
-        2,
-        "2 is FULL"
+        numbers,
+        [2, 1, 5_000, i64::from(super::WAL_CHECKPOINT_PAGES)],
+        "synchronous FULL (2), foreign keys on, 5 s busy timeout, checkpoint pages"
     );
-    assert_eq!(number(&mut conn, "PRAGMA foreign_keys").await, 1);
-    let timeout = number(&mut conn, "PRAGMA busy_timeout").await;
-    assert_eq!(timeout, 5_000);
-    let checkpoint = number(&mut conn, "PRAGMA wal_autocheckpoint").await;
-    assert_eq!(checkpoint, i64::from(super::WAL_CHECKPOINT_PAGES));
 }
 
 /// Commits queue on the one writer and reads run beside them, with no
@@ -140,9 +141,13 @@ async fn unknown_party_kind_is_corrupt() {
         .create_party(user("odd@kanal.test"))
         .await
         .expect("party");
-    sqlx::query("UPDATE parties SET kind = 99 WHERE id = $1")
-        .bind(party.id)
-        .execute(&store.writer)
+    let id = party.id;
+    store
+        .writer
+        .call(move |conn| {
+            conn.execute("UPDATE parties SET kind = 99 WHERE id = ?1", [id])?;
+            Ok(())
+        })
         .await
         .expect("tamper");
     let read = store.party_by_id(party.id).await;
@@ -263,19 +268,25 @@ async fn bench_store(dir: &std::path::Path) -> SqliteStore {
     let store = SqliteStore::open(&dir.join("bench.db"))
         .await
         .expect("open");
-    let mut setup = store.writer.begin().await.expect("begin");
-    for id in 1..=1 + BENCH_AGENTS + BENCH_CONVERSATIONS {
-        sqlx::query(
-            "INSERT INTO parties (id, address, kind, display_name, created_at_ms)
-             VALUES ($1, $2, 1, '', 0)",
-        )
-        .bind(i64::try_from(id).expect("small"))
-        .bind(format!("p{id}@kanal.test"))
-        .execute(&mut *setup)
+    store
+        .writer
+        .call(|conn| {
+            let tx = conn.transaction()?;
+            for id in 1..=1 + BENCH_AGENTS + BENCH_CONVERSATIONS {
+                tx.execute(
+                    "INSERT INTO parties (id, address, kind, display_name, created_at_ms)
+                     VALUES (?1, ?2, 1, '', 0)",
+                    rusqlite::params![
+                        i64::try_from(id).expect("small"),
+                        format!("p{id}@kanal.test")
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
         .await
-        .expect("party");
-    }
-    setup.commit().await.expect("parties");
+        .expect("parties");
     let conversations: Vec<Write> = (0..BENCH_CONVERSATIONS)
         .map(|c| Write::NewConversation {
             key: i64::try_from(c + 1).expect("small"),

@@ -1,12 +1,12 @@
-//! Committing the engine's batches: one transaction on the writer, and as
-//! few statements as the batch allows.
+//! Committing the engine's batches: one transaction on the writer
+//! connection (on its thread, see `write_thread.rs`), and as few statements
+//! as the batch allows.
 //!
-//! Every statement costs a round trip to the connection's worker thread, so
-//! a batch is sorted by table and written with multi-row statements: rows
-//! are sent in chunks of power-of-two sizes ([`CHUNKS`]), which keeps the
-//! number of distinct statement texts small enough for all of them to stay
-//! prepared in the connection's statement cache. A batch of 256 sends
-//! (≈1,300 rows) takes about a dozen statements.
+//! A batch is sorted by table and written with multi-row statements: rows
+//! go in chunks of power-of-two sizes ([`CHUNKS`]), which keeps the number
+//! of distinct statement texts small enough for all of them to stay
+//! prepared. A batch of 256 sends (≈1,300 rows) takes about a dozen
+//! statements.
 //!
 //! Tables are written parents first (conversations, members, messages,
 //! activity, events, watermarks), so foreign keys hold whatever the order of
@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::LazyLock;
 
-use sqlx::sqlite::{Sqlite, SqliteArguments};
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::{Connection, ToSql, TransactionBehavior};
 
 use super::seq_to_db;
 use crate::model::{EventRef, ReceiptKind, Write};
@@ -41,42 +40,34 @@ pub(super) mod event_kind {
 const CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Commits `batch` atomically: all of it or, on any error, none of it.
-pub(super) async fn commit(writer: &SqlitePool, batch: &[Write]) -> StoreResult<()> {
+pub(super) fn commit(conn: &mut Connection, batch: &[Write]) -> StoreResult<()> {
     if batch.is_empty() {
         return Ok(());
     }
     // Convert before touching the database, so a bad value costs nothing.
     let rows = Rows::sort(batch)?;
     // IMMEDIATE takes the write lock up front; with one writer it never
-    // waits, and it never has to upgrade a read lock halfway.
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    match rows.write(&mut tx).await.map_err(duplicate_send) {
-        Ok(()) => {
-            // WAL + synchronous=FULL: COMMIT returns after the WAL is fsync'd.
-            tx.commit().await?;
-            Ok(())
-        }
-        Err(e) => {
-            // Roll back now rather than on drop, so the connection is clean
-            // for the next batch; the error worth returning is the cause.
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(error = %rollback, "rolling back a failed batch failed");
-            }
-            Err(e)
-        }
-    }
+    // waits, and it never has to upgrade a read lock halfway. Dropping the
+    // transaction on an error rolls it back, leaving the connection clean
+    // for the next batch.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    rows.write(&tx).map_err(duplicate_send)?;
+    // WAL + synchronous=FULL: COMMIT returns after the WAL is fsync'd.
+    tx.commit()?;
+    Ok(())
 }
 
 /// Names a failure of `messages_by_client_msg_id` for what it is: a send
 /// the engine took for new was stored before.
-fn duplicate_send(error: StoreError) -> StoreError {
-    match error {
-        StoreError::Database(sqlx::Error::Database(e))
-            if e.is_unique_violation() && e.message().contains("messages.client_msg_id") =>
+fn duplicate_send(error: rusqlite::Error) -> StoreError {
+    match &error {
+        rusqlite::Error::SqliteFailure(e, Some(message))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                && message.contains("messages.client_msg_id") =>
         {
             StoreError::DuplicateSend
         }
-        other => other,
+        _ => error.into(),
     }
 }
 
@@ -232,66 +223,67 @@ impl<'a> Rows<'a> {
     }
 
     /// Writes every row inside the caller's transaction, parents first.
-    async fn write(&self, conn: &mut SqliteConnection) -> StoreResult<()> {
+    fn write(&self, conn: &Connection) -> rusqlite::Result<()> {
         for c in &self.conversations {
-            sqlx::query(
+            conn.prepare_cached(
                 "INSERT INTO conversations
                      (key, id, subject, created_by, created_at_ms, last_seq, last_activity_ms)
-                 VALUES ($1, $2, $3, $4, $5, 0, $5)",
-            )
-            .bind(c.key)
-            .bind(c.id)
-            .bind(c.subject)
-            .bind(c.created_by)
-            .bind(c.created_at_ms)
-            .execute(&mut *conn)
-            .await?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5)",
+            )?
+            .execute(rusqlite::params![
+                c.key,
+                c.id,
+                c.subject,
+                c.created_by,
+                c.created_at_ms
+            ])?;
         }
         chunked(
             conn,
             &MEMBERS,
             &self.members,
-            |q, &(key, party, position)| q.bind(key).bind(party).bind(position),
-        )
-        .await?;
-        chunked(conn, &MESSAGES, &self.messages, |q, m| {
-            q.bind(m.key)
-                .bind(m.seq)
-                .bind(m.sender)
-                .bind(m.client_msg_id)
-                .bind(m.sent_at_ms)
-                .bind(m.body)
-        })
-        .await?;
-        chunked(conn, &ACTIVITY, &self.activity, |q, &(key, seq, at)| {
-            q.bind(key).bind(seq).bind(at)
-        })
-        .await?;
-        chunked(conn, &EVENTS, &self.events, |q, e| {
-            q.bind(e.party)
-                .bind(e.seq)
-                .bind(e.key)
-                .bind(e.kind)
-                .bind(e.ref_seq)
-                .bind(e.actor)
-                .bind(e.at_ms)
-        })
-        .await?;
+            |s, &(key, party, position)| {
+                s.put(key)?.put(party)?.put(position)?;
+                Ok(())
+            },
+        )?;
+        chunked(conn, &MESSAGES, &self.messages, |s, m| {
+            s.put(m.key)?
+                .put(m.seq)?
+                .put(m.sender)?
+                .put(m.client_msg_id)?
+                .put(m.sent_at_ms)?
+                .put(m.body)?;
+            Ok(())
+        })?;
+        chunked(conn, &ACTIVITY, &self.activity, |s, &(key, seq, at)| {
+            s.put(key)?.put(seq)?.put(at)?;
+            Ok(())
+        })?;
+        chunked(conn, &EVENTS, &self.events, |s, e| {
+            s.put(e.party)?
+                .put(e.seq)?
+                .put(e.key)?
+                .put(e.kind)?
+                .put(e.ref_seq)?
+                .put(e.actor)?
+                .put(e.at_ms)?;
+            Ok(())
+        })?;
         chunked(
             conn,
             &WATERMARKS,
             &self.watermarks,
-            |q, &(key, party, kind, up_to)| q.bind(key).bind(party).bind(kind).bind(up_to),
-        )
-        .await?;
+            |s, &(key, party, kind, up_to)| {
+                s.put(key)?.put(party)?.put(kind)?.put(up_to)?;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 }
 
 // --- multi-row statements ------------------------------------------------------
-
-/// A query under construction.
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
 /// One statement per chunk size, all of the form `head VALUES (…), (…) tail`.
 struct MultiRow {
@@ -351,20 +343,42 @@ static WATERMARKS: LazyLock<MultiRow> = LazyLock::new(|| {
 });
 
 /// Runs `statements` over `rows` in as few chunks as [`CHUNKS`] allows.
-async fn chunked<T>(
-    conn: &mut SqliteConnection,
+fn chunked<T>(
+    conn: &Connection,
     statements: &MultiRow,
     rows: &[T],
-    bind: impl for<'q> Fn(Query<'q>, &'q T) -> Query<'q>,
-) -> StoreResult<()> {
+    bind: impl Fn(&mut Binder<'_, '_>, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let mut rest = rows;
     for (&n, &text) in CHUNKS.iter().zip(&statements.texts) {
         while rest.len() >= n {
             let (chunk, tail) = rest.split_at(n);
-            let query = chunk.iter().fold(sqlx::query(text), &bind);
-            query.execute(&mut *conn).await?;
+            let mut statement = conn.prepare_cached(text)?;
+            let mut binder = Binder {
+                statement: &mut statement,
+                next: 1,
+            };
+            for row in chunk {
+                bind(&mut binder, row)?;
+            }
+            statement.raw_execute()?;
             rest = tail;
         }
     }
     Ok(())
+}
+
+/// Binds a multi-row statement's parameters one after the other.
+struct Binder<'s, 'c> {
+    statement: &'s mut rusqlite::CachedStatement<'c>,
+    next: usize,
+}
+
+impl Binder<'_, '_> {
+    /// Binds the next parameter.
+    fn put(&mut self, value: impl ToSql) -> rusqlite::Result<&mut Self> {
+        self.statement.raw_bind_parameter(self.next, value)?;
+        self.next += 1;
+        Ok(self)
+    }
 }
