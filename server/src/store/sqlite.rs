@@ -23,6 +23,7 @@ use crate::model::{
     StoredSend, Write,
 };
 
+mod checkpoint;
 mod directory;
 mod read;
 mod write;
@@ -66,6 +67,9 @@ pub struct SqliteStore {
     writer: Arc<write_thread::WriteThread>,
     /// Read-only connections for everything else.
     reader: SqlitePool,
+    /// Checkpoints the WAL in the background; shared by clones, stopped
+    /// when the last one is dropped.
+    checkpointer: Arc<checkpoint::Checkpointer>,
 }
 
 impl SqliteStore {
@@ -109,15 +113,21 @@ impl SqliteStore {
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(600)))
             .max_lifetime(None)
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await?;
+        let checkpointer = Arc::new(checkpoint::Checkpointer::start(base).await?);
 
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            checkpointer,
+        })
     }
 
     /// Closes every connection, waiting for them to finish. The last one to
     /// close checkpoints the WAL into the database file.
     pub async fn close(&self) {
+        self.checkpointer.stop().await;
         self.reader.close().await;
         self.writer.close().await;
     }
