@@ -204,7 +204,9 @@ impl Store for SqliteStore {
         let batch = batch.to_vec();
         self.writer
             .call(move |conn| write::commit(conn, &batch))
-            .await
+            .await?;
+        self.checkpointer.nudge();
+        Ok(())
     }
 
     async fn load_conversation(

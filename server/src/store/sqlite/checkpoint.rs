@@ -3,12 +3,17 @@
 //! In WAL mode every commit appends pages to the WAL, and a checkpoint copies
 //! them back into the database file (and fsyncs it). Left to the writer
 //! connection (`wal_autocheckpoint`), a checkpoint of thousands of pages runs
-//! inside some unlucky commit, and every send queued behind it waits. Here a
-//! connection of its own runs a PASSIVE checkpoint every [`INTERVAL`],
-//! concurrently with the writer (PASSIVE never blocks writers or readers).
-//! The writer's own autocheckpoint stays on as the backstop that lets the WAL
-//! start over: when it runs, the pages are mostly copied already.
+//! inside some unlucky commit, and every send queued behind it waits; its
+//! large fsync of the database file also delays the WAL's fsyncs. Here a
+//! connection of its own runs a PASSIVE checkpoint every [`INTERVAL`] in
+//! which something was committed, concurrently with the writer (PASSIVE
+//! never blocks writers or readers): many small checkpoints instead of a few
+//! large ones, and none while nothing is written. The writer's own autocheckpoint
+//! stays on as the backstop that lets the WAL start over: when it runs, the
+//! pages are mostly copied already.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -16,16 +21,19 @@ use tokio::task::JoinHandle;
 
 use crate::store::StoreResult;
 
-/// Time between background checkpoints. Long enough that a page rewritten by
-/// many batches (a busy conversation's last page) is copied once, short
-/// enough that the writer's backstop checkpoint finds little left to do.
-const INTERVAL: Duration = Duration::from_millis(200);
+/// Time between background checkpoints. Measured at 10,000
+/// messages/s (p99 end-to-end latency over two runs each): 1 s 11.6–11.9 ms,
+/// 200 ms 10.3–10.9 ms, 50 ms 8.9–9.1 ms, 10 ms 6.9–7.8 ms, with throughput
+/// unchanged within noise.
+const INTERVAL: Duration = Duration::from_millis(10);
 
 /// The background checkpoint task; it stops when this is dropped.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     task: JoinHandle<()>,
     pool: SqlitePool,
+    /// Set by each commit, cleared by the checkpoint that follows it.
+    dirty: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
@@ -38,8 +46,14 @@ impl Checkpointer {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        let task = tokio::spawn(run(pool.clone()));
-        Ok(Self { task, pool })
+        let dirty = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(pool.clone(), dirty.clone()));
+        Ok(Self { task, pool, dirty })
+    }
+
+    /// Says the WAL has grown: a checkpoint follows within [`INTERVAL`].
+    pub(super) fn nudge(&self) {
+        self.dirty.store(true, Ordering::Release);
     }
 
     /// Stops checkpointing and closes the connection.
@@ -55,11 +69,14 @@ impl Drop for Checkpointer {
     }
 }
 
-async fn run(pool: SqlitePool) {
+async fn run(pool: SqlitePool, dirty: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !dirty.swap(false, Ordering::AcqRel) {
+            continue;
+        }
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&pool)
             .await
