@@ -219,19 +219,20 @@ impl Writer {
         }
         self.engine.finish_batch();
         let applied = started.elapsed();
-        if !writes.is_empty() {
-            match self.store.commit(&writes).await {
+        let rows = writes.len();
+        if rows > 0 {
+            match self.store.commit(writes).await {
                 Ok(()) => {}
                 Err(StoreError::DuplicateSend) => return Outcome::DuplicateSend,
                 Err(e) => {
-                    tracing::error!(error = %e, rows = writes.len(), "commit failed; batch refused");
+                    tracing::error!(error = %e, rows, "commit failed; batch refused");
                     return Outcome::Failed { replies };
                 }
             }
         }
         tracing::trace!(
             commands = batch.len(),
-            rows = writes.len(),
+            rows,
             ?loaded,
             ?applied,
             total = ?started.elapsed(),

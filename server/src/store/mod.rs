@@ -107,7 +107,7 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a batch atomically and durably (fsync'd before it returns Ok).
     /// A message whose (conversation, sender, client_msg_id) is stored
     /// already fails the whole batch with [`StoreError::DuplicateSend`].
-    async fn commit(&self, batch: &[Write]) -> StoreResult<()>;
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()>;
 
     /// Loads a conversation with its members.
     async fn load_conversation(

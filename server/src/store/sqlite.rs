@@ -198,10 +198,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
-        // The thread needs the rows as its own: message bodies are shared
-        // (`Bytes`), so this copies little more than the client message ids.
-        let batch = batch.to_vec();
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
         self.writer
             .call(move |conn| write::commit(conn, &batch))
             .await?;

@@ -49,7 +49,7 @@ impl GatedStore {
 
 #[async_trait]
 impl Store for GatedStore {
-    async fn commit(&self, batch: &[Write]) -> StoreResult<()> {
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
         let _ = self.entered.send(batch.len());
         let permit = self
             .gate

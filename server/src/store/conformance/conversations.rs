@@ -17,7 +17,7 @@ pub async fn commit_and_load<S: Store>(store: &S) {
     let alice = new_party(store, "alice@kanal.test", PartyKind::User).await;
     let bob = new_party(store, "bob@kanal.test", PartyKind::Bot).await;
     assert_eq!(store.max_conversation_key().await.expect("max key"), 0);
-    store.commit(&[]).await.expect("an empty batch commits");
+    store.commit(vec![]).await.expect("an empty batch commits");
 
     let id = conversation_id("kanal.test/c1");
     let mut batch = new_conversation(1, &id, alice.id, &[alice.id, bob.id], 1_000);
@@ -30,7 +30,7 @@ pub async fn commit_and_load<S: Store>(store: &S) {
         event(alice.id, 2, 1, EventRef::Message { seq: 1 }, 1_500),
         watermark(1, alice.id, ReceiptKind::Read, 1),
     ]);
-    store.commit(&batch).await.expect("commit");
+    store.commit(batch).await.expect("commit");
 
     let record = store.load_conversation(&id).await.expect("load");
     let expected = ConversationRecord {
@@ -109,7 +109,7 @@ pub async fn history_pages_backwards<S: Store>(store: &S) {
     let bob = new_party(store, "bob@kanal.test", PartyKind::User).await;
     let id = conversation_id("kanal.test/long");
     store
-        .commit(&new_conversation(3, &id, alice.id, &[alice.id, bob.id], 0))
+        .commit(new_conversation(3, &id, alice.id, &[alice.id, bob.id], 0))
         .await
         .expect("create");
     for first in (1..=TOTAL).step_by(250) {
@@ -127,7 +127,7 @@ pub async fn history_pages_backwards<S: Store>(store: &S) {
             ));
             batch.push(activity(3, seq, at));
         }
-        store.commit(&batch).await.expect("commit messages");
+        store.commit(batch).await.expect("commit messages");
     }
 
     let mut seen = Vec::new();
@@ -192,15 +192,15 @@ pub async fn events_since_rebuilds_each_kind<S: Store>(store: &S) {
         watermark(5, bob.id, ReceiptKind::Delivered, 1),
         receipt(bob.id, 4, 5, bob.id, ReceiptKind::Delivered, 1, 300),
     ]);
-    store.commit(&batch).await.expect("commit");
+    store.commit(batch).await.expect("commit");
     // Later activity shows in the conversation-added event: it is rendered
     // as the party sees the conversation now.
-    let later = [
+    let later = vec![
         message(5, 2, bob.id, "b1", 400, "hi alice"),
         activity(5, 2, 400),
         event(bob.id, 5, 5, EventRef::Message { seq: 2 }, 400),
     ];
-    store.commit(&later).await.expect("commit later");
+    store.commit(later).await.expect("commit later");
 
     let events = store.events_since(bob.id, 0, 100).await.expect("events");
     let conversation = pb::Conversation {
@@ -301,7 +301,7 @@ pub async fn conversations_of_ordering_and_visibility<S: Store>(store: &S) {
     }
     batch.push(watermark(1, customer.id, ReceiptKind::Read, 1));
     batch.push(watermark(1, customer.id, ReceiptKind::Delivered, 1));
-    store.commit(&batch).await.expect("commit");
+    store.commit(batch).await.expect("commit");
 
     let ids = |list: &[pb::Conversation]| list.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
     let page = |party: PartyId, limit, offset| async move {
@@ -373,7 +373,7 @@ pub async fn watermarks_never_lower<S: Store>(store: &S) {
     let alice = new_party(store, "alice@kanal.test", PartyKind::User).await;
     let id = conversation_id("kanal.test/wm");
     store
-        .commit(&new_conversation(1, &id, alice.id, &[alice.id], 0))
+        .commit(new_conversation(1, &id, alice.id, &[alice.id], 0))
         .await
         .expect("create");
     let marks = |key| async move {
@@ -384,12 +384,12 @@ pub async fn watermarks_never_lower<S: Store>(store: &S) {
     let read = |up_to| watermark(1, alice.id, ReceiptKind::Read, up_to);
     let delivered = |up_to| watermark(1, alice.id, ReceiptKind::Delivered, up_to);
 
-    store.commit(&[read(5)]).await.expect("read 5");
+    store.commit(vec![read(5)]).await.expect("read 5");
     assert_eq!(marks(1).await, (0, 5));
-    store.commit(&[read(3)]).await.expect("read 3");
+    store.commit(vec![read(3)]).await.expect("read 3");
     assert_eq!(marks(1).await, (0, 5), "never lowered");
     store
-        .commit(&[read(7), read(6), delivered(9)])
+        .commit(vec![read(7), read(6), delivered(9)])
         .await
         .expect("in one batch");
     assert_eq!(marks(1).await, (9, 7));

@@ -13,7 +13,7 @@ pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
     let mut batch = new_conversation(1, &one, alice.id, &[alice.id], 10);
     batch.push(message(1, 1, alice.id, "x1", 20, "kept"));
     batch.push(activity(1, 1, 20));
-    store.commit(&batch).await.expect("commit");
+    store.commit(batch).await.expect("commit");
 
     // Everything valid but the last write: message 1 exists already.
     let two = conversation_id("kanal.test/two");
@@ -28,17 +28,17 @@ pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
         message(1, 1, alice.id, "x1-again", 30, "duplicate seq"),
     ]);
     assert!(
-        store.commit(&doomed).await.is_err(),
+        store.commit(doomed).await.is_err(),
         "a duplicate message seq fails"
     );
 
     // And a batch whose duplicates are within itself.
-    let dup = [
+    let dup = vec![
         message(1, 2, alice.id, "x2", 40, "a"),
         message(1, 2, alice.id, "x3", 40, "b"),
     ];
     assert!(
-        store.commit(&dup).await.is_err(),
+        store.commit(dup).await.is_err(),
         "a seq twice in one batch fails"
     );
 
@@ -67,7 +67,7 @@ pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
 
     // The store is not left mid-transaction.
     store
-        .commit(&[
+        .commit(vec![
             message(1, 2, alice.id, "x2", 50, "next"),
             activity(1, 2, 50),
         ])
@@ -86,15 +86,15 @@ pub async fn reused_client_msg_id_is_a_duplicate_send<S: Store>(store: &S) {
     let mut batch = new_conversation(1, &one, alice.id, &[alice.id, bob.id], 10);
     batch.push(message(1, 1, alice.id, "m1", 20, "first"));
     batch.push(activity(1, 1, 20));
-    store.commit(&batch).await.expect("commit");
+    store.commit(batch).await.expect("commit");
 
-    let retry = [
+    let retry = vec![
         message(1, 2, bob.id, "b1", 30, "lost with the batch"),
         message(1, 3, alice.id, "m1", 30, "a retry taken for new"),
         activity(1, 3, 30),
     ];
     assert!(matches!(
-        store.commit(&retry).await,
+        store.commit(retry).await,
         Err(StoreError::DuplicateSend)
     ));
     assert_eq!(store.find_send(1, bob.id, "b1").await.expect("find"), None);
@@ -102,14 +102,14 @@ pub async fn reused_client_msg_id_is_a_duplicate_send<S: Store>(store: &S) {
     // The same id from another sender is another key; a seq conflict is
     // not a duplicate send.
     store
-        .commit(&[
+        .commit(vec![
             message(1, 2, bob.id, "m1", 40, "bob's own"),
             activity(1, 2, 40),
         ])
         .await
         .expect("another sender's id");
     let seq_conflict = store
-        .commit(&[message(1, 2, alice.id, "m2", 50, "taken seq")])
+        .commit(vec![message(1, 2, alice.id, "m2", 50, "taken seq")])
         .await;
     assert!(
         matches!(seq_conflict, Err(ref e) if !matches!(e, StoreError::DuplicateSend)),
@@ -142,7 +142,7 @@ pub async fn survives_reopen<S: Store>(mut open: impl AsyncFnMut() -> S) {
         event(alice.id, 2, 1, EventRef::Message { seq: 1 }, 6),
         watermark(1, alice.id, ReceiptKind::Read, 1),
     ]);
-    store.commit(&batch).await.expect("commit");
+    store.commit(batch).await.expect("commit");
     let version = store.directory_version().await.expect("version");
     let record = store.load_conversation(&id).await.expect("load");
     let events = store.events_since(alice.id, 0, 10).await.expect("events");

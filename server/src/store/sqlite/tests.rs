@@ -88,11 +88,11 @@ async fn concurrent_commits_and_reads() {
         let store = store.clone();
         tasks.spawn(async move {
             store
-                .commit(&conversation(key, party.id))
+                .commit(conversation(key, party.id))
                 .await
                 .expect("conversation");
             for seq in 1..=BATCHES {
-                let batch = [Write::Message {
+                let batch = vec![Write::Message {
                     key,
                     seq,
                     sender: party.id,
@@ -100,7 +100,7 @@ async fn concurrent_commits_and_reads() {
                     sent_at_ms: 0,
                     body: Bytes::new(),
                 }];
-                store.commit(&batch).await.expect("commit");
+                store.commit(batch).await.expect("commit");
                 store.history(key, 0, 5).await.expect("read beside commits");
             }
         });
@@ -173,7 +173,7 @@ async fn undecodable_body_is_corrupt() {
         // A field header promising more bytes than there are.
         body: Bytes::from_static(&[0x0a, 0x05, b'h']),
     });
-    store.commit(&batch).await.expect("commit");
+    store.commit(batch).await.expect("commit");
     let history = store.history(1, 0, 10).await;
     assert!(
         matches!(history, Err(StoreError::Corrupt(_))),
@@ -195,7 +195,7 @@ async fn seq_beyond_i64_is_refused_before_writing() {
         kind: crate::model::ReceiptKind::Read,
         up_to: u64::MAX,
     });
-    assert!(store.commit(&batch).await.is_err());
+    assert!(store.commit(batch).await.is_err());
     assert_eq!(store.max_conversation_key().await.expect("max key"), 0);
 }
 
@@ -224,7 +224,7 @@ async fn commit_throughput() {
     let batches = bench_batches(BATCHES, SENDS);
     let mut latencies = Vec::with_capacity(BATCHES);
     let started = Instant::now();
-    for batch in &batches {
+    for batch in batches {
         let commit_started = Instant::now();
         store.commit(batch).await.expect("commit");
         latencies.push(commit_started.elapsed());
@@ -250,7 +250,7 @@ async fn commit_latency_at_10k() {
     let batches = bench_batches(BATCHES, SENDS);
     let mut latencies = Vec::with_capacity(BATCHES);
     let mut tick = tokio::time::interval(std::time::Duration::from_micros(3_200));
-    for batch in &batches {
+    for batch in batches {
         tick.tick().await;
         let commit_started = Instant::now();
         store.commit(batch).await.expect("commit");
@@ -297,7 +297,7 @@ async fn bench_store(dir: &std::path::Path) -> SqliteStore {
             members: bench_members(c).to_vec(),
         })
         .collect();
-    store.commit(&conversations).await.expect("conversations");
+    store.commit(conversations).await.expect("conversations");
     store
 }
 
