@@ -180,15 +180,10 @@ impl Client {
         client_msg_id: &str,
         body: pb::Body,
     ) -> Result<pb::Sent, ClientError> {
-        let kind = request::Kind::Send(pb::Send {
-            conversation: conversation.to_owned(),
-            client_msg_id: client_msg_id.to_owned(),
-            body: Some(body),
-        });
-        match self.request(kind).await? {
-            response::Kind::Sent(sent) => Ok(sent),
-            other => Err(unexpected("Sent", &other)),
-        }
+        sent(
+            self.request(send_request(conversation, client_msg_id, body))
+                .await?,
+        )
     }
 
     /// Up to `limit` messages older than `before_seq` (0: the newest), oldest first.
@@ -490,7 +485,28 @@ fn new_client_msg_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-pub(crate) fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
+/// A `Send` request.
+pub(crate) fn send_request(
+    conversation: &str,
+    client_msg_id: &str,
+    body: pb::Body,
+) -> request::Kind {
+    request::Kind::Send(pb::Send {
+        conversation: conversation.to_owned(),
+        client_msg_id: client_msg_id.to_owned(),
+        body: Some(body),
+    })
+}
+
+/// The `Sent` of a response to a `Send` request.
+pub(crate) fn sent(kind: response::Kind) -> Result<pb::Sent, ClientError> {
+    match kind {
+        response::Kind::Sent(sent) => Ok(sent),
+        other => Err(unexpected("Sent", &other)),
+    }
+}
+
+fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
     let got = match got {
         response::Kind::Error(_) => "Error",
         response::Kind::Conversation(_) => "Conversation",

@@ -15,7 +15,7 @@ use kanal_proto::pb::{request, response};
 use kanal_proto::{frame, limits, pb};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::client::{Client, REQUEST_TIMEOUT};
+use crate::client::{Client, REQUEST_TIMEOUT, send_request, sent};
 use crate::connection::Link;
 use crate::error::{ClientError, from_frame_error};
 
@@ -59,17 +59,10 @@ impl Pipeline {
         client_msg_id: &str,
         body: pb::Body,
     ) -> Result<pb::Sent, ClientError> {
-        let kind = self
-            .request(request::Kind::Send(pb::Send {
-                conversation: conversation.to_owned(),
-                client_msg_id: client_msg_id.to_owned(),
-                body: Some(body),
-            }))
-            .await?;
-        match kind {
-            response::Kind::Sent(sent) => Ok(sent),
-            other => Err(crate::client::unexpected("Sent", &other)),
-        }
+        sent(
+            self.request(send_request(conversation, client_msg_id, body))
+                .await?,
+        )
     }
 
     /// Sends one request on the shared stream and returns the response's

@@ -188,6 +188,42 @@ async fn party(store: &dyn Store, local: &str, kind: PartyKind) -> Party {
         .expect("party")
 }
 
+/// Submits a send by `by` as a task of its own, so many can queue at once.
+fn send_task(
+    writer: &WriterHandle,
+    by: &Party,
+    id: &ConversationId,
+    client_msg_id: String,
+) -> tokio::task::JoinHandle<Reply> {
+    let (writer, by, id) = (writer.clone(), by.clone(), id.clone());
+    tokio::spawn(async move {
+        writer
+            .submit(Command::Send {
+                by,
+                conversation: id,
+                client_msg_id,
+                body: text("hi"),
+            })
+            .await
+    })
+}
+
+/// Creates a conversation of `by` with `to` and returns its id.
+async fn create(writer: &WriterHandle, by: &Party, to: &Party, opaque: &str) -> ConversationId {
+    match writer
+        .submit(Command::CreateConversation {
+            by: by.clone(),
+            to: vec![to.clone()],
+            subject: String::new(),
+            opaque: opaque.into(),
+        })
+        .await
+    {
+        Reply::Conversation(conversation) => conversation.id.parse().expect("id"),
+        other => panic!("create failed: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn nothing_is_acknowledged_before_its_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -222,21 +258,9 @@ async fn nothing_is_acknowledged_before_its_commit() {
     let id: ConversationId = conversation.id.parse().expect("id");
 
     // Many sends; the first batch is held at the gate.
-    let mut sends = Vec::new();
-    for i in 0..200 {
-        let writer = writer.clone();
-        let (alice, id) = (alice.clone(), id.clone());
-        sends.push(tokio::spawn(async move {
-            writer
-                .submit(Command::Send {
-                    by: alice,
-                    conversation: id,
-                    client_msg_id: format!("m{i}"),
-                    body: text("hi"),
-                })
-                .await
-        }));
-    }
+    let mut sends: Vec<_> = (0..200)
+        .map(|i| send_task(&writer, &alice, &id, format!("m{i}")))
+        .collect();
     let mut held_rows = entered.recv().await.expect("a batch reaches commit");
     // While the commit is held, no requester has an answer and nobody saw an event.
     for send in &mut sends {
@@ -292,41 +316,21 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
     let send = |writer: &WriterHandle, id: &ConversationId, client_msg_id: &str| {
-        let (writer, alice, id) = (writer.clone(), alice.clone(), id.clone());
-        let client_msg_id = client_msg_id.to_owned();
-        tokio::spawn(async move {
-            match writer
-                .submit(Command::Send {
-                    by: alice,
-                    conversation: id,
-                    client_msg_id,
-                    body: text("hi"),
-                })
-                .await
-            {
+        let task = send_task(writer, &alice, id, client_msg_id.to_owned());
+        async move {
+            match task.await.expect("task") {
                 Reply::Sent(sent) => (sent.seq, sent.duplicate),
                 other => panic!("unexpected {other:?}"),
             }
-        })
+        }
     };
 
     // Before the restart: one send.
     let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
         .await
         .expect("writer");
-    let Reply::Conversation(conversation) = writer
-        .submit(Command::CreateConversation {
-            by: alice.clone(),
-            to: vec![bob],
-            subject: String::new(),
-            opaque: "restart".into(),
-        })
-        .await
-    else {
-        panic!("create failed");
-    };
-    let id: ConversationId = conversation.id.parse().expect("id");
-    assert_eq!(send(&writer, &id, "old").await.expect("task"), (1, false));
+    let id = create(&writer, &alice, &bob, "restart").await;
+    assert_eq!(send(&writer, &id, "old").await, (1, false));
     drop(writer);
     task.await.expect("writer ends");
 
@@ -338,18 +342,18 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
     let fresh: Vec<_> = (0..8)
         .map(|i| send(&writer, &id, &format!("new{i}")))
         .collect();
-    assert_eq!(retry.await.expect("task"), (1, true));
+    assert_eq!(retry.await, (1, true));
     let mut seqs = Vec::new();
     for fresh in fresh {
-        let (seq, duplicate) = fresh.await.expect("task");
+        let (seq, duplicate) = fresh.await;
         assert!(!duplicate);
         seqs.push(seq);
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (2..=9).collect::<Vec<u64>>());
     // A second retry is answered from memory, and the next send follows on.
-    assert_eq!(send(&writer, &id, "old").await.expect("task"), (1, true));
-    assert_eq!(send(&writer, &id, "next").await.expect("task"), (10, false));
+    assert_eq!(send(&writer, &id, "old").await, (1, true));
+    assert_eq!(send(&writer, &id, "next").await, (10, false));
     let (stored, _) = store.history(1, 0, 50).await.expect("history");
     assert_eq!(
         stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
@@ -371,39 +375,16 @@ async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
     let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
         .await
         .expect("writer");
-    let Reply::Conversation(conversation) = writer
-        .submit(Command::CreateConversation {
-            by: alice.clone(),
-            to: vec![bob],
-            subject: String::new(),
-            opaque: "failing".into(),
-        })
-        .await
-    else {
-        panic!("create failed");
-    };
+    let id = create(&writer, &alice, &bob, "failing").await;
     entered.recv().await.expect("the create was committed");
-    let id: ConversationId = conversation.id.parse().expect("id");
     let sends = |from: usize, to: usize| -> Vec<_> {
         (from..to)
-            .map(|i| {
-                let (writer, alice, id) = (writer.clone(), alice.clone(), id.clone());
-                tokio::spawn(async move {
-                    writer
-                        .submit(Command::Send {
-                            by: alice,
-                            conversation: id,
-                            client_msg_id: format!("m{i}"),
-                            body: text("hi"),
-                        })
-                        .await
-                })
-            })
+            .map(|i| send_task(&writer, &alice, &id, format!("m{i}")))
             .collect()
     };
 
     // The first batch is held at the gate and will fail; meanwhile a second
-    // batch queues and is applied on top of the first.
+    // batch queues behind it.
     let doomed = sends(0, 10);
     entered
         .recv()
