@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kanal_proto::io::FrameReader;
 use kanal_proto::pb::{request, response};
 use kanal_proto::{frame, limits, pb};
@@ -19,11 +20,8 @@ use crate::client::{Client, REQUEST_TIMEOUT, send_request, sent};
 use crate::connection::Link;
 use crate::error::{ClientError, from_frame_error};
 
-/// A request waiting to be written, and where its response goes.
-type Job = (
-    pb::Request,
-    oneshot::Sender<Result<pb::Response, ClientError>>,
-);
+/// A request frame waiting to be written, and where its response goes.
+type Job = (Bytes, oneshot::Sender<Result<pb::Response, ClientError>>);
 
 /// Requests queued for a stream before callers wait for room.
 const QUEUE: usize = limits::MAX_PIPELINED_REQUESTS;
@@ -72,16 +70,18 @@ impl Pipeline {
     /// is lost. A stream that fails on a live connection fails its requests.
     pub async fn request(&self, kind: request::Kind) -> Result<response::Kind, ClientError> {
         let retry = !matches!(kind, request::Kind::CreateConversation(_));
-        let request = pb::Request {
-            id: self.client.next_request_id(),
+        let id = self.client.next_request_id();
+        // Encoded once; a retry writes the same bytes.
+        let frame = frame::encode_to_bytes(&pb::Request {
+            id,
             kind: Some(kind),
-        };
+        });
         let mut after = 0;
         let mut retried = false;
         loop {
             let (link, jobs) = self.stream_after(after).await?;
             let (tx, rx) = oneshot::channel();
-            if jobs.send((request.clone(), tx)).await.is_err() {
+            if jobs.send((frame.clone(), tx)).await.is_err() {
                 // The stream ended before taking the request: nothing was
                 // sent, so trying a new stream is always safe.
                 continue;
@@ -90,7 +90,7 @@ impl Pipeline {
                 .await
                 .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT, "a response"))
                 .and_then(|answer| answer.unwrap_or_else(|_| Err(stream_gone())))
-                .and_then(|response| check_id(response, request.id));
+                .and_then(|response| check_id(response, id));
             match outcome {
                 Ok(response) => {
                     return match response.kind {
@@ -107,7 +107,7 @@ impl Pipeline {
                         && retry
                         && !retried =>
                 {
-                    tracing::debug!(%error, id = request.id, "pipelined request lost; retrying");
+                    tracing::debug!(%error, id, "pipelined request lost; retrying");
                     retried = true;
                     after = link.generation;
                 }
@@ -173,8 +173,8 @@ async fn drive(
             }
             job = queue.recv(), if open && waiting.len() < limits::MAX_PIPELINED_REQUESTS => {
                 match job {
-                    Some((request, waiter)) => {
-                        if let Err(e) = send.write_all(&frame::encode_to_bytes(&request)).await {
+                    Some((frame, waiter)) => {
+                        if let Err(e) = send.write_all(&frame).await {
                             let error = ClientError::from(e);
                             let _ = waiter.send(Err(error.duplicate()));
                             break error;
