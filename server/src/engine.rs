@@ -170,8 +170,11 @@ impl Engine {
             conversations: HashMap::new(),
             heads: HashMap::new(),
             inbox_agents: HashMap::new(),
-            recent_sends: HashMap::new(),
-            recent_order: VecDeque::new(),
+            // Sized for their bound up front: growing a table of tens of
+            // thousands of sends rehashes it all inside one command, a stall
+            // of milliseconds for every send queued behind it.
+            recent_sends: HashMap::with_capacity(RECENT_SENDS + 1),
+            recent_order: VecDeque::with_capacity(RECENT_SENDS + 1),
             checked_sends: HashSet::new(),
             complete: HashSet::new(),
             verify_sends: false,
