@@ -1,47 +1,84 @@
-//! Checkpoints off the writer's thread.
+//! Checkpoints off the writer's path.
 //!
 //! In WAL mode every commit appends pages to the WAL, and a checkpoint copies
-//! them back into the database file (and fsyncs it). Left to the writer
-//! connection (`wal_autocheckpoint`), a checkpoint of thousands of pages runs
-//! inside some unlucky commit, and every send queued behind it waits; its
-//! large fsync of the database file also delays the WAL's fsyncs. Here a
-//! connection of its own runs a PASSIVE checkpoint every [`INTERVAL`] in
-//! which something was committed, concurrently with the writer (PASSIVE
-//! never blocks writers or readers): many small checkpoints instead of a few
-//! large ones, and none while nothing is written. The writer's own autocheckpoint
-//! stays on as the backstop that lets the WAL start over: when it runs, the
-//! pages are mostly copied already.
+//! them back into the database file and fsyncs it. The WAL can only start
+//! over from its beginning when a write transaction begins with every frame
+//! copied; until then it grows.
+//!
+//! Left to the writer connection (`wal_autocheckpoint`), the whole
+//! checkpoint runs inside some unlucky commit, and every send queued behind
+//! it waits. Here a connection of its own does the copying, concurrently with
+//! the writer (a PASSIVE checkpoint never blocks writers or readers), once
+//! every [`INTERVAL`] in which something was committed. Commits made during a
+//! pass are not in it, so the pass repeats while passes take long. Then, if
+//! the WAL has grown to [`RESTART_FRAMES`], the writer thread itself runs a
+//! last pass between two batches: it copies only what was committed since,
+//! and, with no commit running beside it, completes, so the next commit
+//! starts the WAL over. The writer pauses for that last pass, a few
+//! milliseconds once per cycle, instead of for a whole checkpoint.
+//!
+//! The WAL therefore holds about one [`INTERVAL`] of commits. The writer's
+//! autocheckpoint stays on as the backstop should this task fall behind.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::task::JoinHandle;
 
+use super::write_thread::WriteThread;
 use crate::store::StoreResult;
 
-/// Time between background checkpoints. Measured on the project's 2-core
-/// machine (`kanal-bench`, back to back on one machine state): at 200 ms,
-/// throughput 52,700–55,600 msg/s and p99 latency at 10,000 msg/s
-/// 8.6–8.8 ms; at 10 ms, 48,400–51,700 msg/s and 5.9–8.0 ms; at 50 ms,
-/// 48,800–49,700 msg/s and 7.4–7.6 ms. Shorter intervals trade a little
-/// throughput (the checkpoints' own CPU) for a shorter latency tail; 200 ms
-/// keeps the throughput target met.
-const INTERVAL: Duration = Duration::from_millis(200);
+/// Time between checkpoint cycles while something is committed. Each cycle
+/// makes the writer pause once (see the module docs), so a longer interval
+/// means fewer pauses and a longer WAL. Measured with `kanal-bench latency
+/// --rate 10000 --clients 64` (BENCHMARKS.md): the cycle's writer pause is
+/// 2–6 ms; at 200 ms, five of them a second put p99 at 7–9 ms, at 1 s it is
+/// 3.3–4.4 ms, with a WAL of about 250 MB at that rate.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// WAL frames (pages) from which a cycle ends with the writer's closing
+/// pass, so the WAL starts over: 16 MiB at 4 KiB pages. A smaller WAL is
+/// left to grow until a later cycle.
+const RESTART_FRAMES: i64 = 4_096;
+
+/// A background pass this short leaves little for the next one; the cycle
+/// stops repeating passes.
+const SHORT_PASS: Duration = Duration::from_millis(2);
+
+/// Most background passes per cycle.
+const MAX_PASSES: usize = 4;
+
+/// What one checkpoint cycle did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cycle {
+    /// Background passes run.
+    pub(super) passes: usize,
+    /// Frames in the WAL at the last background pass.
+    pub(super) frames: i64,
+    /// Whether the writer's closing pass copied every frame, so the next
+    /// commit starts the WAL over.
+    pub(super) complete: bool,
+}
 
 /// The background checkpoint task; it stops when this is dropped.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     task: JoinHandle<()>,
-    pool: SqlitePool,
-    /// Set by each commit, cleared by the checkpoint that follows it.
+    /// What the task checkpoints with.
+    pub(super) checkpoints: Checkpoints,
+    /// Set by each commit, cleared by the cycle that follows it.
     dirty: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
-    /// Opens a connection with `options` and starts checkpointing.
-    pub(super) async fn start(options: SqliteConnectOptions) -> StoreResult<Self> {
+    /// Opens a connection with `options` and starts checkpointing the
+    /// database that `writer` writes.
+    pub(super) async fn start(
+        options: SqliteConnectOptions,
+        writer: Arc<WriteThread>,
+    ) -> StoreResult<Self> {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -49,12 +86,17 @@ impl Checkpointer {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
+        let checkpoints = Checkpoints { pool, writer };
         let dirty = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(pool.clone(), dirty.clone()));
-        Ok(Self { task, pool, dirty })
+        let task = tokio::spawn(run(checkpoints.clone(), dirty.clone()));
+        Ok(Self {
+            task,
+            checkpoints,
+            dirty,
+        })
     }
 
-    /// Says the WAL has grown: a checkpoint follows within [`INTERVAL`].
+    /// Says the WAL has grown: a cycle follows within [`INTERVAL`].
     pub(super) fn nudge(&self) {
         self.dirty.store(true, Ordering::Release);
     }
@@ -62,7 +104,7 @@ impl Checkpointer {
     /// Stops checkpointing and closes the connection.
     pub(super) async fn stop(&self) {
         self.task.abort();
-        self.pool.close().await;
+        self.checkpoints.pool.close().await;
     }
 }
 
@@ -72,7 +114,7 @@ impl Drop for Checkpointer {
     }
 }
 
-async fn run(pool: SqlitePool, dirty: Arc<AtomicBool>) {
+async fn run(checkpoints: Checkpoints, dirty: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -80,11 +122,55 @@ async fn run(pool: SqlitePool, dirty: Arc<AtomicBool>) {
         if !dirty.swap(false, Ordering::AcqRel) {
             continue;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(error = %e, "background checkpoint failed");
+        let started = Instant::now();
+        match checkpoints.cycle(RESTART_FRAMES).await {
+            Ok(done) => tracing::trace!(?done, took = ?started.elapsed(), "checkpoint cycle"),
+            Err(e) => tracing::warn!(error = %e, "background checkpoint failed"),
         }
+    }
+}
+
+/// The connections a cycle uses: its own for the background passes, the
+/// writer's for the closing pass.
+#[derive(Debug, Clone)]
+pub(super) struct Checkpoints {
+    pool: SqlitePool,
+    writer: Arc<WriteThread>,
+}
+
+impl Checkpoints {
+    /// Runs one cycle, ending with the writer's closing pass if the WAL
+    /// holds at least `restart_frames` frames.
+    pub(super) async fn cycle(&self, restart_frames: i64) -> StoreResult<Cycle> {
+        let mut done = Cycle {
+            passes: 0,
+            frames: 0,
+            complete: false,
+        };
+        while done.passes < MAX_PASSES {
+            let started = Instant::now();
+            let (_busy, frames, _copied): (i64, i64, i64) =
+                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&self.pool)
+                    .await?;
+            done.passes += 1;
+            done.frames = frames;
+            if started.elapsed() < SHORT_PASS {
+                break;
+            }
+        }
+        if done.frames >= restart_frames {
+            done.complete = self
+                .writer
+                .call(|conn| {
+                    let (frames, copied): (i64, i64) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                            Ok((row.get(1)?, row.get(2)?))
+                        })?;
+                    Ok(frames == copied)
+                })
+                .await?;
+        }
+        Ok(done)
     }
 }

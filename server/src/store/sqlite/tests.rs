@@ -125,6 +125,141 @@ async fn concurrent_commits_and_reads() {
     }
 }
 
+/// Frames in the WAL now, read with a PASSIVE checkpoint on the writer
+/// (which copies them, but does not start the WAL over).
+async fn wal_frames(store: &SqliteStore) -> i64 {
+    store
+        .writer
+        .call(|conn| Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?))
+        .await
+        .expect("wal frames")
+}
+
+fn message(key: i64, seq: u64, sender: i64) -> Vec<Write> {
+    vec![Write::Message {
+        key,
+        seq,
+        sender,
+        client_msg_id: format!("{key}-{seq}"),
+        sent_at_ms: 0,
+        body: Bytes::new(),
+    }]
+}
+
+/// A checkpoint cycle copies the WAL into the database, and its closing
+/// pass on the writer lets the next commit start the WAL over, so the WAL
+/// does not grow without end.
+#[tokio::test]
+async fn a_checkpoint_cycle_starts_the_wal_over() {
+    const MESSAGES: u64 = 100;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("kanal.db");
+    let store = SqliteStore::open(&path).await.expect("open");
+    let party = store
+        .create_party(user("ckpt@kanal.test"))
+        .await
+        .expect("party");
+    store
+        .commit(conversation(1, party.id))
+        .await
+        .expect("conversation");
+    for seq in 1..=MESSAGES {
+        store
+            .commit(message(1, seq, party.id))
+            .await
+            .expect("commit");
+    }
+    let cycle = store
+        .checkpointer
+        .checkpoints
+        .cycle(1)
+        .await
+        .expect("cycle");
+    assert!(cycle.complete, "{cycle:?}");
+    assert!(cycle.frames > 100, "{cycle:?}");
+
+    store
+        .commit(message(1, MESSAGES + 1, party.id))
+        .await
+        .expect("commit after the cycle");
+    let frames = wal_frames(&store).await;
+    assert!(
+        frames < 10,
+        "the WAL went on from {} frames to {frames}",
+        cycle.frames
+    );
+
+    // Below the threshold the cycle copies but leaves the writer alone.
+    let cycle = store
+        .checkpointer
+        .checkpoints
+        .cycle(1_000_000)
+        .await
+        .expect("cycle");
+    assert!(!cycle.complete, "{cycle:?}");
+
+    store.close().await;
+    let store = SqliteStore::open(&path).await.expect("reopen");
+    let (messages, _) = store.history(1, 0, 1_000).await.expect("history");
+    assert_eq!(messages.len() as u64, MESSAGES + 1);
+}
+
+/// Cycles run while commits go on: each one completes, and no commit made
+/// during a pass is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_cycles_beside_commits_lose_nothing() {
+    let (_dir, store) = fresh().await;
+    let party = store
+        .create_party(user("busy-ckpt@kanal.test"))
+        .await
+        .expect("party");
+    store
+        .commit(conversation(1, party.id))
+        .await
+        .expect("conversation");
+    let (progress, mut committed) = tokio::sync::watch::channel(0_u64);
+    let committer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seq = 0;
+            // Until the test stops watching.
+            while !progress.is_closed() {
+                seq += 1;
+                store
+                    .commit(message(1, seq, party.id))
+                    .await
+                    .expect("commit");
+                progress.send_replace(seq);
+            }
+            seq
+        })
+    };
+    for _ in 0..5 {
+        // Some commits since the last cycle, and more during this one.
+        let from = *committed.borrow_and_update();
+        committed
+            .wait_for(|seq| *seq >= from + 5)
+            .await
+            .expect("committer");
+        let cycle = store
+            .checkpointer
+            .checkpoints
+            .cycle(1)
+            .await
+            .expect("cycle");
+        assert!(cycle.complete && cycle.frames > 0, "{cycle:?}");
+    }
+    drop(committed);
+    let committed = committer.await.expect("committer");
+    let (messages, _) = store.history(1, 0, 100_000).await.expect("history");
+    assert_eq!(messages.len() as u64, committed);
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] + 1 == w[1]),
+        "a gap in {seqs:?}"
+    );
+}
+
 #[tokio::test]
 async fn reader_connections_are_read_only() {
     let (_dir, store) = fresh().await;
