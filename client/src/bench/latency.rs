@@ -180,12 +180,11 @@ pub(crate) async fn run(
             ids: format!("{}-{j}-", target.run),
         })
         .collect();
-    let mut scheduler = tokio::spawn(send_on_schedule(
-        senders,
-        options.size,
-        schedule.clone(),
-        tally.clone(),
-    ));
+    let (runtime, size) = (tokio::runtime::Handle::current(), options.size);
+    let (for_scheduler, for_tally) = (schedule.clone(), tally.clone());
+    let mut scheduler = tokio::task::spawn_blocking(move || {
+        send_on_schedule(runtime, senders, size, for_scheduler, for_tally);
+    });
 
     let bar = target.bar(schedule.total, "messages sent");
     let mut cpu = None;
@@ -312,9 +311,12 @@ struct Sender {
 
 /// Issues each message when it is due, on connection `k mod N`, without
 /// waiting for earlier answers (each connection's stream limit still caps
-/// what is in flight). One task for all senders: one timer wake-up per
-/// millisecond at most, whatever the rate.
-async fn send_on_schedule(
+/// what is in flight). A thread of its own keeps the schedule: the runtime's
+/// timer has a resolution of one millisecond, which would add up to a
+/// millisecond of the bench's own lateness to every message; a thread
+/// sleeping to each due time wakes within tens of microseconds.
+fn send_on_schedule(
+    runtime: tokio::runtime::Handle,
     senders: Vec<Sender>,
     size: usize,
     schedule: Arc<Schedule>,
@@ -323,8 +325,9 @@ async fn send_on_schedule(
     let mut k = 0;
     while k < schedule.total {
         let due = schedule.at(k);
-        if due > Instant::now() {
-            tokio::time::sleep_until(due.into()).await;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
         }
         let now = Instant::now();
         let issued_at = now.duration_since(schedule.t0).as_nanos();
@@ -339,7 +342,7 @@ async fn send_on_schedule(
             tally.issued.fetch_add(1, Ordering::Relaxed);
             tally.outstanding.fetch_add(1, Ordering::AcqRel);
             let sender = &senders[(k % senders.len() as u64) as usize];
-            tokio::spawn(send_one(
+            runtime.spawn(send_one(
                 Via {
                     client: sender.client.clone(),
                     pipeline: sender.pipeline.clone(),
