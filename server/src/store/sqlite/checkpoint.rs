@@ -33,9 +33,11 @@ use crate::store::StoreResult;
 /// Time between checkpoint cycles while something is committed. Each cycle
 /// makes the writer pause once (see the module docs), so a longer interval
 /// means fewer pauses and a longer WAL. Measured with `kanal-bench latency
-/// --rate 10000 --clients 64` (BENCHMARKS.md): the cycle's writer pause is
-/// 2–6 ms; at 200 ms, five of them a second put p99 at 7–9 ms, at 1 s it is
-/// 3.3–4.4 ms, with a WAL of about 250 MB at that rate.
+/// --rate 10000 --clients 64 --receivers 4` (BENCHMARKS.md), a fresh server
+/// per run: at 1 s, p99 3.7–6.6 ms over 10 runs (median 4.5 ms) with a WAL
+/// of about 250 MB at that rate; at 500 ms, 4.3–5.4 ms over 5 runs (median
+/// 4.8 ms); with no cycles at all the WAL grows without end and p99 was
+/// 6–55 ms.
 const INTERVAL: Duration = Duration::from_secs(1);
 
 /// WAL frames (pages) from which a cycle ends with the writer's closing
@@ -43,12 +45,15 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// left to grow until a later cycle.
 const RESTART_FRAMES: i64 = 4_096;
 
-/// A background pass this short leaves little for the next one; the cycle
-/// stops repeating passes.
-const SHORT_PASS: Duration = Duration::from_millis(2);
+/// A background pass this short leaves little for the next one: the cycle
+/// stops repeating passes. The writer's closing pass copies what the last
+/// pass left; at 10,000 msg/s it held the writer for 0.7–5 ms (trace
+/// `kanal_server::store=trace`), less the shorter the last pass was.
+const SHORT_PASS: Duration = Duration::from_micros(500);
 
-/// Most background passes per cycle.
-const MAX_PASSES: usize = 4;
+/// Most background passes per cycle (each ends with an fsync of the
+/// database file, beside the writer's commits).
+const MAX_PASSES: usize = 8;
 
 /// What one checkpoint cycle did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +65,9 @@ pub(super) struct Cycle {
     /// Whether the writer's closing pass copied every frame, so the next
     /// commit starts the WAL over.
     pub(super) complete: bool,
+    /// How long the writer was held by the closing pass, if there was one
+    /// (waiting for its turn included).
+    pub(super) closing: Option<Duration>,
 }
 
 /// The background checkpoint task; it stops when this is dropped.
@@ -146,6 +154,7 @@ impl Checkpoints {
             passes: 0,
             frames: 0,
             complete: false,
+            closing: None,
         };
         while done.passes < MAX_PASSES {
             let started = Instant::now();
@@ -160,6 +169,7 @@ impl Checkpoints {
             }
         }
         if done.frames >= restart_frames {
+            let started = Instant::now();
             done.complete = self
                 .writer
                 .call(|conn| {
@@ -170,6 +180,7 @@ impl Checkpoints {
                     Ok(frames == copied)
                 })
                 .await?;
+            done.closing = Some(started.elapsed());
         }
         Ok(done)
     }
