@@ -449,11 +449,6 @@ impl Engine {
             sent_at_ms: now_ms,
             body: encoded_body,
         });
-        applied.writes.push(Write::Activity {
-            key,
-            last_seq: seq,
-            last_activity_ms: now_ms,
-        });
         self.remember_send(
             triple,
             StoredSend {

@@ -242,15 +242,6 @@ pub enum Write {
         /// Encoded `pb::Body`.
         body: Bytes,
     },
-    /// Set a conversation's last seq and activity time.
-    Activity {
-        /// The conversation.
-        key: ConversationKey,
-        /// New highest message seq.
-        last_seq: u64,
-        /// Time of that message, ms since the Unix epoch.
-        last_activity_ms: i64,
-    },
     /// Append to a party's event log.
     Event {
         /// Whose log.

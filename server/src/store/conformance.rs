@@ -127,15 +127,6 @@ fn message(
     }
 }
 
-/// A conversation's activity.
-fn activity(key: ConversationKey, last_seq: u64, at: i64) -> Write {
-    Write::Activity {
-        key,
-        last_seq,
-        last_activity_ms: at,
-    }
-}
-
 /// An event of `party`'s log.
 fn event(party: PartyId, seq: u64, key: ConversationKey, what: EventRef, at: i64) -> Write {
     Write::Event {

@@ -3,8 +3,7 @@
 use kanal_proto::pb;
 
 use super::{
-    activity, added, conversation_id, event, message, new_conversation, new_party, receipt, text,
-    watermark,
+    added, conversation_id, event, message, new_conversation, new_party, receipt, text, watermark,
 };
 use crate::model::{
     ConversationKey, ConversationRecord, EventRef, Party, PartyId, PartyKind, ReceiptKind,
@@ -25,7 +24,6 @@ pub async fn commit_and_load<S: Store>(store: &S) {
         added(bob.id, 1, 1, 1_000),
         added(alice.id, 1, 1, 1_000),
         message(1, 1, alice.id, "m-1", 1_500, "hello"),
-        activity(1, 1, 1_500),
         event(bob.id, 2, 1, EventRef::Message { seq: 1 }, 1_500),
         event(alice.id, 2, 1, EventRef::Message { seq: 1 }, 1_500),
         watermark(1, alice.id, ReceiptKind::Read, 1),
@@ -43,6 +41,39 @@ pub async fn commit_and_load<S: Store>(store: &S) {
         members: vec![alice.clone(), bob.clone()],
     };
     assert_eq!(record, Some(expected));
+    // A conversation's last seq and activity come from its newest message;
+    // before the first one they are 0 and its creation time.
+    let quiet = conversation_id("kanal.test/quiet");
+    store
+        .commit(new_conversation(
+            2,
+            &quiet,
+            alice.id,
+            &[alice.id, bob.id],
+            1_200,
+        ))
+        .await
+        .expect("commit an empty conversation");
+    let record = store
+        .load_conversation(&quiet)
+        .await
+        .expect("load")
+        .expect("stored");
+    assert_eq!((record.last_seq, record.last_activity_ms), (0, 1_200));
+    store
+        .commit(vec![
+            message(2, 1, bob.id, "q-1", 1_300, "one"),
+            message(2, 2, bob.id, "q-2", 1_400, "two"),
+        ])
+        .await
+        .expect("commit two messages");
+    let record = store
+        .load_conversation(&quiet)
+        .await
+        .expect("load")
+        .expect("stored");
+    assert_eq!((record.last_seq, record.last_activity_ms), (2, 1_400));
+
     let unknown = conversation_id("kanal.test/nothere");
     assert_eq!(
         store
@@ -51,7 +82,7 @@ pub async fn commit_and_load<S: Store>(store: &S) {
             .expect("load unknown"),
         None
     );
-    assert_eq!(store.max_conversation_key().await.expect("max key"), 1);
+    assert_eq!(store.max_conversation_key().await.expect("max key"), 2);
 
     assert_eq!(store.event_head(bob.id).await.expect("head"), 2);
     let carol = new_party(store, "carol@kanal.test", PartyKind::User).await;
@@ -125,7 +156,6 @@ pub async fn history_pages_backwards<S: Store>(store: &S) {
                 at,
                 &format!("text {seq}"),
             ));
-            batch.push(activity(3, seq, at));
         }
         store.commit(batch).await.expect("commit messages");
     }
@@ -185,7 +215,6 @@ pub async fn events_since_rebuilds_each_kind<S: Store>(store: &S) {
     batch.extend([
         added(bob.id, 1, 5, 100),
         message(5, 1, alice.id, "a1", 200, "hi bob"),
-        activity(5, 1, 200),
         event(bob.id, 2, 5, EventRef::Message { seq: 1 }, 200),
         watermark(5, alice.id, ReceiptKind::Read, 1),
         receipt(bob.id, 3, 5, alice.id, ReceiptKind::Read, 1, 300),
@@ -197,7 +226,6 @@ pub async fn events_since_rebuilds_each_kind<S: Store>(store: &S) {
     // as the party sees the conversation now.
     let later = vec![
         message(5, 2, bob.id, "b1", 400, "hi alice"),
-        activity(5, 2, 400),
         event(bob.id, 5, 5, EventRef::Message { seq: 2 }, 400),
     ];
     store.commit(later).await.expect("commit later");
@@ -284,7 +312,7 @@ pub async fn conversations_of_ordering_and_visibility<S: Store>(store: &S) {
         .await
         .expect("agent");
 
-    // (key, members, last activity): 4 and 1 tie on activity, so the higher
+    // (key, members, last activity): 4 and 1 tie on so the higher
     // key comes first; the agent is in 3 both directly and via the inbox.
     let layout: [(ConversationKey, Vec<PartyId>, i64); 4] = [
         (1, vec![customer.id, support.id], 3_000),
@@ -297,7 +325,6 @@ pub async fn conversations_of_ordering_and_visibility<S: Store>(store: &S) {
         let id = conversation_id(&format!("kanal.test/k{key}"));
         batch.extend(new_conversation(*key, &id, members[0], members, 0));
         batch.push(message(*key, 1, members[0], "first", *at, "hello"));
-        batch.push(activity(*key, 1, *at));
     }
     batch.push(watermark(1, customer.id, ReceiptKind::Read, 1));
     batch.push(watermark(1, customer.id, ReceiptKind::Delivered, 1));

@@ -1,8 +1,6 @@
 //! Checks of atomicity and durability.
 
-use super::{
-    activity, added, conversation_id, event, message, new_conversation, new_party, text, watermark,
-};
+use super::{added, conversation_id, event, message, new_conversation, new_party, text, watermark};
 use crate::model::{EventRef, PartyKind, ReceiptKind};
 use crate::store::{Store, StoreError};
 
@@ -12,7 +10,6 @@ pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
     let one = conversation_id("kanal.test/one");
     let mut batch = new_conversation(1, &one, alice.id, &[alice.id], 10);
     batch.push(message(1, 1, alice.id, "x1", 20, "kept"));
-    batch.push(activity(1, 1, 20));
     store.commit(batch).await.expect("commit");
 
     // Everything valid but the last write: message 1 exists already.
@@ -21,9 +18,7 @@ pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
     doomed.extend([
         added(alice.id, 1, 2, 30),
         message(2, 1, alice.id, "y1", 30, "lost"),
-        activity(2, 1, 30),
         message(1, 2, alice.id, "x2", 30, "lost"),
-        activity(1, 2, 30),
         watermark(1, alice.id, ReceiptKind::Read, 2),
         message(1, 1, alice.id, "x1-again", 30, "duplicate seq"),
     ]);
@@ -67,10 +62,7 @@ pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
 
     // The store is not left mid-transaction.
     store
-        .commit(vec![
-            message(1, 2, alice.id, "x2", 50, "next"),
-            activity(1, 2, 50),
-        ])
+        .commit(vec![message(1, 2, alice.id, "x2", 50, "next")])
         .await
         .expect("a good batch after failed ones");
     assert_eq!(store.history(1, 0, 10).await.expect("history").0.len(), 2);
@@ -85,13 +77,11 @@ pub async fn reused_client_msg_id_is_a_duplicate_send<S: Store>(store: &S) {
     let one = conversation_id("kanal.test/one");
     let mut batch = new_conversation(1, &one, alice.id, &[alice.id, bob.id], 10);
     batch.push(message(1, 1, alice.id, "m1", 20, "first"));
-    batch.push(activity(1, 1, 20));
     store.commit(batch).await.expect("commit");
 
     let retry = vec![
         message(1, 2, bob.id, "b1", 30, "lost with the batch"),
         message(1, 3, alice.id, "m1", 30, "a retry taken for new"),
-        activity(1, 3, 30),
     ];
     assert!(matches!(
         store.commit(retry).await,
@@ -102,10 +92,7 @@ pub async fn reused_client_msg_id_is_a_duplicate_send<S: Store>(store: &S) {
     // The same id from another sender is another key; a seq conflict is
     // not a duplicate send.
     store
-        .commit(vec![
-            message(1, 2, bob.id, "m1", 40, "bob's own"),
-            activity(1, 2, 40),
-        ])
+        .commit(vec![message(1, 2, bob.id, "m1", 40, "bob's own")])
         .await
         .expect("another sender's id");
     let seq_conflict = store
@@ -138,7 +125,6 @@ pub async fn survives_reopen<S: Store>(mut open: impl AsyncFnMut() -> S) {
     batch.extend([
         added(alice.id, 1, 1, 5),
         message(1, 1, alice.id, "d1", 6, "still here"),
-        activity(1, 1, 6),
         event(alice.id, 2, 1, EventRef::Message { seq: 1 }, 6),
         watermark(1, alice.id, ReceiptKind::Read, 1),
     ]);

@@ -31,7 +31,7 @@ pub(super) async fn load_conversation(
     let rows = sqlx::query_as::<_, Row>(
         "SELECT c.key, c.subject, c.created_at_ms, c.last_seq, c.last_activity_ms,
                 p.id, p.address, p.kind, p.display_name
-         FROM conversations c
+         FROM conversations_now c
          LEFT JOIN members m ON m.key = c.key
          LEFT JOIN parties p ON p.id = m.party
          WHERE c.id = $1
@@ -360,7 +360,7 @@ pub(super) async fn conversations_of(
                     COALESCE((SELECT up_to FROM watermarks w
                               WHERE w.key = c.key AND w.party = $1 AND w.kind = $5), 0)
                         AS read_up_to
-             FROM conversations c
+             FROM conversations_now c
              WHERE c.key IN (SELECT key FROM members WHERE party = $1
                              UNION
                              SELECT m.key FROM inbox_agents ia
@@ -430,7 +430,7 @@ async fn view(
                 COALESCE((SELECT up_to FROM watermarks w
                           WHERE w.key = c.key AND w.party = $2 AND w.kind = $4), 0),
                 p.address, p.kind, p.display_name
-         FROM conversations c
+         FROM conversations_now c
          LEFT JOIN members mb ON mb.key = c.key
          LEFT JOIN parties p ON p.id = mb.party
          WHERE c.key = $1

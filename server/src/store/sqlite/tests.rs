@@ -481,11 +481,6 @@ fn bench_batches(count: usize, sends: usize) -> Vec<Vec<Write>> {
                 sent_at_ms: at,
                 body: body.clone(),
             });
-            batch.push(Write::Activity {
-                key,
-                last_seq: seq,
-                last_activity_ms: at,
-            });
             for party in bench_members(c) {
                 let head = &mut heads[usize::try_from(party).expect("small")];
                 *head += 1;

@@ -9,9 +9,9 @@
 //! statements.
 //!
 //! Tables are written parents first (conversations, members, messages,
-//! activity, events, watermarks), so foreign keys hold whatever the order of
-//! the batch. Within a batch, the last `Activity` of a conversation wins and
-//! watermarks keep their maximum, as if the writes had run one by one.
+//! events, watermarks), so foreign keys hold whatever the order of the
+//! batch. Within a batch, watermarks keep their maximum, as if the writes
+//! had run one by one.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -108,8 +108,6 @@ struct Rows<'a> {
     /// (key, party, position)
     members: Vec<(i64, i64, i64)>,
     messages: Vec<MessageRow<'a>>,
-    /// (key, last_seq, last_activity_ms), one per conversation.
-    activity: Vec<(i64, i64, i64)>,
     events: Vec<EventRow>,
     /// (key, party, kind, up_to), one per watermark.
     watermarks: Vec<(i64, i64, i64, i64)>,
@@ -119,7 +117,6 @@ impl<'a> Rows<'a> {
     /// Sorts a batch into rows per table, coalescing updates of one row.
     fn sort(batch: &'a [Write]) -> StoreResult<Self> {
         let mut rows = Rows::default();
-        let mut activity_at: HashMap<i64, usize> = HashMap::new();
         let mut watermark_at: HashMap<(i64, i64, i64), usize> = HashMap::new();
         for write in batch {
             match write {
@@ -157,20 +154,6 @@ impl<'a> Rows<'a> {
                     sent_at_ms: *sent_at_ms,
                     body,
                 }),
-                Write::Activity {
-                    key,
-                    last_seq,
-                    last_activity_ms,
-                } => {
-                    let row = (*key, seq_to_db(*last_seq)?, *last_activity_ms);
-                    match activity_at.entry(*key) {
-                        Entry::Occupied(at) => rows.activity[*at.get()] = row,
-                        Entry::Vacant(at) => {
-                            at.insert(rows.activity.len());
-                            rows.activity.push(row);
-                        }
-                    }
-                }
                 Write::Event {
                     party,
                     seq,
@@ -227,8 +210,8 @@ impl<'a> Rows<'a> {
         for c in &self.conversations {
             conn.prepare_cached(
                 "INSERT INTO conversations
-                     (key, id, subject, created_by, created_at_ms, last_seq, last_activity_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5)",
+                     (key, id, subject, created_by, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(rusqlite::params![
                 c.key,
@@ -254,10 +237,6 @@ impl<'a> Rows<'a> {
                 .put(m.client_msg_id)?
                 .put(m.sent_at_ms)?
                 .put(m.body)?;
-            Ok(())
-        })?;
-        chunked(conn, &ACTIVITY, &self.activity, |s, &(key, seq, at)| {
-            s.put(key)?.put(seq)?.put(at)?;
             Ok(())
         })?;
         chunked(conn, &EVENTS, &self.events, |s, e| {
@@ -313,16 +292,6 @@ static MESSAGES: LazyLock<MultiRow> = LazyLock::new(|| {
         "INSERT INTO messages (key, seq, sender, client_msg_id, sent_at_ms, body)",
         6,
         "",
-    )
-});
-
-/// `UPDATE … FROM (VALUES …)`: one statement sets the activity of many
-/// conversations (keys are unique within it, see [`Rows::sort`]).
-static ACTIVITY: LazyLock<MultiRow> = LazyLock::new(|| {
-    MultiRow::new(
-        "UPDATE conversations SET last_seq = v.column2, last_activity_ms = v.column3 FROM (",
-        3,
-        ") AS v WHERE conversations.key = v.column1",
     )
 });
 
