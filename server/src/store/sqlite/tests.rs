@@ -135,6 +135,26 @@ async fn wal_frames(store: &SqliteStore) -> i64 {
         .expect("wal frames")
 }
 
+/// A party named `address` and conversation 1 with it as the only member.
+async fn one_conversation(store: &SqliteStore, address: &str) -> i64 {
+    let party = store.create_party(user(address)).await.expect("party");
+    store
+        .commit(conversation(1, party.id))
+        .await
+        .expect("conversation");
+    party.id
+}
+
+/// One checkpoint cycle, closed on the writer from `restart_frames` frames.
+async fn cycle(store: &SqliteStore, restart_frames: i64) -> super::checkpoint::Cycle {
+    store
+        .checkpointer
+        .checkpoints
+        .cycle(restart_frames)
+        .await
+        .expect("cycle")
+}
+
 fn message(key: i64, seq: u64, sender: i64) -> Vec<Write> {
     vec![Write::Message {
         key,
@@ -155,48 +175,28 @@ async fn a_checkpoint_cycle_starts_the_wal_over() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("kanal.db");
     let store = SqliteStore::open(&path).await.expect("open");
-    let party = store
-        .create_party(user("ckpt@kanal.test"))
-        .await
-        .expect("party");
-    store
-        .commit(conversation(1, party.id))
-        .await
-        .expect("conversation");
+    let party = one_conversation(&store, "ckpt@kanal.test").await;
     for seq in 1..=MESSAGES {
-        store
-            .commit(message(1, seq, party.id))
-            .await
-            .expect("commit");
+        store.commit(message(1, seq, party)).await.expect("commit");
     }
-    let cycle = store
-        .checkpointer
-        .checkpoints
-        .cycle(1)
-        .await
-        .expect("cycle");
-    assert!(cycle.complete, "{cycle:?}");
-    assert!(cycle.frames > 100, "{cycle:?}");
+    let done = cycle(&store, 1).await;
+    assert!(done.complete, "{done:?}");
+    assert!(done.frames > 100, "{done:?}");
 
     store
-        .commit(message(1, MESSAGES + 1, party.id))
+        .commit(message(1, MESSAGES + 1, party))
         .await
         .expect("commit after the cycle");
     let frames = wal_frames(&store).await;
     assert!(
         frames < 10,
         "the WAL went on from {} frames to {frames}",
-        cycle.frames
+        done.frames
     );
 
     // Below the threshold the cycle copies but leaves the writer alone.
-    let cycle = store
-        .checkpointer
-        .checkpoints
-        .cycle(1_000_000)
-        .await
-        .expect("cycle");
-    assert!(!cycle.complete, "{cycle:?}");
+    let done = cycle(&store, 1_000_000).await;
+    assert!(!done.complete, "{done:?}");
 
     store.close().await;
     let store = SqliteStore::open(&path).await.expect("reopen");
@@ -209,14 +209,7 @@ async fn a_checkpoint_cycle_starts_the_wal_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_cycles_beside_commits_lose_nothing() {
     let (_dir, store) = fresh().await;
-    let party = store
-        .create_party(user("busy-ckpt@kanal.test"))
-        .await
-        .expect("party");
-    store
-        .commit(conversation(1, party.id))
-        .await
-        .expect("conversation");
+    let party = one_conversation(&store, "busy-ckpt@kanal.test").await;
     let (progress, mut committed) = tokio::sync::watch::channel(0_u64);
     let committer = {
         let store = store.clone();
@@ -225,10 +218,7 @@ async fn checkpoint_cycles_beside_commits_lose_nothing() {
             // Until the test stops watching.
             while !progress.is_closed() {
                 seq += 1;
-                store
-                    .commit(message(1, seq, party.id))
-                    .await
-                    .expect("commit");
+                store.commit(message(1, seq, party)).await.expect("commit");
                 progress.send_replace(seq);
             }
             seq
@@ -241,13 +231,8 @@ async fn checkpoint_cycles_beside_commits_lose_nothing() {
             .wait_for(|seq| *seq >= from + 5)
             .await
             .expect("committer");
-        let cycle = store
-            .checkpointer
-            .checkpoints
-            .cycle(1)
-            .await
-            .expect("cycle");
-        assert!(cycle.complete && cycle.frames > 0, "{cycle:?}");
+        let done = cycle(&store, 1).await;
+        assert!(done.complete && done.frames > 0, "{done:?}");
     }
     drop(committed);
     let committed = committer.await.expect("committer");
