@@ -45,6 +45,10 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// The write panicked; its transaction was rolled back and the store
+    /// goes on.
+    #[error("the write failed unexpectedly and was rolled back")]
+    Aborted,
     /// A stored value is not what this version of Kanal wrote.
     #[error("corrupt row: {0}")]
     Corrupt(String),

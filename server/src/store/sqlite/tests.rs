@@ -9,7 +9,7 @@ use tempfile::TempDir;
 
 use super::SqliteStore;
 use crate::model::{EventRef, NewParty, PartyKind, Write};
-use crate::store::{Store, StoreError, conformance};
+use crate::store::{Store, StoreError, StoreResult, conformance};
 
 /// A fresh store in its own temporary directory (removed on drop).
 async fn fresh() -> (TempDir, SqliteStore) {
@@ -243,6 +243,49 @@ async fn checkpoint_cycles_beside_commits_lose_nothing() {
         seqs.windows(2).all(|w| w[0] + 1 == w[1]),
         "a gap in {seqs:?}"
     );
+}
+
+/// A write that panics fails alone with `Aborted`: what it began is rolled
+/// back, with or without a transaction guard, and the writer thread goes on
+/// serving commits.
+#[tokio::test]
+async fn a_panicking_write_is_rolled_back_and_the_writer_goes_on() {
+    const INSERT: &str = "INSERT INTO messages (key, seq, sender, client_msg_id, sent_at_ms, body)
+                          VALUES (1, ?1, ?2, ?3, 0, x'')";
+    let (_dir, store) = fresh().await;
+    let party = one_conversation(&store, "panic@kanal.test").await;
+
+    let guarded = store
+        .writer
+        .call(move |conn| -> StoreResult<()> {
+            let tx = conn.transaction()?;
+            tx.execute(INSERT, rusqlite::params![1, party, "guarded"])?;
+            panic!("a bug inside a guarded write");
+        })
+        .await;
+    assert!(matches!(guarded, Err(StoreError::Aborted)), "{guarded:?}");
+
+    let unguarded = store
+        .writer
+        .call(move |conn| -> StoreResult<()> {
+            conn.execute_batch("BEGIN")?;
+            conn.execute(INSERT, rusqlite::params![1, party, "unguarded"])?;
+            panic!("a bug inside an unguarded write");
+        })
+        .await;
+    assert!(
+        matches!(unguarded, Err(StoreError::Aborted)),
+        "{unguarded:?}"
+    );
+
+    let (messages, _) = store.history(1, 0, 10).await.expect("history");
+    assert!(messages.is_empty(), "a panicked write was stored");
+    store
+        .commit(message(1, 1, party))
+        .await
+        .expect("a commit after the panics");
+    let (messages, _) = store.history(1, 0, 10).await.expect("history");
+    assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! own, about ten per batch, which at 1,000 small commits a second cost
 //! more than SQLite's own work.)
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -57,7 +58,10 @@ impl WriteThread {
         Ok(Self { jobs })
     }
 
-    /// Runs `f` on the writer connection and returns what it returns.
+    /// Runs `f` on the writer connection and returns what it returns. If
+    /// `f` panics, its transaction (if any) is rolled back as it unwinds,
+    /// the call fails with [`StoreError::Aborted`], and the thread goes on
+    /// serving later calls.
     pub(super) async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
@@ -65,7 +69,16 @@ impl WriteThread {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Job::Run(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| f(&mut *conn))).unwrap_or_else(|_| {
+                        // A transaction guard rolls back as it unwinds; this
+                        // covers one begun without a guard.
+                        if !conn.is_autocommit() {
+                            let _ = conn.execute_batch("ROLLBACK");
+                        }
+                        Err(StoreError::Aborted)
+                    });
+                let _ = tx.send(result);
             })))
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
