@@ -54,12 +54,15 @@ pub async fn commit_and_load<S: Store>(store: &S) {
         ))
         .await
         .expect("commit an empty conversation");
-    let record = store
-        .load_conversation(&quiet)
-        .await
-        .expect("load")
-        .expect("stored");
-    assert_eq!((record.last_seq, record.last_activity_ms), (0, 1_200));
+    let activity = async || {
+        let record = store
+            .load_conversation(&quiet)
+            .await
+            .expect("load")
+            .expect("stored");
+        (record.last_seq, record.last_activity_ms)
+    };
+    assert_eq!(activity().await, (0, 1_200));
     store
         .commit(vec![
             message(2, 1, bob.id, "q-1", 1_300, "one"),
@@ -67,12 +70,7 @@ pub async fn commit_and_load<S: Store>(store: &S) {
         ])
         .await
         .expect("commit two messages");
-    let record = store
-        .load_conversation(&quiet)
-        .await
-        .expect("load")
-        .expect("stored");
-    assert_eq!((record.last_seq, record.last_activity_ms), (2, 1_400));
+    assert_eq!(activity().await, (2, 1_400));
 
     let unknown = conversation_id("kanal.test/nothere");
     assert_eq!(
