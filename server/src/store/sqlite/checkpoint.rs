@@ -37,7 +37,8 @@ use crate::store::StoreResult;
 /// per run: at 1 s, p99 3.7–6.6 ms over 10 runs (median 4.5 ms) with a WAL
 /// of about 250 MB at that rate; at 500 ms, 4.3–5.4 ms over 5 runs (median
 /// 4.8 ms); with no cycles at all the WAL grows without end and p99 was
-/// 6–55 ms.
+/// 6–55 ms. (Measured before sends stopped rewriting their conversation's
+/// row; BENCHMARKS.md has the current figures.)
 const INTERVAL: Duration = Duration::from_secs(1);
 
 /// WAL frames (pages) from which a cycle ends with the writer's closing
