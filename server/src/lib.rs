@@ -1,23 +1,17 @@
 //! kanald: the Kanal server.
 //!
-//! Layout: [`model`] is the vocabulary, [`store`] the persistence seam,
-//! [`engine`] the sans-IO conversation engine, [`writer`] the group-commit
-//! task that drives it, [`hub`] the live fan-out to connected sessions, and
-//! [`endpoint`] / [`session`] the QUIC side.
+//! Layout, dependencies pointing down: [`model`] is Kanal's vocabulary;
+//! `core` the sans-IO conversation engine; [`store`] the persistence seam;
+//! `node` the writer that drives the engine and the hub that fans events
+//! out; `links` the ways in (QUIC clients today); `ops` the command line,
+//! configuration and operator actions.
 
-pub mod admin;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod datadir;
-pub mod endpoint;
-pub mod engine;
-pub mod hub;
+pub mod core;
+pub mod links;
 pub mod model;
-pub mod requests;
-pub mod session;
+pub mod node;
+pub mod ops;
 pub mod store;
-pub mod tls;
-pub mod writer;
 
-pub use endpoint::Server;
+pub use links::quic::endpoint::Server;
+pub use ops::{admin, cli, config, datadir};

@@ -4,8 +4,8 @@
 
 use kanal_proto::address::Address;
 
-use crate::auth;
 use crate::model::{NewParty, Party, PartyKind};
+use crate::node::auth;
 use crate::store::{Store, StoreError};
 
 /// Why an operator action failed.

@@ -1,7 +1,7 @@
 //! The conversation engine: the one place that orders conversations.
 //!
 //! Sans-IO, as quinn-proto is: no sockets, no clock, no database. The driver
-//! ([`crate::writer`]) asks what state a command [`needs`](Engine::needs),
+//! ([`crate::node::writer`]) asks what state a command [`needs`](Engine::needs),
 //! loads it from the store, then [`applies`](Engine::apply) the command at a
 //! given time and receives the rows to commit, the reply for the requester,
 //! and the live deliveries to publish once the commit is durable. Because the

@@ -9,14 +9,14 @@ use std::time::Duration;
 use kanal_proto::codes::CloseCode;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::datadir;
-use crate::hub::Hub;
-use crate::session::{self, Shared};
+use crate::links::quic::session::{self, Shared};
+use crate::links::quic::tls::{self, TlsError, TransportLimits};
+use crate::node::hub::Hub;
+use crate::node::writer;
+use crate::ops::config::Config;
+use crate::ops::datadir;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-use crate::tls::{self, TlsError, TransportLimits};
-use crate::writer;
 
 /// How long shutdown waits for connections to close and the writer to drain.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

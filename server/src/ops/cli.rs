@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Registration};
 use crate::model::PartyKind;
+use crate::ops::config::{Config, Registration};
 use crate::store::Store as _;
 use crate::store::sqlite::SqliteStore;
 use crate::{Server, admin, datadir};
@@ -170,11 +170,11 @@ async fn real_main() -> Result<()> {
         }
         Command::Fingerprint => {
             let config = Config::load(&cli.data_dir)?;
-            let (certs, _) = crate::tls::load(
+            let (certs, _) = crate::links::quic::tls::load(
                 &cli.data_dir.join(&config.tls_cert),
                 &cli.data_dir.join(&config.tls_key),
             )?;
-            println!("{}", crate::tls::fingerprint(&certs[0]));
+            println!("{}", crate::links::quic::tls::fingerprint(&certs[0]));
             Ok(())
         }
         Command::User(UserCommand::Add {

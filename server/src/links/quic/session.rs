@@ -12,13 +12,13 @@ use kanal_proto::{limits, pb};
 use prost::Message as _;
 use quinn::{Connection, RecvStream, SendStream};
 
-use crate::auth;
-use crate::config::{Config, Registration};
-use crate::hub::{Hub, Subscription, push_event_header};
+use crate::links::quic::requests;
 use crate::model::{NewParty, Party, PartyKind};
-use crate::requests;
+use crate::node::auth;
+use crate::node::hub::{Hub, Subscription, push_event_header};
+use crate::node::writer::WriterHandle;
+use crate::ops::config::{Config, Registration};
 use crate::store::{Store, StoreError};
-use crate::writer::WriterHandle;
 
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: u32 = 512;

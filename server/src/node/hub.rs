@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use crate::engine::Delivery;
+use crate::core::engine::Delivery;
 use crate::model::PartyId;
 
 /// Events queued per listening session before it counts as lagged.

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::admin::{self, AdminError};
-use crate::config::{CONFIG_FILE, Config};
+use crate::links::quic::tls::{self, TlsError};
+use crate::ops::admin::{self, AdminError};
+use crate::ops::config::{CONFIG_FILE, Config};
 use crate::store::StoreError;
 use crate::store::sqlite::SqliteStore;
-use crate::tls::{self, TlsError};
 
 /// The inbox every new server has, so customers can write to `support@DOMAIN`.
 pub const DEFAULT_INBOX: &str = "support";

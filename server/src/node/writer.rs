@@ -23,9 +23,9 @@ use tokio::task::JoinHandle;
 
 use std::collections::HashSet;
 
-use crate::engine::{Command, Engine, Need, Reply};
-use crate::hub::Hub;
+use crate::core::engine::{Command, Engine, Need, Reply};
 use crate::model::{ConversationRecord, PartyId, StoredSend};
+use crate::node::hub::Hub;
 use crate::store::{Store, StoreError, StoreResult};
 
 /// Most commands committed in one transaction.
@@ -111,7 +111,7 @@ enum Outcome {
     /// Durable: each job's reply, in order, and the events to publish.
     Committed {
         replies: Vec<Reply>,
-        deliveries: Vec<crate::engine::Delivery>,
+        deliveries: Vec<crate::core::engine::Delivery>,
     },
     /// Nothing stored: each job's reply, and whether it meant to write.
     Failed { replies: Vec<(Reply, bool)> },

@@ -19,10 +19,10 @@ use kanal_proto::{limits, pb};
 use prost::Message as _;
 use quinn::{RecvStream, SendStream};
 
-use crate::auth::random_opaque;
-use crate::engine::{Command, Reply};
+use crate::core::engine::{Command, Reply};
+use crate::links::quic::session::Shared;
 use crate::model::{ConversationKey, Party, PartyId, ReceiptKind};
-use crate::session::Shared;
+use crate::node::auth::random_opaque;
 use crate::store::StoreError;
 
 type Refusal = (pb::ErrorCode, String);

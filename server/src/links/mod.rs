@@ -1,0 +1,4 @@
+//! The ways into a server. Each link decodes its wire format into commands
+//! and renders events back; none holds policy.
+
+pub mod quic;
