@@ -11,7 +11,11 @@ pub mod links;
 pub mod model;
 pub mod node;
 pub mod ops;
+pub mod server;
+#[cfg(test)]
+pub mod sim;
 pub mod store;
 
-pub use links::quic::endpoint::Server;
-pub use ops::{admin, cli, config, datadir};
+pub use node::directory as admin;
+pub use ops::{cli, config, datadir};
+pub use server::Server;

@@ -68,10 +68,8 @@ impl TestServer {
 
     /// Creates an agent of `support@localhost` and logs it in.
     pub async fn agent(&self, local: &str) -> Result<Client> {
-        let store = self.server.store();
         admin::add_agent(
-            store.as_ref(),
-            "localhost",
+            &self.server.node(),
             local,
             datadir::DEFAULT_INBOX,
             Some(PASSWORD),
@@ -83,16 +81,7 @@ impl TestServer {
 
     /// Creates a user through the admin path (not Register).
     pub async fn add_user(&self, local: &str) -> Result<()> {
-        let store = self.server.store();
-        admin::add_account(
-            store.as_ref(),
-            "localhost",
-            local,
-            PartyKind::User,
-            PASSWORD,
-            "",
-        )
-        .await?;
+        admin::add_account(&self.server.node(), local, PartyKind::User, PASSWORD, "").await?;
         Ok(())
     }
 

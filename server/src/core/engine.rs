@@ -1,28 +1,32 @@
-//! The conversation engine: the one place that orders conversations.
+//! The conversation engine: the one place that orders every change.
 //!
 //! Sans-IO, as quinn-proto is: no sockets, no clock, no database. The driver
-//! ([`crate::node::writer`]) asks what state a command [`needs`](Engine::needs),
+//! (`node::writer`) asks what state a command [`needs`](Engine::needs),
 //! loads it from the store, then [`applies`](Engine::apply) the command at a
 //! given time and receives the rows to commit, the reply for the requester,
-//! and the live deliveries to publish once the commit is durable. Because the
-//! engine is the only writer of conversations and event logs, its cached
-//! sequence numbers are authoritative, so assigning the next seq never needs a
-//! round trip to the database.
+//! and the events to publish once the commit is durable. Because the engine
+//! is the only writer of parties, conversations and event logs, its cached
+//! sequence numbers are authoritative, so assigning the next seq never needs
+//! a round trip to the database.
+//!
+//! Time passes only when the driver says so: [`Engine::poll_timeout`] names
+//! the engine's next deadline and [`Engine::handle_timeout`] handles what is
+//! due at a given `now`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use bytes::{Bytes, BytesMut};
-use kanal_proto::address::ConversationId;
-use kanal_proto::pb;
-use prost::Message as _;
+use kanal_proto::address::{Address, ConversationId};
 
+use super::audience::Audience;
 use crate::model::{
-    ConversationKey, ConversationRecord, EventRef, Party, PartyId, ReceiptKind, StoredSend, Write,
+    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Message,
+    NewParty, Party, PartyId, Receipt, ReceiptKind, Refusal, RefusalCode, Sent, StoredSend, Write,
 };
 
-/// Most conversations (and, separately, event-log heads) the engine keeps
-/// cached. Past it the cache is dropped between batches and refilled from
-/// the store on demand: memory stays bounded whatever the database holds.
+/// Most conversations (and, separately, event-log heads and parties) the
+/// engine keeps cached. Past it the cache is dropped between batches and
+/// refilled from the store on demand: memory stays bounded whatever the
+/// database holds.
 pub const MAX_CACHED: usize = 100_000;
 
 /// How many recent `(conversation, sender, client_msg_id)` triples the
@@ -32,11 +36,20 @@ const RECENT_SENDS: usize = 65_536;
 /// Something a requester asks the engine to do.
 #[derive(Debug, Clone)]
 pub enum Command {
+    /// Create a party (registration, or an operator's `kanald user|inbox add`).
+    AddParty(NewParty),
+    /// Make an agent answer for an inbox, from this command on.
+    AddInboxAgent {
+        /// The inbox.
+        inbox: Party,
+        /// The agent.
+        agent: Party,
+    },
     /// Start a conversation between `by` and `to`.
     CreateConversation {
         /// The party starting it.
         by: Party,
-        /// The other parties (resolved, local).
+        /// The other parties (resolved).
         to: Vec<Party>,
         /// Subject line (validated by the caller).
         subject: String,
@@ -51,8 +64,8 @@ pub enum Command {
         conversation: ConversationId,
         /// The sender's idempotency key.
         client_msg_id: String,
-        /// The content (validated by the caller); the engine encodes it once.
-        body: pb::Body,
+        /// The content (validated by the caller).
+        body: Body,
     },
     /// Raise the caller's delivery or read watermark.
     MarkReceipt {
@@ -70,6 +83,8 @@ pub enum Command {
 /// State the engine must have before it can apply a command.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Need {
+    /// The party with this address, if any.
+    Party(Address),
     /// The conversation's record (`None` from the store means it does not exist).
     Conversation(ConversationId),
     /// The highest seq of a party's event log.
@@ -99,26 +114,25 @@ pub enum Need {
 /// The answer to a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
+    /// The party now exists.
+    Party(Party),
     /// The conversation as the requester sees it.
-    Conversation(pb::Conversation),
+    Conversation(ConversationView),
     /// The message is stored.
-    Sent(pb::Sent),
+    Sent(Sent),
     /// Done, nothing to return.
     Done,
-    /// Refused with a protocol error code.
-    Refused(pb::ErrorCode, String),
+    /// Refused.
+    Refused(Refusal),
 }
 
-/// One event for one party's live sessions: `kind` is the encoded
-/// `pb::Event.kind` oneof field, shared by every recipient of the same event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// The recipient.
-    pub party: PartyId,
-    /// The event's seq in the recipient's log.
-    pub seq: u64,
-    /// Encoded oneof field of `pb::Event`.
-    pub kind: Bytes,
+/// One event for its local recipients, each at its seq in its own log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// What happened.
+    pub event: Event,
+    /// `(party, seq)` for each recipient.
+    pub recipients: Vec<(PartyId, u64)>,
 }
 
 /// What applying a command produced.
@@ -127,7 +141,7 @@ pub struct Applied {
     /// Rows to commit before anything else happens.
     pub writes: Vec<Write>,
     /// Events to publish after the commit.
-    pub deliveries: Vec<Delivery>,
+    pub published: Vec<Published>,
 }
 
 /// The engine's state of one conversation.
@@ -137,36 +151,52 @@ struct ConversationState {
     watermarks: HashMap<(PartyId, ReceiptKind), u64>,
 }
 
+type SendKey = (ConversationKey, PartyId, String);
+
 /// The conversation engine. See the module docs.
 #[derive(Debug)]
 pub struct Engine {
     domain: String,
     next_key: ConversationKey,
+    next_party: PartyId,
+    parties: HashMap<Address, Option<Party>>,
     conversations: HashMap<ConversationId, ConversationState>,
     heads: HashMap<PartyId, u64>,
     inbox_agents: HashMap<PartyId, Vec<PartyId>>,
-    recent_sends: HashMap<(ConversationKey, PartyId, String), StoredSend>,
-    recent_order: VecDeque<(ConversationKey, PartyId, String)>,
+    recent_sends: HashMap<SendKey, StoredSend>,
+    recent_order: VecDeque<SendKey>,
     /// Lookups answered "never sent" that are not in `recent_sends`.
-    checked_sends: HashSet<(ConversationKey, PartyId, String)>,
+    checked_sends: HashSet<SendKey>,
     /// Conversations whose every client message id is in `recent_sends`
     /// (created here, or loaded while empty, and nothing evicted since):
     /// their sends need no lookup.
     complete: HashSet<ConversationKey>,
-    /// Whether sends missing from memory are looked up in the store before
-    /// they are applied. Off, the engine assumes such a send is new and the
-    /// store's uniqueness of (conversation, sender, client_msg_id) catches
-    /// the rare retry of a send older than its memory: the driver then
-    /// resets the engine and applies the batch again with this on.
-    verify_sends: bool,
+    /// Until when (ms since the Unix epoch) sends missing from memory are
+    /// looked up in the store before they are applied. Otherwise the engine
+    /// assumes such a send is new, and the store's uniqueness of
+    /// (conversation, sender, client_msg_id) catches the rare retry of a
+    /// send older than its memory: the driver then resets the engine, calls
+    /// [`Engine::verify_sends_until`] and applies the batch again.
+    verify_until: Option<i64>,
+}
+
+/// The highest ids in use, from which the engine numbers new rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// The highest conversation key (0 if none).
+    pub max_key: ConversationKey,
+    /// The highest party id (0 if none).
+    pub max_party: PartyId,
 }
 
 impl Engine {
-    /// An engine for `domain` whose next conversation gets key `max_key + 1`.
-    pub fn new(domain: impl Into<String>, max_key: ConversationKey) -> Self {
+    /// An engine for `domain` that numbers new rows after `counters`.
+    pub fn new(domain: impl Into<String>, counters: Counters) -> Self {
         Self {
             domain: domain.into(),
-            next_key: max_key + 1,
+            next_key: counters.max_key + 1,
+            next_party: counters.max_party + 1,
+            parties: HashMap::new(),
             conversations: HashMap::new(),
             heads: HashMap::new(),
             inbox_agents: HashMap::new(),
@@ -177,14 +207,40 @@ impl Engine {
             recent_order: VecDeque::with_capacity(RECENT_SENDS + 1),
             checked_sends: HashSet::new(),
             complete: HashSet::new(),
-            verify_sends: false,
+            verify_until: None,
         }
     }
 
-    /// Sets whether sends not in memory need a [`Need::PriorSend`] lookup
-    /// (see the field's docs). Off by default.
-    pub fn verify_sends(&mut self, verify: bool) {
-        self.verify_sends = verify;
+    /// The ids the engine would number new rows after: never behind the
+    /// store's (rows it numbered may not be committed yet).
+    pub fn counters(&self) -> Counters {
+        Counters {
+            max_key: self.next_key - 1,
+            max_party: self.next_party - 1,
+        }
+    }
+
+    /// The domain this engine orders conversations for.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Looks up every send not in memory before applying it, until `until_ms`.
+    pub fn verify_sends_until(&mut self, until_ms: i64) {
+        self.verify_until = Some(self.verify_until.map_or(until_ms, |t| t.max(until_ms)));
+    }
+
+    /// The engine's next deadline (ms since the Unix epoch), if it has one:
+    /// the driver calls [`Engine::handle_timeout`] at or after it.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        self.verify_until
+    }
+
+    /// Handles every deadline due at `now_ms`.
+    pub fn handle_timeout(&mut self, now_ms: i64) {
+        if self.verify_until.is_some_and(|until| until <= now_ms) {
+            self.verify_until = None;
+        }
     }
 
     /// What must be loaded before `cmd` can be applied. Loading everything
@@ -193,9 +249,23 @@ impl Engine {
     pub fn needs(&self, cmd: &Command) -> Vec<Need> {
         let mut needs = Vec::new();
         match cmd {
+            Command::AddParty(party) => {
+                if !self.parties.contains_key(&party.address) {
+                    needs.push(Need::Party(party.address.clone()));
+                }
+            }
+            Command::AddInboxAgent { inbox, agent } => {
+                if !self.inbox_agents.contains_key(&inbox.id) {
+                    needs.push(Need::InboxAgents(inbox.id));
+                }
+                // Its next event may come in the same batch.
+                if !self.heads.contains_key(&agent.id) {
+                    needs.push(Need::Head(agent.id));
+                }
+            }
             Command::CreateConversation { by, to, .. } => {
-                let members: Vec<&Party> = std::iter::once(by).chain(to).collect();
-                self.recipient_needs(members.into_iter(), &mut needs);
+                let members: Vec<Party> = std::iter::once(by).chain(to).cloned().collect();
+                self.audience_needs(&members, &mut needs);
             }
             Command::Send {
                 by,
@@ -208,7 +278,7 @@ impl Engine {
                     return needs;
                 };
                 let triple = (state.record.key, by.id, client_msg_id.clone());
-                if self.verify_sends
+                if self.verify_until.is_some()
                     && !self.complete.contains(&triple.0)
                     && !self.recent_sends.contains_key(&triple)
                     && !self.checked_sends.contains(&triple)
@@ -219,7 +289,7 @@ impl Engine {
                         client_msg_id: triple.2,
                     });
                 }
-                self.recipient_needs(state.record.members.iter(), &mut needs);
+                self.audience_needs(&state.record.members, &mut needs);
             }
             Command::MarkReceipt {
                 by,
@@ -236,11 +306,16 @@ impl Engine {
                             kind: *kind,
                         });
                     }
-                    self.recipient_needs(state.record.members.iter(), &mut needs);
+                    self.audience_needs(&state.record.members, &mut needs);
                 }
             },
         }
         needs
+    }
+
+    /// Supplies the party stored under an address (`None`: there is none).
+    pub fn load_party(&mut self, address: Address, party: Option<Party>) {
+        self.parties.insert(address, party);
     }
 
     /// Supplies a conversation record.
@@ -311,19 +386,20 @@ impl Engine {
         if self.heads.len() > MAX_CACHED {
             self.heads.clear();
         }
-    }
-
-    /// Forgets cached inbox memberships (the directory changed).
-    pub fn invalidate_directory(&mut self) {
-        self.inbox_agents.clear();
+        if self.parties.len() > MAX_CACHED {
+            self.parties.clear();
+        }
+        if self.inbox_agents.len() > MAX_CACHED {
+            self.inbox_agents.clear();
+        }
     }
 
     /// Forgets everything cached, after a failed commit left the cache ahead
-    /// of the database. `max_key` is the store's highest conversation key.
-    pub fn reset(&mut self, max_key: ConversationKey) {
-        let verify_sends = self.verify_sends;
-        *self = Self::new(std::mem::take(&mut self.domain), max_key);
-        self.verify_sends = verify_sends;
+    /// of the database. `counters` are the store's highest ids.
+    pub fn reset(&mut self, counters: Counters) {
+        let verify_until = self.verify_until;
+        *self = Self::new(std::mem::take(&mut self.domain), counters);
+        self.verify_until = verify_until;
     }
 
     /// Applies `cmd` at `now_ms` (ms since the Unix epoch). Needs that were
@@ -331,6 +407,10 @@ impl Engine {
     pub fn apply(&mut self, now_ms: i64, cmd: &Command) -> (Reply, Applied) {
         let mut applied = Applied::default();
         let reply = match cmd {
+            Command::AddParty(party) => self.add_party(now_ms, party, &mut applied),
+            Command::AddInboxAgent { inbox, agent } => {
+                self.add_inbox_agent(inbox, agent, &mut applied)
+            }
             Command::CreateConversation {
                 by,
                 to,
@@ -353,6 +433,53 @@ impl Engine {
         (reply, applied)
     }
 
+    fn add_party(&mut self, now_ms: i64, new: &NewParty, applied: &mut Applied) -> Reply {
+        match self.parties.get(&new.address) {
+            Some(None) => {}
+            Some(Some(_)) => {
+                return Reply::Refused(Refusal::new(
+                    RefusalCode::AddressTaken,
+                    format!("{} is taken", new.address),
+                ));
+            }
+            None => return Reply::Refused(Refusal::internal("the directory could not be read")),
+        }
+        let party = Party {
+            id: self.next_party,
+            address: new.address.clone(),
+            kind: new.kind,
+            display_name: new.display_name.clone(),
+        };
+        self.next_party += 1;
+        applied.writes.push(Write::NewParty {
+            id: party.id,
+            party: new.clone(),
+            created_at_ms: now_ms,
+        });
+        self.parties
+            .insert(party.address.clone(), Some(party.clone()));
+        // A new party's log is empty, and a new inbox has no agents yet.
+        self.heads.insert(party.id, 0);
+        if !party.kind.has_session() {
+            self.inbox_agents.insert(party.id, Vec::new());
+        }
+        Reply::Party(party)
+    }
+
+    fn add_inbox_agent(&mut self, inbox: &Party, agent: &Party, applied: &mut Applied) -> Reply {
+        let Some(agents) = self.inbox_agents.get_mut(&inbox.id) else {
+            return Reply::Refused(Refusal::internal("the directory could not be read"));
+        };
+        if !agents.contains(&agent.id) {
+            agents.push(agent.id);
+            applied.writes.push(Write::InboxAgent {
+                inbox: inbox.id,
+                agent: agent.id,
+            });
+        }
+        Reply::Done
+    }
+
     fn create(
         &mut self,
         now_ms: i64,
@@ -364,7 +491,7 @@ impl Engine {
     ) -> Reply {
         let id = match ConversationId::new(&self.domain, opaque) {
             Ok(id) => id,
-            Err(e) => return Reply::Refused(pb::ErrorCode::Internal, e.to_string()),
+            Err(e) => return Reply::Refused(Refusal::internal(e.to_string())),
         };
         let mut members = vec![by.clone()];
         for party in to {
@@ -373,10 +500,10 @@ impl Engine {
             }
         }
         if members.len() < 2 {
-            return Reply::Refused(
-                pb::ErrorCode::BadRequest,
-                "a conversation needs at least one other party".into(),
-            );
+            return Reply::Refused(Refusal::new(
+                RefusalCode::BadRequest,
+                "a conversation needs at least one other party",
+            ));
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -387,7 +514,7 @@ impl Engine {
             created_at_ms: now_ms,
             last_seq: 0,
             last_activity_ms: now_ms,
-            members: members.clone(),
+            members,
         };
         applied.writes.push(Write::NewConversation {
             key,
@@ -395,12 +522,13 @@ impl Engine {
             subject: subject.to_owned(),
             created_by: by.id,
             created_at_ms: now_ms,
-            members: members.iter().map(|m| m.id).collect(),
+            members: record.members.iter().map(|m| m.id).collect(),
         });
-        let view = conversation_view(&record, &HashMap::new(), by.id);
-        let kind = encode_kind(&pb::event::Kind::ConversationAdded(view.clone()));
+        let view = ConversationView::of(&record, 0, 0);
+        let event = Event::conversation_added(&record, 0, now_ms);
         self.load_conversation(record);
-        self.fan_out(&id, key, EventRef::ConversationAdded, now_ms, kind, applied);
+        let what = EventRef::ConversationAdded { last_seq: 0 };
+        self.fan_out(&id, what, now_ms, event, applied);
         Reply::Conversation(view)
     }
 
@@ -410,7 +538,7 @@ impl Engine {
         by: &Party,
         conversation: &ConversationId,
         client_msg_id: &str,
-        body: &pb::Body,
+        body: &Body,
         applied: &mut Applied,
     ) -> Reply {
         let Some(state) = self.visible(conversation, by.id) else {
@@ -419,8 +547,8 @@ impl Engine {
         let key = state.record.key;
         let triple = (key, by.id, client_msg_id.to_owned());
         if let Some(stored) = self.recent_sends.get(&triple) {
-            return Reply::Sent(pb::Sent {
-                conversation: conversation.to_string(),
+            return Reply::Sent(Sent {
+                conversation: conversation.clone(),
                 seq: stored.seq,
                 sent_at_ms: stored.sent_at_ms,
                 duplicate: true,
@@ -432,23 +560,22 @@ impl Engine {
         let seq = state.record.last_seq + 1;
         state.record.last_seq = seq;
         state.record.last_activity_ms = now_ms;
-        let encoded_body: Bytes = body.encode_to_vec().into();
-        let message = pb::Message {
-            conversation: conversation.to_string(),
-            seq,
-            sender: by.address.to_string(),
-            client_msg_id: triple.2.clone(),
-            sent_at_ms: now_ms,
-            body: Some(body.clone()),
-        };
         applied.writes.push(Write::Message {
             key,
             seq,
             sender: by.id,
             client_msg_id: triple.2.clone(),
             sent_at_ms: now_ms,
-            body: encoded_body,
+            body: body.clone(),
         });
+        let message = Message {
+            conversation: conversation.clone(),
+            seq,
+            sender: by.address.clone(),
+            client_msg_id: triple.2.clone(),
+            sent_at_ms: now_ms,
+            body: body.clone(),
+        };
         self.remember_send(
             triple,
             StoredSend {
@@ -456,17 +583,10 @@ impl Engine {
                 sent_at_ms: now_ms,
             },
         );
-        let kind = encode_kind(&pb::event::Kind::Message(message));
-        self.fan_out(
-            conversation,
-            key,
-            EventRef::Message { seq },
-            now_ms,
-            kind,
-            applied,
-        );
-        Reply::Sent(pb::Sent {
-            conversation: conversation.to_string(),
+        let what = EventRef::Message { seq };
+        self.fan_out(conversation, what, now_ms, Event::Message(message), applied);
+        Reply::Sent(Sent {
+            conversation: conversation.clone(),
             seq,
             sent_at_ms: now_ms,
             duplicate: false,
@@ -486,13 +606,13 @@ impl Engine {
             return not_found(conversation);
         };
         if up_to > state.record.last_seq {
-            return Reply::Refused(
-                pb::ErrorCode::BadRequest,
+            return Reply::Refused(Refusal::new(
+                RefusalCode::BadRequest,
                 format!(
                     "up_to_seq {up_to} is beyond the conversation's last seq {}",
                     state.record.last_seq
                 ),
-            );
+            ));
         }
         let key = state.record.key;
         let Some(state) = self.conversations.get_mut(conversation) else {
@@ -509,44 +629,52 @@ impl Engine {
             kind,
             up_to,
         });
-        let receipt = pb::Receipt {
-            conversation: conversation.to_string(),
-            party: by.address.to_string(),
-            kind: kind.to_pb() as i32,
-            up_to_seq: up_to,
-        };
-        let encoded = encode_kind(&pb::event::Kind::Receipt(receipt));
+        let event = Event::Receipt(Receipt {
+            conversation: conversation.clone(),
+            party: by.address.clone(),
+            kind,
+            up_to,
+        });
         let what = EventRef::Receipt {
             party: by.id,
             kind,
             up_to,
         };
-        self.fan_out(conversation, key, what, now_ms, encoded, applied);
+        self.fan_out(conversation, what, now_ms, event, applied);
         Reply::Done
+    }
+
+    /// The audience of a conversation of `members`, by the one rule.
+    fn audience(&self, members: &[Party]) -> Audience {
+        Audience::of(&self.domain, members, |inbox| {
+            self.inbox_agents.get(&inbox).map_or(&[], Vec::as_slice)
+        })
     }
 
     /// The conversation, if it is loaded and `party` may see it.
     fn visible(&self, conversation: &ConversationId, party: PartyId) -> Option<&ConversationState> {
         let state = self.conversations.get(conversation)?;
-        self.recipients(&state.record.members)
-            .contains(&party)
+        self.audience(&state.record.members)
+            .sees(party)
             .then_some(state)
     }
 
-    /// Appends one event per recipient and the matching deliveries.
+    /// Appends the event to every recipient's log and publishes it once.
     fn fan_out(
         &mut self,
         conversation: &ConversationId,
-        key: ConversationKey,
         what: EventRef,
         now_ms: i64,
-        kind: Bytes,
+        event: Event,
         applied: &mut Applied,
     ) {
         let Some(state) = self.conversations.get(conversation) else {
             return;
         };
-        for party in self.recipients(&state.record.members) {
+        let key = state.record.key;
+        let audience = self.audience(&state.record.members);
+        let mut recipients = Vec::with_capacity(audience.recipients().len());
+        for &party in audience.recipients() {
             let head = self.heads.entry(party).or_insert(0);
             *head += 1;
             applied.writes.push(Write::Event {
@@ -556,45 +684,31 @@ impl Engine {
                 what,
                 at_ms: now_ms,
             });
-            applied.deliveries.push(Delivery {
-                party,
-                seq: *head,
-                kind: kind.clone(),
-            });
+            recipients.push((party, *head));
         }
+        applied.published.push(Published { event, recipients });
     }
 
-    /// Parties that receive a conversation's events: members with sessions,
-    /// and the agents of member inboxes; each once, in member order.
-    fn recipients(&self, members: &[Party]) -> Vec<PartyId> {
-        let mut out = Vec::with_capacity(members.len() + 2);
-        for member in members {
-            if member.kind.has_session() {
-                push_unique(&mut out, member.id);
-            } else if let Some(agents) = self.inbox_agents.get(&member.id) {
-                for agent in agents {
-                    push_unique(&mut out, *agent);
-                }
+    fn audience_needs(&self, members: &[Party], needs: &mut Vec<Need>) {
+        let mut missing_agents = false;
+        for inbox in Audience::inboxes(&self.domain, members) {
+            if !self.inbox_agents.contains_key(&inbox) {
+                needs.push(Need::InboxAgents(inbox));
+                missing_agents = true;
             }
         }
-        out
-    }
-
-    fn recipient_needs<'a>(&self, members: impl Iterator<Item = &'a Party>, needs: &mut Vec<Need>) {
-        let members: Vec<Party> = members.cloned().collect();
-        for member in &members {
-            if !member.kind.has_session() && !self.inbox_agents.contains_key(&member.id) {
-                needs.push(Need::InboxAgents(member.id));
-            }
+        if missing_agents {
+            // Heads follow once the agents are known.
+            return;
         }
-        for party in self.recipients(&members) {
+        for &party in self.audience(members).recipients() {
             if !self.heads.contains_key(&party) {
                 needs.push(Need::Head(party));
             }
         }
     }
 
-    fn remember_send(&mut self, triple: (ConversationKey, PartyId, String), stored: StoredSend) {
+    fn remember_send(&mut self, triple: SendKey, stored: StoredSend) {
         if self.recent_sends.insert(triple.clone(), stored).is_none() {
             self.recent_order.push_back(triple);
         }
@@ -607,42 +721,11 @@ impl Engine {
     }
 }
 
-/// The conversation as `viewer` sees it.
-fn conversation_view(
-    record: &ConversationRecord,
-    watermarks: &HashMap<(PartyId, ReceiptKind), u64>,
-    viewer: PartyId,
-) -> pb::Conversation {
-    let mark = |kind| watermarks.get(&(viewer, kind)).copied().unwrap_or(0);
-    pb::Conversation {
-        id: record.id.to_string(),
-        subject: record.subject.clone(),
-        members: record.members.iter().map(Party::to_pb).collect(),
-        last_seq: record.last_seq,
-        created_at_ms: record.created_at_ms,
-        delivered_up_to: mark(ReceiptKind::Delivered),
-        read_up_to: mark(ReceiptKind::Read),
-        last_activity_ms: record.last_activity_ms,
-    }
-}
-
-fn encode_kind(kind: &pb::event::Kind) -> Bytes {
-    let mut buf = BytesMut::with_capacity(kind.encoded_len());
-    kind.encode(&mut buf);
-    buf.freeze()
-}
-
 fn not_found(conversation: &ConversationId) -> Reply {
-    Reply::Refused(
-        pb::ErrorCode::NotFound,
+    Reply::Refused(Refusal::new(
+        RefusalCode::NotFound,
         format!("no conversation {conversation}"),
-    )
-}
-
-fn push_unique(out: &mut Vec<PartyId>, party: PartyId) {
-    if !out.contains(&party) {
-        out.push(party);
-    }
+    ))
 }
 
 #[cfg(test)]

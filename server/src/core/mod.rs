@@ -1,4 +1,6 @@
-//! The sans-IO core: the conversation engine. No sockets, no clock, no
-//! runtime: commands and the time come in, writes, replies and events go out.
+//! The sans-IO core: the conversation engine and the audience rule. No
+//! sockets, no clock, no runtime: commands and the time come in; writes,
+//! replies, events and the next deadline go out.
 
+pub mod audience;
 pub mod engine;

@@ -8,39 +8,67 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::core::engine::Delivery;
-use crate::model::PartyId;
+use crate::core::engine::Published;
+use crate::model::{Event, PartyId};
 
 /// Events queued per listening session before it counts as lagged.
 pub const SESSION_QUEUE: usize = 1024;
+
+/// A committed event, shared by every recipient: each link renders it once
+/// and every session of that link writes the same bytes.
+#[derive(Debug)]
+pub struct SharedEvent {
+    /// What happened.
+    pub event: Event,
+    /// The event rendered for client sessions, made by the first that needs it.
+    rendered: OnceLock<Bytes>,
+}
+
+impl SharedEvent {
+    /// The event as `render` renders it, rendered at most once.
+    pub fn rendered(&self, render: impl FnOnce(&Event) -> Bytes) -> &Bytes {
+        self.rendered.get_or_init(|| render(&self.event))
+    }
+}
 
 /// One committed event for one listener.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
     /// Seq in the listener's party log.
     pub seq: u64,
-    /// Encoded `pb::Event.kind` field, shared between recipients.
-    pub kind: Bytes,
+    /// The event, shared between recipients.
+    pub event: Arc<SharedEvent>,
 }
 
+/// Where a session takes ephemeral datagrams (typing): best effort, never
+/// blocking, like QUIC datagrams.
+pub type DatagramSink = Box<dyn Fn(Bytes) + Send + Sync>;
+
 /// Routes committed events and ephemeral datagrams to listening sessions.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Hub {
     listeners: Mutex<HashMap<PartyId, Vec<Listener>>>,
     next_id: AtomicU64,
 }
 
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
 struct Listener {
     id: u64,
     tx: mpsc::Sender<LiveEvent>,
     lagged: Arc<AtomicBool>,
-    connection: quinn::Connection,
+    /// The session's connection, so a datagram is not echoed to its sender.
+    connection: u64,
+    datagrams: DatagramSink,
 }
 
 /// A session's registration; unregisters when dropped.
@@ -56,11 +84,13 @@ pub struct Subscription {
 }
 
 impl Hub {
-    /// Registers a session of `party` that wants live events and datagrams.
+    /// Registers a session of `party` on `connection` (an id unique among
+    /// the link's connections) that wants live events and datagrams.
     pub fn subscribe(
         self: &Arc<Self>,
         party: PartyId,
-        connection: quinn::Connection,
+        connection: u64,
+        datagrams: DatagramSink,
     ) -> Subscription {
         let (tx, events) = mpsc::channel(SESSION_QUEUE);
         let lagged = Arc::new(AtomicBool::new(false));
@@ -70,6 +100,7 @@ impl Hub {
             tx,
             lagged: lagged.clone(),
             connection,
+            datagrams,
         });
         Subscription {
             events,
@@ -81,36 +112,41 @@ impl Hub {
     }
 
     /// Hands committed events to their recipients' listening sessions.
-    pub fn publish(&self, deliveries: &[Delivery]) {
-        if deliveries.is_empty() {
+    pub fn publish(&self, published: Vec<Published>) {
+        if published.is_empty() {
             return;
         }
         let listeners = self.lock();
-        for delivery in deliveries {
-            let Some(sessions) = listeners.get(&delivery.party) else {
-                continue;
-            };
-            for listener in sessions {
-                let event = LiveEvent {
-                    seq: delivery.seq,
-                    kind: delivery.kind.clone(),
+        for Published { event, recipients } in published {
+            let event = Arc::new(SharedEvent {
+                event,
+                rendered: OnceLock::new(),
+            });
+            for (party, seq) in recipients {
+                let Some(sessions) = listeners.get(&party) else {
+                    continue;
                 };
-                if listener.tx.try_send(event).is_err() {
-                    listener.lagged.store(true, Ordering::Release);
+                for listener in sessions {
+                    let live = LiveEvent {
+                        seq,
+                        event: event.clone(),
+                    };
+                    if listener.tx.try_send(live).is_err() {
+                        listener.lagged.store(true, Ordering::Release);
+                    }
                 }
             }
         }
     }
 
     /// Sends an ephemeral datagram to every listening session of `parties`,
-    /// except the connection it came from. Best effort, like QUIC datagrams.
-    pub fn relay_datagram(&self, parties: &[PartyId], from: &quinn::Connection, datagram: Bytes) {
+    /// except those on the connection it came from.
+    pub fn relay_datagram(&self, parties: &[PartyId], from: u64, datagram: Bytes) {
         let listeners = self.lock();
         for party in parties {
             for listener in listeners.get(party).into_iter().flatten() {
-                if listener.connection.stable_id() != from.stable_id() {
-                    // Dropped when the peer's datagram buffer is full: typing is ephemeral.
-                    let _ = listener.connection.send_datagram(datagram.clone());
+                if listener.connection != from {
+                    (listener.datagrams)(datagram.clone());
                 }
             }
         }
@@ -136,53 +172,5 @@ impl Hub {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.unsubscribe(self.party, self.id);
-    }
-}
-
-/// The bytes before `kind` in the frame of `Push{event: Event{seq, kind}}`.
-/// Writing this header and then `kind` yields the whole frame, so the body is
-/// never copied per recipient.
-pub fn push_event_header(seq: u64, kind_len: usize) -> Bytes {
-    use prost::encoding::{encode_varint, encoded_len_varint};
-    // Event: field 1 (seq, varint) then the kind field's own bytes.
-    let event_len = 1 + encoded_len_varint(seq) + kind_len;
-    // Push: field 1 (event, length-delimited).
-    let push_len = 1 + encoded_len_varint(event_len as u64) + event_len;
-    let mut header = BytesMut::with_capacity(24);
-    encode_varint(push_len as u64, &mut header);
-    header.put_u8(0x0a);
-    encode_varint(event_len as u64, &mut header);
-    header.put_u8(0x08);
-    encode_varint(seq, &mut header);
-    header.freeze()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kanal_proto::pb;
-
-    #[test]
-    fn header_plus_shared_kind_is_the_prost_frame() {
-        let kind = pb::event::Kind::Receipt(pb::Receipt {
-            conversation: "localhost/abc".into(),
-            party: "bob@localhost".into(),
-            kind: pb::ReceiptKind::Read as i32,
-            up_to_seq: 9,
-        });
-        let mut kind_bytes = BytesMut::new();
-        kind.encode(&mut kind_bytes);
-        for seq in [1, 127, 128, 300_000, u64::MAX] {
-            let push = pb::Push {
-                kind: Some(pb::push::Kind::Event(pb::Event {
-                    seq,
-                    kind: Some(kind.clone()),
-                })),
-            };
-            let expected = kanal_proto::frame::encode_to_bytes(&push);
-            let mut got = push_event_header(seq, kind_bytes.len()).to_vec();
-            got.extend_from_slice(&kind_bytes);
-            assert_eq!(got, expected.to_vec(), "seq {seq}");
-        }
     }
 }

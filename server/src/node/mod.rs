@@ -1,7 +1,87 @@
 //! The driver around the core: the single writer that orders every change
 //! and commits it in groups, the hub that fans committed events out to live
-//! sessions, and the account checks every link shares.
+//! sessions, and what every link shares (accounts, the audience of a stored
+//! conversation).
 
+pub mod accounts;
 pub mod auth;
+pub mod directory;
 pub mod hub;
+pub mod sequencer;
 pub mod writer;
+
+use std::sync::Arc;
+
+use kanal_proto::address::ConversationId;
+
+use crate::core::audience::Audience;
+use crate::model::ConversationRecord;
+use crate::store::{Store, StoreResult};
+use hub::Hub;
+use writer::WriterHandle;
+
+/// One running server node: what every link and every connection shares.
+pub struct Node {
+    /// The domain this server answers for.
+    pub domain: String,
+    /// Whether anyone may register an account (otherwise only operators
+    /// create accounts).
+    pub open_registration: bool,
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// The single writer: every change goes through it.
+    pub writer: WriterHandle,
+    /// Live fan-out.
+    pub hub: Arc<Hub>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node on `store`: its writer (which ends once the node and
+    /// every clone of its writer handle are dropped) and its hub.
+    pub async fn start(
+        domain: String,
+        open_registration: bool,
+        store: Arc<dyn Store>,
+    ) -> StoreResult<(Arc<Node>, tokio::task::JoinHandle<()>)> {
+        let hub = Arc::new(Hub::default());
+        let (writer, task) = writer::spawn(store.clone(), hub.clone(), domain.clone()).await?;
+        let node = Node {
+            domain,
+            open_registration,
+            store,
+            writer,
+            hub,
+        };
+        Ok((Arc::new(node), task))
+    }
+
+    /// A stored conversation and its audience by the one rule, read from
+    /// the store (for links that act outside the writer, like typing).
+    pub async fn audience(
+        &self,
+        id: &ConversationId,
+    ) -> StoreResult<Option<(ConversationRecord, Audience)>> {
+        let Some(record) = self.store.load_conversation(id).await? else {
+            return Ok(None);
+        };
+        let mut agents = Vec::new();
+        for inbox in Audience::inboxes(&self.domain, &record.members) {
+            agents.push((inbox, self.store.inbox_agents(inbox).await?));
+        }
+        let audience = Audience::of(&self.domain, &record.members, |inbox| {
+            agents
+                .iter()
+                .find(|(id, _)| *id == inbox)
+                .map_or(&[], |(_, agents)| agents.as_slice())
+        });
+        Ok(Some((record, audience)))
+    }
+}

@@ -4,11 +4,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::model::PartyKind;
+use crate::links::admin::{self, AdminRequest, AdminResponse, PartyInfo};
 use crate::ops::config::{Config, Registration};
-use crate::store::Store as _;
-use crate::store::sqlite::SqliteStore;
-use crate::{Server, admin, datadir};
+use crate::ops::datadir;
+use crate::server::{Offline, Server, StartError};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
@@ -182,16 +181,12 @@ async fn real_main() -> Result<()> {
             password,
             display_name,
         }) => {
-            let (store, config) = open(&cli.data_dir).await?;
-            let party = admin::add_account(
-                &store,
-                &config.domain,
-                &local,
-                PartyKind::User,
-                &password,
-                &display_name,
-            )
-            .await?;
+            let request = AdminRequest::AddUser {
+                local,
+                password,
+                display_name,
+            };
+            let party = expect_party(administer(&cli.data_dir, request).await?)?;
             println!("created user {}", party.address);
             Ok(())
         }
@@ -201,40 +196,80 @@ async fn real_main() -> Result<()> {
             password,
             display_name,
         }) => {
-            let (store, config) = open(&cli.data_dir).await?;
-            let party = admin::add_agent(
-                &store,
-                &config.domain,
-                &local,
-                &inbox,
-                password.as_deref(),
-                &display_name,
-            )
-            .await?;
-            println!("{} answers {}@{}", party.address, inbox, config.domain);
+            let request = AdminRequest::AddAgent {
+                local,
+                inbox: inbox.clone(),
+                password,
+                display_name,
+            };
+            let party = expect_party(administer(&cli.data_dir, request).await?)?;
+            let domain = party.address.split('@').nth(1).unwrap_or_default();
+            println!("{} answers {inbox}@{domain}", party.address);
             Ok(())
         }
         Command::Inbox(InboxCommand::Add {
             local,
             display_name,
         }) => {
-            let (store, config) = open(&cli.data_dir).await?;
-            let party = admin::add_inbox(&store, &config.domain, &local, &display_name).await?;
+            let request = AdminRequest::AddInbox {
+                local,
+                display_name,
+            };
+            let party = expect_party(administer(&cli.data_dir, request).await?)?;
             println!("created inbox {}", party.address);
             Ok(())
         }
-        Command::Parties => {
-            let (store, _) = open(&cli.data_dir).await?;
-            for party in store.parties().await? {
-                println!(
-                    "{:<8} {}  {}",
-                    format!("{:?}", party.kind).to_lowercase(),
-                    party.address,
-                    party.display_name
-                );
+        Command::Parties => match administer(&cli.data_dir, AdminRequest::Parties).await? {
+            AdminResponse::Parties { parties } => {
+                for party in parties {
+                    println!(
+                        "{:<8} {}  {}",
+                        party.kind, party.address, party.display_name
+                    );
+                }
+                Ok(())
             }
-            Ok(())
-        }
+            AdminResponse::Error { message } => bail!("{message}"),
+            other => bail!("unexpected answer {other:?}"),
+        },
+    }
+}
+
+/// Carries out an operator command through the server running on
+/// `data_dir`, or, when none runs, through a node of this process.
+async fn administer(data_dir: &Path, request: AdminRequest) -> Result<AdminResponse> {
+    let answered = admin::call(data_dir, &request)
+        .await
+        .with_context(|| format!("asking the server serving {}", data_dir.display()))?;
+    if let Some(response) = answered {
+        return Ok(response);
+    }
+    if !datadir::is_initialised(data_dir) {
+        bail!(
+            "{} is not initialised: run `kanald init` first",
+            data_dir.display()
+        );
+    }
+    let config = Config::load(data_dir)?;
+    let offline = match Offline::open(data_dir, &config).await {
+        Ok(offline) => offline,
+        Err(StartError::Locked(_)) => bail!(
+            "a kanald serves {} but its admin socket does not answer; retry, or stop it",
+            data_dir.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let response = admin::handle(offline.node(), request).await;
+    offline.close().await;
+    Ok(response)
+}
+
+/// The party an answer names, or its error.
+fn expect_party(response: AdminResponse) -> Result<PartyInfo> {
+    match response {
+        AdminResponse::Party { party } => Ok(party),
+        AdminResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer {other:?}"),
     }
 }
 
@@ -288,18 +323,6 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     eprintln!("shutting down");
     server.shutdown().await;
     Ok(())
-}
-
-async fn open(data_dir: &Path) -> Result<(SqliteStore, Config)> {
-    if !datadir::is_initialised(data_dir) {
-        bail!(
-            "{} is not initialised: run `kanald init` first",
-            data_dir.display()
-        );
-    }
-    let config = Config::load(data_dir)?;
-    let store = SqliteStore::open(&data_dir.join(&config.database)).await?;
-    Ok((store, config))
 }
 
 async fn shutdown_signal() -> Result<()> {

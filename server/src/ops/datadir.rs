@@ -4,10 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::links::quic::tls::{self, TlsError};
-use crate::ops::admin::{self, AdminError};
+use crate::node::directory::{self, AdminError};
 use crate::ops::config::{CONFIG_FILE, Config};
-use crate::store::StoreError;
-use crate::store::sqlite::SqliteStore;
+use crate::server::{Offline, StartError};
 
 /// The inbox every new server has, so customers can write to `support@DOMAIN`.
 pub const DEFAULT_INBOX: &str = "support";
@@ -30,8 +29,8 @@ pub enum InitError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The database could not be created.
-    #[error("database: {0}")]
-    Store(#[from] StoreError),
+    #[error(transparent)]
+    Start(#[from] Box<StartError>),
     /// The default inbox could not be created.
     #[error("default inbox: {0}")]
     Admin(#[from] AdminError),
@@ -94,26 +93,26 @@ pub async fn init(data_dir: &Path, config: &Config) -> Result<String, InitError>
         let (cert, key) = tls::self_signed(&config.domain)?;
         tls::write_pair(&cert_path, &key_path, &cert, &key)?;
     }
-    let store = SqliteStore::open(&data_dir.join(&config.database)).await?;
+    let offline = Offline::open(data_dir, config).await.map_err(Box::new)?;
     let inbox = kanal_proto::address::Address::new(DEFAULT_INBOX, &config.domain)
         .map_err(AdminError::from)?;
-    if store_has(&store, &inbox).await? {
-        tracing::info!(%inbox, "default inbox exists");
-    } else {
-        admin::add_inbox(&store, &config.domain, DEFAULT_INBOX, "Support").await?;
-    }
+    let node = offline.node();
+    let created = match node.store.party_by_address(&inbox).await {
+        Ok(Some(_)) => {
+            tracing::info!(%inbox, "default inbox exists");
+            Ok(())
+        }
+        Ok(None) => directory::add_inbox(node, DEFAULT_INBOX, "Support")
+            .await
+            .map(drop),
+        Err(e) => Err(AdminError::from(e)),
+    };
+    offline.close().await;
+    created?;
     // Written last: its presence means the directory is complete.
     std::fs::write(&config_path, config.render()).map_err(io(&config_path))?;
     let (certs, _) = tls::load(&cert_path, &key_path)?;
     Ok(tls::fingerprint(&certs[0]))
-}
-
-async fn store_has(
-    store: &SqliteStore,
-    address: &kanal_proto::address::Address,
-) -> Result<bool, StoreError> {
-    use crate::store::Store as _;
-    Ok(store.party_by_address(address).await?.is_some())
 }
 
 #[cfg(test)]

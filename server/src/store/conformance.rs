@@ -5,14 +5,11 @@
 //!
 //! [`store_conformance_tests!`]: crate::store_conformance_tests
 
-use bytes::Bytes;
 use kanal_proto::address::{Address, ConversationId};
-use kanal_proto::pb;
-use prost::Message as _;
 
 use super::Store;
 use crate::model::{
-    ConversationKey, EventRef, NewParty, Party, PartyId, PartyKind, ReceiptKind, Write,
+    Body, ConversationKey, EventRef, NewParty, Party, PartyId, PartyKind, ReceiptKind, Write,
 };
 
 mod conversations;
@@ -23,7 +20,7 @@ pub use conversations::{
     commit_and_load, conversations_of_ordering_and_visibility, events_since_rebuilds_each_kind,
     history_pages_backwards, watermarks_never_lower,
 };
-pub use directory::{inbox_agents_and_directory_version, parties, sessions_and_acks};
+pub use directory::{inbox_agents, parties, sessions_and_acks};
 pub use durability::{
     failed_batch_leaves_nothing, reused_client_msg_id_is_a_duplicate_send, survives_reopen,
 };
@@ -36,7 +33,7 @@ macro_rules! store_conformance_tests {
     ($fresh:path) => {
         $crate::store_conformance_tests!(@each $fresh;
             parties,
-            inbox_agents_and_directory_version,
+            inbox_agents,
             sessions_and_acks,
             commit_and_load,
             history_pages_backwards,
@@ -70,24 +67,52 @@ fn conversation_id(text: &str) -> ConversationId {
 }
 
 /// A text body.
-fn text(text: &str) -> pb::Body {
-    pb::Body {
-        kind: Some(pb::body::Kind::Text(text.into())),
+fn text(text: &str) -> Body {
+    Body::Text(text.into())
+}
+
+/// Creates a party named after its address, under the next free id.
+async fn new_party<S: Store>(store: &S, addr: &str, kind: PartyKind) -> Party {
+    new_party_with(store, addr, kind, None).await
+}
+
+/// Creates a party with a password hash, under the next free id.
+async fn new_party_with<S: Store>(
+    store: &S,
+    addr: &str,
+    kind: PartyKind,
+    password_hash: Option<&str>,
+) -> Party {
+    let address = address(addr);
+    let id = store.counters().await.expect("counters").max_party + 1;
+    let party = NewParty {
+        display_name: address.local().to_uppercase(),
+        address: address.clone(),
+        kind,
+        password_hash: password_hash.map(str::to_owned),
+    };
+    store
+        .commit(vec![Write::NewParty {
+            id,
+            party: party.clone(),
+            created_at_ms: 1,
+        }])
+        .await
+        .expect("create party");
+    Party {
+        id,
+        address,
+        kind,
+        display_name: party.display_name,
     }
 }
 
-/// Creates a party named after its address.
-async fn new_party<S: Store>(store: &S, addr: &str, kind: PartyKind) -> Party {
-    let address = address(addr);
+/// Makes `agent` answer for `inbox`.
+async fn add_agent<S: Store>(store: &S, inbox: PartyId, agent: PartyId) {
     store
-        .create_party(NewParty {
-            display_name: address.local().to_uppercase(),
-            address,
-            kind,
-            password_hash: None,
-        })
+        .commit(vec![Write::InboxAgent { inbox, agent }])
         .await
-        .expect("create party")
+        .expect("add agent");
 }
 
 /// A new conversation with subject "subject of KEY".
@@ -123,7 +148,7 @@ fn message(
         sender,
         client_msg_id: cmid.into(),
         sent_at_ms: at,
-        body: Bytes::from(text(body).encode_to_vec()),
+        body: text(body),
     }
 }
 
@@ -138,9 +163,15 @@ fn event(party: PartyId, seq: u64, key: ConversationKey, what: EventRef, at: i64
     }
 }
 
-/// A conversation-added event.
+/// A conversation-added event, for a conversation whose last seq was 0.
 fn added(party: PartyId, seq: u64, key: ConversationKey, at: i64) -> Write {
-    event(party, seq, key, EventRef::ConversationAdded, at)
+    event(
+        party,
+        seq,
+        key,
+        EventRef::ConversationAdded { last_seq: 0 },
+        at,
+    )
 }
 
 /// A receipt event: `whose` watermark of `kind` moved to `up_to`.

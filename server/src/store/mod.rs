@@ -1,21 +1,27 @@
-//! Persistence behind one seam: the [`Store`] trait, implemented for SQLite
-//! (the embedded default) and designed so PostgreSQL fits behind it too.
+//! Persistence behind one seam: the [`Store`] trait, implemented in memory
+//! (`memory`, for tests and the simulator) and for SQLite (the embedded
+//! default), and shaped so PostgreSQL fits behind it too. Every backend
+//! passes the same conformance suite (`conformance`).
 //!
-//! The conversation engine is the only writer of conversations, messages,
-//! events and watermarks; it hands the store whole batches ([`Write`]s) that
-//! must commit atomically and durably before anyone is told about them.
+//! The engine is the only writer of parties, conversations, messages,
+//! events, watermarks and outbox rows; it hands the store whole batches
+//! ([`Write`]s) that must commit atomically and durably before anyone is
+//! told about them. Sessions and acks are written beside it: they belong to
+//! one connection and order nothing.
 
 use async_trait::async_trait;
 use kanal_proto::address::{Address, ConversationId};
-use kanal_proto::pb;
 
+use crate::core::engine::Counters;
 use crate::model::{
-    ConversationKey, ConversationRecord, NewParty, Party, PartyId, ReceiptKind, Session,
-    StoredSend, Write,
+    ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
+    PartyId, ReceiptKind, Session, StoredSend, Write,
 };
 
+mod body;
 #[cfg(test)]
 pub mod conformance;
+pub mod memory;
 pub mod sqlite;
 
 /// Why a store operation failed.
@@ -33,15 +39,9 @@ pub enum StoreError {
     /// A row the operation needs does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// The database refused or failed.
+    /// The backend (database, file system) refused or failed.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The database refused or failed a write (the SQLite writer thread).
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// Applying the schema failed.
-    #[error("migration: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
@@ -62,9 +62,6 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     // --- directory ---------------------------------------------------------
 
-    /// Creates a party. Fails with [`StoreError::AddressTaken`] if the address exists.
-    async fn create_party(&self, party: NewParty) -> StoreResult<Party>;
-
     /// Finds a party by address.
     async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>>;
 
@@ -74,18 +71,11 @@ pub trait Store: Send + Sync + 'static {
     /// The party's Argon2id password hash, if it has one.
     async fn password_hash(&self, id: PartyId) -> StoreResult<Option<String>>;
 
-    /// Makes `agent` answer for `inbox`. Idempotent.
-    async fn add_inbox_agent(&self, inbox: PartyId, agent: PartyId) -> StoreResult<()>;
-
     /// The agents that answer for `inbox`, in the order they were added.
     async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>>;
 
     /// The inboxes `agent` answers for.
     async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>>;
-
-    /// A number that changes whenever parties or inbox agents change, so
-    /// caches of the directory (the engine's) know when to reload.
-    async fn directory_version(&self) -> StoreResult<i64>;
 
     /// Every party, ordered by address (for the admin CLI).
     async fn parties(&self) -> StoreResult<Vec<Party>>;
@@ -124,8 +114,8 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.load_conversation(id).await?.map(|c| c.key))
     }
 
-    /// The highest conversation key in use (0 if none).
-    async fn max_conversation_key(&self) -> StoreResult<ConversationKey>;
+    /// The highest conversation key and party id in use (0 if none).
+    async fn counters(&self) -> StoreResult<Counters>;
 
     /// A party's delivered or read watermark in a conversation (0 if none).
     async fn watermark(
@@ -163,8 +153,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- reads for clients --------------------------------------------------
 
-    /// Whether `party` may read the conversation: it is a member, or an agent
-    /// of a member inbox.
+    /// Whether `party` may read the conversation: what
+    /// [`Audience::sees`](crate::core::audience::Audience::sees) says.
     async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool>;
 
     /// Up to `limit` messages with seq < `before` (any seq if `before` is 0),
@@ -174,30 +164,35 @@ pub trait Store: Send + Sync + 'static {
         key: ConversationKey,
         before: u64,
         limit: u32,
-    ) -> StoreResult<(Vec<pb::Message>, bool)>;
+    ) -> StoreResult<(Vec<Message>, bool)>;
 
     /// Up to `limit` events of `party`'s log with seq > `since`, in seq order,
-    /// rebuilt into wire events.
+    /// each built by the same constructor as when it happened.
     async fn events_since(
         &self,
         party: PartyId,
         since: u64,
         limit: u32,
-    ) -> StoreResult<Vec<pb::Event>>;
+    ) -> StoreResult<Vec<(u64, Event)>>;
 
-    /// The conversations `party` sees (directly or through its inboxes), most
+    /// The conversations `party` sees (by the audience rule), most
     /// recently active first, with the party's watermarks; and whether more exist.
     async fn conversations_of(
         &self,
         party: PartyId,
         limit: u32,
         offset: u32,
-    ) -> StoreResult<(Vec<pb::Conversation>, bool)>;
+    ) -> StoreResult<(Vec<ConversationView>, bool)>;
 
     /// One conversation as `viewer` sees it (with the viewer's watermarks).
     async fn conversation_view(
         &self,
         key: ConversationKey,
         viewer: PartyId,
-    ) -> StoreResult<Option<pb::Conversation>>;
+    ) -> StoreResult<Option<ConversationView>>;
+
+    // --- federation -----------------------------------------------------------
+
+    /// Up to `limit` outbox rows toward `peer` with seq > `after`, in seq order.
+    async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>>;
 }

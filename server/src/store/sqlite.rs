@@ -12,15 +12,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use kanal_proto::address::{Address, ConversationId};
-use kanal_proto::pb;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::{Store, StoreError, StoreResult};
+use crate::core::engine::Counters;
 use crate::model::{
-    ConversationKey, ConversationRecord, NewParty, Party, PartyId, PartyKind, ReceiptKind, Session,
-    StoredSend, Write,
+    ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
+    PartyId, PartyKind, ReceiptKind, Session, StoredSend, Write,
 };
 
 mod checkpoint;
@@ -134,13 +134,6 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_party(&self, party: NewParty) -> StoreResult<Party> {
-        let now = now_ms();
-        self.writer
-            .call(move |conn| directory::create_party(conn, party, now))
-            .await
-    }
-
     async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
         directory::party_by_address(&self.reader, address).await
     }
@@ -153,22 +146,12 @@ impl Store for SqliteStore {
         directory::password_hash(&self.reader, id).await
     }
 
-    async fn add_inbox_agent(&self, inbox: PartyId, agent: PartyId) -> StoreResult<()> {
-        self.writer
-            .call(move |conn| directory::add_inbox_agent(conn, inbox, agent))
-            .await
-    }
-
     async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
         directory::inbox_agents(&self.reader, inbox).await
     }
 
     async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>> {
         directory::agent_inboxes(&self.reader, agent).await
-    }
-
-    async fn directory_version(&self) -> StoreResult<i64> {
-        directory::version(&self.reader).await
     }
 
     async fn parties(&self) -> StoreResult<Vec<Party>> {
@@ -212,8 +195,8 @@ impl Store for SqliteStore {
         read::load_conversation(&self.reader, id).await
     }
 
-    async fn max_conversation_key(&self) -> StoreResult<ConversationKey> {
-        read::max_conversation_key(&self.reader).await
+    async fn counters(&self) -> StoreResult<Counters> {
+        read::counters(&self.reader).await
     }
 
     async fn event_head(&self, party: PartyId) -> StoreResult<u64> {
@@ -254,7 +237,7 @@ impl Store for SqliteStore {
         key: ConversationKey,
         before: u64,
         limit: u32,
-    ) -> StoreResult<(Vec<pb::Message>, bool)> {
+    ) -> StoreResult<(Vec<Message>, bool)> {
         read::history(&self.reader, key, before, limit).await
     }
 
@@ -263,7 +246,7 @@ impl Store for SqliteStore {
         party: PartyId,
         since: u64,
         limit: u32,
-    ) -> StoreResult<Vec<pb::Event>> {
+    ) -> StoreResult<Vec<(u64, Event)>> {
         read::events_since(&self.reader, party, since, limit).await
     }
 
@@ -272,7 +255,7 @@ impl Store for SqliteStore {
         party: PartyId,
         limit: u32,
         offset: u32,
-    ) -> StoreResult<(Vec<pb::Conversation>, bool)> {
+    ) -> StoreResult<(Vec<ConversationView>, bool)> {
         read::conversations_of(&self.reader, party, limit, offset).await
     }
 
@@ -280,8 +263,12 @@ impl Store for SqliteStore {
         &self,
         key: ConversationKey,
         viewer: PartyId,
-    ) -> StoreResult<Option<pb::Conversation>> {
+    ) -> StoreResult<Option<ConversationView>> {
         read::conversation_view(&self.reader, key, viewer).await
+    }
+
+    async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+        read::outbox(&self.reader, peer, after, limit).await
     }
 }
 
@@ -296,7 +283,7 @@ fn now_ms() -> i64 {
 
 /// A seq as SQLite stores it (a signed 64-bit integer).
 fn seq_to_db(seq: u64) -> StoreResult<i64> {
-    i64::try_from(seq).map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+    i64::try_from(seq).map_err(|e| StoreError::Backend(Box::new(e)))
 }
 
 /// A stored seq back as the model's unsigned seq.
@@ -315,11 +302,26 @@ fn address(text: &str) -> StoreResult<Address> {
         .map_err(|e| StoreError::Corrupt(format!("address `{text}`: {e}")))
 }
 
-/// A party as it appears on the wire, from its stored columns.
-fn pb_party(address: String, kind: i64, display_name: String) -> StoreResult<pb::Party> {
-    Ok(pb::Party {
-        address,
-        kind: party_kind(kind)?.to_pb() as i32,
-        display_name,
-    })
+/// A stored conversation id.
+fn conversation_id(text: &str) -> StoreResult<ConversationId> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("conversation id `{text}`: {e}")))
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
 }

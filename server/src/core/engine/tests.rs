@@ -1,19 +1,22 @@
-//! The engine driven in memory: a fixture directory answers its needs, as
-//! the writer answers them from the store.
+//! The engine driven by the sequencer on the in-memory store, as the
+//! writer drives it on SQLite; some tests also feed it state by hand, as a
+//! store would.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use kanal_proto::address::{Address, ConversationId};
-use kanal_proto::pb;
 
 use super::*;
-use crate::model::{PartyKind, Write};
+use crate::model::{Body, PartyKind, RefusalCode, Write};
+use crate::node::sequencer::Sequencer;
+use crate::sim::ready;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
 
 struct Fixture {
-    engine: Engine,
-    agents: HashMap<PartyId, Vec<PartyId>>,
-    committed: Vec<Write>,
-    deliveries: Vec<Delivery>,
+    sequencer: Sequencer,
+    store: Arc<MemoryStore>,
+    published: Vec<Published>,
     now: i64,
 }
 
@@ -42,89 +45,63 @@ fn mallory() -> Party {
     party(5, "mallory", PartyKind::User)
 }
 
-fn text(s: &str) -> pb::Body {
-    pb::Body {
-        kind: Some(pb::body::Kind::Text(s.into())),
-    }
+fn text(s: &str) -> Body {
+    Body::Text(s.into())
+}
+
+/// The deliveries of `published`, flattened: `(party, seq)`.
+fn deliveries(published: &[Published]) -> Vec<(PartyId, u64)> {
+    published
+        .iter()
+        .flat_map(|p| p.recipients.iter().copied())
+        .collect()
 }
 
 impl Fixture {
+    /// alice, the support inbox with agents a and b, and mallory, stored.
     fn new() -> Self {
-        let mut agents = HashMap::new();
-        agents.insert(2, vec![3, 4]);
+        let store = Arc::new(MemoryStore::new());
+        let mut writes: Vec<Write> = [alice(), support(), agent_a(), agent_b(), mallory()]
+            .into_iter()
+            .map(|p| Write::NewParty {
+                id: p.id,
+                party: NewParty {
+                    address: p.address,
+                    kind: p.kind,
+                    display_name: p.display_name,
+                    password_hash: None,
+                },
+                created_at_ms: 0,
+            })
+            .collect();
+        writes.push(Write::InboxAgent { inbox: 2, agent: 3 });
+        writes.push(Write::InboxAgent { inbox: 2, agent: 4 });
+        ready(store.commit(writes)).expect("directory");
+        let sequencer =
+            ready(Sequencer::new(store.clone(), "localhost".into())).expect("sequencer");
         Self {
-            engine: Engine::new("localhost", 0),
-            agents,
-            committed: Vec::new(),
-            deliveries: Vec::new(),
+            sequencer,
+            store,
+            published: Vec::new(),
             now: 1_000,
         }
     }
 
-    /// Answers needs from the fixture and the committed rows, then applies.
+    fn engine(&mut self) -> &mut Engine {
+        self.sequencer.engine_mut()
+    }
+
+    /// Orders one command as the writer would: needs loaded from the store,
+    /// the rows committed to it.
     fn run(&mut self, cmd: Command) -> Reply {
-        for _round in 0..4 {
-            let needs = self.engine.needs(&cmd);
-            if needs.is_empty() {
-                break;
-            }
-            for need in needs {
-                match need {
-                    Need::Conversation(_) => {} // unknown ids stay unknown
-                    Need::Head(p) => {
-                        let head = self
-                            .committed
-                            .iter()
-                            .filter_map(|w| match w {
-                                Write::Event { party, seq, .. } if *party == p => Some(*seq),
-                                _ => None,
-                            })
-                            .max()
-                            .unwrap_or(0);
-                        self.engine.load_head(p, head);
-                    }
-                    Need::InboxAgents(i) => {
-                        let a = self.agents.get(&i).cloned().unwrap_or_default();
-                        self.engine.load_inbox_agents(i, a);
-                    }
-                    Need::PriorSend {
-                        key,
-                        sender,
-                        client_msg_id,
-                    } => self
-                        .engine
-                        .load_prior_send(key, sender, client_msg_id, None),
-                    Need::Watermark {
-                        conversation,
-                        party,
-                        kind,
-                    } => {
-                        let up_to = self
-                            .committed
-                            .iter()
-                            .filter_map(|w| match w {
-                                Write::Watermark {
-                                    party: p,
-                                    kind: k,
-                                    up_to,
-                                    ..
-                                } if *p == party && *k == kind => Some(*up_to),
-                                _ => None,
-                            })
-                            .max()
-                            .unwrap_or(0);
-                        self.engine
-                            .load_watermark(&conversation, party, kind, up_to);
-                    }
-                }
-            }
-        }
         self.now += 10;
-        let (reply, applied) = self.engine.apply(self.now, &cmd);
-        self.engine.finish_batch();
-        self.committed.extend(applied.writes);
-        self.deliveries.extend(applied.deliveries);
-        reply
+        let (mut replies, published) = ready(self.sequencer.order(&[cmd], self.now));
+        self.published.extend(published);
+        replies.pop().expect("one reply")
+    }
+
+    fn deliveries(&self) -> Vec<(PartyId, u64)> {
+        deliveries(&self.published)
     }
 
     fn open_with_support(&mut self) -> ConversationId {
@@ -134,7 +111,7 @@ impl Fixture {
             subject: "washer".into(),
             opaque: "abc".into(),
         }) {
-            Reply::Conversation(c) => c.id.parse().expect("id"),
+            Reply::Conversation(c) => c.id,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -156,12 +133,15 @@ fn sent_seq(reply: Reply) -> (u64, bool) {
     }
 }
 
+/// A far-off verify window: every send not in memory is looked up.
+const ALWAYS: i64 = i64::MAX;
+
 #[test]
 fn inbox_conversation_reaches_customer_and_every_agent() {
     let mut f = Fixture::new();
     let conv = f.open_with_support();
     assert_eq!(conv.host(), "localhost");
-    let added: Vec<PartyId> = f.deliveries.iter().map(|d| d.party).collect();
+    let added: Vec<PartyId> = f.deliveries().iter().map(|d| d.0).collect();
     assert_eq!(added, vec![1, 3, 4]);
 
     assert_eq!(sent_seq(f.send(alice(), &conv, "m1")), (1, false));
@@ -169,10 +149,10 @@ fn inbox_conversation_reaches_customer_and_every_agent() {
     // Each party's log is gapless: added (1), message (2), reply (3).
     for p in [1, 3, 4] {
         let seqs: Vec<u64> = f
-            .deliveries
+            .deliveries()
             .iter()
-            .filter(|d| d.party == p)
-            .map(|d| d.seq)
+            .filter(|d| d.0 == p)
+            .map(|d| d.1)
             .collect();
         assert_eq!(seqs, vec![1, 2, 3], "party {p}");
     }
@@ -183,9 +163,11 @@ fn retrying_a_client_msg_id_stores_nothing_new() {
     let mut f = Fixture::new();
     let conv = f.open_with_support();
     assert_eq!(sent_seq(f.send(alice(), &conv, "same")), (1, false));
-    let writes_before = f.committed.len();
+    let events_before = f.deliveries().len();
     assert_eq!(sent_seq(f.send(alice(), &conv, "same")), (1, true));
-    assert_eq!(f.committed.len(), writes_before);
+    assert_eq!(f.deliveries().len(), events_before, "nothing new to tell");
+    let stored = ready(f.store.history(1, 0, 10)).expect("history").0;
+    assert_eq!(stored.len(), 1, "nothing new stored");
     // The same id from another sender is another message.
     assert_eq!(sent_seq(f.send(agent_a(), &conv, "same")), (2, false));
 }
@@ -193,10 +175,10 @@ fn retrying_a_client_msg_id_stores_nothing_new() {
 #[test]
 fn sends_to_a_conversation_created_here_need_no_lookup() {
     let mut f = Fixture::new();
-    f.engine.verify_sends(true);
+    f.engine().verify_sends_until(ALWAYS);
     let conv = f.open_with_support();
     f.send(alice(), &conv, "first");
-    let needs = f.engine.needs(&Command::Send {
+    let needs = f.engine().needs(&Command::Send {
         by: alice(),
         conversation: conv,
         client_msg_id: "new".into(),
@@ -209,7 +191,7 @@ fn sends_to_a_conversation_created_here_need_no_lookup() {
 /// know which client message ids it holds.
 fn loaded_conversation(f: &mut Fixture) -> ConversationId {
     let conv: ConversationId = "localhost/stored".parse().expect("id");
-    f.engine.load_conversation(ConversationRecord {
+    f.engine().load_conversation(ConversationRecord {
         key: 1,
         id: conv.clone(),
         subject: String::new(),
@@ -218,7 +200,7 @@ fn loaded_conversation(f: &mut Fixture) -> ConversationId {
         last_activity_ms: 0,
         members: vec![alice(), support()],
     });
-    f.engine.load_inbox_agents(2, vec![3, 4]);
+    f.engine().load_inbox_agents(2, vec![3, 4]);
     conv
 }
 
@@ -233,25 +215,28 @@ fn unverified_sends_trust_the_store_to_catch_old_ids() {
         body: text("x"),
     };
     assert!(
-        !f.engine
+        !f.engine()
             .needs(&cmd)
             .iter()
             .any(|n| matches!(n, Need::PriorSend { .. })),
         "an unverified send is looked up nowhere"
     );
-    f.engine.verify_sends(true);
+    f.engine().verify_sends_until(ALWAYS);
     assert!(
-        f.engine
+        f.engine()
             .needs(&cmd)
             .iter()
             .any(|n| matches!(n, Need::PriorSend { .. })),
         "a verified send is looked up"
     );
     // Verification survives a reset: it is the driver's choice, not cache.
-    f.engine.reset(1);
+    f.engine().reset(Counters {
+        max_key: 1,
+        max_party: 5,
+    });
     loaded_conversation(&mut f);
     assert!(
-        f.engine
+        f.engine()
             .needs(&cmd)
             .iter()
             .any(|n| matches!(n, Need::PriorSend { .. }))
@@ -261,7 +246,7 @@ fn unverified_sends_trust_the_store_to_catch_old_ids() {
 #[test]
 fn prior_send_from_the_store_is_honoured() {
     let mut f = Fixture::new();
-    f.engine.verify_sends(true);
+    f.engine().verify_sends_until(ALWAYS);
     let conv = loaded_conversation(&mut f);
     let key = 1;
     let cmd = Command::Send {
@@ -270,7 +255,7 @@ fn prior_send_from_the_store_is_honoured() {
         client_msg_id: "old".into(),
         body: text("x"),
     };
-    for need in f.engine.needs(&cmd) {
+    for need in f.engine().needs(&cmd) {
         match need {
             Need::PriorSend {
                 key: k,
@@ -278,7 +263,7 @@ fn prior_send_from_the_store_is_honoured() {
                 client_msg_id,
             } => {
                 assert_eq!((k, sender), (key, 1));
-                f.engine.load_prior_send(
+                f.engine().load_prior_send(
                     k,
                     sender,
                     client_msg_id,
@@ -288,11 +273,11 @@ fn prior_send_from_the_store_is_honoured() {
                     }),
                 );
             }
-            Need::Head(p) => f.engine.load_head(p, 0),
+            Need::Head(p) => f.engine().load_head(p, 0),
             other => panic!("unexpected need {other:?}"),
         }
     }
-    let (reply, applied) = f.engine.apply(99, &cmd);
+    let (reply, applied) = f.engine().apply(99, &cmd);
     assert_eq!(sent_seq(reply), (7, true));
     assert!(applied.writes.is_empty());
 }
@@ -303,12 +288,18 @@ fn outsiders_and_unknown_conversations_are_not_found() {
     let conv = f.open_with_support();
     assert!(matches!(
         f.send(mallory(), &conv, "x"),
-        Reply::Refused(pb::ErrorCode::NotFound, _)
+        Reply::Refused(Refusal {
+            code: RefusalCode::NotFound,
+            ..
+        })
     ));
     let unknown: ConversationId = "localhost/nope".parse().expect("id");
     assert!(matches!(
         f.send(alice(), &unknown, "x"),
-        Reply::Refused(pb::ErrorCode::NotFound, _)
+        Reply::Refused(Refusal {
+            code: RefusalCode::NotFound,
+            ..
+        })
     ));
 }
 
@@ -325,51 +316,44 @@ fn receipts_only_move_forward() {
         up_to,
     };
     assert_eq!(f.run(mark(2)), Reply::Done);
-    let events = f.deliveries.len();
+    let events = f.deliveries().len();
     assert_eq!(f.run(mark(1)), Reply::Done);
     assert_eq!(
-        f.deliveries.len(),
+        f.deliveries().len(),
         events,
         "a lower watermark emits nothing"
     );
     assert!(matches!(
         f.run(mark(3)),
-        Reply::Refused(pb::ErrorCode::BadRequest, _)
+        Reply::Refused(Refusal {
+            code: RefusalCode::BadRequest,
+            ..
+        })
     ));
     // After a restart (the engine forgets, the store remembers) a lower
     // mark still emits nothing.
-    f.engine.reset(1);
-    f.engine.load_conversation(ConversationRecord {
-        key: 1,
-        id: conv.clone(),
-        subject: String::new(),
-        created_at_ms: 0,
-        last_seq: 2,
-        last_activity_ms: 0,
-        members: vec![alice(), support()],
+    f.engine().reset(Counters {
+        max_key: 1,
+        max_party: 5,
     });
     assert_eq!(f.run(mark(1)), Reply::Done);
     assert_eq!(
-        f.deliveries.len(),
+        f.deliveries().len(),
         events,
         "the stored watermark was honoured"
     );
-    let watermarks = f
-        .committed
-        .iter()
-        .filter(|w| matches!(w, Write::Watermark { .. }))
-        .count();
-    assert_eq!(watermarks, 1);
+    let stored = ready(f.store.watermark(1, agent_a().id, ReceiptKind::Read));
+    assert_eq!(stored.expect("watermark"), 2);
 }
 
 #[test]
 fn reset_forgets_uncommitted_state() {
     let mut f = Fixture::new();
     let conv = f.open_with_support();
-    f.engine.reset(0);
+    f.engine().reset(Counters::default());
     // The conversation must be reloaded: until then it is unknown.
     assert_eq!(
-        f.engine.needs(&Command::Send {
+        f.engine().needs(&Command::Send {
             by: alice(),
             conversation: conv.clone(),
             client_msg_id: "x".into(),
@@ -386,7 +370,7 @@ fn an_overfull_cache_is_dropped_and_reloaded_without_losing_order() {
     assert_eq!(sent_seq(f.send(alice(), &conv, "1")), (1, false));
     // Fill the conversation cache past its bound with other conversations.
     for i in 0..=MAX_CACHED {
-        f.engine.load_conversation(ConversationRecord {
+        f.engine().load_conversation(ConversationRecord {
             key: 1_000 + i as i64,
             id: ConversationId::new("localhost", &format!("filler{i}")).expect("id"),
             subject: String::new(),
@@ -396,16 +380,19 @@ fn an_overfull_cache_is_dropped_and_reloaded_without_losing_order() {
             members: vec![],
         });
     }
-    f.engine.finish_batch();
+    f.engine().finish_batch();
     let cmd = Command::Send {
         by: alice(),
         conversation: conv.clone(),
         client_msg_id: "2".into(),
         body: text("x"),
     };
-    assert_eq!(f.engine.needs(&cmd), vec![Need::Conversation(conv.clone())]);
+    assert_eq!(
+        f.engine().needs(&cmd),
+        vec![Need::Conversation(conv.clone())]
+    );
     // Reloaded from the store (as the writer would), numbering continues.
-    f.engine.load_conversation(ConversationRecord {
+    f.engine().load_conversation(ConversationRecord {
         key: 1,
         id: conv.clone(),
         subject: "washer".into(),

@@ -1,5 +1,5 @@
-//! Starting and stopping a server: open the store, load the certificate,
-//! start the writer, and accept QUIC connections.
+//! The QUIC endpoint: certificate, stateless-reset key, the UDP socket, and
+//! the accept loop that gives each connection its session.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,17 +9,11 @@ use std::time::Duration;
 use kanal_proto::codes::CloseCode;
 use tokio::task::JoinHandle;
 
-use crate::links::quic::session::{self, Shared};
-use crate::links::quic::tls::{self, TlsError, TransportLimits};
-use crate::node::hub::Hub;
-use crate::node::writer;
+use super::session;
+use super::tls::{self, TlsError, TransportLimits};
+use crate::node::Node;
 use crate::ops::config::Config;
 use crate::ops::datadir;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
-
-/// How long shutdown waits for connections to close and the writer to drain.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Bidirectional streams a client may have open at once: its control stream
 /// and up to seven requests. Each allowed stream costs memory on every
@@ -27,17 +21,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// mostly idle ones: 8 keeps an idle connection near 32 KiB.
 const MAX_REQUESTS_IN_FLIGHT: u32 = 8;
 
-/// Why the server could not start.
+/// Why the endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The database could not be opened.
-    #[error("database {path}: {source}")]
-    Store {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: StoreError,
-    },
+pub enum EndpointError {
     /// The certificate could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -59,36 +45,21 @@ pub enum StartError {
     },
 }
 
-/// A running server.
+/// The QUIC endpoint of a server, bound and ready to accept.
 #[derive(Debug)]
-pub struct Server {
-    endpoint: quinn::Endpoint,
-    local_addr: SocketAddr,
-    fingerprint: String,
-    shared: Arc<Shared>,
-    accept: JoinHandle<()>,
-    writer: JoinHandle<()>,
+pub struct Endpoint {
+    /// The quinn endpoint.
+    pub endpoint: quinn::Endpoint,
+    /// The address it listens on (with the real port when 0 was asked).
+    pub local_addr: SocketAddr,
+    /// SHA-256 fingerprint of the certificate, lowercase hex.
+    pub fingerprint: String,
 }
 
-impl Server {
-    /// Starts serving `config` from `data_dir` (which `kanald init` prepared).
-    pub async fn start(data_dir: &Path, config: Config) -> Result<Self, StartError> {
-        let db_path = data_dir.join(&config.database);
-        let store = SqliteStore::open(&db_path)
-            .await
-            .map_err(|source| StartError::Store {
-                path: db_path.clone(),
-                source,
-            })?;
-        Self::start_with_store(data_dir, config, Arc::new(store)).await
-    }
-
-    /// Starts serving with an already opened store.
-    pub async fn start_with_store(
-        data_dir: &Path,
-        config: Config,
-        store: Arc<dyn Store>,
-    ) -> Result<Self, StartError> {
+impl Endpoint {
+    /// Loads the certificate and the stateless-reset key from `data_dir`
+    /// and binds the UDP socket of `config.listen`.
+    pub fn bind(data_dir: &Path, config: &Config) -> Result<Self, EndpointError> {
         let (certs, key) = tls::load(
             &data_dir.join(&config.tls_cert),
             &data_dir.join(&config.tls_key),
@@ -102,7 +73,7 @@ impl Server {
                 max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
             },
         )?;
-        let reset_key = datadir::reset_key(data_dir).map_err(|source| StartError::ResetKey {
+        let reset_key = datadir::reset_key(data_dir).map_err(|source| EndpointError::ResetKey {
             path: data_dir.join(datadir::RESET_KEY_FILE),
             source,
         })?;
@@ -110,7 +81,7 @@ impl Server {
             ring::hmac::HMAC_SHA256,
             &reset_key,
         )));
-        let bind_err = |source| StartError::Bind {
+        let bind_err = |source| EndpointError::Bind {
             addr: config.listen,
             source,
         };
@@ -123,85 +94,33 @@ impl Server {
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(bind_err)?;
-        let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let hub = Arc::new(Hub::default());
-        let (writer, writer_task) =
-            writer::spawn(store.clone(), hub.clone(), config.domain.clone())
-                .await
-                .map_err(|source| StartError::Store {
-                    path: data_dir.join(&config.database),
-                    source,
-                })?;
-        let shared = Arc::new(Shared {
-            store,
-            writer,
-            hub,
-            config,
-        });
-        let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
-        tracing::info!(%local_addr, domain = %shared.config.domain, %fingerprint, "kanald serving");
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| EndpointError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         Ok(Self {
             endpoint,
             local_addr,
             fingerprint,
-            shared,
-            accept,
-            writer: writer_task,
         })
     }
 
-    /// The address the server listens on (with the real port when 0 was asked).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// Accepts client connections for `node` until the endpoint closes;
+    /// beyond `max_connections` open ones, new connections are refused.
+    pub fn serve(&self, node: Arc<Node>, max_connections: usize) -> JoinHandle<()> {
+        tokio::spawn(accept_loop(self.endpoint.clone(), node, max_connections))
     }
 
-    /// SHA-256 fingerprint of the certificate, lowercase hex.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-
-    /// The domain the server answers for.
-    pub fn domain(&self) -> &str {
-        &self.shared.config.domain
-    }
-
-    /// The store, for administration while serving.
-    pub fn store(&self) -> Arc<dyn Store> {
-        self.shared.store.clone()
-    }
-
-    /// Closes every connection with `ServerShutdown`, lets the writer commit
-    /// what it already accepted, and returns once the UDP port is free again
-    /// (so a new server can bind it at once).
-    pub async fn shutdown(self) {
-        let Self {
-            endpoint,
-            local_addr,
-            shared,
-            accept,
-            writer,
-            ..
-        } = self;
-        endpoint.close(
+    /// Closes every connection with `ServerShutdown` and waits, boundedly,
+    /// until they are gone.
+    pub async fn close(&self, grace: Duration) {
+        self.endpoint.close(
             CloseCode::ServerShutdown.value().into(),
             b"server shutting down",
         );
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
-        let _ = accept.await;
-        drop(endpoint);
-        drop(shared);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, writer).await;
-        // quinn releases the socket when its driver task next runs after the
-        // last handle is gone; wait for that, boundedly.
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        while std::net::UdpSocket::bind(local_addr).is_err()
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
     }
 }
 
@@ -222,16 +141,16 @@ fn size_buffers(socket: &std::net::UdpSocket) {
     tracing::info!(recv = ?recv, send = ?send, "UDP socket buffers");
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+async fn accept_loop(endpoint: quinn::Endpoint, node: Arc<Node>, max_connections: usize) {
     while let Some(incoming) = endpoint.accept().await {
-        if endpoint.open_connections() >= shared.config.max_connections {
+        if endpoint.open_connections() >= max_connections {
             incoming.refuse();
             continue;
         }
-        let shared = shared.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             match incoming.await {
-                Ok(connection) => session::serve(shared, connection).await,
+                Ok(connection) => session::serve(node, connection).await,
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
         });

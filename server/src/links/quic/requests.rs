@@ -19,18 +19,18 @@ use kanal_proto::{limits, pb};
 use prost::Message as _;
 use quinn::{RecvStream, SendStream};
 
+use super::render;
 use crate::core::engine::{Command, Reply};
-use crate::links::quic::session::Shared;
-use crate::model::{ConversationKey, Party, PartyId, ReceiptKind};
+use crate::model::{ConversationKey, Party, PartyId, ReceiptKind, Refusal, RefusalCode};
+use crate::node::Node;
 use crate::node::auth::random_opaque;
 use crate::store::StoreError;
 
-type Refusal = (pb::ErrorCode, String);
 type Answer = Result<pb::response::Kind, Refusal>;
 
 /// Serves one request stream until the client finishes it and every
 /// request has its response.
-pub async fn serve(shared: Arc<Shared>, party: Arc<Party>, mut send: SendStream, recv: RecvStream) {
+pub async fn serve(node: Arc<Node>, party: Arc<Party>, mut send: SendStream, recv: RecvStream) {
     let mut reader = FrameReader::new(recv, limits::MAX_FRAME);
     let mut pending = FuturesOrdered::new();
     let mut requests = 0_u64;
@@ -51,7 +51,7 @@ pub async fn serve(shared: Arc<Shared>, party: Arc<Party>, mut send: SendStream,
                     Ok(Some(frame)) => match pb::Request::decode(frame) {
                         Ok(request) => {
                             requests += 1;
-                            let response = start(&shared, &party, request).await;
+                            let response = start(&node, &party, request).await;
                             pending.push_back(response);
                             continue;
                         }
@@ -83,22 +83,22 @@ type Pending = std::pin::Pin<Box<dyn Future<Output = pb::Response> + Send>>;
 /// writer before this returns, so those of one stream take effect in the
 /// order they were sent (PROTOCOL.md §7.1); reads and conversation creation
 /// run concurrently with the rest of the stream.
-async fn start(shared: &Arc<Shared>, party: &Arc<Party>, request: pb::Request) -> Pending {
+async fn start(node: &Arc<Node>, party: &Arc<Party>, request: pb::Request) -> Pending {
     use pb::request::Kind;
     let id = request.id;
     let command = match request.kind {
-        Some(Kind::Send(send)) => send_command(shared, party, send),
-        Some(Kind::MarkReceipt(mark)) => receipt_command(shared, party, mark),
+        Some(Kind::Send(send)) => send_command(node, party, send),
+        Some(Kind::MarkReceipt(mark)) => receipt_command(node, party, mark),
         kind => {
-            let (shared, party) = (shared.clone(), party.clone());
+            let (node, party) = (node.clone(), party.clone());
             return Box::pin(async move {
-                response(id, handle(&shared, &party, pb::Request { id, kind }).await)
+                response(id, handle(&node, &party, pb::Request { id, kind }).await)
             });
         }
     };
     match command {
         Ok(command) => {
-            let reply = shared.writer.enqueue(command).await;
+            let reply = node.writer.enqueue(command).await;
             Box::pin(async move { response(id, answer(reply.await)) })
         }
         Err(refusal) => Box::pin(std::future::ready(response(id, Err(refusal)))),
@@ -109,10 +109,7 @@ async fn start(shared: &Arc<Shared>, party: &Arc<Party>, request: pb::Request) -
 fn response(id: u64, answer: Answer) -> pb::Response {
     let kind = match answer {
         Ok(kind) => kind,
-        Err((code, message)) => pb::response::Kind::Error(pb::Error {
-            code: code as i32,
-            message,
-        }),
+        Err(refusal) => pb::response::Kind::Error(render::error(&refusal)),
     };
     pb::Response {
         id,
@@ -126,18 +123,19 @@ fn refuse_stream(send: &mut SendStream, recv: &mut RecvStream, code: StreamCode)
     let _ = send.reset(code);
 }
 
-async fn handle(shared: &Shared, party: &Party, request: pb::Request) -> Answer {
+async fn handle(node: &Node, party: &Party, request: pb::Request) -> Answer {
     use pb::request::Kind;
     match request.kind {
-        Some(Kind::CreateConversation(create)) => create_conversation(shared, party, create).await,
-        Some(Kind::Send(send)) => submit(shared, send_command(shared, party, send)?).await,
-        Some(Kind::History(history)) => read_history(shared, party, history).await,
+        Some(Kind::CreateConversation(create)) => create_conversation(node, party, create).await,
+        Some(Kind::Send(send)) => submit(node, send_command(node, party, send)?).await,
+        Some(Kind::History(history)) => read_history(node, party, history).await,
         Some(Kind::ListConversations(list)) => {
-            let (mut conversations, mut has_more) = shared
+            let (views, mut has_more) = node
                 .store
                 .conversations_of(party.id, page(list.limit), list.offset)
                 .await
                 .map_err(internal)?;
+            let mut conversations: Vec<_> = views.iter().map(render::conversation).collect();
             // Keep the most recent ones; the rest come with the next offset.
             let keep = fitting(conversations.iter(), RESPONSE_BUDGET);
             if keep < conversations.len() {
@@ -151,57 +149,53 @@ async fn handle(shared: &Shared, party: &Party, request: pb::Request) -> Answer 
         }
         Some(Kind::GetConversation(get)) => {
             let id = parse_conversation(&get.conversation)?;
-            let key = visible_key(shared, &id, party.id).await?;
-            let view = shared
+            let key = visible_key(node, &id, party.id).await?;
+            let view = node
                 .store
                 .conversation_view(key, party.id)
                 .await
                 .map_err(internal)?
                 .ok_or_else(|| not_found(&id))?;
-            Ok(pb::response::Kind::Conversation(view))
+            Ok(pb::response::Kind::Conversation(render::conversation(
+                &view,
+            )))
         }
-        Some(Kind::MarkReceipt(mark)) => {
-            submit(shared, receipt_command(shared, party, mark)?).await
-        }
-        None => Err((pb::ErrorCode::BadRequest, "request has no kind".into())),
+        Some(Kind::MarkReceipt(mark)) => submit(node, receipt_command(node, party, mark)?).await,
+        None => Err(Refusal::new(RefusalCode::BadRequest, "request has no kind")),
     }
 }
 
-async fn create_conversation(
-    shared: &Shared,
-    party: &Party,
-    create: pb::CreateConversation,
-) -> Answer {
+async fn create_conversation(node: &Node, party: &Party, create: pb::CreateConversation) -> Answer {
     if create.to.is_empty() || create.to.len() > limits::MAX_RECIPIENTS {
-        return Err((
-            pb::ErrorCode::BadRequest,
+        return Err(Refusal::new(
+            RefusalCode::BadRequest,
             format!("name 1 to {} parties in `to`", limits::MAX_RECIPIENTS),
         ));
     }
     if create.subject.len() > limits::MAX_SUBJECT {
-        return Err((pb::ErrorCode::TooLarge, "subject too long".into()));
+        return Err(Refusal::new(RefusalCode::TooLarge, "subject too long"));
     }
     let mut to = Vec::with_capacity(create.to.len());
     for text in &create.to {
         let address: Address = text.parse().map_err(|e: kanal_proto::address::NameError| {
-            (pb::ErrorCode::InvalidAddress, e.to_string())
+            Refusal::new(RefusalCode::InvalidAddress, e.to_string())
         })?;
-        if address.domain() != shared.config.domain {
-            return Err((
-                pb::ErrorCode::RemoteUnreachable,
+        if address.domain() != node.domain {
+            return Err(Refusal::new(
+                RefusalCode::RemoteUnreachable,
                 format!("{address} is on another server; federation is not available"),
             ));
         }
-        let other = shared
+        let other = node
             .store
             .party_by_address(&address)
             .await
             .map_err(internal)?
-            .ok_or_else(|| (pb::ErrorCode::NotFound, format!("no party {address}")))?;
+            .ok_or_else(|| Refusal::new(RefusalCode::NotFound, format!("no party {address}")))?;
         to.push(other);
     }
     submit(
-        shared,
+        node,
         Command::CreateConversation {
             by: party.clone(),
             to,
@@ -213,34 +207,31 @@ async fn create_conversation(
 }
 
 /// The writer command of a valid Send.
-fn send_command(shared: &Shared, party: &Party, send: pb::Send) -> Result<Command, Refusal> {
+fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Command, Refusal> {
     let id = parse_conversation(&send.conversation)?;
     if send.client_msg_id.is_empty() || send.client_msg_id.len() > limits::MAX_CLIENT_MSG_ID {
-        return Err((
-            pb::ErrorCode::BadRequest,
+        return Err(Refusal::new(
+            RefusalCode::BadRequest,
             format!(
                 "client_msg_id must be 1 to {} bytes",
                 limits::MAX_CLIENT_MSG_ID
             ),
         ));
     }
-    let body = match send.body {
-        Some(
-            body @ pb::Body {
-                kind: Some(pb::body::Kind::Text(_)),
-            },
-        ) => body,
-        _ => return Err((pb::ErrorCode::BadRequest, "the message has no body".into())),
+    let Some(body) = send.body.and_then(render::parse_body) else {
+        return Err(Refusal::new(
+            RefusalCode::BadRequest,
+            "the message has no body",
+        ));
     };
-    if let Some(pb::body::Kind::Text(text)) = &body.kind
-        && text.len() > limits::MAX_TEXT
-    {
-        return Err((
-            pb::ErrorCode::TooLarge,
+    let crate::model::Body::Text(text) = &body;
+    if text.len() > limits::MAX_TEXT {
+        return Err(Refusal::new(
+            RefusalCode::TooLarge,
             format!("text of {} bytes exceeds {}", text.len(), limits::MAX_TEXT),
         ));
     }
-    local_host(shared, &id)?;
+    local_host(node, &id)?;
     Ok(Command::Send {
         by: party.clone(),
         conversation: id,
@@ -250,23 +241,19 @@ fn send_command(shared: &Shared, party: &Party, send: pb::Send) -> Result<Comman
 }
 
 /// The writer command of a valid MarkReceipt.
-fn receipt_command(
-    shared: &Shared,
-    party: &Party,
-    mark: pb::MarkReceipt,
-) -> Result<Command, Refusal> {
+fn receipt_command(node: &Node, party: &Party, mark: pb::MarkReceipt) -> Result<Command, Refusal> {
     let id = parse_conversation(&mark.conversation)?;
     let kind = match pb::ReceiptKind::try_from(mark.kind) {
         Ok(pb::ReceiptKind::Delivered) => ReceiptKind::Delivered,
         Ok(pb::ReceiptKind::Read) => ReceiptKind::Read,
         _ => {
-            return Err((
-                pb::ErrorCode::BadRequest,
-                "receipt kind must be DELIVERED or READ".into(),
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
+                "receipt kind must be DELIVERED or READ",
             ));
         }
     };
-    local_host(shared, &id)?;
+    local_host(node, &id)?;
     Ok(Command::MarkReceipt {
         by: party.clone(),
         conversation: id,
@@ -275,14 +262,15 @@ fn receipt_command(
     })
 }
 
-async fn read_history(shared: &Shared, party: &Party, history: pb::History) -> Answer {
+async fn read_history(node: &Node, party: &Party, history: pb::History) -> Answer {
     let id = parse_conversation(&history.conversation)?;
-    let key = visible_key(shared, &id, party.id).await?;
-    let (mut messages, mut has_more) = shared
+    let key = visible_key(node, &id, party.id).await?;
+    let (stored, mut has_more) = node
         .store
         .history(key, history.before_seq, page(history.limit))
         .await
         .map_err(internal)?;
+    let mut messages: Vec<_> = stored.iter().map(render::message).collect();
     // Keep the newest messages; the client pages on from the oldest it got.
     let keep = fitting(messages.iter().rev(), RESPONSE_BUDGET);
     if keep < messages.len() {
@@ -295,70 +283,48 @@ async fn read_history(shared: &Shared, party: &Party, history: pb::History) -> A
     }))
 }
 
-/// The parties that receive a conversation's events, if `party` may see it.
-pub async fn visible_recipients(
-    shared: &Shared,
-    id: &ConversationId,
-    party: PartyId,
-) -> Result<Option<Vec<PartyId>>, StoreError> {
-    let Some(record) = shared.store.load_conversation(id).await? else {
-        return Ok(None);
-    };
-    let mut recipients = Vec::new();
-    for member in &record.members {
-        let parties = if member.kind.has_session() {
-            vec![member.id]
-        } else {
-            shared.store.inbox_agents(member.id).await?
-        };
-        for p in parties {
-            if !recipients.contains(&p) {
-                recipients.push(p);
-            }
-        }
-    }
-    Ok(recipients.contains(&party).then_some(recipients))
-}
-
 async fn visible_key(
-    shared: &Shared,
+    node: &Node,
     id: &ConversationId,
     party: PartyId,
 ) -> Result<ConversationKey, Refusal> {
-    let key = shared
+    let key = node
         .store
         .conversation_key(id)
         .await
         .map_err(internal)?
         .ok_or_else(|| not_found(id))?;
-    if !shared.store.can_see(key, party).await.map_err(internal)? {
+    if !node.store.can_see(key, party).await.map_err(internal)? {
         return Err(not_found(id));
     }
     Ok(key)
 }
 
-async fn submit(shared: &Shared, command: Command) -> Answer {
-    answer(shared.writer.submit(command).await)
+async fn submit(node: &Node, command: Command) -> Answer {
+    answer(node.writer.submit(command).await)
 }
 
 /// A writer reply as a response kind.
 fn answer(reply: Reply) -> Answer {
     match reply {
-        Reply::Conversation(c) => Ok(pb::response::Kind::Conversation(c)),
-        Reply::Sent(s) => Ok(pb::response::Kind::Sent(s)),
-        Reply::Done => Ok(pb::response::Kind::Done(pb::Done {})),
-        Reply::Refused(code, message) => Err((code, message)),
+        Reply::Conversation(view) => Ok(pb::response::Kind::Conversation(render::conversation(
+            &view,
+        ))),
+        Reply::Sent(sent) => Ok(pb::response::Kind::Sent(render::sent(&sent))),
+        Reply::Done | Reply::Party(_) => Ok(pb::response::Kind::Done(pb::Done {})),
+        Reply::Refused(refusal) => Err(refusal),
     }
 }
 
 fn parse_conversation(text: &str) -> Result<ConversationId, Refusal> {
-    text.parse()
-        .map_err(|e: kanal_proto::address::NameError| (pb::ErrorCode::BadRequest, e.to_string()))
+    text.parse().map_err(|e: kanal_proto::address::NameError| {
+        Refusal::new(RefusalCode::BadRequest, e.to_string())
+    })
 }
 
 /// Conversations hosted elsewhere do not exist here until federation does.
-fn local_host(shared: &Shared, id: &ConversationId) -> Result<(), Refusal> {
-    if id.host() == shared.config.domain {
+fn local_host(node: &Node, id: &ConversationId) -> Result<(), Refusal> {
+    if id.host() == node.domain {
         Ok(())
     } else {
         Err(not_found(id))
@@ -392,15 +358,12 @@ fn page(limit: u32) -> u32 {
 }
 
 fn not_found(id: &ConversationId) -> Refusal {
-    (pb::ErrorCode::NotFound, format!("no conversation {id}"))
+    Refusal::new(RefusalCode::NotFound, format!("no conversation {id}"))
 }
 
 fn internal(e: StoreError) -> Refusal {
     tracing::error!(error = %e, "store failed during a request");
-    (
-        pb::ErrorCode::Internal,
-        "the server failed; retry later".into(),
-    )
+    Refusal::internal("the server failed; retry later")
 }
 
 #[cfg(test)]

@@ -1,191 +1,45 @@
-//! The writer against a real SQLite store whose commits can be held at a
+//! The writer against the in-memory store, whose commits can be held at a
 //! gate, to observe what requesters see while a batch is being made durable.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use futures::FutureExt as _;
 use kanal_proto::address::{Address, ConversationId};
-use kanal_proto::pb;
-use tokio::sync::{Semaphore, mpsc};
 
 use super::*;
-use crate::model::{
-    ConversationKey, ConversationRecord, NewParty, Party, PartyId, PartyKind, ReceiptKind, Session,
-    StoredSend, Write,
-};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreResult};
+use crate::model::{Body, NewParty, Party, PartyKind, RefusalCode, Write};
+use crate::node::hub::Hub;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
 
-/// The real store, except that each `commit` first announces itself and then
-/// waits for a permit.
-struct GatedStore {
-    inner: SqliteStore,
-    entered: mpsc::UnboundedSender<usize>,
-    gate: Semaphore,
-    /// When set, the next commit let through fails instead (and clears it).
-    fail_next: std::sync::atomic::AtomicBool,
+fn text(s: &str) -> Body {
+    Body::Text(s.into())
 }
 
-impl GatedStore {
-    /// A gated store in `dir` whose gate lets `permits` commits through;
-    /// the receiver hears of each commit (its row count) as it arrives.
-    async fn open(
-        dir: &std::path::Path,
-        permits: usize,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<usize>) {
-        let (entered, arrivals) = mpsc::unbounded_channel();
-        let store = Arc::new(Self {
-            inner: SqliteStore::open(&dir.join("kanal.db"))
-                .await
-                .expect("open"),
-            entered,
-            gate: Semaphore::new(permits),
-            fail_next: false.into(),
-        });
-        (store, arrivals)
-    }
-}
-
-#[async_trait]
-impl Store for GatedStore {
-    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
-        let _ = self.entered.send(batch.len());
-        let permit = self
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-        permit.forget();
-        if self
-            .fail_next
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            return Err(crate::store::StoreError::Corrupt("injected failure".into()));
-        }
-        self.inner.commit(batch).await
-    }
-    async fn create_party(&self, party: NewParty) -> StoreResult<Party> {
-        self.inner.create_party(party).await
-    }
-    async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
-        self.inner.party_by_address(address).await
-    }
-    async fn party_by_id(&self, id: PartyId) -> StoreResult<Option<Party>> {
-        self.inner.party_by_id(id).await
-    }
-    async fn password_hash(&self, id: PartyId) -> StoreResult<Option<String>> {
-        self.inner.password_hash(id).await
-    }
-    async fn add_inbox_agent(&self, inbox: PartyId, agent: PartyId) -> StoreResult<()> {
-        self.inner.add_inbox_agent(inbox, agent).await
-    }
-    async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
-        self.inner.inbox_agents(inbox).await
-    }
-    async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>> {
-        self.inner.agent_inboxes(agent).await
-    }
-    async fn directory_version(&self) -> StoreResult<i64> {
-        self.inner.directory_version().await
-    }
-    async fn parties(&self) -> StoreResult<Vec<Party>> {
-        self.inner.parties().await
-    }
-    async fn create_session(
-        &self,
-        party: PartyId,
-        token_hash: [u8; 32],
-        client: &str,
-    ) -> StoreResult<Session> {
-        self.inner.create_session(party, token_hash, client).await
-    }
-    async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>> {
-        self.inner.session_by_token_hash(token_hash).await
-    }
-    async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
-        self.inner.ack_session(session, seq).await
-    }
-    async fn load_conversation(
-        &self,
-        id: &ConversationId,
-    ) -> StoreResult<Option<ConversationRecord>> {
-        self.inner.load_conversation(id).await
-    }
-    async fn max_conversation_key(&self) -> StoreResult<ConversationKey> {
-        self.inner.max_conversation_key().await
-    }
-    async fn event_head(&self, party: PartyId) -> StoreResult<u64> {
-        self.inner.event_head(party).await
-    }
-    async fn find_send(
-        &self,
-        key: ConversationKey,
-        sender: PartyId,
-        cmid: &str,
-    ) -> StoreResult<Option<StoredSend>> {
-        self.inner.find_send(key, sender, cmid).await
-    }
-    async fn watermark(
-        &self,
-        key: ConversationKey,
-        party: PartyId,
-        kind: ReceiptKind,
-    ) -> StoreResult<u64> {
-        self.inner.watermark(key, party, kind).await
-    }
-    async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {
-        self.inner.can_see(key, party).await
-    }
-    async fn history(
-        &self,
-        key: ConversationKey,
-        before: u64,
-        limit: u32,
-    ) -> StoreResult<(Vec<pb::Message>, bool)> {
-        self.inner.history(key, before, limit).await
-    }
-    async fn events_since(
-        &self,
-        party: PartyId,
-        since: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<pb::Event>> {
-        self.inner.events_since(party, since, limit).await
-    }
-    async fn conversations_of(
-        &self,
-        party: PartyId,
-        limit: u32,
-        offset: u32,
-    ) -> StoreResult<(Vec<pb::Conversation>, bool)> {
-        self.inner.conversations_of(party, limit, offset).await
-    }
-    async fn conversation_view(
-        &self,
-        key: ConversationKey,
-        viewer: PartyId,
-    ) -> StoreResult<Option<pb::Conversation>> {
-        self.inner.conversation_view(key, viewer).await
-    }
-}
-
-fn text(s: &str) -> pb::Body {
-    pb::Body {
-        kind: Some(pb::body::Kind::Text(s.into())),
-    }
-}
-
+/// Creates a party in the store before the writer starts.
 async fn party(store: &dyn Store, local: &str, kind: PartyKind) -> Party {
+    let id = store.counters().await.expect("counters").max_party + 1;
+    let address = Address::new(local, "localhost").expect("valid");
+    let new = NewParty {
+        address: address.clone(),
+        kind,
+        display_name: String::new(),
+        password_hash: None,
+    };
     store
-        .create_party(NewParty {
-            address: Address::new(local, "localhost").expect("valid"),
-            kind,
-            display_name: String::new(),
-            password_hash: None,
-        })
+        .commit(vec![Write::NewParty {
+            id,
+            party: new,
+            created_at_ms: 0,
+        }])
         .await
-        .expect("party")
+        .expect("party");
+    Party {
+        id,
+        address,
+        kind,
+        display_name: String::new(),
+    }
 }
 
 /// Submits a send by `by` as a task of its own, so many can queue at once.
@@ -219,15 +73,15 @@ async fn create(writer: &WriterHandle, by: &Party, to: &Party, opaque: &str) -> 
         })
         .await
     {
-        Reply::Conversation(conversation) => conversation.id.parse().expect("id"),
+        Reply::Conversation(conversation) => conversation.id,
         other => panic!("create failed: {other:?}"),
     }
 }
 
 #[tokio::test]
 async fn nothing_is_acknowledged_before_its_commit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, mut entered) = GatedStore::open(dir.path(), 0).await;
+    let (store, mut entered) = MemoryStore::gated(2);
+    let store = Arc::new(store);
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
     let hub = Arc::new(Hub::default());
@@ -250,12 +104,14 @@ async fn nothing_is_acknowledged_before_its_commit() {
                 .await
         }
     });
+    entered.recv().await.expect("party alice");
+    entered.recv().await.expect("party bob");
     entered.recv().await.expect("create reaches commit");
-    store.gate.add_permits(1);
+    store.open_gate(1);
     let Reply::Conversation(conversation) = create.await.expect("task") else {
         panic!("create failed");
     };
-    let id: ConversationId = conversation.id.parse().expect("id");
+    let id = conversation.id;
 
     // Many sends; the first batch is held at the gate.
     let mut sends: Vec<_> = (0..200)
@@ -269,14 +125,14 @@ async fn nothing_is_acknowledged_before_its_commit() {
             "a send was answered before its commit"
         );
     }
-    let stored = store.inner.history(1, 0, 500).await.expect("history").0;
+    let stored = store.history(1, 0, 500).await.expect("history").0;
     assert!(stored.is_empty(), "nothing is visible in the store yet");
 
     // Let batches through one at a time until every send is answered.
     let all_answered = futures::future::join_all(sends);
     tokio::pin!(all_answered);
     let answers = loop {
-        store.gate.add_permits(1);
+        store.open_gate(1);
         tokio::select! {
             answers = &mut all_answered => break answers,
             rows = entered.recv() => held_rows += rows.expect("the writer is alive"),
@@ -295,10 +151,10 @@ async fn nothing_is_acknowledged_before_its_commit() {
         held_rows >= 200 * 3,
         "each send wrote its message, activity and events"
     );
-    let (stored, _) = store.inner.history(1, 0, 500).await.expect("history");
+    let (stored, _) = store.history(1, 0, 500).await.expect("history");
     assert_eq!(stored.len(), 200, "every acknowledged send is in the store");
     drop(writer);
-    store.gate.add_permits(1000);
+    store.open_gate(1000);
     task.await.expect("writer ends when its handles are gone");
 }
 
@@ -307,12 +163,7 @@ async fn nothing_is_acknowledged_before_its_commit() {
 /// it are stored without a gap.
 #[tokio::test]
 async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("kanal.db"))
-            .await
-            .expect("open"),
-    );
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
     let send = |writer: &WriterHandle, id: &ConversationId, client_msg_id: &str| {
@@ -368,15 +219,20 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
 /// batch would have been.
 #[tokio::test]
 async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, mut entered) = GatedStore::open(dir.path(), 1).await;
+    let (store, mut entered) = MemoryStore::gated(3);
+    let store = Arc::new(store);
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
     let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
         .await
         .expect("writer");
     let id = create(&writer, &alice, &bob, "failing").await;
-    entered.recv().await.expect("the create was committed");
+    for _ in 0..3 {
+        entered
+            .recv()
+            .await
+            .expect("parties and the create were committed");
+    }
     let sends = |from: usize, to: usize| -> Vec<_> {
         (from..to)
             .map(|i| send_task(&writer, &alice, &id, format!("m{i}")))
@@ -394,14 +250,12 @@ async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
     for _ in 0..64 {
         tokio::task::yield_now().await;
     }
-    store
-        .fail_next
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    store.gate.add_permits(1000);
+    store.fail_next_commit();
+    store.open_gate(1000);
 
     for send in doomed {
         match send.await.expect("task") {
-            Reply::Refused(code, _) => assert_eq!(code, pb::ErrorCode::Internal),
+            Reply::Refused(refusal) => assert_eq!(refusal.code, RefusalCode::Internal),
             other => panic!("a send of the failed batch got {other:?}"),
         }
     }
@@ -418,7 +272,7 @@ async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
         (1..=10).collect::<Vec<u64>>(),
         "numbered as if the failed batch never was"
     );
-    let (stored, _) = store.inner.history(1, 0, 50).await.expect("history");
+    let (stored, _) = store.history(1, 0, 50).await.expect("history");
     assert_eq!(
         stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=10).collect::<Vec<u64>>()

@@ -1,26 +1,27 @@
 //! Checks of parties, inbox agents and sessions.
 
-use super::{address, new_party};
-use crate::model::{NewParty, PartyKind};
-use crate::store::{Store, StoreError};
+use super::{add_agent, address, new_party, new_party_with};
+use crate::model::{NewParty, PartyId, PartyKind, Write};
+use crate::store::Store;
 
-/// Parties are created, found by address and id, listed by address, and an
-/// address is taken only once.
+/// Parties are created under the engine's ids, found by address and id,
+/// listed by address, and an address is taken only once.
 pub async fn parties<S: Store>(store: &S) {
-    let before = store.directory_version().await.expect("version");
+    assert_eq!(store.counters().await.expect("counters").max_party, 0);
     let zed = new_party(store, "zed@kanal.test", PartyKind::User).await;
-    let alice = store
-        .create_party(NewParty {
-            address: address("alice@kanal.test"),
-            kind: PartyKind::Agent,
-            display_name: "Alice".into(),
-            password_hash: Some("$argon2id$fake".into()),
-        })
-        .await
-        .expect("create alice");
+    let alice = new_party_with(
+        store,
+        "alice@kanal.test",
+        PartyKind::Agent,
+        Some("$argon2id$fake"),
+    )
+    .await;
     assert_ne!(zed.id, alice.id);
-    assert_eq!(alice.display_name, "Alice");
     assert_eq!(alice.kind, PartyKind::Agent);
+    assert_eq!(
+        store.counters().await.expect("counters").max_party,
+        alice.id
+    );
 
     let found = store
         .party_by_address(&alice.address)
@@ -49,56 +50,37 @@ pub async fn parties<S: Store>(store: &S) {
     assert_eq!(store.password_hash(zed.id).await.expect("no hash"), None);
 
     let taken = store
-        .create_party(NewParty {
-            address: address("ALICE@kanal.test"),
-            kind: PartyKind::User,
-            display_name: "Another Alice".into(),
-            password_hash: None,
-        })
+        .commit(vec![Write::NewParty {
+            id: alice.id + 1,
+            party: NewParty {
+                address: address("ALICE@kanal.test"),
+                kind: PartyKind::User,
+                display_name: "Another Alice".into(),
+                password_hash: None,
+            },
+            created_at_ms: 2,
+        }])
         .await;
-    assert!(
-        matches!(&taken, Err(StoreError::AddressTaken(a)) if *a == alice.address),
-        "duplicate address: {taken:?}"
-    );
+    assert!(taken.is_err(), "a taken address fails its batch");
 
     assert_eq!(store.parties().await.expect("parties"), vec![alice, zed]);
-    let after = store.directory_version().await.expect("version");
-    assert_ne!(
-        before, after,
-        "creating parties changes the directory version"
-    );
 }
 
-/// Agents answer for inboxes in the order they were added; adding is
-/// idempotent; every change moves the directory version.
-pub async fn inbox_agents_and_directory_version<S: Store>(store: &S) {
+/// Agents answer for inboxes in the order they were added, once each.
+pub async fn inbox_agents<S: Store>(store: &S) {
     let support = new_party(store, "support@kanal.test", PartyKind::Inbox).await;
     let sales = new_party(store, "sales@kanal.test", PartyKind::Inbox).await;
     let ann = new_party(store, "ann@kanal.test", PartyKind::Agent).await;
     let ben = new_party(store, "ben@kanal.test", PartyKind::Agent).await;
-    assert_eq!(store.inbox_agents(support.id).await.expect("none"), vec![]);
+    assert_eq!(
+        store.inbox_agents(support.id).await.expect("none"),
+        Vec::<PartyId>::new()
+    );
 
-    let v0 = store.directory_version().await.expect("version");
-    store
-        .add_inbox_agent(support.id, ben.id)
-        .await
-        .expect("add ben");
-    let v1 = store.directory_version().await.expect("version");
-    assert_ne!(v0, v1, "adding an agent changes the directory version");
-    store
-        .add_inbox_agent(support.id, ann.id)
-        .await
-        .expect("add ann");
-    let v2 = store.directory_version().await.expect("version");
-    assert_ne!(v1, v2);
-    store
-        .add_inbox_agent(support.id, ben.id)
-        .await
-        .expect("add ben again");
-    store
-        .add_inbox_agent(sales.id, ann.id)
-        .await
-        .expect("ann answers sales too");
+    add_agent(store, support.id, ben.id).await;
+    add_agent(store, support.id, ann.id).await;
+    add_agent(store, support.id, ben.id).await;
+    add_agent(store, sales.id, ann.id).await;
 
     let agents = store.inbox_agents(support.id).await.expect("agents");
     assert_eq!(
@@ -117,7 +99,7 @@ pub async fn inbox_agents_and_directory_version<S: Store>(store: &S) {
     );
     assert_eq!(
         store.agent_inboxes(support.id).await.expect("not an agent"),
-        vec![]
+        Vec::<PartyId>::new()
     );
 }
 

@@ -5,50 +5,11 @@ use rusqlite::{Connection, ffi, params};
 use sqlx::SqlitePool;
 
 use super::{address, party_kind, seq_from_db, seq_to_db};
-use crate::model::{NewParty, Party, PartyId, Session};
+use crate::model::{Party, PartyId, Session};
 use crate::store::{StoreError, StoreResult};
 
 /// Columns of `parties` as [`party_row`] reads them.
 type PartyRow = (i64, String, i64, String);
-
-/// Inserts a party and bumps the directory version, in one transaction.
-pub(super) fn create_party(
-    writer: &mut Connection,
-    party: NewParty,
-    now_ms: i64,
-) -> StoreResult<Party> {
-    let tx = writer.transaction()?;
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO parties (address, kind, display_name, password_hash, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
-        )?
-        .query_row(
-            params![
-                party.address.as_str(),
-                party.kind.as_i64(),
-                party.display_name.as_str(),
-                party.password_hash.as_deref(),
-                now_ms
-            ],
-            |row| row.get::<_, i64>(0),
-        );
-    let id = match inserted {
-        Ok(id) => id,
-        Err(e) if constraint(&e) == Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => {
-            return Err(StoreError::AddressTaken(party.address));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    bump_version(&tx)?;
-    tx.commit()?;
-    Ok(Party {
-        id,
-        address: party.address,
-        kind: party.kind,
-        display_name: party.display_name,
-    })
-}
 
 /// Finds a party by address.
 pub(super) async fn party_by_address(
@@ -99,30 +60,6 @@ pub(super) async fn parties(reader: &SqlitePool) -> StoreResult<Vec<Party>> {
     .collect()
 }
 
-/// Makes `agent` answer for `inbox`; bumps the directory version only when
-/// that is new.
-pub(super) fn add_inbox_agent(
-    writer: &mut Connection,
-    inbox: PartyId,
-    agent: PartyId,
-) -> StoreResult<()> {
-    let tx = writer.transaction()?;
-    let added = tx
-        .prepare_cached(
-            "INSERT INTO inbox_agents (inbox, agent, position)
-             VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1
-                              FROM inbox_agents WHERE inbox = ?1))
-             ON CONFLICT (inbox, agent) DO NOTHING",
-        )?
-        .execute(params![inbox, agent])
-        .map_err(|e| missing_party(e, [inbox, agent]))?;
-    if added > 0 {
-        bump_version(&tx)?;
-    }
-    tx.commit()?;
-    Ok(())
-}
-
 /// The agents of `inbox`, in the order they were added.
 pub(super) async fn inbox_agents(reader: &SqlitePool, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
     Ok(sqlx::query_scalar::<_, i64>(
@@ -144,15 +81,6 @@ pub(super) async fn agent_inboxes(
     .bind(agent)
     .fetch_all(reader)
     .await?)
-}
-
-/// The directory version.
-pub(super) async fn version(reader: &SqlitePool) -> StoreResult<i64> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT version FROM directory WHERE id = 1")
-            .fetch_one(reader)
-            .await?,
-    )
 }
 
 /// Stores a session under the hash of its resume token.
@@ -212,13 +140,6 @@ pub(super) fn ack_session(writer: &mut Connection, session: i64, seq: u64) -> St
 }
 
 // --- helpers -------------------------------------------------------------------
-
-/// Marks the directory as changed (inside the caller's transaction).
-fn bump_version(tx: &Connection) -> StoreResult<()> {
-    tx.prepare_cached("UPDATE directory SET version = version + 1 WHERE id = 1")?
-        .execute([])?;
-    Ok(())
-}
 
 /// A party from its `parties` columns.
 fn party_row((id, address_text, kind, display_name): PartyRow) -> StoreResult<Party> {

@@ -3,18 +3,29 @@
 use std::collections::HashMap;
 
 use kanal_proto::address::ConversationId;
-use kanal_proto::pb;
-use prost::Message as _;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::write::event_kind;
-use super::{address, party_kind, pb_party, seq_from_db, seq_to_db};
-use crate::model::{ConversationKey, ConversationRecord, Party, PartyId, ReceiptKind, StoredSend};
-use crate::store::{StoreError, StoreResult};
+use super::{address, conversation_id, party_kind, seq_from_db, seq_to_db};
+use crate::core::engine::Counters;
+use crate::model::{
+    ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
+    PartyId, PartyKind, Receipt, ReceiptKind, StoredSend,
+};
+use crate::store::{StoreError, StoreResult, body};
 
 /// Loads a conversation and its members, in the order they joined.
 pub(super) async fn load_conversation(
     reader: &SqlitePool,
+    id: &ConversationId,
+) -> StoreResult<Option<ConversationRecord>> {
+    let mut conn = reader.acquire().await?;
+    record(&mut conn, id).await
+}
+
+/// [`load_conversation`] on a connection the caller holds.
+async fn record(
+    conn: &mut SqliteConnection,
     id: &ConversationId,
 ) -> StoreResult<Option<ConversationRecord>> {
     type Row = (
@@ -38,7 +49,7 @@ pub(super) async fn load_conversation(
          ORDER BY m.position",
     )
     .bind(id.as_str())
-    .fetch_all(reader)
+    .fetch_all(conn)
     .await?;
     let mut record: Option<ConversationRecord> = None;
     for (key, subject, created_at_ms, last_seq, last_activity_ms, pid, paddr, pkind, pname) in rows
@@ -67,13 +78,15 @@ pub(super) async fn load_conversation(
     Ok(record)
 }
 
-/// The highest conversation key (0 if none).
-pub(super) async fn max_conversation_key(reader: &SqlitePool) -> StoreResult<ConversationKey> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(key), 0) FROM conversations")
-            .fetch_one(reader)
-            .await?,
+/// The highest conversation key and party id (0 if none).
+pub(super) async fn counters(reader: &SqlitePool) -> StoreResult<Counters> {
+    let (max_key, max_party) = sqlx::query_as::<_, (i64, i64)>(
+        "SELECT (SELECT COALESCE(MAX(key), 0) FROM conversations),
+                (SELECT COALESCE(MAX(id), 0) FROM parties)",
     )
+    .fetch_one(reader)
+    .await?;
+    Ok(Counters { max_key, max_party })
 }
 
 /// The highest seq of a party's event log (0 if empty).
@@ -176,20 +189,24 @@ pub(super) async fn watermark(
     seq_from_db(up_to.unwrap_or(0), "watermarks.up_to")
 }
 
-/// Whether `party` is a member, or an agent of a member inbox.
+/// Whether `party` sees the conversation: the audience rule
+/// (`core::audience::viewers`) in SQL, checked against it by the
+/// conformance suite.
 pub(super) async fn can_see(
     reader: &SqlitePool,
     key: ConversationKey,
     party: PartyId,
 ) -> StoreResult<bool> {
     Ok(sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM members WHERE key = $1 AND party = $2)
+        "SELECT EXISTS (SELECT 1 FROM members m JOIN parties p ON p.id = m.party
+                        WHERE m.key = $1 AND m.party = $2 AND p.kind != $3)
              OR EXISTS (SELECT 1 FROM members m
                         JOIN inbox_agents ia ON ia.inbox = m.party
                         WHERE m.key = $1 AND ia.agent = $2)",
     )
     .bind(key)
     .bind(party)
+    .bind(PartyKind::Inbox.as_i64())
     .fetch_one(reader)
     .await?)
 }
@@ -201,7 +218,7 @@ pub(super) async fn history(
     key: ConversationKey,
     before: u64,
     limit: u32,
-) -> StoreResult<(Vec<pb::Message>, bool)> {
+) -> StoreResult<(Vec<Message>, bool)> {
     let before = if before == 0 {
         i64::MAX
     } else {
@@ -228,13 +245,13 @@ pub(super) async fn history(
         .rev()
         .map(
             |(conversation, seq, sender, client_msg_id, sent_at_ms, body)| {
-                Ok(pb::Message {
-                    conversation,
+                Ok(Message {
+                    conversation: conversation_id(&conversation)?,
                     seq: seq_from_db(seq, "messages.seq")?,
-                    sender,
+                    sender: address(&sender)?,
                     client_msg_id,
                     sent_at_ms,
-                    body: Some(decode_body(&body)?),
+                    body: body::decode(&body)?,
                 })
             },
         )
@@ -242,15 +259,16 @@ pub(super) async fn history(
     Ok((messages, has_more))
 }
 
-/// Up to `limit` events of `party`'s log after `since`, rebuilt into wire
-/// events. Messages and receipts come out of one query; a conversation
-/// added is rendered as the party sees that conversation now.
+/// Up to `limit` events of `party`'s log after `since`, each built by the
+/// constructor the engine uses when the event happens. Messages and
+/// receipts come out of one query; a conversation added is rebuilt from the
+/// conversation and the seq and time the row recorded.
 pub(super) async fn events_since(
     reader: &SqlitePool,
     party: PartyId,
     since: u64,
     limit: u32,
-) -> StoreResult<Vec<pb::Event>> {
+) -> StoreResult<Vec<(u64, Event)>> {
     type Row = (
         i64,
         i64,
@@ -265,7 +283,7 @@ pub(super) async fn events_since(
     );
     let mut conn = reader.acquire().await?;
     let rows = sqlx::query_as::<_, Row>(
-        "SELECT e.seq, e.kind, e.key, e.ref_seq, c.id, actor.address,
+        "SELECT e.seq, e.kind, e.at_ms, e.ref_seq, c.id, actor.address,
                 sender.address, m.client_msg_id, m.sent_at_ms, m.body
          FROM events e
          JOIN conversations c ON c.key = e.key
@@ -283,74 +301,96 @@ pub(super) async fn events_since(
     .fetch_all(&mut *conn)
     .await?;
 
-    let mut views: HashMap<ConversationKey, pb::Conversation> = HashMap::new();
+    let mut records: HashMap<String, ConversationRecord> = HashMap::new();
     let mut events = Vec::with_capacity(rows.len());
-    for (seq, kind, key, ref_seq, conversation, actor, sender, client_msg_id, sent_at_ms, body) in
+    for (seq, kind, at_ms, ref_seq, conversation, actor, sender, client_msg_id, sent_at_ms, body) in
         rows
     {
         let seq = seq_from_db(seq, "events.seq")?;
         let ref_seq = seq_from_db(ref_seq, "events.ref_seq")?;
         let corrupt = |what: &str| StoreError::Corrupt(format!("event {party}/{seq}: {what}"));
-        let kind = match kind {
+        let event = match kind {
             event_kind::MESSAGE => {
                 let (Some(sender), Some(client_msg_id), Some(sent_at_ms), Some(body)) =
                     (sender, client_msg_id, sent_at_ms, body)
                 else {
                     return Err(corrupt("its message is missing"));
                 };
-                pb::event::Kind::Message(pb::Message {
-                    conversation,
+                Event::Message(Message {
+                    conversation: conversation_id(&conversation)?,
                     seq: ref_seq,
-                    sender,
+                    sender: address(&sender)?,
                     client_msg_id,
                     sent_at_ms,
-                    body: Some(decode_body(&body)?),
+                    body: body::decode(&body)?,
                 })
             }
             event_kind::CONVERSATION_ADDED => {
-                let view = match views.get(&key) {
-                    Some(view) => view.clone(),
-                    None => {
-                        let view = view(&mut conn, key, party)
-                            .await?
-                            .ok_or_else(|| corrupt("its conversation is missing"))?;
-                        views.insert(key, view.clone());
-                        view
-                    }
-                };
-                pb::event::Kind::ConversationAdded(view)
+                if !records.contains_key(&conversation) {
+                    let id = conversation_id(&conversation)?;
+                    let loaded = record(&mut conn, &id)
+                        .await?
+                        .ok_or_else(|| corrupt("its conversation is missing"))?;
+                    records.insert(conversation.clone(), loaded);
+                }
+                let record = &records[&conversation];
+                Event::conversation_added(record, ref_seq, at_ms)
             }
             event_kind::DELIVERED | event_kind::READ => {
-                let receipt = if kind == event_kind::DELIVERED {
+                let kind = if kind == event_kind::DELIVERED {
                     ReceiptKind::Delivered
                 } else {
                     ReceiptKind::Read
                 };
-                pb::event::Kind::Receipt(pb::Receipt {
-                    conversation,
-                    party: actor.ok_or_else(|| corrupt("its party is missing"))?,
-                    kind: receipt.to_pb() as i32,
-                    up_to_seq: ref_seq,
+                let actor = actor.ok_or_else(|| corrupt("its party is missing"))?;
+                Event::Receipt(Receipt {
+                    conversation: conversation_id(&conversation)?,
+                    party: address(&actor)?,
+                    kind,
+                    up_to: ref_seq,
                 })
             }
             other => return Err(corrupt(&format!("unknown kind {other}"))),
         };
-        events.push(pb::Event {
-            seq,
-            kind: Some(kind),
-        });
+        events.push((seq, event));
     }
     Ok(events)
 }
 
-/// The conversations `party` sees, most recently active first, and whether
-/// more exist past this page.
+/// Up to `limit` outbox rows toward `peer` after `after`, in seq order.
+pub(super) async fn outbox(
+    reader: &SqlitePool,
+    peer: &str,
+    after: u64,
+    limit: u32,
+) -> StoreResult<Vec<OutboxRow>> {
+    sqlx::query_as::<_, (i64, Vec<u8>)>(
+        "SELECT seq, payload FROM outbox WHERE peer = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(peer)
+    .bind(seq_to_db(after)?)
+    .bind(i64::from(limit))
+    .fetch_all(reader)
+    .await?
+    .into_iter()
+    .map(|(seq, payload)| {
+        Ok(OutboxRow {
+            peer: peer.to_owned(),
+            seq: seq_from_db(seq, "outbox.seq")?,
+            payload: payload.into(),
+        })
+    })
+    .collect()
+}
+
+/// The conversations `party` sees by the audience rule (as in [`can_see`]),
+/// most recently active first, and whether more exist past this page.
 pub(super) async fn conversations_of(
     reader: &SqlitePool,
     party: PartyId,
     limit: u32,
     offset: u32,
-) -> StoreResult<(Vec<pb::Conversation>, bool)> {
+) -> StoreResult<(Vec<ConversationView>, bool)> {
     let rows = sqlx::query_as::<_, ViewRow>(
         "WITH page AS (
              SELECT c.key, c.id, c.subject, c.created_at_ms, c.last_seq, c.last_activity_ms,
@@ -361,7 +401,8 @@ pub(super) async fn conversations_of(
                               WHERE w.key = c.key AND w.party = $1 AND w.kind = $5), 0)
                         AS read_up_to
              FROM conversations_now c
-             WHERE c.key IN (SELECT key FROM members WHERE party = $1
+             WHERE c.key IN (SELECT m.key FROM members m JOIN parties p ON p.id = m.party
+                             WHERE m.party = $1 AND p.kind != $6
                              UNION
                              SELECT m.key FROM inbox_agents ia
                              JOIN members m ON m.party = ia.inbox
@@ -370,7 +411,7 @@ pub(super) async fn conversations_of(
              LIMIT $2 OFFSET $3)
          SELECT page.key, page.id, page.subject, page.created_at_ms, page.last_seq,
                 page.last_activity_ms, page.delivered_up_to, page.read_up_to,
-                p.address, p.kind, p.display_name
+                p.id, p.address, p.kind, p.display_name
          FROM page
          LEFT JOIN members mb ON mb.key = page.key
          LEFT JOIN parties p ON p.id = mb.party
@@ -381,6 +422,7 @@ pub(super) async fn conversations_of(
     .bind(i64::from(offset))
     .bind(ReceiptKind::Delivered.as_i64())
     .bind(ReceiptKind::Read.as_i64())
+    .bind(PartyKind::Inbox.as_i64())
     .fetch_all(reader)
     .await?;
     let mut conversations = group_views(rows)?;
@@ -394,7 +436,7 @@ pub(super) async fn conversation_view(
     reader: &SqlitePool,
     key: ConversationKey,
     viewer: PartyId,
-) -> StoreResult<Option<pb::Conversation>> {
+) -> StoreResult<Option<ConversationView>> {
     let mut conn = reader.acquire().await?;
     view(&mut conn, key, viewer).await
 }
@@ -412,6 +454,7 @@ type ViewRow = (
     i64,
     i64,
     i64,
+    Option<i64>,
     Option<String>,
     Option<i64>,
     Option<String>,
@@ -422,14 +465,14 @@ async fn view(
     conn: &mut SqliteConnection,
     key: ConversationKey,
     viewer: PartyId,
-) -> StoreResult<Option<pb::Conversation>> {
+) -> StoreResult<Option<ConversationView>> {
     let rows = sqlx::query_as::<_, ViewRow>(
         "SELECT c.key, c.id, c.subject, c.created_at_ms, c.last_seq, c.last_activity_ms,
                 COALESCE((SELECT up_to FROM watermarks w
                           WHERE w.key = c.key AND w.party = $2 AND w.kind = $3), 0),
                 COALESCE((SELECT up_to FROM watermarks w
                           WHERE w.key = c.key AND w.party = $2 AND w.kind = $4), 0),
-                p.address, p.kind, p.display_name
+                p.id, p.address, p.kind, p.display_name
          FROM conversations_now c
          LEFT JOIN members mb ON mb.key = c.key
          LEFT JOIN parties p ON p.id = mb.party
@@ -446,17 +489,17 @@ async fn view(
 }
 
 /// Folds rows of (conversation, member), grouped by conversation, into
-/// wire conversations.
-fn group_views(rows: Vec<ViewRow>) -> StoreResult<Vec<pb::Conversation>> {
-    let mut out: Vec<pb::Conversation> = Vec::new();
+/// views.
+fn group_views(rows: Vec<ViewRow>) -> StoreResult<Vec<ConversationView>> {
+    let mut out: Vec<ConversationView> = Vec::new();
     let mut current_key = None;
-    for (key, id, subject, created_at_ms, last_seq, last_activity_ms, delivered, read, a, k, n) in
-        rows
-    {
+    for row in rows {
+        let (key, id, subject, created_at_ms, last_seq, last_activity_ms, delivered, read) =
+            (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
         if current_key != Some(key) {
             current_key = Some(key);
-            out.push(pb::Conversation {
-                id,
+            out.push(ConversationView {
+                id: conversation_id(&id)?,
                 subject,
                 members: Vec::new(),
                 last_seq: seq_from_db(last_seq, "conversations.last_seq")?,
@@ -466,18 +509,16 @@ fn group_views(rows: Vec<ViewRow>) -> StoreResult<Vec<pb::Conversation>> {
                 last_activity_ms,
             });
         }
-        if let (Some(address), Some(kind), Some(display_name), Some(conversation)) =
-            (a, k, n, out.last_mut())
+        if let (Some(id), Some(address_text), Some(kind), Some(display_name), Some(view)) =
+            (row.8, row.9, row.10, row.11, out.last_mut())
         {
-            conversation
-                .members
-                .push(pb_party(address, kind, display_name)?);
+            view.members.push(Party {
+                id,
+                address: address(&address_text)?,
+                kind: party_kind(kind)?,
+                display_name,
+            });
         }
     }
     Ok(out)
-}
-
-/// A stored message body.
-fn decode_body(bytes: &[u8]) -> StoreResult<pb::Body> {
-    pb::Body::decode(bytes).map_err(|e| StoreError::Corrupt(format!("message body: {e}")))
 }

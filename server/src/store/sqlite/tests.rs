@@ -2,13 +2,10 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-use kanal_proto::pb;
-use prost::Message as _;
 use tempfile::TempDir;
 
 use super::SqliteStore;
-use crate::model::{EventRef, NewParty, PartyKind, Write};
+use crate::model::{Body, EventRef, NewParty, Party, PartyKind, Write};
 use crate::store::{Store, StoreError, StoreResult, conformance};
 
 /// A fresh store in its own temporary directory (removed on drop).
@@ -34,10 +31,7 @@ async fn survives_clean_close_and_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("kanal.db");
     let store = SqliteStore::open(&path).await.expect("open");
-    let party = store
-        .create_party(user("kept@kanal.test"))
-        .await
-        .expect("party");
+    let party = create_user(&store, "kept@kanal.test").await;
     store.close().await;
     let store = SqliteStore::open(&path).await.expect("reopen");
     let found = store.party_by_id(party.id).await.expect("lookup");
@@ -79,10 +73,7 @@ async fn concurrent_commits_and_reads() {
     const WRITERS: i64 = 6;
     const BATCHES: u64 = 20;
     let (_dir, store) = fresh().await;
-    let party = store
-        .create_party(user("busy@kanal.test"))
-        .await
-        .expect("party");
+    let party = create_user(&store, "busy@kanal.test").await;
     let mut tasks = tokio::task::JoinSet::new();
     for key in 1..=WRITERS {
         let store = store.clone();
@@ -98,7 +89,7 @@ async fn concurrent_commits_and_reads() {
                     sender: party.id,
                     client_msg_id: format!("{key}-{seq}"),
                     sent_at_ms: 0,
-                    body: Bytes::new(),
+                    body: Body::Text(String::new()),
                 }];
                 store.commit(batch).await.expect("commit");
                 store.history(key, 0, 5).await.expect("read beside commits");
@@ -137,7 +128,7 @@ async fn wal_frames(store: &SqliteStore) -> i64 {
 
 /// A party named `address` and conversation 1 with it as the only member.
 async fn one_conversation(store: &SqliteStore, address: &str) -> i64 {
-    let party = store.create_party(user(address)).await.expect("party");
+    let party = create_user(store, address).await;
     store
         .commit(conversation(1, party.id))
         .await
@@ -162,7 +153,7 @@ fn message(key: i64, seq: u64, sender: i64) -> Vec<Write> {
         sender,
         client_msg_id: format!("{key}-{seq}"),
         sent_at_ms: 0,
-        body: Bytes::new(),
+        body: Body::Text(String::new()),
     }]
 }
 
@@ -300,10 +291,7 @@ async fn reader_connections_are_read_only() {
 #[tokio::test]
 async fn unknown_party_kind_is_corrupt() {
     let (_dir, store) = fresh().await;
-    let party = store
-        .create_party(user("odd@kanal.test"))
-        .await
-        .expect("party");
+    let party = create_user(&store, "odd@kanal.test").await;
     let id = party.id;
     store
         .writer
@@ -322,10 +310,7 @@ async fn unknown_party_kind_is_corrupt() {
 #[tokio::test]
 async fn undecodable_body_is_corrupt() {
     let (_dir, store) = fresh().await;
-    let party = store
-        .create_party(user("a@kanal.test"))
-        .await
-        .expect("party");
+    let party = create_user(&store, "a@kanal.test").await;
     let mut batch = conversation(1, party.id);
     batch.push(Write::Message {
         key: 1,
@@ -333,10 +318,18 @@ async fn undecodable_body_is_corrupt() {
         sender: party.id,
         client_msg_id: "m".into(),
         sent_at_ms: 1,
-        // A field header promising more bytes than there are.
-        body: Bytes::from_static(&[0x0a, 0x05, b'h']),
+        body: Body::Text("h".into()),
     });
     store.commit(batch).await.expect("commit");
+    store
+        .writer
+        .call(|conn| {
+            // A field header promising more bytes than there are.
+            conn.execute("UPDATE messages SET body = X'0a0568'", [])?;
+            Ok(())
+        })
+        .await
+        .expect("tamper");
     let history = store.history(1, 0, 10).await;
     assert!(
         matches!(history, Err(StoreError::Corrupt(_))),
@@ -347,10 +340,7 @@ async fn undecodable_body_is_corrupt() {
 #[tokio::test]
 async fn seq_beyond_i64_is_refused_before_writing() {
     let (_dir, store) = fresh().await;
-    let party = store
-        .create_party(user("a@kanal.test"))
-        .await
-        .expect("party");
+    let party = create_user(&store, "a@kanal.test").await;
     let mut batch = conversation(1, party.id);
     batch.push(Write::Watermark {
         key: 1,
@@ -359,7 +349,7 @@ async fn seq_beyond_i64_is_refused_before_writing() {
         up_to: u64::MAX,
     });
     assert!(store.commit(batch).await.is_err());
-    assert_eq!(store.max_conversation_key().await.expect("max key"), 0);
+    assert_eq!(store.counters().await.expect("counters").max_key, 0);
 }
 
 // --- benchmarks ------------------------------------------------------------------
@@ -477,14 +467,7 @@ fn bench_members(conversation: usize) -> [i64; 3] {
 
 /// `count` batches of `sends` sends each, as the engine would write them.
 fn bench_batches(count: usize, sends: usize) -> Vec<Vec<Write>> {
-    let body = Bytes::from(
-        pb::Body {
-            kind: Some(pb::body::Kind::Text(
-                "a message of a typical length, some sixty bytes long".into(),
-            )),
-        }
-        .encode_to_vec(),
-    );
+    let body = Body::Text("a message of a typical length, some sixty bytes long".into());
     let mut seqs = vec![0_u64; BENCH_CONVERSATIONS];
     let mut heads = vec![0_u64; 2 + BENCH_AGENTS + BENCH_CONVERSATIONS];
     let mut random = 0x2545_f491_4f6c_dd1d_u64;
@@ -541,13 +524,28 @@ fn percentiles(latencies: &mut [std::time::Duration]) -> String {
     )
 }
 
-/// A user to create.
-fn user(address: &str) -> NewParty {
-    NewParty {
+/// Creates a user under the next free id.
+async fn create_user(store: &SqliteStore, address: &str) -> Party {
+    let id = store.counters().await.expect("counters").max_party + 1;
+    let party = NewParty {
         address: address.parse().expect("address"),
         kind: PartyKind::User,
         display_name: address.into(),
         password_hash: None,
+    };
+    store
+        .commit(vec![Write::NewParty {
+            id,
+            party: party.clone(),
+            created_at_ms: 0,
+        }])
+        .await
+        .expect("party");
+    Party {
+        id,
+        address: party.address,
+        kind: party.kind,
+        display_name: party.display_name,
     }
 }
 

@@ -8,8 +8,8 @@
 //! prepared. A batch of 256 sends (≈1,300 rows) takes about a dozen
 //! statements.
 //!
-//! Tables are written parents first (conversations, members, messages,
-//! events, watermarks), so foreign keys hold whatever the order of the
+//! Tables are written parents first (parties, inbox agents, conversations,
+//! members, messages, events, watermarks, outbox), so foreign keys hold whatever the order of the
 //! batch. Within a batch, watermarks keep their maximum, as if the writes
 //! had run one by one.
 
@@ -21,13 +21,14 @@ use rusqlite::{Connection, ToSql, TransactionBehavior};
 
 use super::seq_to_db;
 use crate::model::{EventRef, ReceiptKind, Write};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, body};
 
 /// Event kinds as stored in `events.kind`.
 pub(super) mod event_kind {
     /// A message; `ref_seq` is its seq.
     pub(crate) const MESSAGE: i64 = 1;
-    /// The party was added to the conversation.
+    /// The party was added to the conversation; `ref_seq` is the
+    /// conversation's last seq at that moment.
     pub(crate) const CONVERSATION_ADDED: i64 = 2;
     /// `actor`'s delivered watermark moved to `ref_seq`.
     pub(crate) const DELIVERED: i64 = 3;
@@ -80,6 +81,16 @@ struct ConversationRow<'a> {
     created_at_ms: i64,
 }
 
+/// A party row.
+struct PartyRow<'a> {
+    id: i64,
+    address: &'a str,
+    kind: i64,
+    display_name: &'a str,
+    password_hash: Option<&'a str>,
+    created_at_ms: i64,
+}
+
 /// A message row.
 struct MessageRow<'a> {
     key: i64,
@@ -87,7 +98,7 @@ struct MessageRow<'a> {
     sender: i64,
     client_msg_id: &'a str,
     sent_at_ms: i64,
-    body: &'a [u8],
+    body: Vec<u8>,
 }
 
 /// An event row.
@@ -104,6 +115,9 @@ struct EventRow {
 /// A batch sorted by table.
 #[derive(Default)]
 struct Rows<'a> {
+    parties: Vec<PartyRow<'a>>,
+    /// (inbox, agent)
+    inbox_agents: Vec<(i64, i64)>,
     conversations: Vec<ConversationRow<'a>>,
     /// (key, party, position)
     members: Vec<(i64, i64, i64)>,
@@ -111,6 +125,8 @@ struct Rows<'a> {
     events: Vec<EventRow>,
     /// (key, party, kind, up_to), one per watermark.
     watermarks: Vec<(i64, i64, i64, i64)>,
+    /// (peer, seq, payload)
+    outbox: Vec<(&'a str, i64, &'a [u8])>,
 }
 
 impl<'a> Rows<'a> {
@@ -120,6 +136,23 @@ impl<'a> Rows<'a> {
         let mut watermark_at: HashMap<(i64, i64, i64), usize> = HashMap::new();
         for write in batch {
             match write {
+                Write::NewParty {
+                    id,
+                    party,
+                    created_at_ms,
+                } => rows.parties.push(PartyRow {
+                    id: *id,
+                    address: party.address.as_str(),
+                    kind: party.kind.as_i64(),
+                    display_name: &party.display_name,
+                    password_hash: party.password_hash.as_deref(),
+                    created_at_ms: *created_at_ms,
+                }),
+                Write::InboxAgent { inbox, agent } => rows.inbox_agents.push((*inbox, *agent)),
+                Write::Outbox(row) => {
+                    rows.outbox
+                        .push((row.peer.as_str(), seq_to_db(row.seq)?, &row.payload[..]));
+                }
                 Write::NewConversation {
                     key,
                     id,
@@ -152,7 +185,7 @@ impl<'a> Rows<'a> {
                     sender: *sender,
                     client_msg_id,
                     sent_at_ms: *sent_at_ms,
-                    body,
+                    body: body::encode(body),
                 }),
                 Write::Event {
                     party,
@@ -163,7 +196,9 @@ impl<'a> Rows<'a> {
                 } => {
                     let (kind, ref_seq, actor) = match *what {
                         EventRef::Message { seq } => (event_kind::MESSAGE, seq_to_db(seq)?, None),
-                        EventRef::ConversationAdded => (event_kind::CONVERSATION_ADDED, 0, None),
+                        EventRef::ConversationAdded { last_seq } => {
+                            (event_kind::CONVERSATION_ADDED, seq_to_db(last_seq)?, None)
+                        }
                         EventRef::Receipt { party, kind, up_to } => {
                             let kind = match kind {
                                 ReceiptKind::Delivered => event_kind::DELIVERED,
@@ -207,6 +242,30 @@ impl<'a> Rows<'a> {
 
     /// Writes every row inside the caller's transaction, parents first.
     fn write(&self, conn: &Connection) -> rusqlite::Result<()> {
+        for p in &self.parties {
+            conn.prepare_cached(
+                "INSERT INTO parties
+                     (id, address, kind, display_name, password_hash, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(rusqlite::params![
+                p.id,
+                p.address,
+                p.kind,
+                p.display_name,
+                p.password_hash,
+                p.created_at_ms
+            ])?;
+        }
+        for (inbox, agent) in &self.inbox_agents {
+            conn.prepare_cached(
+                "INSERT INTO inbox_agents (inbox, agent, position)
+                 VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1
+                                  FROM inbox_agents WHERE inbox = ?1))
+                 ON CONFLICT (inbox, agent) DO NOTHING",
+            )?
+            .execute(rusqlite::params![inbox, agent])?;
+        }
         for c in &self.conversations {
             conn.prepare_cached(
                 "INSERT INTO conversations
@@ -236,7 +295,7 @@ impl<'a> Rows<'a> {
                 .put(m.sender)?
                 .put(m.client_msg_id)?
                 .put(m.sent_at_ms)?
-                .put(m.body)?;
+                .put(m.body.as_slice())?;
             Ok(())
         })?;
         chunked(conn, &EVENTS, &self.events, |s, e| {
@@ -258,6 +317,10 @@ impl<'a> Rows<'a> {
                 Ok(())
             },
         )?;
+        for (peer, seq, payload) in &self.outbox {
+            conn.prepare_cached("INSERT INTO outbox (peer, seq, payload) VALUES (?1, ?2, ?3)")?
+                .execute(rusqlite::params![peer, seq, payload])?;
+        }
         Ok(())
     }
 }

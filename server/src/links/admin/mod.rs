@@ -1,0 +1,243 @@
+//! The local admin link: a Unix socket in the data directory
+//! ([`SOCKET_FILE`], mode 0600) on which a running server takes operator
+//! commands, so that `kanald user|agent|inbox …` changes the directory
+//! through the server's writer, in order with every message.
+//!
+//! The wire format is one JSON object per line each way: an
+//! [`AdminRequest`], answered by one [`AdminResponse`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::model::{Party, PartyKind};
+use crate::node::{Node, directory};
+
+/// The socket's file name in the data directory.
+pub const SOCKET_FILE: &str = "admin.sock";
+
+/// Longest request line accepted, in bytes.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// An operator command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// Create a user account.
+    AddUser {
+        /// Local part of the address.
+        local: String,
+        /// Its password.
+        password: String,
+        /// Shown to other parties.
+        display_name: String,
+    },
+    /// Make an agent (created if new, with `password`) answer an inbox.
+    AddAgent {
+        /// Local part of the agent's address.
+        local: String,
+        /// Local part of the inbox's address.
+        inbox: String,
+        /// Password of a new agent.
+        password: Option<String>,
+        /// Shown to other parties.
+        display_name: String,
+    },
+    /// Create an inbox.
+    AddInbox {
+        /// Local part of the address.
+        local: String,
+        /// Shown to other parties.
+        display_name: String,
+    },
+    /// List every party.
+    Parties,
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum AdminResponse {
+    /// The party created or changed.
+    Party {
+        /// The party.
+        party: PartyInfo,
+    },
+    /// Every party, ordered by address.
+    Parties {
+        /// The parties.
+        parties: Vec<PartyInfo>,
+    },
+    /// The command failed; nothing changed.
+    Error {
+        /// Why, for the operator.
+        message: String,
+    },
+}
+
+/// A party as the admin link shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyInfo {
+    /// `local@domain`.
+    pub address: String,
+    /// `user`, `agent`, `bot`, `inbox` or `device`.
+    pub kind: String,
+    /// Shown to other parties.
+    pub display_name: String,
+}
+
+impl From<&Party> for PartyInfo {
+    fn from(party: &Party) -> Self {
+        Self {
+            address: party.address.to_string(),
+            kind: kind_name(party.kind).to_owned(),
+            display_name: party.display_name.clone(),
+        }
+    }
+}
+
+/// A party kind's name.
+pub fn kind_name(kind: PartyKind) -> &'static str {
+    match kind {
+        PartyKind::User => "user",
+        PartyKind::Agent => "agent",
+        PartyKind::Bot => "bot",
+        PartyKind::Inbox => "inbox",
+        PartyKind::Device => "device",
+    }
+}
+
+/// Binds the admin socket in `data_dir`, replacing a stale one (the caller
+/// holds the data directory's lock, so no other server owns it).
+pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+    let path = data_dir.join(SOCKET_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(listener)
+}
+
+/// Serves operator connections until the listener fails.
+pub async fn serve(listener: UnixListener, node: Arc<Node>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, node.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the admin socket failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Answers one operator connection's requests, one line each.
+async fn serve_connection(stream: UnixStream, node: Arc<Node>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_LINE));
+    loop {
+        lines.get_mut().set_limit(MAX_LINE);
+        let mut line = String::new();
+        let (response, last) = match lines.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            // Cut off by the limit (or by the end of the stream).
+            Ok(_) if !line.ends_with('\n') => {
+                let message = format!("a request is one line of at most {MAX_LINE} bytes");
+                (AdminResponse::Error { message }, true)
+            }
+            Ok(_) => match serde_json::from_str::<AdminRequest>(&line) {
+                Ok(request) => (handle(&node, request).await, false),
+                Err(e) => {
+                    let message = format!("malformed request: {e}");
+                    (AdminResponse::Error { message }, false)
+                }
+            },
+        };
+        let Ok(mut text) = serde_json::to_string(&response) else {
+            return;
+        };
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Carries out one operator command.
+pub async fn handle(node: &Node, request: AdminRequest) -> AdminResponse {
+    let result = match request {
+        AdminRequest::AddUser {
+            local,
+            password,
+            display_name,
+        } => directory::add_account(node, &local, PartyKind::User, &password, &display_name).await,
+        AdminRequest::AddAgent {
+            local,
+            inbox,
+            password,
+            display_name,
+        } => directory::add_agent(node, &local, &inbox, password.as_deref(), &display_name).await,
+        AdminRequest::AddInbox {
+            local,
+            display_name,
+        } => directory::add_inbox(node, &local, &display_name).await,
+        AdminRequest::Parties => {
+            return match node.store.parties().await {
+                Ok(parties) => AdminResponse::Parties {
+                    parties: parties.iter().map(PartyInfo::from).collect(),
+                },
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            };
+        }
+    };
+    match result {
+        Ok(party) => AdminResponse::Party {
+            party: PartyInfo::from(&party),
+        },
+        Err(e) => AdminResponse::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Sends `request` to the server serving `data_dir`; `Ok(None)` when no
+/// server listens there.
+pub async fn call(
+    data_dir: &Path,
+    request: &AdminRequest,
+) -> std::io::Result<Option<AdminResponse>> {
+    let mut stream = match UnixStream::connect(data_dir.join(SOCKET_FILE)).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut text = serde_json::to_string(request).map_err(std::io::Error::other)?;
+    text.push('\n');
+    stream.write_all(text.as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(std::io::Error::other)
+}

@@ -1,0 +1,189 @@
+//! Rendering Kanal's model on the client link: model values to protobuf
+//! and back. The engine never sees protobuf; this is the only place that
+//! maps one onto the other.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kanal_proto::pb;
+
+use crate::model::{
+    Body, ConversationView, Event, Message, Party, PartyKind, Receipt, ReceiptKind, Refusal,
+    RefusalCode, Sent,
+};
+
+/// A party on the wire.
+pub fn party(party: &Party) -> pb::Party {
+    pb::Party {
+        address: party.address.to_string(),
+        kind: party_kind(party.kind) as i32,
+        display_name: party.display_name.clone(),
+    }
+}
+
+/// A party kind on the wire.
+pub fn party_kind(kind: PartyKind) -> pb::PartyKind {
+    match kind {
+        PartyKind::User => pb::PartyKind::User,
+        PartyKind::Agent => pb::PartyKind::Agent,
+        PartyKind::Bot => pb::PartyKind::Bot,
+        PartyKind::Inbox => pb::PartyKind::Inbox,
+        PartyKind::Device => pb::PartyKind::Device,
+    }
+}
+
+/// A receipt kind on the wire.
+pub fn receipt_kind(kind: ReceiptKind) -> pb::ReceiptKind {
+    match kind {
+        ReceiptKind::Delivered => pb::ReceiptKind::Delivered,
+        ReceiptKind::Read => pb::ReceiptKind::Read,
+    }
+}
+
+/// A body on the wire.
+pub fn body(body: &Body) -> pb::Body {
+    let kind = match body {
+        Body::Text(text) => pb::body::Kind::Text(text.clone()),
+    };
+    pb::Body { kind: Some(kind) }
+}
+
+/// A body from the wire, if it has a kind this server knows.
+pub fn parse_body(body: pb::Body) -> Option<Body> {
+    match body.kind? {
+        pb::body::Kind::Text(text) => Some(Body::Text(text)),
+    }
+}
+
+/// A conversation on the wire.
+pub fn conversation(view: &ConversationView) -> pb::Conversation {
+    pb::Conversation {
+        id: view.id.to_string(),
+        subject: view.subject.clone(),
+        members: view.members.iter().map(party).collect(),
+        last_seq: view.last_seq,
+        created_at_ms: view.created_at_ms,
+        delivered_up_to: view.delivered_up_to,
+        read_up_to: view.read_up_to,
+        last_activity_ms: view.last_activity_ms,
+    }
+}
+
+/// A message on the wire.
+pub fn message(message: &Message) -> pb::Message {
+    pb::Message {
+        conversation: message.conversation.to_string(),
+        seq: message.seq,
+        sender: message.sender.to_string(),
+        client_msg_id: message.client_msg_id.clone(),
+        sent_at_ms: message.sent_at_ms,
+        body: Some(body(&message.body)),
+    }
+}
+
+/// A `Sent` on the wire.
+pub fn sent(sent: &Sent) -> pb::Sent {
+    pb::Sent {
+        conversation: sent.conversation.to_string(),
+        seq: sent.seq,
+        sent_at_ms: sent.sent_at_ms,
+        duplicate: sent.duplicate,
+    }
+}
+
+/// An event's `kind` on the wire.
+pub fn event_kind(event: &Event) -> pb::event::Kind {
+    match event {
+        Event::Message(m) => pb::event::Kind::Message(message(m)),
+        Event::ConversationAdded(view) => pb::event::Kind::ConversationAdded(conversation(view)),
+        Event::Receipt(Receipt {
+            conversation,
+            party,
+            kind,
+            up_to,
+        }) => pb::event::Kind::Receipt(pb::Receipt {
+            conversation: conversation.to_string(),
+            party: party.to_string(),
+            kind: receipt_kind(*kind) as i32,
+            up_to_seq: *up_to,
+        }),
+    }
+}
+
+/// The encoded `kind` field of `pb::Event` for `event`: what a Push frame
+/// carries after [`push_event_header`].
+pub fn encoded_event_kind(event: &Event) -> Bytes {
+    let kind = event_kind(event);
+    let mut buf = BytesMut::with_capacity(kind.encoded_len());
+    kind.encode(&mut buf);
+    buf.freeze()
+}
+
+/// A refusal's code on the wire.
+pub fn error_code(code: RefusalCode) -> pb::ErrorCode {
+    match code {
+        RefusalCode::BadRequest => pb::ErrorCode::BadRequest,
+        RefusalCode::InvalidAddress => pb::ErrorCode::InvalidAddress,
+        RefusalCode::UnsupportedVersion => pb::ErrorCode::UnsupportedVersion,
+        RefusalCode::Unauthenticated => pb::ErrorCode::Unauthenticated,
+        RefusalCode::RegistrationClosed => pb::ErrorCode::RegistrationClosed,
+        RefusalCode::AddressTaken => pb::ErrorCode::AddressTaken,
+        RefusalCode::NotFound => pb::ErrorCode::NotFound,
+        RefusalCode::TooLarge => pb::ErrorCode::TooLarge,
+        RefusalCode::RemoteUnreachable => pb::ErrorCode::RemoteUnreachable,
+        RefusalCode::Internal => pb::ErrorCode::Internal,
+    }
+}
+
+/// A refusal on the wire.
+pub fn error(refusal: &Refusal) -> pb::Error {
+    pb::Error {
+        code: error_code(refusal.code) as i32,
+        message: refusal.message.clone(),
+    }
+}
+
+/// The bytes before `kind` in the frame of `Push{event: Event{seq, kind}}`.
+/// Writing this header and then `kind` yields the whole frame, so the body is
+/// never copied per recipient.
+pub fn push_event_header(seq: u64, kind_len: usize) -> Bytes {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    // Event: field 1 (seq, varint) then the kind field's own bytes.
+    let event_len = 1 + encoded_len_varint(seq) + kind_len;
+    // Push: field 1 (event, length-delimited).
+    let push_len = 1 + encoded_len_varint(event_len as u64) + event_len;
+    let mut header = BytesMut::with_capacity(24);
+    encode_varint(push_len as u64, &mut header);
+    header.put_u8(0x0a);
+    encode_varint(event_len as u64, &mut header);
+    header.put_u8(0x08);
+    encode_varint(seq, &mut header);
+    header.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_plus_shared_kind_is_the_prost_frame() {
+        let kind = pb::event::Kind::Receipt(pb::Receipt {
+            conversation: "localhost/abc".into(),
+            party: "bob@localhost".into(),
+            kind: pb::ReceiptKind::Read as i32,
+            up_to_seq: 9,
+        });
+        let mut kind_bytes = BytesMut::new();
+        kind.encode(&mut kind_bytes);
+        for seq in [1, 127, 128, 300_000, u64::MAX] {
+            let push = pb::Push {
+                kind: Some(pb::push::Kind::Event(pb::Event {
+                    seq,
+                    kind: Some(kind.clone()),
+                })),
+            };
+            let expected = kanal_proto::frame::encode_to_bytes(&push);
+            let mut got = push_event_header(seq, kind_bytes.len()).to_vec();
+            got.extend_from_slice(&kind_bytes);
+            assert_eq!(got, expected.to_vec(), "seq {seq}");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Events: what a party's ordered event log tells it. Each event has one
+//! constructor, used both when it happens and when a log is replayed, so a
+//! replayed event equals the live one.
+
+use kanal_proto::address::Address;
+
+use super::conversation::{ConversationRecord, ConversationView, Message};
+use super::party::PartyId;
+
+/// Delivered or read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReceiptKind {
+    /// The party's client has the message.
+    Delivered,
+    /// The party has seen the message.
+    Read,
+}
+
+impl ReceiptKind {
+    /// Stable number stored in the database.
+    pub const fn as_i64(self) -> i64 {
+        match self {
+            ReceiptKind::Delivered => 1,
+            ReceiptKind::Read => 2,
+        }
+    }
+
+    /// The kind for a stored number.
+    pub const fn from_i64(value: i64) -> Option<Self> {
+        match value {
+            1 => Some(ReceiptKind::Delivered),
+            2 => Some(ReceiptKind::Read),
+            _ => None,
+        }
+    }
+}
+
+/// A party's delivered or read watermark moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The conversation.
+    pub conversation: kanal_proto::address::ConversationId,
+    /// Whose watermark.
+    pub party: Address,
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// The new watermark.
+    pub up_to: u64,
+}
+
+/// One entry of a party's event log. New kinds (system events of the
+/// service desk: assigned, status changed) are added as variants; every
+/// link renders each kind it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message was appended to a conversation the party receives.
+    Message(Message),
+    /// The party now receives this conversation, shown as it stood at that
+    /// moment (the new party's watermarks are zero).
+    ConversationAdded(ConversationView),
+    /// A party's watermark moved.
+    Receipt(Receipt),
+}
+
+impl Event {
+    /// The conversation was added to a party's log when its last seq was
+    /// `last_seq` and the time `at_ms`.
+    pub fn conversation_added(record: &ConversationRecord, last_seq: u64, at_ms: i64) -> Self {
+        let mut view = ConversationView::of(record, 0, 0);
+        view.last_seq = last_seq;
+        view.last_activity_ms = at_ms;
+        Event::ConversationAdded(view)
+    }
+}
+
+/// What an event row points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRef {
+    /// Message `seq` of the conversation.
+    Message {
+        /// The message's seq in its conversation.
+        seq: u64,
+    },
+    /// The party now takes part in the conversation, whose last seq was
+    /// `last_seq` at that moment.
+    ConversationAdded {
+        /// The conversation's last seq when the party was added.
+        last_seq: u64,
+    },
+    /// `party`'s watermark of `kind` moved to `up_to`.
+    Receipt {
+        /// Whose watermark moved.
+        party: PartyId,
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// The new watermark.
+        up_to: u64,
+    },
+}

@@ -1,0 +1,52 @@
+//! Why the server refuses a command: a typed code every link can render,
+//! and a message for people.
+
+/// What kind of refusal; each link maps it to its own wire code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalCode {
+    /// A field is missing or invalid.
+    BadRequest,
+    /// An address is malformed.
+    InvalidAddress,
+    /// The client speaks a protocol version this server does not.
+    UnsupportedVersion,
+    /// Wrong address, password or resume token.
+    Unauthenticated,
+    /// This server does not allow self-registration.
+    RegistrationClosed,
+    /// The address exists already.
+    AddressTaken,
+    /// The conversation or party does not exist, or the caller may not see it.
+    NotFound,
+    /// A field exceeds its size limit.
+    TooLarge,
+    /// The party is on a server this one cannot reach.
+    RemoteUnreachable,
+    /// The server failed; retrying later may succeed.
+    Internal,
+}
+
+/// A refused command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Refusal {
+    /// What kind.
+    pub code: RefusalCode,
+    /// For people.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal of `code` saying `message`.
+    pub fn new(code: RefusalCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The server failed; the caller may retry.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(RefusalCode::Internal, message)
+    }
+}

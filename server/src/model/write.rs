@@ -1,0 +1,97 @@
+//! The rows the engine asks the store to write. A batch of writes is
+//! committed in one transaction, all or nothing, before anyone hears of it.
+
+use kanal_proto::address::ConversationId;
+
+use super::conversation::{Body, ConversationKey};
+use super::event::{EventRef, ReceiptKind};
+use super::party::{NewParty, PartyId};
+
+/// One row (or group of rows) to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Insert a party under the id the engine chose.
+    NewParty {
+        /// Row id chosen by the engine.
+        id: PartyId,
+        /// The party.
+        party: NewParty,
+        /// Creation time, ms since the Unix epoch.
+        created_at_ms: i64,
+    },
+    /// Make an agent answer for an inbox (after the agents it has).
+    InboxAgent {
+        /// The inbox.
+        inbox: PartyId,
+        /// The agent.
+        agent: PartyId,
+    },
+    /// Insert a conversation and its members.
+    NewConversation {
+        /// Row id chosen by the engine.
+        key: ConversationKey,
+        /// Public id.
+        id: ConversationId,
+        /// Subject line.
+        subject: String,
+        /// Who started it.
+        created_by: PartyId,
+        /// Creation time, ms since the Unix epoch.
+        created_at_ms: i64,
+        /// All parties including the creator, in order.
+        members: Vec<PartyId>,
+    },
+    /// Insert a message.
+    Message {
+        /// The conversation.
+        key: ConversationKey,
+        /// Gapless per conversation.
+        seq: u64,
+        /// Who sent it.
+        sender: PartyId,
+        /// The sender's idempotency key.
+        client_msg_id: String,
+        /// Server time, ms since the Unix epoch.
+        sent_at_ms: i64,
+        /// What it says.
+        body: Body,
+    },
+    /// Append to a party's event log.
+    Event {
+        /// Whose log.
+        party: PartyId,
+        /// Gapless per party.
+        seq: u64,
+        /// The conversation it concerns.
+        key: ConversationKey,
+        /// What happened.
+        what: EventRef,
+        /// When, ms since the Unix epoch.
+        at_ms: i64,
+    },
+    /// Raise a party's watermark in a conversation (never lowers it).
+    Watermark {
+        /// The conversation.
+        key: ConversationKey,
+        /// Whose watermark.
+        party: PartyId,
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// The new watermark.
+        up_to: u64,
+    },
+    /// Queue something for another server, in the same transaction as the
+    /// change it carries, so it is sent exactly when that change is durable.
+    Outbox(OutboxRow),
+}
+
+/// One entry of the durable queue toward one peer server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// The peer's domain.
+    pub peer: String,
+    /// Contiguous per peer, from 1: the peer acknowledges cumulatively.
+    pub seq: u64,
+    /// The encoded transaction, opaque to the store.
+    pub payload: bytes::Bytes,
+}

@@ -1,0 +1,216 @@
+//! Accounts, the same for every link: registering, logging in with a
+//! password, and resuming a session by its token. A new account is created
+//! by the writer, in order with every other change.
+
+use kanal_proto::address::Address;
+use kanal_proto::limits;
+
+use super::Node;
+use super::auth;
+use crate::core::engine::{Command, Reply};
+use crate::model::{NewParty, Party, PartyKind, Refusal, RefusalCode};
+use crate::store::StoreError;
+
+/// What a client proves itself with.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// Create an account `local@DOMAIN`.
+    Register {
+        /// The local part of the new address.
+        local: String,
+        /// Its password.
+        password: String,
+        /// Shown to other parties.
+        display_name: String,
+    },
+    /// Log in with a password.
+    Password {
+        /// `local@domain`, as the client typed it.
+        address: String,
+        /// The password.
+        password: String,
+    },
+    /// Resume an earlier session.
+    Resume {
+        /// The resume token a Welcome gave.
+        token: String,
+    },
+}
+
+/// An authenticated session.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Who.
+    pub party: Party,
+    /// The session's row id.
+    pub session: i64,
+    /// The resume token (new for a login, the same for a resume).
+    pub token: String,
+    /// Highest event seq the session acknowledged.
+    pub acked_seq: u64,
+}
+
+/// Checks `credentials` and opens (or resumes) a session; `client` names
+/// the client software, for the operator.
+pub async fn authenticate(
+    node: &Node,
+    credentials: Credentials,
+    client: &str,
+) -> Result<Authenticated, Refusal> {
+    match credentials {
+        Credentials::Register {
+            local,
+            password,
+            display_name,
+        } => register(node, &local, password, display_name, client).await,
+        Credentials::Password { address, password } => {
+            password_login(node, &address, password, client).await
+        }
+        Credentials::Resume { token } => resume(node, &token).await,
+    }
+}
+
+/// The refusal of a password that breaks the length rules.
+pub fn check_password(password: &str) -> Result<(), Refusal> {
+    if password.chars().count() < limits::MIN_PASSWORD {
+        return Err(Refusal::new(
+            RefusalCode::BadRequest,
+            format!(
+                "the password needs at least {} characters",
+                limits::MIN_PASSWORD
+            ),
+        ));
+    }
+    if password.len() > limits::MAX_PASSWORD {
+        return Err(Refusal::new(RefusalCode::TooLarge, "password too long"));
+    }
+    Ok(())
+}
+
+/// Creates a party through the writer, in order with every other change.
+pub async fn create_party(node: &Node, party: NewParty) -> Result<Party, Refusal> {
+    match node.writer.submit(Command::AddParty(party)).await {
+        Reply::Party(party) => Ok(party),
+        Reply::Refused(refusal) => Err(refusal),
+        other => Err(Refusal::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+async fn register(
+    node: &Node,
+    local: &str,
+    password: String,
+    display_name: String,
+    client: &str,
+) -> Result<Authenticated, Refusal> {
+    if !node.open_registration {
+        return Err(Refusal::new(
+            RefusalCode::RegistrationClosed,
+            "this server does not allow registration",
+        ));
+    }
+    let address = Address::new(local, &node.domain)
+        .map_err(|e| Refusal::new(RefusalCode::InvalidAddress, e.to_string()))?;
+    check_password(&password)?;
+    if display_name.len() > limits::MAX_DISPLAY_NAME {
+        return Err(Refusal::new(RefusalCode::TooLarge, "display name too long"));
+    }
+    let hash = auth::hash_password(password)
+        .await
+        .map_err(|e| Refusal::internal(e.to_string()))?;
+    let party = create_party(
+        node,
+        NewParty {
+            address,
+            kind: PartyKind::User,
+            display_name,
+            password_hash: Some(hash),
+        },
+    )
+    .await?;
+    open_session(node, party, client).await
+}
+
+async fn password_login(
+    node: &Node,
+    address: &str,
+    password: String,
+    client: &str,
+) -> Result<Authenticated, Refusal> {
+    let wrong = || Refusal::new(RefusalCode::Unauthenticated, "wrong address or password");
+    let address: Address = address
+        .parse()
+        .map_err(|e: kanal_proto::address::NameError| {
+            Refusal::new(RefusalCode::InvalidAddress, e.to_string())
+        })?;
+    if password.len() > limits::MAX_PASSWORD {
+        return Err(wrong());
+    }
+    let party = if address.domain() == node.domain {
+        node.store
+            .party_by_address(&address)
+            .await
+            .map_err(internal)?
+    } else {
+        None
+    };
+    let hash = match &party {
+        Some(p) => node.store.password_hash(p.id).await.map_err(internal)?,
+        None => None,
+    };
+    // Verified even without a hash, so an unknown address costs as long as
+    // a wrong password.
+    if !auth::verify_password(password, hash).await {
+        return Err(wrong());
+    }
+    let party = party.ok_or_else(wrong)?;
+    open_session(node, party, client).await
+}
+
+async fn resume(node: &Node, token: &str) -> Result<Authenticated, Refusal> {
+    let unknown = || Refusal::new(RefusalCode::Unauthenticated, "unknown resume token");
+    let session = node
+        .store
+        .session_by_token_hash(auth::token_hash(token))
+        .await
+        .map_err(internal)?
+        .ok_or_else(unknown)?;
+    let party = node
+        .store
+        .party_by_id(session.party)
+        .await
+        .map_err(internal)?
+        .ok_or_else(unknown)?;
+    Ok(Authenticated {
+        party,
+        session: session.id,
+        token: token.to_string(),
+        acked_seq: session.acked_seq,
+    })
+}
+
+async fn open_session(node: &Node, party: Party, client: &str) -> Result<Authenticated, Refusal> {
+    if !party.kind.has_session() {
+        return Err(Refusal::new(
+            RefusalCode::Unauthenticated,
+            "this address cannot log in",
+        ));
+    }
+    let (token, hash) = auth::new_resume_token();
+    let session = node
+        .store
+        .create_session(party.id, hash, client)
+        .await
+        .map_err(internal)?;
+    Ok(Authenticated {
+        party,
+        session: session.id,
+        token,
+        acked_seq: 0,
+    })
+}
+
+fn internal(e: StoreError) -> Refusal {
+    tracing::error!(error = %e, "store failed during authentication");
+    Refusal::internal("the server failed; retry later")
+}

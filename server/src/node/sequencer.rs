@@ -1,0 +1,336 @@
+//! The writer's work on one batch, without its queue: load what the
+//! engine needs, apply every command in order, commit the rows in one
+//! transaction, and only then hand back the replies and the events to
+//! publish. The writer task runs it on the real clock; the simulator runs
+//! it on virtual time.
+//!
+//! A failed commit answers every command of the batch with an error and
+//! resets the engine's cache to the database. Sends are deduplicated without
+//! a lookup per send: the engine remembers recent sends, takes any other for
+//! new, and the store's uniqueness of (conversation, sender, client_msg_id)
+//! catches a retry of an older one. That batch stores nothing; it is applied
+//! again with every send looked up, so the retry is answered as the
+//! duplicate it is.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::engine::{Command, Engine, Need, Published, Reply};
+use crate::model::{ConversationRecord, Party, PartyId, Refusal, StoredSend};
+use crate::store::{Store, StoreError, StoreResult};
+
+/// How long every send is looked up before it is applied after a batch hit
+/// [`StoreError::DuplicateSend`]; otherwise sends not in the engine's memory
+/// are taken for new and the store's uniqueness checks them.
+const VERIFY_AFTER_DUPLICATE: Duration = Duration::from_secs(10);
+
+/// Rounds of loading a command's needs (the engine converges in three).
+const NEED_ROUNDS: usize = 4;
+
+/// How a batch ended.
+enum Outcome {
+    /// Durable: each job's reply, in order, and the events to publish.
+    Committed {
+        replies: Vec<Reply>,
+        published: Vec<Published>,
+    },
+    /// Nothing stored: each job's reply, and whether it meant to write.
+    Failed { replies: Vec<(Reply, bool)> },
+    /// Nothing stored: a send reused a stored client_msg_id.
+    DuplicateSend,
+}
+
+/// The engine and its store: orders batches of commands. See the module docs.
+pub struct Sequencer {
+    store: Arc<dyn Store>,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sequencer {
+    /// A sequencer for `domain` that numbers new rows after the store's.
+    pub async fn new(store: Arc<dyn Store>, domain: String) -> StoreResult<Self> {
+        let engine = Engine::new(domain, store.counters().await?);
+        Ok(Self { store, engine })
+    }
+
+    /// The engine, to inspect or feed by hand in tests.
+    #[cfg(test)]
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// The engine's next deadline, ms since the Unix epoch.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        self.engine.poll_timeout()
+    }
+
+    /// Handles the engine's deadlines due at `now_ms`.
+    pub fn handle_timeout(&mut self, now_ms: i64) {
+        self.engine.handle_timeout(now_ms);
+    }
+
+    /// Orders `commands` at `now_ms`: one reply per command, in order, and
+    /// the events to publish. Everything they wrote is durable when this
+    /// returns (or nothing is, and the replies say so).
+    pub async fn order(
+        &mut self,
+        commands: &[Command],
+        now_ms: i64,
+    ) -> (Vec<Reply>, Vec<Published>) {
+        self.engine.handle_timeout(now_ms);
+        let mut outcome = self.run_batch(commands, now_ms).await;
+        if matches!(outcome, Outcome::DuplicateSend) {
+            // A send the engine took for new reused an id stored before its
+            // memory of sends: nothing was stored. Apply the batch again from
+            // the database, looking every send up, and keep looking up for a
+            // while, so a client replaying old sends costs one extra
+            // transaction per VERIFY_AFTER_DUPLICATE, not one per send.
+            tracing::debug!(
+                commands = commands.len(),
+                "a send reused a stored client_msg_id; batch applied again with lookups"
+            );
+            self.reset().await;
+            let window = i64::try_from(VERIFY_AFTER_DUPLICATE.as_millis()).unwrap_or(i64::MAX);
+            self.engine
+                .verify_sends_until(now_ms.saturating_add(window));
+            outcome = self.run_batch(commands, now_ms).await;
+        }
+        match outcome {
+            Outcome::Committed { replies, published } => (replies, published),
+            Outcome::Failed { replies } => {
+                self.reset().await;
+                // Refusals stored nothing and stand; everything else failed.
+                let replies = replies
+                    .into_iter()
+                    .map(|(reply, wrote)| if wrote { internal() } else { reply })
+                    .collect();
+                (replies, Vec::new())
+            }
+            Outcome::DuplicateSend => {
+                // With every send looked up first, only a second writer on
+                // the same database could get here.
+                tracing::error!("a verified batch still reused a client_msg_id; batch refused");
+                self.reset().await;
+                (commands.iter().map(|_| internal()).collect(), Vec::new())
+            }
+        }
+    }
+
+    /// Loads, applies and commits `commands` at `now_ms`.
+    async fn run_batch(&mut self, commands: &[Command], now_ms: i64) -> Outcome {
+        let started = std::time::Instant::now();
+        let failed = self.load_needs(commands).await;
+        let loaded = started.elapsed();
+        let mut writes = Vec::new();
+        let mut published = Vec::new();
+        let mut replies = Vec::with_capacity(commands.len());
+        for command in commands {
+            let reply = if self
+                .engine
+                .needs(command)
+                .iter()
+                .any(|n| failed.contains(n))
+            {
+                // The state could not be read: say so, rather than act on a guess.
+                (internal(), false)
+            } else {
+                let (reply, applied) = self.engine.apply(now_ms, command);
+                let wrote = !applied.writes.is_empty();
+                writes.extend(applied.writes);
+                published.extend(applied.published);
+                (reply, wrote)
+            };
+            replies.push(reply);
+        }
+        self.engine.finish_batch();
+        let applied = started.elapsed();
+        let rows = writes.len();
+        if rows > 0 {
+            match self.store.commit(writes).await {
+                Ok(()) => {}
+                Err(StoreError::DuplicateSend) => return Outcome::DuplicateSend,
+                Err(e) => {
+                    tracing::error!(error = %e, rows, "commit failed; batch refused");
+                    return Outcome::Failed { replies };
+                }
+            }
+        }
+        tracing::trace!(
+            commands = commands.len(),
+            rows,
+            ?loaded,
+            ?applied,
+            total = ?started.elapsed(),
+            "batch committed"
+        );
+        Outcome::Committed {
+            replies: replies.into_iter().map(|(reply, _)| reply).collect(),
+            published,
+        }
+    }
+
+    /// Loads what the engine needs for every command of the batch: in rounds
+    /// (conversations, then inbox agents and prior sends, then heads), each
+    /// round's loads concurrently. Returns the needs whose load failed.
+    async fn load_needs(&mut self, commands: &[Command]) -> HashSet<Need> {
+        let mut tried = HashSet::new();
+        let mut failed = HashSet::new();
+        for _ in 0..NEED_ROUNDS {
+            let needs: Vec<Need> = commands
+                .iter()
+                .flat_map(|command| self.engine.needs(command))
+                .filter(|need| tried.insert(need.clone()))
+                .collect();
+            if needs.is_empty() {
+                break;
+            }
+            // Prior sends are looked up together, in one statement per chunk;
+            // everything else concurrently, one query each.
+            let (sends, others): (Vec<Need>, Vec<Need>) = needs
+                .into_iter()
+                .partition(|n| matches!(n, Need::PriorSend { .. }));
+            self.load_prior_sends(sends, &mut failed).await;
+            let store = self.store.as_ref();
+            let loads = futures::future::join_all(others.into_iter().map(|need| async move {
+                let loaded = load(store, &need).await;
+                (need, loaded)
+            }))
+            .await;
+            for (need, loaded) in loads {
+                match loaded {
+                    Ok(loaded) => self.supply(need, loaded),
+                    Err(e) => {
+                        tracing::error!(error = %e, ?need, "loading state for a command failed");
+                        failed.insert(need);
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    async fn load_prior_sends(&mut self, needs: Vec<Need>, failed: &mut HashSet<Need>) {
+        if needs.is_empty() {
+            return;
+        }
+        let wanted: Vec<_> = needs
+            .iter()
+            .filter_map(|need| match need {
+                Need::PriorSend {
+                    key,
+                    sender,
+                    client_msg_id,
+                } => Some((*key, *sender, client_msg_id.clone())),
+                _ => None,
+            })
+            .collect();
+        match self.store.find_sends(&wanted).await {
+            Ok(found) => {
+                let mut found: HashMap<_, _> = found.into_iter().collect();
+                for (key, sender, client_msg_id) in wanted {
+                    let prior = found.remove(&(key, sender, client_msg_id.clone()));
+                    self.engine
+                        .load_prior_send(key, sender, client_msg_id, prior);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, sends = wanted.len(), "looking up prior sends failed");
+                failed.extend(needs);
+            }
+        }
+    }
+
+    fn supply(&mut self, need: Need, loaded: Loaded) {
+        match (need, loaded) {
+            (Need::Party(address), Loaded::Party(party)) => self.engine.load_party(address, party),
+            (Need::Conversation(_), Loaded::Conversation(Some(record))) => {
+                self.engine.load_conversation(record);
+            }
+            (Need::Head(party), Loaded::Head(head)) => self.engine.load_head(party, head),
+            (Need::InboxAgents(inbox), Loaded::InboxAgents(agents)) => {
+                self.engine.load_inbox_agents(inbox, agents);
+            }
+            (
+                Need::PriorSend {
+                    key,
+                    sender,
+                    client_msg_id,
+                },
+                Loaded::PriorSend(prior),
+            ) => self
+                .engine
+                .load_prior_send(key, sender, client_msg_id, prior),
+            (
+                Need::Watermark {
+                    conversation,
+                    party,
+                    kind,
+                },
+                Loaded::Watermark(up_to),
+            ) => self
+                .engine
+                .load_watermark(&conversation, party, kind, up_to),
+            // An unknown conversation stays unknown: the command is refused.
+            _ => {}
+        }
+    }
+
+    async fn reset(&mut self) {
+        match self.store.counters().await {
+            Ok(counters) => self.engine.reset(counters),
+            Err(e) => {
+                // Without the counters we cannot number new rows safely; keep
+                // the old ones (ahead of the database, never behind) and
+                // drop the rest of the cache.
+                tracing::error!(error = %e, "reloading after a failed commit failed");
+                let counters = self.engine.counters();
+                self.engine.reset(counters);
+            }
+        }
+    }
+}
+
+/// What a store read returned for a [`Need`].
+enum Loaded {
+    Party(Option<Party>),
+    Conversation(Option<ConversationRecord>),
+    Head(u64),
+    InboxAgents(Vec<PartyId>),
+    PriorSend(Option<StoredSend>),
+    Watermark(u64),
+}
+
+async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
+    Ok(match need {
+        Need::Party(address) => Loaded::Party(store.party_by_address(address).await?),
+        Need::Conversation(id) => Loaded::Conversation(store.load_conversation(id).await?),
+        Need::Head(party) => Loaded::Head(store.event_head(*party).await?),
+        Need::InboxAgents(inbox) => Loaded::InboxAgents(store.inbox_agents(*inbox).await?),
+        Need::PriorSend {
+            key,
+            sender,
+            client_msg_id,
+        } => Loaded::PriorSend(store.find_send(*key, *sender, client_msg_id).await?),
+        Need::Watermark {
+            conversation,
+            party,
+            kind,
+        } => match store.conversation_key(conversation).await? {
+            Some(key) => Loaded::Watermark(store.watermark(key, *party, *kind).await?),
+            None => Loaded::Watermark(0),
+        },
+    })
+}
+
+fn internal() -> Reply {
+    Reply::Refused(Refusal::internal("the server could not store this; retry"))
+}

@@ -1,0 +1,250 @@
+//! A whole server: the data directory's lock, the store, the node (writer
+//! and hub), and its links: QUIC for clients, the admin socket for
+//! operators.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::links::admin;
+use crate::links::quic::endpoint::{Endpoint, EndpointError};
+use crate::node::Node;
+use crate::ops::config::{Config, Registration};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// How long shutdown waits for connections to close and the writer to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The lock file a running server holds in its data directory: one server
+/// per data directory, and operator commands know whether one runs.
+pub const LOCK_FILE: &str = "kanald.lock";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened.
+    #[error("database {path}: {source}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The QUIC endpoint could not be set up.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Another server serves this data directory.
+    #[error("{0}: another kanald serves this data directory")]
+    Locked(PathBuf),
+    /// The data directory's lock or admin socket could not be made.
+    #[error("{path}: {source}")]
+    DataDir {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: Endpoint,
+    node: Arc<Node>,
+    accept: JoinHandle<()>,
+    admin: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    _lock: File,
+}
+
+impl Server {
+    /// Starts serving `config` from `data_dir` (which `kanald init` prepared).
+    pub async fn start(data_dir: &Path, config: Config) -> Result<Self, StartError> {
+        let lock = lock(data_dir)?;
+        let db_path = data_dir.join(&config.database);
+        let store = SqliteStore::open(&db_path)
+            .await
+            .map_err(|source| StartError::Store {
+                path: db_path.clone(),
+                source,
+            })?;
+        Self::serve(data_dir, config, Arc::new(store), lock).await
+    }
+
+    /// Starts serving with an already opened store.
+    pub async fn start_with_store(
+        data_dir: &Path,
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
+        let lock = lock(data_dir)?;
+        Self::serve(data_dir, config, store, lock).await
+    }
+
+    async fn serve(
+        data_dir: &Path,
+        config: Config,
+        store: Arc<dyn Store>,
+        lock: File,
+    ) -> Result<Self, StartError> {
+        let endpoint = Endpoint::bind(data_dir, &config)?;
+        let open_registration = config.registration == Registration::Open;
+        let (node, writer) = Node::start(config.domain.clone(), open_registration, store)
+            .await
+            .map_err(|source| StartError::Store {
+                path: data_dir.join(&config.database),
+                source,
+            })?;
+        let socket = admin::bind(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.join(admin::SOCKET_FILE),
+            source,
+        })?;
+        let admin = tokio::spawn(admin::serve(socket, node.clone()));
+        let accept = endpoint.serve(node.clone(), config.max_connections);
+        tracing::info!(
+            local_addr = %endpoint.local_addr,
+            domain = %config.domain,
+            fingerprint = %endpoint.fingerprint,
+            "kanald serving"
+        );
+        Ok(Self {
+            endpoint,
+            node,
+            accept,
+            admin,
+            writer,
+            _lock: lock,
+        })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr
+    }
+
+    /// SHA-256 fingerprint of the certificate, lowercase hex.
+    pub fn fingerprint(&self) -> &str {
+        &self.endpoint.fingerprint
+    }
+
+    /// The domain the server answers for.
+    pub fn domain(&self) -> &str {
+        &self.node.domain
+    }
+
+    /// The running node, for administration in-process (every change goes
+    /// through its writer, see [`crate::admin`]).
+    pub fn node(&self) -> Arc<Node> {
+        self.node.clone()
+    }
+
+    /// The store, for reads while serving.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.node.store.clone()
+    }
+
+    /// Closes every connection with `ServerShutdown`, lets the writer commit
+    /// what it already accepted, and returns once the UDP port is free again
+    /// (so a new server can bind it at once).
+    pub async fn shutdown(self) {
+        let Self {
+            endpoint,
+            node,
+            accept,
+            admin,
+            writer,
+            _lock,
+        } = self;
+        let local_addr = endpoint.local_addr;
+        endpoint.close(SHUTDOWN_GRACE).await;
+        let _ = accept.await;
+        admin.abort();
+        let _ = admin.await;
+        drop(endpoint);
+        drop(node);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, writer).await;
+        // quinn releases the socket when its driver task next runs after the
+        // last handle is gone; wait for that, boundedly.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while std::net::UdpSocket::bind(local_addr).is_err()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Takes the data directory's lock, or says that another server holds it.
+pub fn lock(data_dir: &Path) -> Result<File, StartError> {
+    let path = data_dir.join(LOCK_FILE);
+    let io = |source| StartError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(path)),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// A node without links, for operator commands while no server runs: it
+/// holds the data directory's lock, so no server starts on the directory
+/// until it is closed.
+#[derive(Debug)]
+pub struct Offline {
+    node: Arc<Node>,
+    writer: JoinHandle<()>,
+    store: SqliteStore,
+    _lock: File,
+}
+
+impl Offline {
+    /// Opens `data_dir`'s store under `config` and starts a node on it.
+    pub async fn open(data_dir: &Path, config: &Config) -> Result<Self, StartError> {
+        let lock = lock(data_dir)?;
+        let db_path = data_dir.join(&config.database);
+        let store_error = |source| StartError::Store {
+            path: db_path.clone(),
+            source,
+        };
+        let store = SqliteStore::open(&db_path).await.map_err(store_error)?;
+        let open_registration = config.registration == Registration::Open;
+        let (node, writer) = Node::start(
+            config.domain.clone(),
+            open_registration,
+            Arc::new(store.clone()),
+        )
+        .await
+        .map_err(store_error)?;
+        Ok(Self {
+            node,
+            writer,
+            store,
+            _lock: lock,
+        })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Lets the writer finish, closes the store and releases the lock.
+    pub async fn close(self) {
+        drop(self.node);
+        let _ = self.writer.await;
+        self.store.close().await;
+    }
+}

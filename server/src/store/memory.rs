@@ -1,0 +1,661 @@
+//! The in-memory store: every table as a map behind one lock, with the same
+//! behaviour as SQLite (the conformance suite proves it), minus durability
+//! across processes. The engine's tests, the writer's tests and the
+//! simulator run on it.
+//!
+//! A commit is checked whole before anything is applied, so a batch that
+//! fails leaves nothing behind, as a rolled-back transaction does. Tests can
+//! hold commits at a gate and make one fail, to observe what requesters see
+//! while a batch is being made durable.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kanal_proto::address::{Address, ConversationId};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{Store, StoreError, StoreResult};
+use crate::core::audience;
+use crate::core::engine::Counters;
+use crate::model::{
+    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Message,
+    OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session, StoredSend, Write,
+};
+
+/// The in-memory store. See the module docs.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    gate: Option<CommitGate>,
+    fail_next: AtomicBool,
+}
+
+/// Holds commits until a test lets them through.
+#[derive(Debug)]
+struct CommitGate {
+    /// Hears of each commit (its number of writes) as it arrives.
+    entered: mpsc::UnboundedSender<usize>,
+    permits: Semaphore,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store whose commits wait at a gate that lets `permits`
+    /// through (more with [`MemoryStore::open_gate`]); the receiver hears of
+    /// each commit, with its number of writes, as it reaches the gate.
+    pub fn gated(permits: usize) -> (Self, mpsc::UnboundedReceiver<usize>) {
+        let (entered, arrivals) = mpsc::unbounded_channel();
+        let mut store = Self::new();
+        store.gate = Some(CommitGate {
+            entered,
+            permits: Semaphore::new(permits),
+        });
+        (store, arrivals)
+    }
+
+    /// Lets `permits` more commits through the gate.
+    pub fn open_gate(&self, permits: usize) {
+        if let Some(gate) = &self.gate {
+            gate.permits.add_permits(permits);
+        }
+    }
+
+    /// Makes the next commit fail, storing nothing.
+    pub fn fail_next_commit(&self) {
+        self.fail_next.store(true, Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    parties: BTreeMap<PartyId, (Party, Option<String>)>,
+    by_address: HashMap<Address, PartyId>,
+    inbox_agents: HashMap<PartyId, Vec<PartyId>>,
+    sessions: Vec<StoredSession>,
+    conversations: BTreeMap<ConversationKey, StoredConversation>,
+    by_id: HashMap<ConversationId, ConversationKey>,
+    messages: BTreeMap<(ConversationKey, u64), StoredMessage>,
+    sends: HashMap<(ConversationKey, PartyId, String), u64>,
+    events: BTreeMap<(PartyId, u64), StoredEvent>,
+    watermarks: HashMap<(ConversationKey, PartyId, ReceiptKind), u64>,
+    outbox: BTreeMap<(String, u64), Bytes>,
+}
+
+#[derive(Debug)]
+struct StoredSession {
+    session: Session,
+    token_hash: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+struct StoredConversation {
+    id: ConversationId,
+    subject: String,
+    created_at_ms: i64,
+    members: Vec<PartyId>,
+}
+
+#[derive(Debug, Clone)]
+struct StoredMessage {
+    sender: PartyId,
+    client_msg_id: String,
+    sent_at_ms: i64,
+    body: Body,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StoredEvent {
+    key: ConversationKey,
+    what: EventRef,
+    at_ms: i64,
+}
+
+impl State {
+    fn party(&self, id: PartyId) -> StoreResult<&Party> {
+        self.parties
+            .get(&id)
+            .map(|(party, _)| party)
+            .ok_or_else(|| StoreError::NotFound(format!("party {id}")))
+    }
+
+    fn record(&self, key: ConversationKey) -> StoreResult<Option<ConversationRecord>> {
+        let Some(c) = self.conversations.get(&key) else {
+            return Ok(None);
+        };
+        let last = self.messages.range((key, 0)..=(key, u64::MAX)).next_back();
+        Ok(Some(ConversationRecord {
+            key,
+            id: c.id.clone(),
+            subject: c.subject.clone(),
+            created_at_ms: c.created_at_ms,
+            last_seq: last.map_or(0, |((_, seq), _)| *seq),
+            last_activity_ms: last.map_or(c.created_at_ms, |(_, m)| m.sent_at_ms),
+            members: c
+                .members
+                .iter()
+                .map(|id| self.party(*id).cloned())
+                .collect::<StoreResult<_>>()?,
+        }))
+    }
+
+    /// Whether `party` sees the conversation, by the audience rule.
+    fn sees(&self, record: &ConversationRecord, party: PartyId) -> bool {
+        audience::viewers(&record.members, |inbox| {
+            self.inbox_agents.get(&inbox).map_or(&[], Vec::as_slice)
+        })
+        .contains(&party)
+    }
+
+    fn view(&self, key: ConversationKey, viewer: PartyId) -> StoreResult<Option<ConversationView>> {
+        let mark = |kind| {
+            self.watermarks
+                .get(&(key, viewer, kind))
+                .copied()
+                .unwrap_or(0)
+        };
+        Ok(self.record(key)?.map(|record| {
+            ConversationView::of(
+                &record,
+                mark(ReceiptKind::Delivered),
+                mark(ReceiptKind::Read),
+            )
+        }))
+    }
+
+    fn message(&self, key: ConversationKey, seq: u64) -> StoreResult<Message> {
+        let corrupt = || StoreError::Corrupt(format!("message {key}/{seq} is missing"));
+        let stored = self.messages.get(&(key, seq)).ok_or_else(corrupt)?;
+        let conversation = self.conversations.get(&key).ok_or_else(corrupt)?;
+        Ok(Message {
+            conversation: conversation.id.clone(),
+            seq,
+            sender: self.party(stored.sender)?.address.clone(),
+            client_msg_id: stored.client_msg_id.clone(),
+            sent_at_ms: stored.sent_at_ms,
+            body: stored.body.clone(),
+        })
+    }
+
+    /// Refuses a batch that a database with SQLite's keys would refuse.
+    fn check(&self, batch: &[Write]) -> StoreResult<()> {
+        let conflict = |what: String| StoreError::Corrupt(format!("conflicting write: {what}"));
+        let mut parties = HashSet::new();
+        let mut addresses = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut ids = HashSet::new();
+        let mut messages = HashSet::new();
+        let mut sends = HashSet::new();
+        let mut events = HashSet::new();
+        let mut outbox = HashSet::new();
+        let party_known = |id: &PartyId, new: &HashSet<PartyId>| {
+            self.parties.contains_key(id) || new.contains(id)
+        };
+        for write in batch {
+            match write {
+                Write::NewParty { id, party, .. } => {
+                    if self.parties.contains_key(id) || !parties.insert(*id) {
+                        return Err(conflict(format!("party {id}")));
+                    }
+                    if self.by_address.contains_key(&party.address)
+                        || !addresses.insert(party.address.clone())
+                    {
+                        return Err(StoreError::AddressTaken(party.address.clone()));
+                    }
+                }
+                Write::InboxAgent { inbox, agent } => {
+                    if !party_known(inbox, &parties) || !party_known(agent, &parties) {
+                        return Err(StoreError::NotFound(format!("party {inbox} or {agent}")));
+                    }
+                }
+                Write::NewConversation {
+                    key, id, members, ..
+                } => {
+                    if self.conversations.contains_key(key)
+                        || !keys.insert(*key)
+                        || self.by_id.contains_key(id)
+                        || !ids.insert(id.clone())
+                    {
+                        return Err(conflict(format!("conversation {key}")));
+                    }
+                    if let Some(missing) = members.iter().find(|m| !party_known(m, &parties)) {
+                        return Err(StoreError::NotFound(format!("party {missing}")));
+                    }
+                }
+                Write::Message {
+                    key,
+                    seq,
+                    sender,
+                    client_msg_id,
+                    ..
+                } => {
+                    if !self.conversations.contains_key(key) && !keys.contains(key) {
+                        return Err(StoreError::NotFound(format!("conversation {key}")));
+                    }
+                    if self.messages.contains_key(&(*key, *seq)) || !messages.insert((*key, *seq)) {
+                        return Err(conflict(format!("message {key}/{seq}")));
+                    }
+                    let send = (*key, *sender, client_msg_id.clone());
+                    if self.sends.contains_key(&send) || !sends.insert(send) {
+                        return Err(StoreError::DuplicateSend);
+                    }
+                }
+                Write::Event { party, seq, .. } => {
+                    if self.events.contains_key(&(*party, *seq)) || !events.insert((*party, *seq)) {
+                        return Err(conflict(format!("event {party}/{seq}")));
+                    }
+                }
+                Write::Watermark { .. } => {}
+                Write::Outbox(row) => {
+                    let at = (row.peer.clone(), row.seq);
+                    if self.outbox.contains_key(&at) || !outbox.insert(at) {
+                        return Err(conflict(format!("outbox {}/{}", row.peer, row.seq)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, batch: Vec<Write>) {
+        for write in batch {
+            match write {
+                Write::NewParty { id, party, .. } => {
+                    self.by_address.insert(party.address.clone(), id);
+                    let stored = Party {
+                        id,
+                        address: party.address,
+                        kind: party.kind,
+                        display_name: party.display_name,
+                    };
+                    self.parties.insert(id, (stored, party.password_hash));
+                }
+                Write::InboxAgent { inbox, agent } => {
+                    let agents = self.inbox_agents.entry(inbox).or_default();
+                    if !agents.contains(&agent) {
+                        agents.push(agent);
+                    }
+                }
+                Write::NewConversation {
+                    key,
+                    id,
+                    subject,
+                    created_at_ms,
+                    members,
+                    ..
+                } => {
+                    self.by_id.insert(id.clone(), key);
+                    self.conversations.insert(
+                        key,
+                        StoredConversation {
+                            id,
+                            subject,
+                            created_at_ms,
+                            members,
+                        },
+                    );
+                }
+                Write::Message {
+                    key,
+                    seq,
+                    sender,
+                    client_msg_id,
+                    sent_at_ms,
+                    body,
+                } => {
+                    self.sends.insert((key, sender, client_msg_id.clone()), seq);
+                    self.messages.insert(
+                        (key, seq),
+                        StoredMessage {
+                            sender,
+                            client_msg_id,
+                            sent_at_ms,
+                            body,
+                        },
+                    );
+                }
+                Write::Event {
+                    party,
+                    seq,
+                    key,
+                    what,
+                    at_ms,
+                } => {
+                    self.events
+                        .insert((party, seq), StoredEvent { key, what, at_ms });
+                }
+                Write::Watermark {
+                    key,
+                    party,
+                    kind,
+                    up_to,
+                } => {
+                    let mark = self.watermarks.entry((key, party, kind)).or_insert(0);
+                    *mark = (*mark).max(up_to);
+                }
+                Write::Outbox(row) => {
+                    self.outbox.insert((row.peer, row.seq), row.payload);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
+        let state = self.lock();
+        Ok(state
+            .by_address
+            .get(address)
+            .and_then(|id| state.parties.get(id))
+            .map(|(party, _)| party.clone()))
+    }
+
+    async fn party_by_id(&self, id: PartyId) -> StoreResult<Option<Party>> {
+        Ok(self.lock().parties.get(&id).map(|(party, _)| party.clone()))
+    }
+
+    async fn password_hash(&self, id: PartyId) -> StoreResult<Option<String>> {
+        Ok(self
+            .lock()
+            .parties
+            .get(&id)
+            .and_then(|(_, hash)| hash.clone()))
+    }
+
+    async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
+        Ok(self
+            .lock()
+            .inbox_agents
+            .get(&inbox)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>> {
+        let state = self.lock();
+        let mut inboxes: Vec<PartyId> = state
+            .inbox_agents
+            .iter()
+            .filter(|(_, agents)| agents.contains(&agent))
+            .map(|(inbox, _)| *inbox)
+            .collect();
+        inboxes.sort_unstable();
+        Ok(inboxes)
+    }
+
+    async fn parties(&self) -> StoreResult<Vec<Party>> {
+        let mut parties: Vec<Party> = self
+            .lock()
+            .parties
+            .values()
+            .map(|(party, _)| party.clone())
+            .collect();
+        parties.sort_by(|a, b| a.address.as_str().cmp(b.address.as_str()));
+        Ok(parties)
+    }
+
+    async fn create_session(
+        &self,
+        party: PartyId,
+        token_hash: [u8; 32],
+        _client: &str,
+    ) -> StoreResult<Session> {
+        let mut state = self.lock();
+        state.party(party)?;
+        let session = Session {
+            id: i64::try_from(state.sessions.len()).unwrap_or(i64::MAX) + 1,
+            party,
+            acked_seq: 0,
+        };
+        state.sessions.push(StoredSession {
+            session: session.clone(),
+            token_hash,
+        });
+        Ok(session)
+    }
+
+    async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>> {
+        Ok(self
+            .lock()
+            .sessions
+            .iter()
+            .find(|s| s.token_hash == token_hash)
+            .map(|s| s.session.clone()))
+    }
+
+    async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
+        let mut state = self.lock();
+        let stored = state
+            .sessions
+            .iter_mut()
+            .find(|s| s.session.id == session)
+            .ok_or_else(|| StoreError::NotFound(format!("session {session}")))?;
+        stored.session.acked_seq = stored.session.acked_seq.max(seq);
+        Ok(())
+    }
+
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
+        if let Some(gate) = &self.gate {
+            let _ = gate.entered.send(batch.len());
+            gate.permits
+                .acquire()
+                .await
+                .map_err(|_| StoreError::Closed)?
+                .forget();
+        }
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Aborted);
+        }
+        let mut state = self.lock();
+        state.check(&batch)?;
+        state.apply(batch);
+        Ok(())
+    }
+
+    async fn load_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        let state = self.lock();
+        match state.by_id.get(id) {
+            Some(key) => state.record(*key),
+            None => Ok(None),
+        }
+    }
+
+    async fn counters(&self) -> StoreResult<Counters> {
+        let state = self.lock();
+        Ok(Counters {
+            max_key: state.conversations.keys().next_back().copied().unwrap_or(0),
+            max_party: state.parties.keys().next_back().copied().unwrap_or(0),
+        })
+    }
+
+    async fn watermark(
+        &self,
+        key: ConversationKey,
+        party: PartyId,
+        kind: ReceiptKind,
+    ) -> StoreResult<u64> {
+        Ok(self
+            .lock()
+            .watermarks
+            .get(&(key, party, kind))
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn event_head(&self, party: PartyId) -> StoreResult<u64> {
+        Ok(self
+            .lock()
+            .events
+            .range((party, 0)..=(party, u64::MAX))
+            .next_back()
+            .map_or(0, |((_, seq), _)| *seq))
+    }
+
+    async fn find_send(
+        &self,
+        key: ConversationKey,
+        sender: PartyId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<StoredSend>> {
+        let state = self.lock();
+        let Some(seq) = state
+            .sends
+            .get(&(key, sender, client_msg_id.to_owned()))
+            .copied()
+        else {
+            return Ok(None);
+        };
+        Ok(state.messages.get(&(key, seq)).map(|m| StoredSend {
+            seq,
+            sent_at_ms: m.sent_at_ms,
+        }))
+    }
+
+    async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {
+        let state = self.lock();
+        Ok(state
+            .record(key)?
+            .is_some_and(|record| state.sees(&record, party)))
+    }
+
+    async fn history(
+        &self,
+        key: ConversationKey,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<Message>, bool)> {
+        let state = self.lock();
+        let before = if before == 0 { u64::MAX } else { before };
+        let mut seqs: Vec<u64> = state
+            .messages
+            .range((key, 0)..(key, before))
+            .rev()
+            .take(limit as usize + 1)
+            .map(|((_, seq), _)| *seq)
+            .collect();
+        let has_more = seqs.len() > limit as usize;
+        seqs.truncate(limit as usize);
+        let messages = seqs
+            .into_iter()
+            .rev()
+            .map(|seq| state.message(key, seq))
+            .collect::<StoreResult<_>>()?;
+        Ok((messages, has_more))
+    }
+
+    async fn events_since(
+        &self,
+        party: PartyId,
+        since: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(u64, Event)>> {
+        let state = self.lock();
+        let mut events = Vec::new();
+        for (&(_, seq), stored) in state
+            .events
+            .range((party, since.saturating_add(1))..=(party, u64::MAX))
+            .take(limit as usize)
+        {
+            let corrupt = || StoreError::Corrupt(format!("event {party}/{seq}"));
+            let conversation = state.conversations.get(&stored.key).ok_or_else(corrupt)?;
+            let event = match stored.what {
+                EventRef::Message { seq } => Event::Message(state.message(stored.key, seq)?),
+                EventRef::ConversationAdded { last_seq } => {
+                    let record = state.record(stored.key)?.ok_or_else(corrupt)?;
+                    Event::conversation_added(&record, last_seq, stored.at_ms)
+                }
+                EventRef::Receipt {
+                    party: actor,
+                    kind,
+                    up_to,
+                } => Event::Receipt(Receipt {
+                    conversation: conversation.id.clone(),
+                    party: state.party(actor)?.address.clone(),
+                    kind,
+                    up_to,
+                }),
+            };
+            events.push((seq, event));
+        }
+        Ok(events)
+    }
+
+    async fn conversations_of(
+        &self,
+        party: PartyId,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<ConversationView>, bool)> {
+        let state = self.lock();
+        let mut seen = Vec::new();
+        for &key in state.conversations.keys() {
+            if let Some(record) = state.record(key)?
+                && state.sees(&record, party)
+            {
+                seen.push((record.last_activity_ms, key));
+            }
+        }
+        seen.sort_unstable_by(|a, b| b.cmp(a));
+        let mut views = seen
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize + 1)
+            .map(|(_, key)| {
+                state
+                    .view(key, party)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("conversation {key} is missing")))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let has_more = views.len() > limit as usize;
+        views.truncate(limit as usize);
+        Ok((views, has_more))
+    }
+
+    async fn conversation_view(
+        &self,
+        key: ConversationKey,
+        viewer: PartyId,
+    ) -> StoreResult<Option<ConversationView>> {
+        self.lock().view(key, viewer)
+    }
+
+    async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+        Ok(self
+            .lock()
+            .outbox
+            .range((peer.to_owned(), after.saturating_add(1))..=(peer.to_owned(), u64::MAX))
+            .take(limit as usize)
+            .map(|((peer, seq), payload)| OutboxRow {
+                peer: peer.clone(),
+                seq: *seq,
+                payload: payload.clone(),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryStore;
+
+    async fn fresh() -> ((), MemoryStore) {
+        ((), MemoryStore::new())
+    }
+
+    crate::store_conformance_tests!(fresh);
+}
