@@ -1,31 +1,23 @@
-//! The client handle applications hold: requests, acks, typing, the event
-//! subscription, and the session state shared with the reconnect task.
+//! The client handle applications hold: requests, acks, typing and the
+//! event subscription.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use kanal_proto::codes::CloseCode;
 use kanal_proto::pb;
 use kanal_proto::pb::{request, response};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use crate::config::{ClientConfig, Credentials};
-use crate::connection::{Dialer, Link};
+use crate::connection::Dialer;
 use crate::error::ClientError;
-use crate::events::{self, ClientEvent, EVENT_BUFFER, Events, TypingSink};
+use crate::events::{self, EVENT_BUFFER, Events, TypingSink};
 use crate::pipeline::Pipeline;
 use crate::reconnect;
-
-/// Longest wait for the first connection and its Welcome.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest time a request or ack waits for a lost connection to come back.
-const WAIT_FOR_LINK: Duration = Duration::from_secs(30);
-
-/// Longest wait for a response once a request is sent.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::request::{REQUEST_TIMEOUT, send_request, sent, unexpected};
+use crate::session::{CONNECT_TIMEOUT, LinkState, Session, Subscription, start_sync};
 
 /// A connection to a Kanal server, kept open (and reopened) in the background.
 ///
@@ -35,49 +27,7 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// wait for it (up to 30 s).
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: Arc<Inner>,
-}
-
-/// State shared by the handles and the reconnect task.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) dialer: Dialer,
-    /// The latest Welcome (its resume token opens the next connection).
-    pub(crate) welcome: Mutex<pb::Welcome>,
-    /// The current connection, or why there is none.
-    pub(crate) link: watch::Sender<LinkState>,
-    /// The event subscription; its lock also orders every change of `link`.
-    pub(crate) subscription: tokio::sync::Mutex<Option<Subscription>>,
-    pub(crate) typing_sink: TypingSink,
-    /// The seq of the last event handed to the application.
-    pub(crate) last_delivered: Arc<AtomicU64>,
-    next_request_id: AtomicU64,
-    /// Set by `close`: the reconnect task must stop.
-    pub(crate) closing: AtomicBool,
-}
-
-/// Whether the session has a connection right now.
-#[derive(Debug, Clone)]
-pub(crate) enum LinkState {
-    /// Connected; requests go here.
-    Up(Arc<Link>),
-    /// Lost; the reconnect task is working on it.
-    Reconnecting {
-        /// When the connection was lost.
-        since: Instant,
-        /// Why the connection (or the last attempt) failed.
-        last_error: String,
-    },
-    /// Over for good: closed by us, or the server refused to resume.
-    Ended(Arc<ClientError>),
-}
-
-/// An active `subscribe`.
-#[derive(Debug)]
-pub(crate) struct Subscription {
-    pub(crate) tx: mpsc::Sender<ClientEvent>,
-    /// Reads the current connection's event stream.
-    pub(crate) reader: Option<JoinHandle<()>>,
+    inner: Arc<Session>,
 }
 
 impl Client {
@@ -104,16 +54,7 @@ impl Client {
             link.conn.clone(),
             typing_sink.clone(),
         ));
-        let inner = Arc::new(Inner {
-            dialer,
-            welcome: Mutex::new(welcome),
-            link: watch::Sender::new(LinkState::Up(link.clone())),
-            subscription: tokio::sync::Mutex::new(None),
-            typing_sink,
-            last_delivered: Arc::new(AtomicU64::new(0)),
-            next_request_id: AtomicU64::new(1),
-            closing: AtomicBool::new(false),
-        });
+        let inner = Arc::new(Session::new(dialer, welcome, link.clone(), typing_sink));
         tokio::spawn(reconnect::supervise(Arc::downgrade(&inner), link));
         Ok(Client { inner })
     }
@@ -325,17 +266,7 @@ impl Client {
     /// A request stream for many requests in flight at once (see
     /// [`Pipeline`]); it opens on first use and again after a reconnect.
     pub fn pipeline(&self) -> Pipeline {
-        Pipeline::new(self.clone())
-    }
-
-    /// A fresh request id.
-    pub(crate) fn next_request_id(&self) -> u64 {
-        self.inner.next_request_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The current link, once it is newer than generation `after`.
-    pub(crate) async fn link_after(&self, after: u64) -> Result<Arc<Link>, ClientError> {
-        self.inner.wait_link(after).await
+        Pipeline::new(self.inner.clone())
     }
 
     /// Sends one request and returns the response's kind. An `Error` response
@@ -345,7 +276,7 @@ impl Client {
     pub async fn request(&self, kind: request::Kind) -> Result<response::Kind, ClientError> {
         let retry = !matches!(kind, request::Kind::CreateConversation(_));
         let request = pb::Request {
-            id: self.next_request_id(),
+            id: self.inner.next_request_id(),
             kind: Some(kind),
         };
         let mut after = 0;
@@ -414,106 +345,7 @@ impl Client {
     }
 }
 
-impl Inner {
-    pub(crate) fn welcome(&self) -> std::sync::MutexGuard<'_, pb::Welcome> {
-        self.welcome.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The current link, once it is newer than generation `after` (the one a
-    /// caller saw fail), waiting up to [`WAIT_FOR_LINK`] for a reconnection.
-    pub(crate) async fn wait_link(&self, after: u64) -> Result<Arc<Link>, ClientError> {
-        let mut rx = self.link.subscribe();
-        let wait = async {
-            loop {
-                match &*rx.borrow_and_update() {
-                    LinkState::Up(link) if link.generation > after => return Ok(link.clone()),
-                    LinkState::Ended(error) => return Err(error.duplicate()),
-                    _ => {}
-                }
-                if rx.changed().await.is_err() {
-                    return Err(ClientError::Closed);
-                }
-            }
-        };
-        match tokio::time::timeout(WAIT_FOR_LINK, wait).await {
-            Ok(result) => result,
-            Err(_) => Err(ClientError::NotConnected {
-                waited: WAIT_FOR_LINK,
-                last_error: match &*self.link.borrow() {
-                    LinkState::Reconnecting { last_error, .. } => last_error.clone(),
-                    _ => "connection lost".into(),
-                },
-            }),
-        }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The per-connection tasks hold the connection; close it so they end.
-        if let LinkState::Up(link) = &*self.link.borrow() {
-            link.close(CloseCode::Normal, "client dropped");
-        }
-        if let Some(Subscription {
-            reader: Some(reader),
-            ..
-        }) = self.subscription.get_mut().take()
-        {
-            reader.abort();
-        }
-    }
-}
-
-/// Sends `Sync{since}` on `link` and starts reading its event stream into `tx`.
-pub(crate) async fn start_sync(
-    link: &Link,
-    since: u64,
-    tx: &mpsc::Sender<ClientEvent>,
-    announce_reconnect: bool,
-) -> Result<JoinHandle<()>, ClientError> {
-    link.send_control(pb::client_control::Kind::Sync(pb::Sync { since }))
-        .await?;
-    Ok(tokio::spawn(events::read_events(
-        link.conn.clone(),
-        tx.clone(),
-        announce_reconnect,
-    )))
-}
-
 /// A random `client_msg_id`: 128 bits as 32 hex characters.
 fn new_client_msg_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
-}
-
-/// A `Send` request.
-pub(crate) fn send_request(
-    conversation: &str,
-    client_msg_id: &str,
-    body: pb::Body,
-) -> request::Kind {
-    request::Kind::Send(pb::Send {
-        conversation: conversation.to_owned(),
-        client_msg_id: client_msg_id.to_owned(),
-        body: Some(body),
-    })
-}
-
-/// The `Sent` of a response to a `Send` request.
-pub(crate) fn sent(kind: response::Kind) -> Result<pb::Sent, ClientError> {
-    match kind {
-        response::Kind::Sent(sent) => Ok(sent),
-        other => Err(unexpected("Sent", &other)),
-    }
-}
-
-fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
-    let got = match got {
-        response::Kind::Error(_) => "Error",
-        response::Kind::Conversation(_) => "Conversation",
-        response::Kind::Sent(_) => "Sent",
-        response::Kind::HistoryPage(_) => "HistoryPage",
-        response::Kind::ConversationList(_) => "ConversationList",
-        response::Kind::Done(_) => "Done",
-    };
-    ClientError::Protocol(format!("expected a {wanted} response, got {got}"))
 }

@@ -1,6 +1,6 @@
 //! One QUIC connection with an open Kanal session: dialing the server, the
 //! Hello/Welcome exchange, control-stream writes, request round trips and
-//! datagrams. Reconnecting is the client's business (see `client.rs`); a
+//! datagrams. Reconnecting is the session's business (see `reconnect.rs`); a
 //! [`Link`] is simply dead once its connection is.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -43,6 +43,8 @@ mod events;
 mod fingerprint;
 mod pipeline;
 mod reconnect;
+mod request;
+mod session;
 pub mod tls;
 
 pub use client::Client;

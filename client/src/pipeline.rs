@@ -1,11 +1,12 @@
 //! A pipelined request stream: many requests in flight on one QUIC stream,
 //! answered in order (PROTOCOL.md §7.1).
 //!
-//! [`Client::request`] opens a stream per request, which is simplest and
-//! lets unrelated requests overtake each other. A [`Pipeline`] is for
-//! high-rate senders: its requests share one stream, so a burst of sends
-//! costs the server no stream setup per message and reaches its commits
-//! together. Any number of tasks may use one `Pipeline` at once.
+//! [`Client::request`](crate::Client::request) opens a stream per request,
+//! which is simplest and lets unrelated requests overtake each other. A
+//! [`Pipeline`] is for high-rate senders: its requests share one stream, so
+//! a burst of sends costs the server no stream setup per message and
+//! reaches its commits together. Any number of tasks may use one `Pipeline`
+//! at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,9 +17,10 @@ use kanal_proto::pb::{request, response};
 use kanal_proto::{frame, limits, pb};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::client::{Client, REQUEST_TIMEOUT, send_request, sent};
 use crate::connection::Link;
 use crate::error::{ClientError, from_frame_error};
+use crate::request::{REQUEST_TIMEOUT, send_request, sent};
+use crate::session::Session;
 
 /// A request frame waiting to be written, and where its response goes.
 type Job = (Bytes, oneshot::Sender<Result<pb::Response, ClientError>>);
@@ -30,7 +32,7 @@ const QUEUE: usize = limits::MAX_PIPELINED_REQUESTS;
 /// Cheap to clone: clones share the stream.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
-    client: Client,
+    session: Arc<Session>,
     stream: Arc<Mutex<Option<Stream>>>,
 }
 
@@ -42,15 +44,15 @@ struct Stream {
 }
 
 impl Pipeline {
-    pub(crate) fn new(client: Client) -> Self {
+    pub(crate) fn new(session: Arc<Session>) -> Self {
         Self {
-            client,
+            session,
             stream: Arc::new(Mutex::new(None)),
         }
     }
 
     /// Sends a message with the caller's `client_msg_id`, as
-    /// [`Client::send`] does, on the shared stream.
+    /// [`Client::send`](crate::Client::send) does, on the shared stream.
     pub async fn send(
         &self,
         conversation: &str,
@@ -64,13 +66,14 @@ impl Pipeline {
     }
 
     /// Sends one request on the shared stream and returns the response's
-    /// kind, with the retry rules of [`Client::request`]: an `Error`
-    /// response becomes [`ClientError::Refused`], and requests safe to
-    /// repeat are retried once, on the next connection, if the connection
-    /// is lost. A stream that fails on a live connection fails its requests.
+    /// kind, with the retry rules of
+    /// [`Client::request`](crate::Client::request): an `Error` response
+    /// becomes [`ClientError::Refused`], and requests safe to repeat are
+    /// retried once, on the next connection, if the connection is lost. A
+    /// stream that fails on a live connection fails its requests.
     pub async fn request(&self, kind: request::Kind) -> Result<response::Kind, ClientError> {
         let retry = !matches!(kind, request::Kind::CreateConversation(_));
-        let id = self.client.next_request_id();
+        let id = self.session.next_request_id();
         // Encoded once; a retry writes the same bytes.
         let frame = frame::encode_to_bytes(&pb::Request {
             id,
@@ -129,7 +132,7 @@ impl Pipeline {
         {
             return Ok((open.link.clone(), open.jobs.clone()));
         }
-        let link = self.client.link_after(after).await?;
+        let link = self.session.wait_link(after).await?;
         let (send, recv) = link.conn.open_bi().await?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         tokio::spawn(drive(link.clone(), send, recv, queue));

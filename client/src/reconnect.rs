@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use kanal_proto::codes::CloseCode;
 
-use crate::client::{CONNECT_TIMEOUT, Inner, LinkState, Subscription, start_sync};
 use crate::config::Credentials;
 use crate::connection::Link;
 use crate::error::ClientError;
 use crate::events;
+use crate::session::{CONNECT_TIMEOUT, LinkState, Session, Subscription, start_sync};
 
 /// Delay before the first reconnection attempt (at most; jitter halves it at worst).
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -22,7 +22,7 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// Watches the client's connection and replaces it when it is lost, until
 /// the client is closed or dropped, or the server refuses the session.
-pub(crate) async fn supervise(client: Weak<Inner>, mut link: Arc<Link>) {
+pub(crate) async fn supervise(client: Weak<Session>, mut link: Arc<Link>) {
     loop {
         let reason = link.conn.closed().await;
         let Some(inner) = client.upgrade() else {
@@ -63,7 +63,7 @@ pub(crate) async fn supervise(client: Weak<Inner>, mut link: Arc<Link>) {
     }
 }
 
-impl Inner {
+impl Session {
     /// Opens a new connection, resumes the session on it, restarts the event
     /// stream from the last event handed out, and makes it the current link.
     async fn reconnect(&self, generation: u64) -> Result<Arc<Link>, ClientError> {

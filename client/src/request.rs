@@ -1,0 +1,48 @@
+//! What every way of sending a request shares, whether it gets a stream of
+//! its own ([`crate::Client::request`]) or shares one ([`crate::Pipeline`]):
+//! how long to wait for the response, how a `Send` is built, and how a
+//! response is read.
+
+use std::time::Duration;
+
+use kanal_proto::pb;
+use kanal_proto::pb::{request, response};
+
+use crate::error::ClientError;
+
+/// Longest wait for a response once a request is sent.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `Send` request.
+pub(crate) fn send_request(
+    conversation: &str,
+    client_msg_id: &str,
+    body: pb::Body,
+) -> request::Kind {
+    request::Kind::Send(pb::Send {
+        conversation: conversation.to_owned(),
+        client_msg_id: client_msg_id.to_owned(),
+        body: Some(body),
+    })
+}
+
+/// The `Sent` of a response to a `Send` request.
+pub(crate) fn sent(kind: response::Kind) -> Result<pb::Sent, ClientError> {
+    match kind {
+        response::Kind::Sent(sent) => Ok(sent),
+        other => Err(unexpected("Sent", &other)),
+    }
+}
+
+/// The error for a response of the wrong kind: `wanted` was expected.
+pub(crate) fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
+    let got = match got {
+        response::Kind::Error(_) => "Error",
+        response::Kind::Conversation(_) => "Conversation",
+        response::Kind::Sent(_) => "Sent",
+        response::Kind::HistoryPage(_) => "HistoryPage",
+        response::Kind::ConversationList(_) => "ConversationList",
+        response::Kind::Done(_) => "Done",
+    };
+    ClientError::Protocol(format!("expected a {wanted} response, got {got}"))
+}
