@@ -16,7 +16,7 @@ use crate::error::ClientError;
 use crate::events::{self, EVENT_BUFFER, Events, TypingSink};
 use crate::pipeline::Pipeline;
 use crate::reconnect;
-use crate::request::{REQUEST_TIMEOUT, send_request, sent, unexpected};
+use crate::request::{REQUEST_TIMEOUT, kind_of, safe_to_repeat, send_request, sent, unexpected};
 use crate::session::{CONNECT_TIMEOUT, LinkState, Session, Subscription, start_sync};
 
 /// A connection to a Kanal server, kept open (and reopened) in the background.
@@ -274,7 +274,7 @@ impl Client {
     /// but `CreateConversation`) are retried once if the connection is lost
     /// while they are in flight.
     pub async fn request(&self, kind: request::Kind) -> Result<response::Kind, ClientError> {
-        let retry = !matches!(kind, request::Kind::CreateConversation(_));
+        let retry = safe_to_repeat(&kind);
         let request = pb::Request {
             id: self.inner.next_request_id(),
             kind: Some(kind),
@@ -288,13 +288,7 @@ impl Client {
                 .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT, "a response"))
                 .and_then(|result| result);
             match outcome {
-                Ok(response) => {
-                    return match response.kind {
-                        Some(response::Kind::Error(error)) => Err(ClientError::refused(error)),
-                        Some(kind) => Ok(kind),
-                        None => Err(ClientError::Protocol("response without a kind".into())),
-                    };
-                }
+                Ok(response) => return kind_of(response),
                 Err(error) if error.is_connection_lost() && retry && !retried => {
                     tracing::debug!(%error, id = request.id, "request lost with its connection; retrying");
                     retried = true;

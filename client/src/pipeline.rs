@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::connection::Link;
 use crate::error::{ClientError, from_frame_error};
-use crate::request::{REQUEST_TIMEOUT, send_request, sent};
+use crate::request::{REQUEST_TIMEOUT, kind_of, safe_to_repeat, send_request, sent};
 use crate::session::Session;
 
 /// A request frame waiting to be written, and where its response goes.
@@ -72,7 +72,7 @@ impl Pipeline {
     /// retried once, on the next connection, if the connection is lost. A
     /// stream that fails on a live connection fails its requests.
     pub async fn request(&self, kind: request::Kind) -> Result<response::Kind, ClientError> {
-        let retry = !matches!(kind, request::Kind::CreateConversation(_));
+        let retry = safe_to_repeat(&kind);
         let id = self.session.next_request_id();
         // Encoded once; a retry writes the same bytes.
         let frame = frame::encode_to_bytes(&pb::Request {
@@ -95,13 +95,7 @@ impl Pipeline {
                 .and_then(|answer| answer.unwrap_or_else(|_| Err(stream_gone())))
                 .and_then(|response| check_id(response, id));
             match outcome {
-                Ok(response) => {
-                    return match response.kind {
-                        Some(response::Kind::Error(error)) => Err(ClientError::refused(error)),
-                        Some(kind) => Ok(kind),
-                        None => Err(ClientError::Protocol("response without a kind".into())),
-                    };
-                }
+                Ok(response) => return kind_of(response),
                 // Only a lost connection is worth a retry: a stream that
                 // failed on a live connection would fail again.
                 Err(error)

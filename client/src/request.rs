@@ -26,6 +26,23 @@ pub(crate) fn send_request(
     })
 }
 
+/// Whether a request may be sent again when its connection was lost while
+/// it was in flight: every kind but `CreateConversation`, which has no id
+/// the server could recognise a repeat by.
+pub(crate) fn safe_to_repeat(kind: &request::Kind) -> bool {
+    !matches!(kind, request::Kind::CreateConversation(_))
+}
+
+/// The kind of a response; an `Error` response becomes
+/// [`ClientError::Refused`].
+pub(crate) fn kind_of(response: pb::Response) -> Result<response::Kind, ClientError> {
+    match response.kind {
+        Some(response::Kind::Error(error)) => Err(ClientError::refused(error)),
+        Some(kind) => Ok(kind),
+        None => Err(ClientError::Protocol("response without a kind".into())),
+    }
+}
+
 /// The `Sent` of a response to a `Send` request.
 pub(crate) fn sent(kind: response::Kind) -> Result<pb::Sent, ClientError> {
     match kind {
