@@ -56,7 +56,7 @@ pub(crate) async fn run(
     let server_before = pid.and_then(rss_kib);
     let bench_before = own_rss_kib();
 
-    let progress = Progress::new(target, options.connections as u64, "connect + sync");
+    let progress = Progress::new(target.bar(options.connections as u64, "connect + sync"));
     let plan = Plan::resume(options.connections, options.concurrency).with_sync();
     let opened = target.open(&accounts, plan, &progress).await?;
     progress.finish();
@@ -84,7 +84,7 @@ pub(crate) async fn run(
     tokio::time::sleep(SETTLE).await;
     let server_closed = pid.and_then(rss_kib);
 
-    let mut summary = Summary::new("idle", target);
+    let mut summary = Summary::new("idle", &target.server, &target.run);
     summary.section("setup");
     summary.count(
         "connections",

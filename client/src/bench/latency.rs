@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 
 use crate::bench::Global;
 use crate::bench::procfs::CpuMeter;
-use crate::bench::report::{self, Progress, Summary};
-use crate::bench::setup::{self, MAX_ACCOUNTS, Plan, SharedTally, Target};
+use crate::bench::report::{self, Progress, SharedTally, Summary};
+use crate::bench::setup::{self, MAX_ACCOUNTS, Plan, Target};
 
 /// Sending connections when `--clients` is not given.
 const DEFAULT_CLIENTS: usize = 16;
@@ -115,7 +115,7 @@ pub(crate) async fn run(
 
     let senders = target.register("s", clients.min(MAX_ACCOUNTS)).await?;
     let receivers = target.register("r", options.receivers.max(1)).await?;
-    let progress = Progress::new(target, clients as u64, "connecting senders");
+    let progress = Progress::new(target.bar(clients as u64, "connecting senders"));
     let opened = target
         .open(
             &senders,
@@ -130,7 +130,7 @@ pub(crate) async fn run(
     let mut sessions = opened.sessions;
     sessions.sort_by_key(|session| session.index);
     let conversations = setup::create_conversations(&sessions, &receivers).await?;
-    let progress = Progress::new(target, receivers.len() as u64, "connecting receivers");
+    let progress = Progress::new(target.bar(receivers.len() as u64, "connecting receivers"));
     let listening = target
         .open(
             &receivers,
@@ -232,9 +232,9 @@ pub(crate) async fn run(
     let ack_latency = lock(&tally.ack_latency).clone();
     let issue_lag = lock(&tally.issue_lag).clone();
     let service = lock(&tally.service).clone();
-    let errors = setup::snapshot(&tally.errors);
+    let errors = report::snapshot(&tally.errors);
 
-    let mut summary = Summary::new("latency", target);
+    let mut summary = Summary::new("latency", &target.server, &target.run);
     summary.section("setup");
     summary.count("rate", "scheduled rate (msg/s)", options.rate);
     summary.count("connections", "sending connections", clients as u64);
@@ -385,7 +385,7 @@ async fn send_one(
             tally.acked.fetch_add(1, Ordering::AcqRel);
         }
         Ok(_) => {}
-        Err(error) => setup::count_error(&tally.errors, &error),
+        Err(error) => report::count_error(&tally.errors, &error),
     }
     tally.outstanding.fetch_sub(1, Ordering::AcqRel);
 }

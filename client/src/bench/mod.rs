@@ -1,8 +1,8 @@
 //! The `kanal-bench` command line: global options, the scenarios, and how a
 //! run ends. Each scenario lives in its own file; `setup` holds what they
 //! share (the server, UDP endpoints, accounts, opening connections),
-//! `report` the histograms, the progress bar and the summary, and `procfs`
-//! the memory and CPU figures read from `/proc`.
+//! `report` the histograms, error tallies, the progress bar and the
+//! summary, and `procfs` the memory and CPU figures read from `/proc`.
 //!
 //! Against a local release server (same host, so `--server-pid` works):
 //!

@@ -1,16 +1,15 @@
 //! How a run reports: latency histograms (HdrHistogram, in microseconds),
-//! the progress bar on stderr, and the summary on stdout, as a table or as
-//! one JSON object.
+//! error tallies, the progress bar on stderr, and the summary on stdout, as
+//! a table or as one JSON object. It knows nothing of the server under test.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value, json};
-
-use crate::bench::setup::{Tally, Target};
 
 /// Highest latency a histogram holds, in µs (one hour); longer ones saturate.
 const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
@@ -31,6 +30,46 @@ pub(crate) fn merge(into: &mut Histogram<u64>, other: &Histogram<u64>) {
     if let Err(error) = into.add(other) {
         tracing::warn!(%error, "histograms could not be merged");
     }
+}
+
+/// Errors by message, counted.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tally(pub(crate) BTreeMap<String, u64>);
+
+impl Tally {
+    /// Counts one `error`.
+    pub(crate) fn add(&mut self, error: &dyn std::fmt::Display) {
+        let mut text = error.to_string();
+        if text.len() > 160 {
+            let cut = (0..=160)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            text.truncate(cut);
+        }
+        *self.0.entry(text).or_default() += 1;
+    }
+
+    /// All errors counted.
+    pub(crate) fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+/// A [`Tally`] shared by tasks.
+pub(crate) type SharedTally = Arc<Mutex<Tally>>;
+
+/// A copy of a shared tally's counts.
+pub(crate) fn snapshot(tally: &SharedTally) -> Tally {
+    tally.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Counts `error` in a shared tally.
+pub(crate) fn count_error(tally: &SharedTally, error: &dyn std::fmt::Display) {
+    tally
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .add(error);
 }
 
 /// A progress bar of `len` steps on stderr, or a hidden one.
@@ -65,10 +104,10 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    /// A bar of `len` steps for `target`.
-    pub(crate) fn new(target: &Target, len: u64, what: &str) -> Self {
+    /// Counts failures on `bar`.
+    pub(crate) fn new(bar: ProgressBar) -> Self {
         Self {
-            bar: target.bar(len, what),
+            bar,
             failed: Arc::default(),
         }
     }
@@ -109,12 +148,12 @@ enum Line {
 }
 
 impl Summary {
-    /// An empty summary of `scenario` against `target`.
-    pub(crate) fn new(scenario: &'static str, target: &Target) -> Self {
+    /// An empty summary of `scenario` against `server`, for the run named `run`.
+    pub(crate) fn new(scenario: &'static str, server: &str, run: &str) -> Self {
         Self {
             scenario,
-            server: target.server.clone(),
-            run: target.run.clone(),
+            server: server.to_owned(),
+            run: run.to_owned(),
             lines: Vec::new(),
             fields: Map::new(),
             failures: Vec::new(),

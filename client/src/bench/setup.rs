@@ -2,7 +2,6 @@
 //! small pool of shared UDP endpoints, a few registered accounts, and many
 //! connections opened cheaply by resuming those accounts' sessions.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use kanal_client::{Client, ClientConfig, ClientError, ClientEvent, Credentials, 
 use tokio::task::JoinSet;
 
 use crate::bench::Global;
-use crate::bench::report::{self, Progress};
+use crate::bench::report::{self, Progress, Tally};
 
 /// Most accounts a scenario registers: each Register costs the server an
 /// Argon2id hash (tens of ms), so many connections share a few accounts.
@@ -148,46 +147,6 @@ pub(crate) struct Opened {
     pub(crate) errors: Tally,
     /// Wall-clock time for all of them.
     pub(crate) elapsed: Duration,
-}
-
-/// Errors by message, counted.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Tally(pub(crate) BTreeMap<String, u64>);
-
-impl Tally {
-    /// Counts one `error`.
-    pub(crate) fn add(&mut self, error: &dyn std::fmt::Display) {
-        let mut text = error.to_string();
-        if text.len() > 160 {
-            let cut = (0..=160)
-                .rev()
-                .find(|&i| text.is_char_boundary(i))
-                .unwrap_or(0);
-            text.truncate(cut);
-        }
-        *self.0.entry(text).or_default() += 1;
-    }
-
-    /// All errors counted.
-    pub(crate) fn total(&self) -> u64 {
-        self.0.values().sum()
-    }
-}
-
-/// A [`Tally`] shared by tasks.
-pub(crate) type SharedTally = Arc<Mutex<Tally>>;
-
-/// A copy of a shared tally's counts.
-pub(crate) fn snapshot(tally: &SharedTally) -> Tally {
-    tally.lock().unwrap_or_else(PoisonError::into_inner).clone()
-}
-
-/// Counts `error` in a shared tally.
-pub(crate) fn count_error(tally: &SharedTally, error: &dyn std::fmt::Display) {
-    tally
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .add(error);
 }
 
 impl Target {

@@ -43,7 +43,7 @@ pub(crate) async fn run(
         .register("c", options.accounts.clamp(1, setup::MAX_ACCOUNTS))
         .await?;
 
-    let progress = Progress::new(target, options.connections as u64, "connecting");
+    let progress = Progress::new(target.bar(options.connections as u64, "connecting"));
     let plan = Plan {
         password_login: options.password_login,
         ..Plan::resume(options.connections, options.concurrency)
@@ -65,7 +65,7 @@ pub(crate) async fn run(
         .count();
     setup::close_all(opened.sessions).await;
 
-    let mut summary = Summary::new("storm", target);
+    let mut summary = Summary::new("storm", &target.server, &target.run);
     summary.section("setup");
     summary.count(
         "connections",

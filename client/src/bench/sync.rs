@@ -75,7 +75,7 @@ pub(crate) async fn run(
     receiver.close().await;
 
     // The receiver is offline: the sender writes N messages.
-    let progress = Progress::new(target, options.events, "sending (offline)");
+    let progress = Progress::new(target.bar(options.events, "sending (offline)"));
     let prepared = Instant::now();
     let body = setup::text_body("", 64);
     let mut sends = futures::stream::iter(0..options.events)
@@ -112,7 +112,7 @@ pub(crate) async fn run(
         rounds.push(result);
     }
 
-    let mut summary = Summary::new("sync", target);
+    let mut summary = Summary::new("sync", &target.server, &target.run);
     summary.section("setup");
     summary.count("events", "events missed while offline", options.events);
     summary.count("since", "receiver's seq before going offline", since);

@@ -15,10 +15,8 @@ use tokio::task::JoinSet;
 
 use crate::bench::Global;
 use crate::bench::procfs::CpuMeter;
-use crate::bench::report::{self, Progress, Summary};
-use crate::bench::setup::{
-    self, Account, MAX_ACCOUNTS, MAX_IN_FLIGHT, Plan, Session, SharedTally, Target,
-};
+use crate::bench::report::{self, Progress, SharedTally, Summary};
+use crate::bench::setup::{self, Account, MAX_ACCOUNTS, MAX_IN_FLIGHT, Plan, Session, Target};
 
 /// Sending connections when `--clients` is not given.
 const DEFAULT_CLIENTS: usize = 16;
@@ -80,7 +78,7 @@ pub(crate) async fn run(
 
     let senders = target.register("s", clients.min(MAX_ACCOUNTS)).await?;
     let receivers = target.register("r", options.receivers.max(1)).await?;
-    let progress = Progress::new(target, clients as u64, "connecting senders");
+    let progress = Progress::new(target.bar(clients as u64, "connecting senders"));
     let opened = target
         .open(
             &senders,
@@ -197,9 +195,9 @@ pub(crate) async fn run(
     }
     let latency = all;
     let rate = measured as f64 / duration.as_secs_f64().max(f64::EPSILON);
-    let errors = setup::snapshot(&errors);
+    let errors = report::snapshot(&errors);
 
-    let mut summary = Summary::new("throughput", target);
+    let mut summary = Summary::new("throughput", &target.server, &target.run);
     summary.section("setup");
     summary.count("connections", "sending connections", clients as u64);
     summary.count("accounts", "sender accounts", senders.len() as u64);
@@ -328,7 +326,7 @@ async fn send_loop(sender: Sender) -> SlotOutcome {
                 }
             }
             Err(error) => {
-                setup::count_error(&sender.errors, &error);
+                report::count_error(&sender.errors, &error);
                 if sender.client.session_error().is_some() {
                     return outcome;
                 }
@@ -347,7 +345,7 @@ struct Listeners {
 
 impl Listeners {
     async fn start(target: &Arc<Target>, receivers: &[Account]) -> Result<Self> {
-        let progress = Progress::new(target, receivers.len() as u64, "connecting receivers");
+        let progress = Progress::new(target.bar(receivers.len() as u64, "connecting receivers"));
         let opened = target
             .open(
                 receivers,
