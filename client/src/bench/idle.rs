@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use crate::bench::Global;
+use crate::bench::global::Global;
 use crate::bench::procfs::{own_rss_kib, rss_kib};
 use crate::bench::report::{Progress, Summary};
 use crate::bench::setup::{self, Plan, Target};

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use kanal_client::{Client, Events, Pipeline};
 use tokio::task::JoinSet;
 
-use crate::bench::Global;
+use crate::bench::global::Global;
 use crate::bench::procfs::CpuMeter;
 use crate::bench::report::{self, Progress, SharedTally, Summary};
 use crate::bench::setup::{self, MAX_ACCOUNTS, Plan, Target};

@@ -1,8 +1,9 @@
-//! The `kanal-bench` command line: global options, the scenarios, and how a
-//! run ends. Each scenario lives in its own file; `setup` holds what they
-//! share (the server, UDP endpoints, accounts, opening connections),
-//! `report` the histograms, error tallies, the progress bar and the
-//! summary, and `procfs` the memory and CPU figures read from `/proc`.
+//! The `kanal-bench` command line: the scenarios, and how a run ends. Each
+//! scenario lives in its own file; `global` holds the options they all
+//! take, `setup` what they share (the server, UDP endpoints, accounts,
+//! opening connections), `report` the histograms, error tallies, the
+//! progress bar and the summary, and `procfs` the memory and CPU figures
+//! read from `/proc`.
 //!
 //! Against a local release server (same host, so `--server-pid` works):
 //!
@@ -24,6 +25,7 @@
 //! failure (lost or misordered messages, failed connections) makes the run
 //! exit with status 1.
 
+mod global;
 mod idle;
 mod latency;
 mod procfs;
@@ -36,9 +38,9 @@ mod throughput;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use kanal_client::Fingerprint;
+use clap::{Parser, Subcommand};
 
+use crate::bench::global::Global;
 use crate::bench::report::Summary;
 use crate::bench::setup::Target;
 
@@ -53,51 +55,6 @@ pub(crate) struct Cli {
     /// The scenario to run.
     #[command(subcommand)]
     pub(crate) scenario: Scenario,
-}
-
-/// Options every scenario takes.
-#[derive(Debug, Args)]
-pub(crate) struct Global {
-    /// The server under test, `host:port`
-    #[arg(
-        long,
-        env = "KANAL_SERVER",
-        global = true,
-        default_value = "127.0.0.1:7447"
-    )]
-    pub(crate) server: String,
-    /// SHA-256 of the server's certificate, as `kanald fingerprint` prints it.
-    /// Without it, the certificate must chain to a public CA.
-    #[arg(long, env = "KANAL_PIN", global = true)]
-    pub(crate) pin: Option<Fingerprint>,
-    /// TLS server name to expect [default: the host part of --server]
-    #[arg(long, global = true)]
-    pub(crate) server_name: Option<String>,
-    /// Print one JSON object with the results on stdout instead of a table
-    /// (and no progress bar)
-    #[arg(long, global = true)]
-    pub(crate) json: bool,
-    /// Seconds of measured load (throughput, latency) or of holding the
-    /// connections open (idle, storm) [default: per scenario]
-    #[arg(long, global = true)]
-    pub(crate) duration: Option<f64>,
-    /// Sending connections (throughput, latency) [default: 16]
-    #[arg(long, global = true)]
-    pub(crate) clients: Option<usize>,
-    /// The server's process id (same host): its memory (idle) and CPU time
-    /// are read from /proc/PID
-    #[arg(long, global = true)]
-    pub(crate) server_pid: Option<u32>,
-    /// Connections that share one UDP socket (QUIC endpoint)
-    #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) per_endpoint: u32,
-}
-
-impl Global {
-    /// `--duration`, or `default` seconds.
-    pub(crate) fn duration_or(&self, default: f64) -> Duration {
-        Duration::from_secs_f64(self.duration.unwrap_or(default).max(0.0))
-    }
 }
 
 /// The scenarios.

@@ -13,7 +13,7 @@ use indicatif::ProgressBar;
 use kanal_client::{Client, ClientConfig, ClientError, ClientEvent, Credentials, Events, pb};
 use tokio::task::JoinSet;
 
-use crate::bench::Global;
+use crate::bench::global::Global;
 use crate::bench::report::{self, Progress, Tally};
 
 /// Most accounts a scenario registers: each Register costs the server an

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Args;
 
-use crate::bench::Global;
+use crate::bench::global::Global;
 use crate::bench::procfs::CpuMeter;
 use crate::bench::report::{Progress, Summary};
 use crate::bench::setup::{self, Plan, Target};

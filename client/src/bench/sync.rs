@@ -11,7 +11,7 @@ use clap::Args;
 use futures::StreamExt as _;
 use kanal_client::{ClientEvent, pb};
 
-use crate::bench::Global;
+use crate::bench::global::Global;
 use crate::bench::report::{self, Progress, Summary};
 use crate::bench::setup::{self, MAX_IN_FLIGHT, Target};
 

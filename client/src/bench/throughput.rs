@@ -13,7 +13,7 @@ use kanal_client::{Client, Pipeline, pb};
 use kanal_proto::limits;
 use tokio::task::JoinSet;
 
-use crate::bench::Global;
+use crate::bench::global::Global;
 use crate::bench::procfs::CpuMeter;
 use crate::bench::report::{self, Progress, SharedTally, Summary};
 use crate::bench::setup::{self, Account, MAX_ACCOUNTS, MAX_IN_FLIGHT, Plan, Session, Target};
