@@ -8,9 +8,9 @@ use anyhow::{Context, bail};
 use kanal_client::{Client, ClientConfig, ClientEvent, Credentials, Fingerprint, pb};
 use serde_json::{Value, json};
 
+use super::args::{Cli, Command, DEFAULT_SERVER, Global};
 use super::output;
 use super::session::{self, Session};
-use super::{Cli, Command, DEFAULT_SERVER, Global};
 
 /// How often `listen` acknowledges and saves its progress while events flow.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
