@@ -11,6 +11,11 @@
 //! process (a load generator, a bridge) can share a few with
 //! [`ClientConfig::endpoint`].
 //!
+//! The features `cli` (the `kanal` binary) and `bench` (`kanal-bench`) are on
+//! by default and bring the tools' own dependencies (clap, indicatif,
+//! hdrhistogram, …); the library needs neither, so an app embedding it can
+//! depend on `kanal-client` with `default-features = false`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), kanal_client::ClientError> {
 //! use kanal_client::{Client, ClientConfig, ClientEvent, Credentials};
