@@ -1,11 +1,34 @@
-//! The simulator: nodes (engine and sequencer on the in-memory store) and
-//! clients in one process, on virtual time, joined by links that can drop,
-//! delay, duplicate and reorder what they carry. Protocol tests of
+//! The simulator: nodes (the sequencer and engine on the in-memory store)
+//! and clients in one process, on virtual time, joined by links that can
+//! drop, delay, duplicate and reorder what they carry. Protocol tests of
 //! federation, devices and the desk are written on it, as quinn-proto's are
-//! on its `Pair`.
+//! on its `Pair`: build a [`Sim`], add nodes and clients, act, [`Sim::drive`]
+//! until nothing is left to do, and check what everyone holds.
+//!
+//! Nothing here reads a clock or waits: the store answers at once, time is
+//! a number the simulator advances to the next packet or deadline, and a
+//! run that never goes idle is reported as a livelock rather than hanging.
 
+mod client;
+mod link;
+mod node;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+
+use kanal_proto::address::ConversationId;
+
+pub use client::{SimClient, ToClient};
+pub use link::{Conditions, Rng};
+pub use node::{SimNode, ToNode};
+
+use crate::model::{Body, Party};
+
+/// Steps [`Sim::drive`] takes before it calls the run a livelock.
+pub const MAX_STEPS: usize = 100_000;
 
 /// The output of `future`, which must be ready at its first poll: the
 /// in-memory store never waits, so everything the simulator drives is.
@@ -16,5 +39,246 @@ pub fn ready<F: Future>(future: F) -> F::Output {
     match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the simulator drove a future that waits"),
+    }
+}
+
+/// A run that did not go idle within its steps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("still busy after {steps} steps, at {now} ms of virtual time")]
+pub struct Livelock {
+    /// Steps taken.
+    pub steps: usize,
+    /// Virtual time reached, ms.
+    pub now: i64,
+}
+
+/// Something in flight between a client and its node.
+#[derive(Debug, Clone)]
+enum Payload {
+    ToNode { client: usize, message: ToNode },
+    ToClient { client: usize, message: ToClient },
+}
+
+/// Nodes, clients and the packets between them. See the module docs.
+#[derive(Debug)]
+pub struct Sim {
+    now: i64,
+    rng: Rng,
+    /// The conditions of every client's link (both directions).
+    pub conditions: Conditions,
+    /// The nodes, by index.
+    pub nodes: Vec<SimNode>,
+    /// The clients, by index.
+    pub clients: Vec<SimClient>,
+    /// In flight, by (arrival time, sending order).
+    packets: BTreeMap<(i64, u64), Payload>,
+    sent: u64,
+    /// Packets the links lost.
+    pub lost: u64,
+    /// Packets the links delivered twice.
+    pub doubled: u64,
+}
+
+impl Sim {
+    /// An empty simulation at virtual time 1,000,000 ms whose links behave
+    /// as `conditions`, deciding by a generator seeded with `seed`.
+    pub fn new(conditions: Conditions, seed: u64) -> Self {
+        Self {
+            now: 1_000_000,
+            rng: Rng::new(seed),
+            conditions,
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            packets: BTreeMap::new(),
+            sent: 0,
+            lost: 0,
+            doubled: 0,
+        }
+    }
+
+    /// The virtual time, ms.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Adds a node for `domain` on an empty store; returns its index.
+    pub fn add_node(&mut self, domain: &str) -> usize {
+        self.nodes.push(SimNode::new(domain));
+        self.nodes.len() - 1
+    }
+
+    /// Creates an account on `node`; returns the party.
+    pub fn add_party(&mut self, node: usize, local: &str, kind: crate::model::PartyKind) -> Party {
+        self.nodes[node].add_party(local, kind, self.now)
+    }
+
+    /// Adds a client of `party` on `node`, which syncs its event log at
+    /// once; returns its index.
+    pub fn add_client(&mut self, node: usize, party: Party) -> usize {
+        let index = self.clients.len();
+        self.clients.push(SimClient::new(node, party));
+        let out = self.clients[index].start_sync(self.now);
+        self.transmit_to_node(index, out);
+        index
+    }
+
+    /// Has `client` start a conversation with `to`.
+    pub fn create(&mut self, client: usize, to: Vec<Party>, subject: &str) {
+        let out = self.clients[client].create(to, subject, self.now);
+        self.transmit_to_node(client, out);
+    }
+
+    /// Has `client` send `text` to `conversation` under `client_msg_id`;
+    /// the client retries until the node answers.
+    pub fn send(
+        &mut self,
+        client: usize,
+        conversation: &ConversationId,
+        client_msg_id: &str,
+        text: &str,
+    ) {
+        let body = Body::Text(text.to_owned());
+        let out = self.clients[client].send(conversation, client_msg_id, body, self.now);
+        self.transmit_to_node(client, out);
+    }
+
+    /// Has every client sync its log again, as after a reconnection.
+    pub fn resync_all(&mut self) {
+        for client in 0..self.clients.len() {
+            let out = self.clients[client].start_sync(self.now);
+            self.transmit_to_node(client, out);
+        }
+    }
+
+    /// Restarts `node`: its engine forgets everything it cached and its
+    /// connections are gone; its store keeps what was committed. Its
+    /// clients reconnect and sync.
+    pub fn restart_node(&mut self, node: usize) {
+        self.nodes[node].restart();
+        for client in 0..self.clients.len() {
+            if self.clients[client].node == node {
+                let out = self.clients[client].start_sync(self.now);
+                self.transmit_to_node(client, out);
+            }
+        }
+    }
+
+    /// Has `client` also sync every `every_ms`, forever (as a device that
+    /// polls its mailbox would): the simulation never goes idle.
+    pub fn poll_every(&mut self, client: usize, every_ms: i64) {
+        self.clients[client].poll_every(every_ms, self.now);
+    }
+
+    /// Runs until `done` holds, one due instant at a time.
+    ///
+    /// # Panics
+    /// When the simulation goes idle first, or after [`MAX_STEPS`] instants.
+    pub fn drive_until(&mut self, done: impl Fn(&Sim) -> bool) {
+        for _ in 0..MAX_STEPS {
+            if done(self) {
+                return;
+            }
+            let next = self.next_due().expect("the simulation went idle first");
+            self.now = self.now.max(next);
+            self.step();
+        }
+        panic!("not done after {MAX_STEPS} steps");
+    }
+
+    /// Runs until nothing is in flight and no deadline is pending.
+    ///
+    /// # Panics
+    /// On a livelock (see [`Sim::drive_bounded`]).
+    pub fn drive(&mut self) {
+        if let Err(livelock) = self.drive_bounded(MAX_STEPS) {
+            panic!("{livelock}");
+        }
+    }
+
+    /// Runs until idle, or fails after `max_steps` steps (each step one
+    /// instant of virtual time at which something was due).
+    pub fn drive_bounded(&mut self, max_steps: usize) -> Result<(), Livelock> {
+        for _ in 0..max_steps {
+            let Some(next) = self.next_due() else {
+                return Ok(());
+            };
+            self.now = self.now.max(next);
+            self.step();
+        }
+        match self.next_due() {
+            None => Ok(()),
+            Some(_) => Err(Livelock {
+                steps: max_steps,
+                now: self.now,
+            }),
+        }
+    }
+
+    /// The earliest instant at which a packet arrives or a deadline is due.
+    fn next_due(&self) -> Option<i64> {
+        let packet = self.packets.keys().next().map(|(at, _)| *at);
+        let nodes = self.nodes.iter().filter_map(SimNode::poll_timeout);
+        let clients = self.clients.iter().filter_map(SimClient::poll_timeout);
+        packet.into_iter().chain(nodes).chain(clients).min()
+    }
+
+    /// Delivers everything that arrives now and handles what is due now.
+    fn step(&mut self) {
+        let now = self.now;
+        let mut to_nodes: Vec<Vec<(usize, ToNode)>> = vec![Vec::new(); self.nodes.len()];
+        while let Some(entry) = self.packets.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Payload::ToNode { client, message } => {
+                    to_nodes[self.clients[client].node].push((client, message));
+                }
+                Payload::ToClient { client, message } => {
+                    let out = self.clients[client].receive(message, now);
+                    self.transmit_to_node(client, out);
+                }
+            }
+        }
+        for (node, arrived) in to_nodes.into_iter().enumerate() {
+            if self.nodes[node].poll_timeout().is_some_and(|at| at <= now) {
+                self.nodes[node].handle_timeout(now);
+            }
+            for (client, message) in self.nodes[node].receive(arrived, now) {
+                self.transmit_to_client(client, message);
+            }
+        }
+        for client in 0..self.clients.len() {
+            if self.clients[client]
+                .poll_timeout()
+                .is_some_and(|at| at <= now)
+            {
+                let out = self.clients[client].handle_timeout(now);
+                self.transmit_to_node(client, out);
+            }
+        }
+    }
+
+    fn transmit_to_node(&mut self, client: usize, messages: Vec<ToNode>) {
+        for message in messages {
+            self.transmit(Payload::ToNode { client, message });
+        }
+    }
+
+    fn transmit_to_client(&mut self, client: usize, message: ToClient) {
+        self.transmit(Payload::ToClient { client, message });
+    }
+
+    fn transmit(&mut self, payload: Payload) {
+        let arrivals = link::arrivals(&self.conditions, &mut self.rng, self.now);
+        match arrivals.len() {
+            0 => self.lost += 1,
+            2 => self.doubled += 1,
+            _ => {}
+        }
+        for at in arrivals {
+            self.sent += 1;
+            self.packets.insert((at, self.sent), payload.clone());
+        }
     }
 }
