@@ -12,10 +12,12 @@ use crate::model::{
     Body, ConversationKey, EventRef, NewParty, Party, PartyId, PartyKind, ReceiptKind, Write,
 };
 
+mod audience;
 mod conversations;
 mod directory;
 mod durability;
 
+pub use audience::{listings_follow_the_audience_rule, replicas_remote_parties_and_outbox};
 pub use conversations::{
     commit_and_load, conversations_of_ordering_and_visibility, events_since_rebuilds_each_kind,
     history_pages_backwards, watermarks_never_lower,
@@ -40,6 +42,8 @@ macro_rules! store_conformance_tests {
             events_since_rebuilds_each_kind,
             conversations_of_ordering_and_visibility,
             watermarks_never_lower,
+            listings_follow_the_audience_rule,
+            replicas_remote_parties_and_outbox,
             failed_batch_leaves_nothing,
             reused_client_msg_id_is_a_duplicate_send,
         );
