@@ -1,21 +1,29 @@
 //! kanald: the Kanal server.
 //!
 //! Layout, dependencies pointing down: [`model`] is Kanal's vocabulary;
-//! `core` the sans-IO conversation engine; [`store`] the persistence seam;
-//! `node` the writer that drives the engine and the hub that fans events
-//! out; `links` the ways in (QUIC clients today); `ops` the command line,
-//! configuration and operator actions.
+//! `core` the sans-IO engine and the audience rule; [`store`] the
+//! persistence seam (SQLite, in memory); `node` the sequencer and writer
+//! that drive the engine, the hub that fans events out, and what every link
+//! shares (accounts, the directory); `links` the ways in (QUIC for clients,
+//! a Unix socket for operators); `ops` the command line, configuration and
+//! data directory; `server` puts them together. `sim` runs nodes and
+//! clients on virtual time for protocol tests.
+//!
+//! An embedder starts a [`Server`] on a data directory (see [`datadir`] and
+//! [`config`]), or on a [`store::Store`] of its own, and changes the
+//! directory through [`admin`] on the running [`Node`].
 
-pub mod core;
-pub mod links;
+mod core;
+mod links;
 pub mod model;
-pub mod node;
-pub mod ops;
-pub mod server;
+mod node;
+mod ops;
+mod server;
 #[cfg(test)]
-pub mod sim;
+mod sim;
 pub mod store;
 
+pub use node::Node;
 pub use node::directory as admin;
 pub use ops::{cli, config, datadir};
-pub use server::Server;
+pub use server::{LOCK_FILE, Offline, Server, StartError};

@@ -180,7 +180,7 @@ impl Server {
 }
 
 /// Takes the data directory's lock, or says that another server holds it.
-pub fn lock(data_dir: &Path) -> Result<File, StartError> {
+pub(crate) fn lock(data_dir: &Path) -> Result<File, StartError> {
     let path = data_dir.join(LOCK_FILE);
     let io = |source| StartError::DataDir {
         path: path.clone(),

@@ -82,7 +82,7 @@ impl Audience {
 /// The parties that see a conversation of `members`, each once, in member
 /// order: its members that are not inboxes, and the agents of its member
 /// inboxes (`agents_of(inbox)`). Where they live does not matter here.
-pub fn viewers<'a>(
+pub(crate) fn viewers<'a>(
     members: &'a [Party],
     agents_of: impl Fn(PartyId) -> &'a [PartyId],
 ) -> Vec<PartyId> {

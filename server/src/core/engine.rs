@@ -19,15 +19,16 @@ use kanal_proto::address::{Address, ConversationId};
 
 use super::audience::Audience;
 use crate::model::{
-    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Message,
-    NewParty, Party, PartyId, Receipt, ReceiptKind, Refusal, RefusalCode, Sent, StoredSend, Write,
+    Body, ConversationKey, ConversationRecord, ConversationView, Counters, Event, EventRef,
+    Message, NewParty, Party, PartyId, Receipt, ReceiptKind, Refusal, RefusalCode, Sent,
+    StoredSend, Write,
 };
 
 /// Most conversations (and, separately, event-log heads and parties) the
 /// engine keeps cached. Past it the cache is dropped between batches and
 /// refilled from the store on demand: memory stays bounded whatever the
 /// database holds.
-pub const MAX_CACHED: usize = 100_000;
+pub(crate) const MAX_CACHED: usize = 100_000;
 
 /// How many recent `(conversation, sender, client_msg_id)` triples the
 /// engine remembers, so retries within a batch or shortly after need no lookup.
@@ -82,7 +83,7 @@ pub enum Command {
 
 /// State the engine must have before it can apply a command.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Need {
+pub(crate) enum Need {
     /// The party with this address, if any.
     Party(Address),
     /// The conversation's record (`None` from the store means it does not exist).
@@ -137,7 +138,7 @@ pub struct Published {
 
 /// What applying a command produced.
 #[derive(Debug, Clone, Default)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// Rows to commit before anything else happens.
     pub writes: Vec<Write>,
     /// Events to publish after the commit.
@@ -155,7 +156,7 @@ type SendKey = (ConversationKey, PartyId, String);
 
 /// The conversation engine. See the module docs.
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     domain: String,
     next_key: ConversationKey,
     next_party: PartyId,
@@ -180,18 +181,9 @@ pub struct Engine {
     verify_until: Option<i64>,
 }
 
-/// The highest ids in use, from which the engine numbers new rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// The highest conversation key (0 if none).
-    pub max_key: ConversationKey,
-    /// The highest party id (0 if none).
-    pub max_party: PartyId,
-}
-
 impl Engine {
     /// An engine for `domain` that numbers new rows after `counters`.
-    pub fn new(domain: impl Into<String>, counters: Counters) -> Self {
+    pub(crate) fn new(domain: impl Into<String>, counters: Counters) -> Self {
         Self {
             domain: domain.into(),
             next_key: counters.max_key + 1,
@@ -213,31 +205,26 @@ impl Engine {
 
     /// The ids the engine would number new rows after: never behind the
     /// store's (rows it numbered may not be committed yet).
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         Counters {
             max_key: self.next_key - 1,
             max_party: self.next_party - 1,
         }
     }
 
-    /// The domain this engine orders conversations for.
-    pub fn domain(&self) -> &str {
-        &self.domain
-    }
-
     /// Looks up every send not in memory before applying it, until `until_ms`.
-    pub fn verify_sends_until(&mut self, until_ms: i64) {
+    pub(crate) fn verify_sends_until(&mut self, until_ms: i64) {
         self.verify_until = Some(self.verify_until.map_or(until_ms, |t| t.max(until_ms)));
     }
 
     /// The engine's next deadline (ms since the Unix epoch), if it has one:
     /// the driver calls [`Engine::handle_timeout`] at or after it.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    pub(crate) fn poll_timeout(&self) -> Option<i64> {
         self.verify_until
     }
 
     /// Handles every deadline due at `now_ms`.
-    pub fn handle_timeout(&mut self, now_ms: i64) {
+    pub(crate) fn handle_timeout(&mut self, now_ms: i64) {
         if self.verify_until.is_some_and(|until| until <= now_ms) {
             self.verify_until = None;
         }
@@ -246,7 +233,7 @@ impl Engine {
     /// What must be loaded before `cmd` can be applied. Loading everything
     /// returned and asking again converges in at most three rounds
     /// (conversation, then inbox agents and prior sends, then heads).
-    pub fn needs(&self, cmd: &Command) -> Vec<Need> {
+    pub(crate) fn needs(&self, cmd: &Command) -> Vec<Need> {
         let mut needs = Vec::new();
         match cmd {
             Command::AddParty(party) => {
@@ -314,12 +301,12 @@ impl Engine {
     }
 
     /// Supplies the party stored under an address (`None`: there is none).
-    pub fn load_party(&mut self, address: Address, party: Option<Party>) {
+    pub(crate) fn load_party(&mut self, address: Address, party: Option<Party>) {
         self.parties.insert(address, party);
     }
 
     /// Supplies a conversation record.
-    pub fn load_conversation(&mut self, record: ConversationRecord) {
+    pub(crate) fn load_conversation(&mut self, record: ConversationRecord) {
         if record.last_seq == 0 {
             self.complete.insert(record.key);
         }
@@ -333,7 +320,7 @@ impl Engine {
     }
 
     /// Supplies a party's stored watermark.
-    pub fn load_watermark(
+    pub(crate) fn load_watermark(
         &mut self,
         conversation: &ConversationId,
         party: PartyId,
@@ -347,17 +334,17 @@ impl Engine {
     }
 
     /// Supplies a party's event head.
-    pub fn load_head(&mut self, party: PartyId, head: u64) {
+    pub(crate) fn load_head(&mut self, party: PartyId, head: u64) {
         self.heads.insert(party, head);
     }
 
     /// Supplies an inbox's agents.
-    pub fn load_inbox_agents(&mut self, inbox: PartyId, agents: Vec<PartyId>) {
+    pub(crate) fn load_inbox_agents(&mut self, inbox: PartyId, agents: Vec<PartyId>) {
         self.inbox_agents.insert(inbox, agents);
     }
 
     /// Supplies the result of a prior-send lookup.
-    pub fn load_prior_send(
+    pub(crate) fn load_prior_send(
         &mut self,
         key: ConversationKey,
         sender: PartyId,
@@ -375,7 +362,7 @@ impl Engine {
 
     /// Ends a batch: "never sent" answers were only valid for its commands
     /// (any triple they sent is in the recent set now).
-    pub fn finish_batch(&mut self) {
+    pub(crate) fn finish_batch(&mut self) {
         self.checked_sends.clear();
         // Dropping cached state is always safe between batches: needs()
         // asks for it again. Sends stay deduplicated: `recent_sends` and
@@ -396,7 +383,7 @@ impl Engine {
 
     /// Forgets everything cached, after a failed commit left the cache ahead
     /// of the database. `counters` are the store's highest ids.
-    pub fn reset(&mut self, counters: Counters) {
+    pub(crate) fn reset(&mut self, counters: Counters) {
         let verify_until = self.verify_until;
         *self = Self::new(std::mem::take(&mut self.domain), counters);
         self.verify_until = verify_until;
@@ -404,7 +391,7 @@ impl Engine {
 
     /// Applies `cmd` at `now_ms` (ms since the Unix epoch). Needs that were
     /// not supplied make the command fail as if the state did not exist.
-    pub fn apply(&mut self, now_ms: i64, cmd: &Command) -> (Reply, Applied) {
+    pub(crate) fn apply(&mut self, now_ms: i64, cmd: &Command) -> (Reply, Applied) {
         let mut applied = Applied::default();
         let reply = match cmd {
             Command::AddParty(party) => self.add_party(now_ms, party, &mut applied),

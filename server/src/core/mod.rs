@@ -2,5 +2,5 @@
 //! sockets, no clock, no runtime: commands and the time come in; writes,
 //! replies, events and the next deadline go out.
 
-pub mod audience;
-pub mod engine;
+pub(crate) mod audience;
+pub(crate) mod engine;

@@ -1,5 +1,5 @@
 //! The ways into a server. Each link decodes its wire format into commands
 //! and renders events back; none holds policy.
 
-pub mod admin;
-pub mod quic;
+pub(crate) mod admin;
+pub(crate) mod quic;

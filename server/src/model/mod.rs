@@ -14,4 +14,4 @@ pub use conversation::{
 pub use event::{Event, EventRef, Receipt, ReceiptKind};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};
 pub use refusal::{Refusal, RefusalCode};
-pub use write::{OutboxRow, Write};
+pub use write::{Counters, OutboxRow, Write};

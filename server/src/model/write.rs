@@ -95,3 +95,12 @@ pub struct OutboxRow {
     /// The encoded transaction, opaque to the store.
     pub payload: bytes::Bytes,
 }
+
+/// The highest ids in use, from which the engine numbers new rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// The highest conversation key (0 if none).
+    pub max_key: ConversationKey,
+    /// The highest party id (0 if none).
+    pub max_party: PartyId,
+}

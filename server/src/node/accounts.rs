@@ -13,7 +13,7 @@ use crate::store::StoreError;
 
 /// What a client proves itself with.
 #[derive(Debug, Clone)]
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// Create an account `local@DOMAIN`.
     Register {
         /// The local part of the new address.
@@ -39,7 +39,7 @@ pub enum Credentials {
 
 /// An authenticated session.
 #[derive(Debug, Clone)]
-pub struct Authenticated {
+pub(crate) struct Authenticated {
     /// Who.
     pub party: Party,
     /// The session's row id.
@@ -52,7 +52,7 @@ pub struct Authenticated {
 
 /// Checks `credentials` and opens (or resumes) a session; `client` names
 /// the client software, for the operator.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     node: &Node,
     credentials: Credentials,
     client: &str,
@@ -71,7 +71,7 @@ pub async fn authenticate(
 }
 
 /// The refusal of a password that breaks the length rules.
-pub fn check_password(password: &str) -> Result<(), Refusal> {
+pub(crate) fn check_password(password: &str) -> Result<(), Refusal> {
     if password.chars().count() < limits::MIN_PASSWORD {
         return Err(Refusal::new(
             RefusalCode::BadRequest,
@@ -88,7 +88,7 @@ pub fn check_password(password: &str) -> Result<(), Refusal> {
 }
 
 /// Creates a party through the writer, in order with every other change.
-pub async fn create_party(node: &Node, party: NewParty) -> Result<Party, Refusal> {
+pub(crate) async fn create_party(node: &Node, party: NewParty) -> Result<Party, Refusal> {
     match node.writer.submit(Command::AddParty(party)).await {
         Reply::Party(party) => Ok(party),
         Reply::Refused(refusal) => Err(refusal),

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 pub struct HashError(String);
 
 /// Hashes a password with Argon2id and a fresh salt (PHC string).
-pub async fn hash_password(password: String) -> Result<String, HashError> {
+pub(crate) async fn hash_password(password: String) -> Result<String, HashError> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -34,7 +34,7 @@ pub async fn hash_password(password: String) -> Result<String, HashError> {
 /// Checks a password against a PHC string. With no hash (unknown account) it
 /// still spends the time of one verification, so timing does not reveal
 /// which addresses exist.
-pub async fn verify_password(password: String, hash: Option<String>) -> bool {
+pub(crate) async fn verify_password(password: String, hash: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || {
         let (hash, real) = match hash {
             Some(hash) => (hash, true),
@@ -67,7 +67,7 @@ fn decoy_hash() -> &'static str {
 }
 
 /// A new resume token: what the client gets, and the hash the server keeps.
-pub fn new_resume_token() -> (String, [u8; 32]) {
+pub(crate) fn new_resume_token() -> (String, [u8; 32]) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = URL_SAFE_NO_PAD.encode(bytes);
@@ -76,12 +76,12 @@ pub fn new_resume_token() -> (String, [u8; 32]) {
 }
 
 /// The hash under which a resume token is stored.
-pub fn token_hash(token: &str) -> [u8; 32] {
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// A random opaque id part: 20 characters of lowercase base32 (100 bits).
-pub fn random_opaque() -> String {
+pub(crate) fn random_opaque() -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut bytes = [0u8; 20];
     rand::rng().fill_bytes(&mut bytes);

@@ -17,7 +17,7 @@ use crate::core::engine::Published;
 use crate::model::{Event, PartyId};
 
 /// Events queued per listening session before it counts as lagged.
-pub const SESSION_QUEUE: usize = 1024;
+pub(crate) const SESSION_QUEUE: usize = 1024;
 
 /// A committed event, shared by every recipient: each link renders it once
 /// and every session of that link writes the same bytes.
@@ -47,7 +47,7 @@ pub struct LiveEvent {
 
 /// Where a session takes ephemeral datagrams (typing): best effort, never
 /// blocking, like QUIC datagrams.
-pub type DatagramSink = Box<dyn Fn(Bytes) + Send + Sync>;
+pub(crate) type DatagramSink = Box<dyn Fn(Bytes) + Send + Sync>;
 
 /// Routes committed events and ephemeral datagrams to listening sessions.
 #[derive(Default)]

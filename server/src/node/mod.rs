@@ -3,12 +3,12 @@
 //! sessions, and what every link shares (accounts, the audience of a stored
 //! conversation).
 
-pub mod accounts;
-pub mod auth;
+pub(crate) mod accounts;
+pub(crate) mod auth;
 pub mod directory;
-pub mod hub;
-pub mod sequencer;
-pub mod writer;
+pub(crate) mod hub;
+pub(crate) mod sequencer;
+pub(crate) mod writer;
 
 use std::sync::Arc;
 

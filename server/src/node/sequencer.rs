@@ -42,7 +42,7 @@ enum Outcome {
 }
 
 /// The engine and its store: orders batches of commands. See the module docs.
-pub struct Sequencer {
+pub(crate) struct Sequencer {
     store: Arc<dyn Store>,
     engine: Engine,
 }
@@ -57,31 +57,31 @@ impl std::fmt::Debug for Sequencer {
 
 impl Sequencer {
     /// A sequencer for `domain` that numbers new rows after the store's.
-    pub async fn new(store: Arc<dyn Store>, domain: String) -> StoreResult<Self> {
+    pub(crate) async fn new(store: Arc<dyn Store>, domain: String) -> StoreResult<Self> {
         let engine = Engine::new(domain, store.counters().await?);
         Ok(Self { store, engine })
     }
 
     /// The engine, to inspect or feed by hand in tests.
     #[cfg(test)]
-    pub fn engine_mut(&mut self) -> &mut Engine {
+    pub(crate) fn engine_mut(&mut self) -> &mut Engine {
         &mut self.engine
     }
 
     /// The engine's next deadline, ms since the Unix epoch.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    pub(crate) fn poll_timeout(&self) -> Option<i64> {
         self.engine.poll_timeout()
     }
 
     /// Handles the engine's deadlines due at `now_ms`.
-    pub fn handle_timeout(&mut self, now_ms: i64) {
+    pub(crate) fn handle_timeout(&mut self, now_ms: i64) {
         self.engine.handle_timeout(now_ms);
     }
 
     /// Orders `commands` at `now_ms`: one reply per command, in order, and
     /// the events to publish. Everything they wrote is durable when this
     /// returns (or nothing is, and the replies say so).
-    pub async fn order(
+    pub(crate) async fn order(
         &mut self,
         commands: &[Command],
         now_ms: i64,

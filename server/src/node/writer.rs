@@ -29,10 +29,10 @@ use crate::model::Refusal;
 use crate::store::{Store, StoreResult};
 
 /// Most commands ordered and committed in one transaction.
-pub const MAX_BATCH: usize = 1024;
+pub(crate) const MAX_BATCH: usize = 1024;
 
 /// Commands waiting for the writer before senders wait for room.
-pub const QUEUE: usize = 16 * 1024;
+pub(crate) const QUEUE: usize = 16 * 1024;
 
 struct Job {
     command: Command,
@@ -75,7 +75,7 @@ impl WriterHandle {
 }
 
 /// Starts the writer task for `domain`. It ends when every handle is dropped.
-pub async fn spawn(
+pub(crate) async fn spawn(
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     domain: String,
@@ -133,7 +133,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

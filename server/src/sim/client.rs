@@ -16,7 +16,7 @@ pub(super) const RETRY_MS: i64 = 200;
 
 /// What a node sends a client.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ToClient {
+pub(crate) enum ToClient {
     /// The answer to request `request`.
     Replied {
         /// The client's request number.
@@ -40,7 +40,7 @@ pub enum ToClient {
 
 /// A client of the simulation.
 #[derive(Debug)]
-pub struct SimClient {
+pub(crate) struct SimClient {
     /// Its node.
     pub node: usize,
     /// Who it is.
@@ -75,12 +75,12 @@ impl SimClient {
     }
 
     /// The last seq of the log held.
-    pub fn last(&self) -> u64 {
+    pub(crate) fn last(&self) -> u64 {
         self.events.last().map_or(0, |(seq, _)| *seq)
     }
 
     /// Whether every request has been answered.
-    pub fn is_settled(&self) -> bool {
+    pub(crate) fn is_settled(&self) -> bool {
         self.pending.is_empty() && self.syncing.is_none()
     }
 

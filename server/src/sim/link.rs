@@ -4,7 +4,7 @@
 
 /// How a link misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Conditions {
+pub(crate) struct Conditions {
     /// Probability that a packet is lost, 0.0–1.0.
     pub loss: f64,
     /// Probability that a delivered packet arrives twice, 0.0–1.0.
@@ -18,7 +18,7 @@ pub struct Conditions {
 
 impl Conditions {
     /// A perfect link: 1 ms, nothing lost, doubled or reordered.
-    pub const PERFECT: Self = Self {
+    pub(crate) const PERFECT: Self = Self {
         loss: 0.0,
         duplicate: 0.0,
         min_delay_ms: 1,
@@ -29,16 +29,16 @@ impl Conditions {
 /// A deterministic pseudo-random generator (xorshift64*): tests need
 /// repeatable runs, not unpredictability.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator seeded with `seed` (any value but 0 gives a good stream).
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.max(1))
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -46,14 +46,14 @@ impl Rng {
     }
 
     /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         // 53 bits of randomness as a fraction in [0, 1).
         let fraction = (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64;
         fraction < p
     }
 
     /// A value in `low..=high`.
-    pub fn between(&mut self, low: i64, high: i64) -> i64 {
+    pub(crate) fn between(&mut self, low: i64, high: i64) -> i64 {
         if high <= low {
             return low;
         }

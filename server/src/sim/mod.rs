@@ -21,21 +21,21 @@ use std::task::{Context, Poll, Waker};
 
 use kanal_proto::address::ConversationId;
 
-pub use client::{SimClient, ToClient};
-pub use link::{Conditions, Rng};
-pub use node::{SimNode, ToNode};
+pub(crate) use client::{SimClient, ToClient};
+pub(crate) use link::{Conditions, Rng};
+pub(crate) use node::{SimNode, ToNode};
 
 use crate::model::{Body, Party};
 
 /// Steps [`Sim::drive`] takes before it calls the run a livelock.
-pub const MAX_STEPS: usize = 100_000;
+pub(crate) const MAX_STEPS: usize = 100_000;
 
 /// The output of `future`, which must be ready at its first poll: the
 /// in-memory store never waits, so everything the simulator drives is.
 ///
 /// # Panics
 /// If `future` is pending: something the simulator drives waited on I/O.
-pub fn ready<F: Future>(future: F) -> F::Output {
+pub(crate) fn ready<F: Future>(future: F) -> F::Output {
     match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the simulator drove a future that waits"),
@@ -45,7 +45,7 @@ pub fn ready<F: Future>(future: F) -> F::Output {
 /// A run that did not go idle within its steps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("still busy after {steps} steps, at {now} ms of virtual time")]
-pub struct Livelock {
+pub(crate) struct Livelock {
     /// Steps taken.
     pub steps: usize,
     /// Virtual time reached, ms.
@@ -61,7 +61,7 @@ enum Payload {
 
 /// Nodes, clients and the packets between them. See the module docs.
 #[derive(Debug)]
-pub struct Sim {
+pub(crate) struct Sim {
     now: i64,
     rng: Rng,
     /// The conditions of every client's link (both directions).
@@ -82,7 +82,7 @@ pub struct Sim {
 impl Sim {
     /// An empty simulation at virtual time 1,000,000 ms whose links behave
     /// as `conditions`, deciding by a generator seeded with `seed`.
-    pub fn new(conditions: Conditions, seed: u64) -> Self {
+    pub(crate) fn new(conditions: Conditions, seed: u64) -> Self {
         Self {
             now: 1_000_000,
             rng: Rng::new(seed),
@@ -97,24 +97,29 @@ impl Sim {
     }
 
     /// The virtual time, ms.
-    pub fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         self.now
     }
 
     /// Adds a node for `domain` on an empty store; returns its index.
-    pub fn add_node(&mut self, domain: &str) -> usize {
+    pub(crate) fn add_node(&mut self, domain: &str) -> usize {
         self.nodes.push(SimNode::new(domain));
         self.nodes.len() - 1
     }
 
     /// Creates an account on `node`; returns the party.
-    pub fn add_party(&mut self, node: usize, local: &str, kind: crate::model::PartyKind) -> Party {
+    pub(crate) fn add_party(
+        &mut self,
+        node: usize,
+        local: &str,
+        kind: crate::model::PartyKind,
+    ) -> Party {
         self.nodes[node].add_party(local, kind, self.now)
     }
 
     /// Adds a client of `party` on `node`, which syncs its event log at
     /// once; returns its index.
-    pub fn add_client(&mut self, node: usize, party: Party) -> usize {
+    pub(crate) fn add_client(&mut self, node: usize, party: Party) -> usize {
         let index = self.clients.len();
         self.clients.push(SimClient::new(node, party));
         let out = self.clients[index].start_sync(self.now);
@@ -123,14 +128,14 @@ impl Sim {
     }
 
     /// Has `client` start a conversation with `to`.
-    pub fn create(&mut self, client: usize, to: Vec<Party>, subject: &str) {
+    pub(crate) fn create(&mut self, client: usize, to: Vec<Party>, subject: &str) {
         let out = self.clients[client].create(to, subject, self.now);
         self.transmit_to_node(client, out);
     }
 
     /// Has `client` send `text` to `conversation` under `client_msg_id`;
     /// the client retries until the node answers.
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         client: usize,
         conversation: &ConversationId,
@@ -143,7 +148,7 @@ impl Sim {
     }
 
     /// Has every client sync its log again, as after a reconnection.
-    pub fn resync_all(&mut self) {
+    pub(crate) fn resync_all(&mut self) {
         for client in 0..self.clients.len() {
             let out = self.clients[client].start_sync(self.now);
             self.transmit_to_node(client, out);
@@ -153,7 +158,7 @@ impl Sim {
     /// Restarts `node`: its engine forgets everything it cached and its
     /// connections are gone; its store keeps what was committed. Its
     /// clients reconnect and sync.
-    pub fn restart_node(&mut self, node: usize) {
+    pub(crate) fn restart_node(&mut self, node: usize) {
         self.nodes[node].restart();
         for client in 0..self.clients.len() {
             if self.clients[client].node == node {
@@ -165,7 +170,7 @@ impl Sim {
 
     /// Has `client` also sync every `every_ms`, forever (as a device that
     /// polls its mailbox would): the simulation never goes idle.
-    pub fn poll_every(&mut self, client: usize, every_ms: i64) {
+    pub(crate) fn poll_every(&mut self, client: usize, every_ms: i64) {
         self.clients[client].poll_every(every_ms, self.now);
     }
 
@@ -173,7 +178,7 @@ impl Sim {
     ///
     /// # Panics
     /// When the simulation goes idle first, or after [`MAX_STEPS`] instants.
-    pub fn drive_until(&mut self, done: impl Fn(&Sim) -> bool) {
+    pub(crate) fn drive_until(&mut self, done: impl Fn(&Sim) -> bool) {
         for _ in 0..MAX_STEPS {
             if done(self) {
                 return;
@@ -189,7 +194,7 @@ impl Sim {
     ///
     /// # Panics
     /// On a livelock (see [`Sim::drive_bounded`]).
-    pub fn drive(&mut self) {
+    pub(crate) fn drive(&mut self) {
         if let Err(livelock) = self.drive_bounded(MAX_STEPS) {
             panic!("{livelock}");
         }
@@ -197,7 +202,7 @@ impl Sim {
 
     /// Runs until idle, or fails after `max_steps` steps (each step one
     /// instant of virtual time at which something was due).
-    pub fn drive_bounded(&mut self, max_steps: usize) -> Result<(), Livelock> {
+    pub(crate) fn drive_bounded(&mut self, max_steps: usize) -> Result<(), Livelock> {
         for _ in 0..max_steps {
             let Some(next) = self.next_due() else {
                 return Ok(());

@@ -18,7 +18,7 @@ const REPLAY_LIMIT: u32 = 512;
 
 /// What a client asks its node.
 #[derive(Debug, Clone)]
-pub enum ToNode {
+pub(crate) enum ToNode {
     /// Order a command; answer with [`ToClient::Replied`] for `request`.
     Command {
         /// The client's request number.
@@ -37,7 +37,7 @@ pub enum ToNode {
 }
 
 /// A node of the simulation.
-pub struct SimNode {
+pub(crate) struct SimNode {
     /// The domain it serves.
     pub domain: String,
     /// Its store, which outlives restarts.
@@ -70,11 +70,6 @@ impl SimNode {
         }
     }
 
-    /// The sequencer, to inspect its engine.
-    pub fn sequencer(&mut self) -> &mut Sequencer {
-        &mut self.sequencer
-    }
-
     pub(super) fn add_party(&mut self, local: &str, kind: PartyKind, now: i64) -> Party {
         let address = Address::new(local, &self.domain).expect("valid address");
         let party = NewParty {
@@ -91,7 +86,7 @@ impl SimNode {
     }
 
     /// Makes `agent` answer `inbox`.
-    pub fn add_inbox_agent(&mut self, inbox: &Party, agent: &Party, now: i64) {
+    pub(crate) fn add_inbox_agent(&mut self, inbox: &Party, agent: &Party, now: i64) {
         let command = Command::AddInboxAgent {
             inbox: inbox.clone(),
             agent: agent.clone(),

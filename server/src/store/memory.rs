@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::{Store, StoreError, StoreResult};
 use crate::core::audience;
-use crate::core::engine::Counters;
+use crate::model::Counters;
 use crate::model::{
     Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Message,
     OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session, StoredSend, Write,

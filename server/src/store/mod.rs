@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 use kanal_proto::address::{Address, ConversationId};
 
-use crate::core::engine::Counters;
+use crate::model::Counters;
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
     PartyId, ReceiptKind, Session, StoredSend, Write,

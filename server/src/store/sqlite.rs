@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 
 use super::{Store, StoreError, StoreResult};
-use crate::core::engine::Counters;
+use crate::model::Counters;
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
     PartyId, PartyKind, ReceiptKind, Session, StoredSend, Write,

@@ -17,7 +17,7 @@ use crate::model::{Party, PartyKind};
 use crate::node::{Node, directory};
 
 /// The socket's file name in the data directory.
-pub const SOCKET_FILE: &str = "admin.sock";
+pub(crate) const SOCKET_FILE: &str = "admin.sock";
 
 /// Longest request line accepted, in bytes.
 const MAX_LINE: u64 = 64 * 1024;
@@ -25,7 +25,7 @@ const MAX_LINE: u64 = 64 * 1024;
 /// An operator command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum AdminRequest {
+pub(crate) enum AdminRequest {
     /// Create a user account.
     AddUser {
         /// Local part of the address.
@@ -60,7 +60,7 @@ pub enum AdminRequest {
 /// The answer to an [`AdminRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
-pub enum AdminResponse {
+pub(crate) enum AdminResponse {
     /// The party created or changed.
     Party {
         /// The party.
@@ -80,7 +80,7 @@ pub enum AdminResponse {
 
 /// A party as the admin link shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartyInfo {
+pub(crate) struct PartyInfo {
     /// `local@domain`.
     pub address: String,
     /// `user`, `agent`, `bot`, `inbox` or `device`.
@@ -100,7 +100,7 @@ impl From<&Party> for PartyInfo {
 }
 
 /// A party kind's name.
-pub fn kind_name(kind: PartyKind) -> &'static str {
+pub(crate) fn kind_name(kind: PartyKind) -> &'static str {
     match kind {
         PartyKind::User => "user",
         PartyKind::Agent => "agent",
@@ -112,7 +112,7 @@ pub fn kind_name(kind: PartyKind) -> &'static str {
 
 /// Binds the admin socket in `data_dir`, replacing a stale one (the caller
 /// holds the data directory's lock, so no other server owns it).
-pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+pub(crate) fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     let path = data_dir.join(SOCKET_FILE);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -129,7 +129,7 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves operator connections until the listener fails.
-pub async fn serve(listener: UnixListener, node: Arc<Node>) {
+pub(crate) async fn serve(listener: UnixListener, node: Arc<Node>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -176,7 +176,7 @@ async fn serve_connection(stream: UnixStream, node: Arc<Node>) {
 }
 
 /// Carries out one operator command.
-pub async fn handle(node: &Node, request: AdminRequest) -> AdminResponse {
+pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse {
     let result = match request {
         AdminRequest::AddUser {
             local,
@@ -216,7 +216,7 @@ pub async fn handle(node: &Node, request: AdminRequest) -> AdminResponse {
 
 /// Sends `request` to the server serving `data_dir`; `Ok(None)` when no
 /// server listens there.
-pub async fn call(
+pub(crate) async fn call(
     data_dir: &Path,
     request: &AdminRequest,
 ) -> std::io::Result<Option<AdminResponse>> {

@@ -47,7 +47,7 @@ pub enum EndpointError {
 
 /// The QUIC endpoint of a server, bound and ready to accept.
 #[derive(Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// The quinn endpoint.
     pub endpoint: quinn::Endpoint,
     /// The address it listens on (with the real port when 0 was asked).
@@ -59,7 +59,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// Loads the certificate and the stateless-reset key from `data_dir`
     /// and binds the UDP socket of `config.listen`.
-    pub fn bind(data_dir: &Path, config: &Config) -> Result<Self, EndpointError> {
+    pub(crate) fn bind(data_dir: &Path, config: &Config) -> Result<Self, EndpointError> {
         let (certs, key) = tls::load(
             &data_dir.join(&config.tls_cert),
             &data_dir.join(&config.tls_key),
@@ -109,13 +109,13 @@ impl Endpoint {
 
     /// Accepts client connections for `node` until the endpoint closes;
     /// beyond `max_connections` open ones, new connections are refused.
-    pub fn serve(&self, node: Arc<Node>, max_connections: usize) -> JoinHandle<()> {
+    pub(crate) fn serve(&self, node: Arc<Node>, max_connections: usize) -> JoinHandle<()> {
         tokio::spawn(accept_loop(self.endpoint.clone(), node, max_connections))
     }
 
     /// Closes every connection with `ServerShutdown` and waits, boundedly,
     /// until they are gone.
-    pub async fn close(&self, grace: Duration) {
+    pub(crate) async fn close(&self, grace: Duration) {
         self.endpoint.close(
             CloseCode::ServerShutdown.value().into(),
             b"server shutting down",

@@ -2,10 +2,10 @@
 //! connection (handshake, requests, the event stream), the rendering of
 //! Kanal's model into protobuf, and the TLS set-up.
 
-pub mod endpoint;
+pub(crate) mod endpoint;
 mod events;
 mod handshake;
-pub mod render;
-pub mod requests;
-pub mod session;
-pub mod tls;
+pub(crate) mod render;
+pub(crate) mod requests;
+pub(crate) mod session;
+pub(crate) mod tls;

@@ -11,7 +11,7 @@ use crate::model::{
 };
 
 /// A party on the wire.
-pub fn party(party: &Party) -> pb::Party {
+pub(crate) fn party(party: &Party) -> pb::Party {
     pb::Party {
         address: party.address.to_string(),
         kind: party_kind(party.kind) as i32,
@@ -20,7 +20,7 @@ pub fn party(party: &Party) -> pb::Party {
 }
 
 /// A party kind on the wire.
-pub fn party_kind(kind: PartyKind) -> pb::PartyKind {
+pub(crate) fn party_kind(kind: PartyKind) -> pb::PartyKind {
     match kind {
         PartyKind::User => pb::PartyKind::User,
         PartyKind::Agent => pb::PartyKind::Agent,
@@ -31,7 +31,7 @@ pub fn party_kind(kind: PartyKind) -> pb::PartyKind {
 }
 
 /// A receipt kind on the wire.
-pub fn receipt_kind(kind: ReceiptKind) -> pb::ReceiptKind {
+pub(crate) fn receipt_kind(kind: ReceiptKind) -> pb::ReceiptKind {
     match kind {
         ReceiptKind::Delivered => pb::ReceiptKind::Delivered,
         ReceiptKind::Read => pb::ReceiptKind::Read,
@@ -39,7 +39,7 @@ pub fn receipt_kind(kind: ReceiptKind) -> pb::ReceiptKind {
 }
 
 /// A body on the wire.
-pub fn body(body: &Body) -> pb::Body {
+pub(crate) fn body(body: &Body) -> pb::Body {
     let kind = match body {
         Body::Text(text) => pb::body::Kind::Text(text.clone()),
     };
@@ -47,14 +47,14 @@ pub fn body(body: &Body) -> pb::Body {
 }
 
 /// A body from the wire, if it has a kind this server knows.
-pub fn parse_body(body: pb::Body) -> Option<Body> {
+pub(crate) fn parse_body(body: pb::Body) -> Option<Body> {
     match body.kind? {
         pb::body::Kind::Text(text) => Some(Body::Text(text)),
     }
 }
 
 /// A conversation on the wire.
-pub fn conversation(view: &ConversationView) -> pb::Conversation {
+pub(crate) fn conversation(view: &ConversationView) -> pb::Conversation {
     pb::Conversation {
         id: view.id.to_string(),
         subject: view.subject.clone(),
@@ -68,7 +68,7 @@ pub fn conversation(view: &ConversationView) -> pb::Conversation {
 }
 
 /// A message on the wire.
-pub fn message(message: &Message) -> pb::Message {
+pub(crate) fn message(message: &Message) -> pb::Message {
     pb::Message {
         conversation: message.conversation.to_string(),
         seq: message.seq,
@@ -80,7 +80,7 @@ pub fn message(message: &Message) -> pb::Message {
 }
 
 /// A `Sent` on the wire.
-pub fn sent(sent: &Sent) -> pb::Sent {
+pub(crate) fn sent(sent: &Sent) -> pb::Sent {
     pb::Sent {
         conversation: sent.conversation.to_string(),
         seq: sent.seq,
@@ -90,7 +90,7 @@ pub fn sent(sent: &Sent) -> pb::Sent {
 }
 
 /// An event's `kind` on the wire.
-pub fn event_kind(event: &Event) -> pb::event::Kind {
+pub(crate) fn event_kind(event: &Event) -> pb::event::Kind {
     match event {
         Event::Message(m) => pb::event::Kind::Message(message(m)),
         Event::ConversationAdded(view) => pb::event::Kind::ConversationAdded(conversation(view)),
@@ -110,7 +110,7 @@ pub fn event_kind(event: &Event) -> pb::event::Kind {
 
 /// The encoded `kind` field of `pb::Event` for `event`: what a Push frame
 /// carries after [`push_event_header`].
-pub fn encoded_event_kind(event: &Event) -> Bytes {
+pub(crate) fn encoded_event_kind(event: &Event) -> Bytes {
     let kind = event_kind(event);
     let mut buf = BytesMut::with_capacity(kind.encoded_len());
     kind.encode(&mut buf);
@@ -118,7 +118,7 @@ pub fn encoded_event_kind(event: &Event) -> Bytes {
 }
 
 /// A refusal's code on the wire.
-pub fn error_code(code: RefusalCode) -> pb::ErrorCode {
+pub(crate) fn error_code(code: RefusalCode) -> pb::ErrorCode {
     match code {
         RefusalCode::BadRequest => pb::ErrorCode::BadRequest,
         RefusalCode::InvalidAddress => pb::ErrorCode::InvalidAddress,
@@ -134,7 +134,7 @@ pub fn error_code(code: RefusalCode) -> pb::ErrorCode {
 }
 
 /// A refusal on the wire.
-pub fn error(refusal: &Refusal) -> pb::Error {
+pub(crate) fn error(refusal: &Refusal) -> pb::Error {
     pb::Error {
         code: error_code(refusal.code) as i32,
         message: refusal.message.clone(),
@@ -144,7 +144,7 @@ pub fn error(refusal: &Refusal) -> pb::Error {
 /// The bytes before `kind` in the frame of `Push{event: Event{seq, kind}}`.
 /// Writing this header and then `kind` yields the whole frame, so the body is
 /// never copied per recipient.
-pub fn push_event_header(seq: u64, kind_len: usize) -> Bytes {
+pub(crate) fn push_event_header(seq: u64, kind_len: usize) -> Bytes {
     use prost::encoding::{encode_varint, encoded_len_varint};
     // Event: field 1 (seq, varint) then the kind field's own bytes.
     let event_len = 1 + encoded_len_varint(seq) + kind_len;

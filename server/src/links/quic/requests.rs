@@ -30,7 +30,12 @@ type Answer = Result<pb::response::Kind, Refusal>;
 
 /// Serves one request stream until the client finishes it and every
 /// request has its response.
-pub async fn serve(node: Arc<Node>, party: Arc<Party>, mut send: SendStream, recv: RecvStream) {
+pub(crate) async fn serve(
+    node: Arc<Node>,
+    party: Arc<Party>,
+    mut send: SendStream,
+    recv: RecvStream,
+) {
     let mut reader = FrameReader::new(recv, limits::MAX_FRAME);
     let mut pending = FuturesOrdered::new();
     let mut requests = 0_u64;

@@ -19,7 +19,7 @@ use crate::node::Node;
 use crate::node::accounts::Authenticated;
 
 /// Serves one connection until it closes. Never panics on peer input.
-pub async fn serve(node: Arc<Node>, connection: Connection) {
+pub(crate) async fn serve(node: Arc<Node>, connection: Connection) {
     let Some((control_send, control_recv, auth)) = handshake(&node, &connection).await else {
         return;
     };
@@ -146,7 +146,7 @@ pub(super) fn close_for_frame_error(connection: &Connection, error: &FrameError)
 }
 
 /// Closes the connection with a Kanal close code and a short reason.
-pub fn close(connection: &Connection, code: CloseCode, reason: &str) {
+pub(crate) fn close(connection: &Connection, code: CloseCode, reason: &str) {
     connection.close(code.value().into(), truncate(reason, 200).as_bytes());
 }
 

@@ -39,7 +39,7 @@ pub enum TlsError {
 
 /// A self-signed certificate for `domain` (plus `localhost` and the loopback
 /// addresses), as `(certificate PEM, private key PEM)`.
-pub fn self_signed(domain: &str) -> Result<(String, String), TlsError> {
+pub(crate) fn self_signed(domain: &str) -> Result<(String, String), TlsError> {
     let mut names = vec![domain.to_string()];
     for extra in ["localhost", "127.0.0.1", "::1"] {
         if !names.iter().any(|n| n == extra) {
@@ -51,7 +51,7 @@ pub fn self_signed(domain: &str) -> Result<(String, String), TlsError> {
 }
 
 /// Writes the pair with the key readable by its owner only.
-pub fn write_pair(
+pub(crate) fn write_pair(
     cert_path: &Path,
     key_path: &Path,
     cert: &str,
@@ -84,7 +84,7 @@ fn restrict(_path: &Path) -> std::io::Result<()> {
 }
 
 /// Loads a certificate chain and key from PEM files.
-pub fn load(
+pub(crate) fn load(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
@@ -106,13 +106,13 @@ pub fn load(
 
 /// The SHA-256 fingerprint of a DER certificate, as lowercase hex: what
 /// clients pin.
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
     hex::encode(Sha256::digest(cert.as_ref()))
 }
 
 /// QUIC transport limits for a server holding many mostly idle clients.
 #[derive(Debug, Clone, Copy)]
-pub struct TransportLimits {
+pub(crate) struct TransportLimits {
     /// Drop a connection after this long without traffic.
     pub idle_timeout: Duration,
     /// Requests a client may have in flight at once (bidi streams).
@@ -121,7 +121,7 @@ pub struct TransportLimits {
 
 /// The QUIC server configuration: TLS 1.3 with the client ALPN, and
 /// transport settings for many mostly idle clients.
-pub fn server_config(
+pub(crate) fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     limits: TransportLimits,

@@ -110,6 +110,13 @@ impl Checkpointer {
         self.dirty.store(true, Ordering::Release);
     }
 
+    /// Stops the background cycles but keeps the connections, so a test
+    /// can run cycles itself without one of the background's beside it.
+    #[cfg(test)]
+    pub(super) fn pause_background(&self) {
+        self.task.abort();
+    }
+
     /// Stops checkpointing and closes the connection.
     pub(super) async fn stop(&self) {
         self.task.abort();

@@ -7,7 +7,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 
 use super::write::event_kind;
 use super::{address, conversation_id, party_kind, seq_from_db, seq_to_db};
-use crate::core::engine::Counters;
+use crate::model::Counters;
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
     PartyId, PartyKind, Receipt, ReceiptKind, StoredSend,
