@@ -42,7 +42,9 @@ pub const RESET_KEY_FILE: &str = "reset.key";
 /// The server's stateless-reset secret, created on first use. Keeping it
 /// across restarts lets a restarted server reset its predecessor's
 /// connections at once, so clients reconnect immediately instead of waiting
-/// for their idle timeout.
+/// for their idle timeout. The key that authenticates connection ids is
+/// derived from it too (`links/quic/endpoint.rs`): without that, the restarted server
+/// would drop the old connections' packets before considering a reset.
 pub fn reset_key(data_dir: &Path) -> std::io::Result<[u8; 64]> {
     let path = data_dir.join(RESET_KEY_FILE);
     match std::fs::read(&path) {

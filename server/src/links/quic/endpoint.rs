@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kanal_proto::codes::CloseCode;
+use quinn_proto::HashedConnectionIdGenerator;
 use tokio::task::JoinHandle;
 
 use super::session;
@@ -77,10 +78,7 @@ impl Endpoint {
             path: data_dir.join(datadir::RESET_KEY_FILE),
             source,
         })?;
-        let endpoint_config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
-            ring::hmac::HMAC_SHA256,
-            &reset_key,
-        )));
+        let endpoint_config = endpoint_config(&reset_key);
         let bind_err = |source| EndpointError::Bind {
             addr: config.listen,
             source,
@@ -124,6 +122,34 @@ impl Endpoint {
     }
 }
 
+/// Label under which the connection-id key is derived from `reset.key`.
+/// Its length differs from a connection id's (8 bytes), so the derived key
+/// is never the HMAC of a connection id, which is what a stateless reset
+/// reveals.
+const CID_KEY_LABEL: &[u8] = b"kanal connection-id key v1";
+
+/// The endpoint configuration that lets a restarted server reset its
+/// predecessor's connections (PROTOCOL.md §2.3). Both halves must survive
+/// the restart: the reset key, so the tokens match the ones clients hold,
+/// and the connection-id key, because quinn drops a packet whose connection
+/// id its generator does not recognise before it considers a reset.
+fn endpoint_config(reset_key: &[u8; 64]) -> quinn::EndpointConfig {
+    let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+    let cid_key = connection_id_key(&hmac);
+    let mut config = quinn::EndpointConfig::new(Arc::new(hmac));
+    config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+    config
+}
+
+/// The key of the connection-id generator: derived from the reset key
+/// rather than the key itself, so the two uses share no secret.
+fn connection_id_key(reset_hmac: &ring::hmac::Key) -> u64 {
+    let tag = ring::hmac::sign(reset_hmac, CID_KEY_LABEL);
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&tag.as_ref()[..8]);
+    u64::from_le_bytes(key)
+}
+
 /// Bytes of kernel buffer asked for on the UDP socket in each direction.
 /// Linux's defaults (≈200 KiB) drop bursts from thousands of clients; the
 /// kernel caps the request at `net.core.rmem_max` / `wmem_max`.
@@ -154,5 +180,25 @@ async fn accept_loop(endpoint: quinn::Endpoint, node: Arc<Node>, max_connections
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quinn::ConnectionIdGenerator as _;
+
+    use super::*;
+
+    fn generator(reset_key: &[u8; 64]) -> HashedConnectionIdGenerator {
+        let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+        HashedConnectionIdGenerator::from_key(connection_id_key(&hmac))
+    }
+
+    #[test]
+    fn connection_ids_outlive_the_process_that_issued_them() {
+        let mut before = generator(&[7; 64]);
+        let cid = before.generate_cid();
+        assert!(generator(&[7; 64]).validate(&cid).is_ok());
+        assert!(generator(&[8; 64]).validate(&cid).is_err());
     }
 }
