@@ -173,9 +173,19 @@ async fn accept_loop(endpoint: quinn::Endpoint, node: Arc<Node>, max_connections
             incoming.refuse();
             continue;
         }
+        // Accepted here, not in the task: the connection then counts as open
+        // before the next attempt is checked, so a burst cannot overshoot
+        // max_connections (PROTOCOL.md §2.4).
+        let connecting = match incoming.accept() {
+            Ok(connecting) => connecting,
+            Err(e) => {
+                tracing::debug!(error = %e, "handshake failed");
+                continue;
+            }
+        };
         let node = node.clone();
         tokio::spawn(async move {
-            match incoming.await {
+            match connecting.await {
                 Ok(connection) => session::serve(node, connection).await,
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
