@@ -195,6 +195,23 @@ mod tests {
         ));
     }
 
+    /// PROTOCOL.md §3.1: the first problem in byte order decides.
+    #[test]
+    fn a_prefix_both_malformed_and_too_large_is_reported_by_its_first_problem() {
+        let decoder = FrameDecoder::new(crate::limits::MAX_FRAME);
+        let mut ones = BytesMut::from(&[0xff; 10][..]);
+        assert!(matches!(
+            decoder.decode(&mut ones),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut zeros =
+            BytesMut::from(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02][..]);
+        assert!(matches!(
+            decoder.decode(&mut zeros),
+            Err(FrameError::BadPrefix)
+        ));
+    }
+
     #[test]
     fn wanted_counts_the_missing_body() {
         let decoder = FrameDecoder::new(64);
