@@ -274,3 +274,52 @@ pub async fn raw_session(server: &TestServer, local: &str) -> anyhow::Result<Raw
         _control_recv: reader,
     })
 }
+
+/// Runs the `kanald` binary at `kanald` on `data` with `args` to completion
+/// (passwords from `KANALD_PASSWORD` are [`PASSWORD`]); fails unless it
+/// succeeds.
+pub async fn run_kanald(kanald: &str, data: &Path, args: &[&str]) -> Result<()> {
+    let status = tokio::process::Command::new(kanald)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("KANALD_PASSWORD", PASSWORD)
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "kanald {args:?} failed: {status}");
+    Ok(())
+}
+
+/// Starts `kanald run` (the binary at `kanald`) on `data`, listening on
+/// `listen`; returns the process with its address and certificate
+/// fingerprint, read from its first line on stdout. The process is killed
+/// when the handle is dropped.
+pub async fn spawn_kanald(
+    kanald: &str,
+    data: &Path,
+    listen: SocketAddr,
+) -> Result<(tokio::process::Child, SocketAddr, String)> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(kanald)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("run")
+        .arg("--listen")
+        .arg(listen.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .context("kanald did not start in time")??
+        .context("kanald exited before listening")?;
+    // "kanald listening on ADDR domain DOMAIN fingerprint FP"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (Some(addr), Some(fingerprint)) = (words.get(3), words.get(7)) else {
+        bail!("unexpected start line: {line}");
+    };
+    Ok((child, addr.parse()?, fingerprint.to_string()))
+}

@@ -3,51 +3,22 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use kanal_proto::pb;
 use kanal_tests::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
 
 /// Runs a `kanald` subcommand to completion.
 async fn kanald(data: &Path, args: &[&str]) -> Result<()> {
-    let status = Command::new(KANALD)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("KANALD_PASSWORD", PASSWORD)
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "kanald {args:?} failed: {status}");
-    Ok(())
+    run_kanald(KANALD, data, args).await
 }
 
-/// Starts `kanald run` and reads its address and fingerprint from stdout.
+/// Starts `kanald run` on a free port of 127.0.0.1.
 async fn serve(data: &Path) -> Result<(Child, SocketAddr, String)> {
-    let mut child = Command::new(KANALD)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .context("kanald did not start in time")??
-        .context("kanald exited before listening")?;
-    // "kanald listening on ADDR domain DOMAIN fingerprint FP"
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let (Some(addr), Some(fingerprint)) = (words.get(3), words.get(7)) else {
-        bail!("unexpected start line: {line}");
-    };
-    Ok((child, addr.parse()?, fingerprint.to_string()))
+    spawn_kanald(KANALD, data, loopback(0)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,14 +59,12 @@ async fn an_agent_added_while_messages_flow_receives_every_later_event() -> Resu
     });
 
     // The real command line, as an operator runs it, against the running server.
-    let status = Command::new(KANALD)
-        .arg("--data-dir")
-        .arg(server.path())
-        .args(["agent", "add", "bob", "--inbox", "support"])
-        .env("KANALD_PASSWORD", PASSWORD)
-        .status()
-        .await?;
-    ensure!(status.success(), "kanald agent add failed: {status}");
+    run_kanald(
+        KANALD,
+        server.path(),
+        &["agent", "add", "bob", "--inbox", "support"],
+    )
+    .await?;
     returned.store(true, Ordering::SeqCst);
     let (before, after) = writer.await??;
     ensure!(before > 0, "no message flowed while the command ran");
@@ -133,14 +131,12 @@ async fn without_a_running_server_the_command_changes_the_data_directory() -> Re
     let dir = server.dir.clone();
     let addr = server.addr();
     server.server.shutdown().await;
-    let status = Command::new(KANALD)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["agent", "add", "erin", "--inbox", "support"])
-        .env("KANALD_PASSWORD", PASSWORD)
-        .status()
-        .await?;
-    ensure!(status.success(), "kanald agent add failed: {status}");
+    run_kanald(
+        KANALD,
+        dir.path(),
+        &["agent", "add", "erin", "--inbox", "support"],
+    )
+    .await?;
     let server = TestServer::start_in(dir, addr).await?;
     let erin = server.login("erin@localhost").await?;
     let carla = server.register("carla").await?;

@@ -3,8 +3,6 @@
 //! until its idle timeout (PROTOCOL.md §2.3).
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -12,8 +10,6 @@ use kanal_client::{Client, Credentials, Fingerprint};
 use kanal_proto::io::{FrameReader, write_frame};
 use kanal_proto::{limits, pb};
 use kanal_tests::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
 
@@ -21,22 +17,16 @@ const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
 async fn a_restarted_server_resets_the_connections_of_its_killed_predecessor() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let status = Command::new(KANALD)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("init")
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "kanald init failed: {status}");
+    run_kanald(KANALD, &data, &["init"]).await?;
 
-    let (mut first, addr, fingerprint) = serve(&data, loopback(0)).await?;
+    let (mut first, addr, fingerprint) = spawn_kanald(KANALD, &data, loopback(0)).await?;
     let old = register(addr, &fingerprint).await?;
     // SIGKILL: the server sends no CONNECTION_CLOSE, so the client still
     // believes in its connection, as after a crash or a lost close.
     first.start_kill()?;
     first.wait().await?;
 
-    let (_second, again, _) = serve(&data, addr).await?;
+    let (_second, again, _) = spawn_kanald(KANALD, &data, addr).await?;
     anyhow::ensure!(
         again == addr,
         "the new server listens on {again}, not {addr}"
@@ -68,33 +58,6 @@ async fn a_restarted_server_resets_the_connections_of_its_killed_predecessor() -
     .await?;
     assert_eq!(resumed.party().address, "ann@localhost");
     Ok(())
-}
-
-/// Starts `kanald run` on `listen`; returns it with its address and
-/// certificate fingerprint, read from its first line on stdout.
-async fn serve(data: &Path, listen: SocketAddr) -> Result<(Child, SocketAddr, String)> {
-    let mut child = Command::new(KANALD)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("run")
-        .arg("--listen")
-        .arg(listen.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .context("kanald did not start in time")??
-        .context("kanald exited before listening")?;
-    // "kanald listening on ADDR domain DOMAIN fingerprint FP"
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let (Some(addr), Some(fingerprint)) = (words.get(3), words.get(7)) else {
-        bail!("unexpected start line: {line}");
-    };
-    Ok((child, addr.parse()?, fingerprint.to_string()))
 }
 
 /// A raw QUIC connection that registered `ann@localhost`. It sends no

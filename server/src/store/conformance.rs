@@ -76,7 +76,7 @@ fn text(text: &str) -> Body {
 }
 
 /// Creates a party named after its address, under the next free id.
-async fn new_party<S: Store>(store: &S, addr: &str, kind: PartyKind) -> Party {
+pub(crate) async fn new_party<S: Store>(store: &S, addr: &str, kind: PartyKind) -> Party {
     new_party_with(store, addr, kind, None).await
 }
 

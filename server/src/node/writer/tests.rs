@@ -42,6 +42,15 @@ async fn party(store: &dyn Store, local: &str, kind: PartyKind) -> Party {
     }
 }
 
+/// Asserts conversation 1 holds exactly the messages `seqs`.
+async fn assert_stored_seqs(store: &dyn Store, seqs: std::ops::RangeInclusive<u64>) {
+    let (stored, _) = store.history(1, 0, 500).await.expect("history");
+    assert_eq!(
+        stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        seqs.collect::<Vec<u64>>()
+    );
+}
+
 /// Submits a send by `by` as a task of its own, so many can queue at once.
 fn send_task(
     writer: &WriterHandle,
@@ -205,11 +214,7 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
     // A second retry is answered from memory, and the next send follows on.
     assert_eq!(send(&writer, &id, "old").await, (1, true));
     assert_eq!(send(&writer, &id, "next").await, (10, false));
-    let (stored, _) = store.history(1, 0, 50).await.expect("history");
-    assert_eq!(
-        stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<u64>>()
-    );
+    assert_stored_seqs(store.as_ref(), 1..=10).await;
     drop(writer);
     task.await.expect("writer ends");
 }
@@ -272,11 +277,7 @@ async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
         (1..=10).collect::<Vec<u64>>(),
         "numbered as if the failed batch never was"
     );
-    let (stored, _) = store.history(1, 0, 50).await.expect("history");
-    assert_eq!(
-        stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<u64>>()
-    );
+    assert_stored_seqs(store.as_ref(), 1..=10).await;
     drop(writer);
     task.await.expect("writer ends");
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use tempfile::TempDir;
 
 use super::SqliteStore;
-use crate::model::{Body, EventRef, NewParty, Party, PartyKind, Write};
+use crate::model::{Body, EventRef, Party, PartyKind, Write};
 use crate::store::{Store, StoreError, StoreResult, conformance};
 
 /// A fresh store in its own temporary directory (removed on drop).
@@ -529,27 +529,7 @@ fn percentiles(latencies: &mut [std::time::Duration]) -> String {
 
 /// Creates a user under the next free id.
 async fn create_user(store: &SqliteStore, address: &str) -> Party {
-    let id = store.counters().await.expect("counters").max_party + 1;
-    let party = NewParty {
-        address: address.parse().expect("address"),
-        kind: PartyKind::User,
-        display_name: address.into(),
-        password_hash: None,
-    };
-    store
-        .commit(vec![Write::NewParty {
-            id,
-            party: party.clone(),
-            created_at_ms: 0,
-        }])
-        .await
-        .expect("party");
-    Party {
-        id,
-        address: party.address,
-        kind: party.kind,
-        display_name: party.display_name,
-    }
+    conformance::new_party(store, address, PartyKind::User).await
 }
 
 /// A conversation `key` with one member.
