@@ -5,8 +5,9 @@
 //! persistence seam (SQLite, in memory); `node` the sequencer and writer
 //! that drive the engine, the hub that fans events out, and what every link
 //! shares (accounts, the directory); `links` the ways in (QUIC for clients,
-//! a Unix socket for operators); `ops` the command line, configuration and
-//! data directory; `server` puts them together. `sim` runs nodes and
+//! a Unix socket for operators); `ops` the command line, configuration,
+//! data directory and certificates, and `ops::server`, which puts the parts
+//! together. `sim` runs nodes and
 //! clients on virtual time for protocol tests.
 //!
 //! An embedder starts a [`Server`] on a data directory (see [`datadir`] and
@@ -18,12 +19,11 @@ mod links;
 pub mod model;
 mod node;
 mod ops;
-mod server;
 #[cfg(test)]
 mod sim;
 pub mod store;
 
 pub use node::Node;
 pub use node::directory as admin;
+pub use ops::server::{LOCK_FILE, Offline, Server, StartError};
 pub use ops::{cli, config, datadir};
-pub use server::{LOCK_FILE, Offline, Server, StartError};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::links::admin::{self, AdminRequest, AdminResponse, PartyInfo};
 use crate::ops::config::{Config, Registration};
 use crate::ops::datadir;
-use crate::server::{Offline, Server, StartError};
+use crate::ops::server::{Offline, Server, StartError};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
@@ -169,11 +169,11 @@ async fn real_main() -> Result<()> {
         }
         Command::Fingerprint => {
             let config = Config::load(&cli.data_dir)?;
-            let (certs, _) = crate::links::quic::tls::load(
+            let (certs, _) = crate::ops::certificate::load(
                 &cli.data_dir.join(&config.tls_cert),
                 &cli.data_dir.join(&config.tls_key),
             )?;
-            println!("{}", crate::links::quic::tls::fingerprint(&certs[0]));
+            println!("{}", crate::ops::certificate::fingerprint(&certs[0]));
             Ok(())
         }
         Command::User(UserCommand::Add {

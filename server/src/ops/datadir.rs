@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::links::quic::tls::{self, TlsError};
 use crate::node::directory::{self, AdminError};
+use crate::ops::certificate::{self as tls, TlsError};
 use crate::ops::config::{CONFIG_FILE, Config};
-use crate::server::{Offline, StartError};
+use crate::ops::server::{Offline, StartError};
 
 /// The inbox every new server has, so customers can write to `support@DOMAIN`.
 pub const DEFAULT_INBOX: &str = "support";

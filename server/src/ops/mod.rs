@@ -1,6 +1,8 @@
 //! Operating a server: the `kanald` command line, configuration, the data
 //! directory.
 
+pub(crate) mod certificate;
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub(crate) mod server;

@@ -2,7 +2,6 @@
 //! the accept loop that gives each connection its session.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +9,11 @@ use kanal_proto::codes::CloseCode;
 use quinn_proto::HashedConnectionIdGenerator;
 use tokio::task::JoinHandle;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 use super::session;
-use super::tls::{self, TlsError, TransportLimits};
+use super::tls::{self, TransportLimits};
 use crate::node::Node;
-use crate::ops::config::Config;
-use crate::ops::datadir;
 
 /// Bidirectional streams a client may have open at once: its control stream
 /// and up to seven requests. Each allowed stream costs memory on every
@@ -25,17 +24,9 @@ const MAX_REQUESTS_IN_FLIGHT: u32 = 8;
 /// Why the endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
-    /// The certificate could not be loaded.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The stateless-reset key could not be read or created.
-    #[error("{path}: {source}")]
-    ResetKey {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// rustls refused the certificate or key.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -46,6 +37,21 @@ pub enum EndpointError {
     },
 }
 
+/// What the endpoint is made of.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Drop a connection after this long without traffic.
+    pub idle_timeout: Duration,
+    /// The certificate chain.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// Its private key.
+    pub key: PrivateKeyDer<'static>,
+    /// The persisted stateless-reset secret (`reset.key`).
+    pub reset_key: [u8; 64],
+}
+
 /// The QUIC endpoint of a server, bound and ready to accept.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
@@ -53,37 +59,27 @@ pub(crate) struct Endpoint {
     pub endpoint: quinn::Endpoint,
     /// The address it listens on (with the real port when 0 was asked).
     pub local_addr: SocketAddr,
-    /// SHA-256 fingerprint of the certificate, lowercase hex.
-    pub fingerprint: String,
 }
 
 impl Endpoint {
-    /// Loads the certificate and the stateless-reset key from `data_dir`
-    /// and binds the UDP socket of `config.listen`.
-    pub(crate) fn bind(data_dir: &Path, config: &Config) -> Result<Self, EndpointError> {
-        let (certs, key) = tls::load(
-            &data_dir.join(&config.tls_cert),
-            &data_dir.join(&config.tls_key),
-        )?;
-        let fingerprint = tls::fingerprint(&certs[0]);
+    /// Binds the UDP socket of `settings.listen` and serves TLS with its
+    /// certificate.
+    pub(crate) fn bind(settings: Settings) -> Result<Self, EndpointError> {
         let server_config = tls::server_config(
-            certs,
-            key,
+            settings.certs,
+            settings.key,
             TransportLimits {
-                idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+                idle_timeout: settings.idle_timeout,
                 max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
             },
         )?;
-        let reset_key = datadir::reset_key(data_dir).map_err(|source| EndpointError::ResetKey {
-            path: data_dir.join(datadir::RESET_KEY_FILE),
-            source,
-        })?;
-        let endpoint_config = endpoint_config(&reset_key);
+        let endpoint_config = endpoint_config(&settings.reset_key);
+        let listen = settings.listen;
         let bind_err = |source| EndpointError::Bind {
-            addr: config.listen,
+            addr: listen,
             source,
         };
-        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_err)?;
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
         size_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             endpoint_config,
@@ -92,16 +88,10 @@ impl Endpoint {
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(bind_err)?;
-        let local_addr = endpoint
-            .local_addr()
-            .map_err(|source| EndpointError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let local_addr = endpoint.local_addr().map_err(bind_err)?;
         Ok(Self {
             endpoint,
             local_addr,
-            fingerprint,
         })
     }
 

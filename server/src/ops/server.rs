@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::certificate::{self, TlsError};
+use super::config::{Config, Registration};
+use super::datadir;
 use crate::links::admin;
-use crate::links::quic::endpoint::{Endpoint, EndpointError};
+use crate::links::quic::endpoint::{self, Endpoint, EndpointError};
 use crate::node::Node;
-use crate::ops::config::{Config, Registration};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -35,6 +37,9 @@ pub enum StartError {
         /// Why.
         source: StoreError,
     },
+    /// The certificate could not be loaded.
+    #[error(transparent)]
+    Certificate(#[from] TlsError),
     /// The QUIC endpoint could not be set up.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
@@ -55,6 +60,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     endpoint: Endpoint,
+    fingerprint: String,
     node: Arc<Node>,
     accept: JoinHandle<()>,
     admin: JoinHandle<()>,
@@ -92,7 +98,22 @@ impl Server {
         store: Arc<dyn Store>,
         lock: File,
     ) -> Result<Self, StartError> {
-        let endpoint = Endpoint::bind(data_dir, &config)?;
+        let (certs, key) = certificate::load(
+            &data_dir.join(&config.tls_cert),
+            &data_dir.join(&config.tls_key),
+        )?;
+        let fingerprint = certificate::fingerprint(&certs[0]);
+        let reset_key = datadir::reset_key(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.join(datadir::RESET_KEY_FILE),
+            source,
+        })?;
+        let endpoint = Endpoint::bind(endpoint::Settings {
+            listen: config.listen,
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            certs,
+            key,
+            reset_key,
+        })?;
         let open_registration = config.registration == Registration::Open;
         let (node, writer) = Node::start(config.domain.clone(), open_registration, store)
             .await
@@ -109,11 +130,12 @@ impl Server {
         tracing::info!(
             local_addr = %endpoint.local_addr,
             domain = %config.domain,
-            fingerprint = %endpoint.fingerprint,
+            %fingerprint,
             "kanald serving"
         );
         Ok(Self {
             endpoint,
+            fingerprint,
             node,
             accept,
             admin,
@@ -129,7 +151,7 @@ impl Server {
 
     /// SHA-256 fingerprint of the certificate, lowercase hex.
     pub fn fingerprint(&self) -> &str {
-        &self.endpoint.fingerprint
+        &self.fingerprint
     }
 
     /// The domain the server answers for.
@@ -158,7 +180,7 @@ impl Server {
             accept,
             admin,
             writer,
-            _lock,
+            ..
         } = self;
         let local_addr = endpoint.local_addr;
         endpoint.close(SHUTDOWN_GRACE).await;
