@@ -131,6 +131,10 @@ async fn without_a_running_server_the_command_changes_the_data_directory() -> Re
     let dir = server.dir.clone();
     let addr = server.addr();
     server.server.shutdown().await;
+    ensure!(
+        !dir.path().join("admin.sock").exists(),
+        "a stopped server leaves no admin socket behind"
+    );
     run_kanald(
         KANALD,
         dir.path(),

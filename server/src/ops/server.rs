@@ -64,6 +64,8 @@ pub struct Server {
     node: Arc<Node>,
     accept: JoinHandle<()>,
     admin: JoinHandle<()>,
+    /// The admin socket's path, removed at shutdown.
+    admin_socket: PathBuf,
     writer: JoinHandle<()>,
     _lock: File,
 }
@@ -121,8 +123,9 @@ impl Server {
                 path: data_dir.join(&config.database),
                 source,
             })?;
+        let admin_socket = data_dir.join(admin::SOCKET_FILE);
         let socket = admin::bind(data_dir).map_err(|source| StartError::DataDir {
-            path: data_dir.join(admin::SOCKET_FILE),
+            path: admin_socket.clone(),
             source,
         })?;
         let admin = tokio::spawn(admin::serve(socket, node.clone()));
@@ -139,6 +142,7 @@ impl Server {
             node,
             accept,
             admin,
+            admin_socket,
             writer,
             _lock: lock,
         })
@@ -179,6 +183,7 @@ impl Server {
             node,
             accept,
             admin,
+            admin_socket,
             writer,
             ..
         } = self;
@@ -187,6 +192,8 @@ impl Server {
         let _ = accept.await;
         admin.abort();
         let _ = admin.await;
+        // Gone with the server: operator commands now open the directory.
+        let _ = std::fs::remove_file(&admin_socket);
         drop(endpoint);
         drop(node);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, writer).await;
