@@ -51,3 +51,7 @@ pub const DEFAULT_PAGE: u32 = 50;
 
 /// Time a client has to send its Hello after the connection opens, in seconds.
 pub const HELLO_TIMEOUT_SECS: u64 = 10;
+
+/// Largest seq any log or conversation reaches (2⁶³ − 1): a `before_seq`
+/// above it is refused with `BAD_REQUEST`.
+pub const MAX_SEQ: u64 = i64::MAX as u64;

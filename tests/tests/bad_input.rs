@@ -192,6 +192,14 @@ async fn bad_input_gets_its_documented_error_and_harms_no_one_else() -> anyhow::
         mallory.history(&bystanders.conversation, 0, 10).await,
         pb::ErrorCode::NotFound,
     )?;
+    // A page before a seq no conversation can reach: BAD_REQUEST, not INTERNAL.
+    assert_refused(
+        bystanders
+            .customer
+            .history(&bystanders.conversation, u64::MAX, 10)
+            .await,
+        pb::ErrorCode::BadRequest,
+    )?;
     // A malformed id and an oversized body are refused with their own codes.
     assert_refused(
         mallory.send_text("not an id", "hi").await,

@@ -38,6 +38,10 @@ pub enum ConfigError {
     },
 }
 
+/// Longest idle timeout accepted, in seconds (a day): a silent
+/// connection is held no longer than this.
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
+
 /// Who may create accounts with `Register`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -135,10 +139,13 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
-        if self.idle_timeout_secs == 0 {
+        if !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&self.idle_timeout_secs) {
             return Err(ConfigError::Invalid {
                 key: "idle_timeout_secs",
-                problem: "must be at least 1".into(),
+                problem: format!(
+                    "{} is out of range: 1 to {MAX_IDLE_TIMEOUT_SECS} (a day)",
+                    self.idle_timeout_secs
+                ),
             });
         }
         Ok(())
@@ -209,5 +216,8 @@ mod tests {
         assert!(domain.to_string().contains("`domain`"), "{domain}");
         let db = Config::parse("database = \"postgres://x\"").expect_err("unsupported");
         assert!(db.to_string().contains("`database`"), "{db}");
+        let idle = Config::parse("idle_timeout_secs = 1099511627776").expect_err("too long");
+        assert!(idle.to_string().contains("`idle_timeout_secs`"), "{idle}");
+        assert!(idle.to_string().contains("1 to 86400"), "{idle}");
     }
 }

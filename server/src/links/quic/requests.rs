@@ -269,6 +269,12 @@ fn receipt_command(node: &Node, party: &Party, mark: pb::MarkReceipt) -> Result<
 
 async fn read_history(node: &Node, party: &Party, history: pb::History) -> Answer {
     let id = parse_conversation(&history.conversation)?;
+    if history.before_seq > limits::MAX_SEQ {
+        return Err(Refusal::new(
+            RefusalCode::BadRequest,
+            format!("before_seq must be at most {}", limits::MAX_SEQ),
+        ));
+    }
     let key = visible_key(node, &id, party.id).await?;
     let (stored, mut has_more) = node
         .store
