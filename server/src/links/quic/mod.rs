@@ -9,3 +9,4 @@ pub(crate) mod render;
 pub(crate) mod requests;
 pub(crate) mod session;
 pub(crate) mod tls;
+mod typing;

@@ -4,17 +4,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use kanal_proto::codes::CloseCode;
 use kanal_proto::frame::FrameError;
 use kanal_proto::io::FrameReader;
 use kanal_proto::pb;
-use prost::Message as _;
 use quinn::{Connection, RecvStream, SendStream};
 
 use super::handshake::handshake;
+use super::typing::TypingRelay;
 use super::{events, requests};
-use crate::model::Party;
 use crate::node::Node;
 use crate::node::accounts::Authenticated;
 
@@ -40,6 +38,7 @@ async fn run(
 ) {
     let party = Arc::new(auth.party.clone());
     let mut syncing = false;
+    let mut typing = TypingRelay::new();
     loop {
         tokio::select! {
             frame = control.next::<pb::ClientControl>() => {
@@ -68,15 +67,15 @@ async fn run(
                     }
                     Ok(Some(_)) => {
                         close(connection, CloseCode::ProtocolViolation, "unexpected control frame");
-                        return;
+                        break;
                     }
                     Ok(None) => {
                         close(connection, CloseCode::Normal, "control stream finished");
-                        return;
+                        break;
                     }
                     Err(e) => {
                         close_for_frame_error(connection, &e);
-                        return;
+                        break;
                     }
                 }
             }
@@ -84,55 +83,20 @@ async fn run(
                 Ok((send, recv)) => {
                     tokio::spawn(requests::serve(node.clone(), party.clone(), send, recv));
                 }
-                Err(_) => return,
+                Err(_) => break,
             },
             datagram = connection.read_datagram() => match datagram {
                 Ok(datagram) => {
-                    tokio::spawn(relay_typing(node.clone(), connection.clone(), party.clone(), datagram));
+                    // Inline, no task: the relay is rate-limited and cached.
+                    typing.relay(&node, &party, connection.stable_id() as u64, datagram).await;
                 }
-                Err(_) => return,
+                Err(_) => break,
             },
         }
     }
-}
-
-/// Relays a Typing datagram to the other parties of its conversation.
-async fn relay_typing(node: Arc<Node>, connection: Connection, party: Arc<Party>, datagram: Bytes) {
-    let Ok(pb::Datagram {
-        kind: Some(pb::datagram::Kind::Typing(typing)),
-    }) = pb::Datagram::decode(datagram)
-    else {
-        return; // Unknown or malformed datagrams are ignored: they are ephemeral.
-    };
-    let Ok(id) = typing.conversation.parse() else {
-        return;
-    };
-    let audience = match node.audience(&id).await {
-        Ok(Some((_, audience))) if audience.sees(party.id) => audience,
-        Ok(_) => return,
-        Err(e) => {
-            tracing::warn!(error = %e, "resolving typing recipients failed");
-            return;
-        }
-    };
-    let others: Vec<i64> = audience
-        .recipients()
-        .iter()
-        .copied()
-        .filter(|p| *p != party.id)
-        .collect();
-    let relayed = pb::Datagram {
-        kind: Some(pb::datagram::Kind::Typing(pb::Typing {
-            conversation: id.to_string(),
-            active: typing.active,
-            from: party.address.to_string(),
-        })),
-    };
-    node.hub.relay_datagram(
-        &others,
-        connection.stable_id() as u64,
-        relayed.encode_to_vec().into(),
-    );
+    if typing.dropped > 0 {
+        tracing::debug!(party = %party.address, dropped = typing.dropped, "typing datagrams dropped");
+    }
 }
 
 pub(super) fn close_for_frame_error(connection: &Connection, error: &FrameError) {
