@@ -2,8 +2,10 @@
 //!
 //! Resume tokens are 32 random bytes shown to the client once (base64url);
 //! the server keeps only their SHA-256, so a stolen database does not open
-//! sessions. Password hashing runs on the blocking pool: it is deliberately
-//! slow and must not stall the runtime.
+//! sessions. Password hashing runs on the blocking pool, at most one hash
+//! per core at once ([`HASHING`]): each is deliberately slow (≈16 ms of CPU
+//! and 19 MiB), so a flood of logins waits its turn instead of starving the
+//! runtime and the writer, and its memory stays bounded.
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -18,9 +20,24 @@ use sha2::{Digest, Sha256};
 #[error("password hashing failed: {0}")]
 pub struct HashError(String);
 
+/// Argon2id computations that may run at once: one per core.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    tokio::sync::Semaphore::new(cores)
+});
+
+/// Runs `work` on the blocking pool once a hashing permit is free.
+async fn hashing<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    // The semaphore is never closed, so acquiring cannot fail.
+    let _permit = HASHING.acquire().await.ok();
+    tokio::task::spawn_blocking(work).await
+}
+
 /// Hashes a password with Argon2id and a fresh salt (PHC string).
 pub(crate) async fn hash_password(password: String) -> Result<String, HashError> {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -35,7 +52,7 @@ pub(crate) async fn hash_password(password: String) -> Result<String, HashError>
 /// still spends the time of one verification, so timing does not reveal
 /// which addresses exist.
 pub(crate) async fn verify_password(password: String, hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let (hash, real) = match hash {
             Some(hash) => (hash, true),
             None => (decoy_hash().to_string(), false),

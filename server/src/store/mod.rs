@@ -50,7 +50,7 @@ pub enum StoreError {
     #[error("the write failed unexpectedly and was rolled back")]
     Aborted,
     /// A stored value is not what this version of Kanal wrote.
-    #[error("corrupt row: {0}")]
+    #[error("corrupt data: {0}")]
     Corrupt(String),
 }
 

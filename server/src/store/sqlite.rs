@@ -92,6 +92,7 @@ impl SqliteStore {
                     .synchronous(SqliteSynchronous::Full),
             )
             .await?;
+        check_integrity(&setup).await?;
         MIGRATOR.run(&setup).await?;
         setup.close().await;
         let writer = Arc::new(write_thread::WriteThread::open(
@@ -300,6 +301,24 @@ fn party_kind(value: i64) -> StoreResult<PartyKind> {
 fn address(text: &str) -> StoreResult<Address> {
     text.parse()
         .map_err(|e| StoreError::Corrupt(format!("address `{text}`: {e}")))
+}
+
+/// Refuses a database that fails SQLite's `quick_check`: serving one would
+/// fail every request that touches a damaged page, forever.
+async fn check_integrity(conn: &SqlitePool) -> StoreResult<()> {
+    let refuse = |found: String| {
+        StoreError::Corrupt(format!(
+            "the database failed its integrity check ({found}); restore it from a backup"
+        ))
+    };
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(3)")
+        .fetch_all(conn)
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+    match rows.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        _ => Err(refuse(rows.join("; "))),
+    }
 }
 
 /// A stored conversation id.

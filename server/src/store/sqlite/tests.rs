@@ -38,6 +38,40 @@ async fn survives_clean_close_and_reopen() {
     assert_eq!(found, Some(party));
 }
 
+/// A damaged database is refused at open, with a message that says what
+/// to do, instead of failing every request later.
+#[tokio::test]
+async fn a_corrupt_database_is_refused_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("kanal.db");
+    let store = SqliteStore::open(&path).await.expect("open");
+    let party = create_user(&store, "kept@kanal.test").await;
+    store
+        .commit(conversation(1, party.id))
+        .await
+        .expect("commit");
+    store.close().await;
+    // Every page but the first (the schema) overwritten; the WAL, which
+    // could still hold good copies, removed.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("kanal.db{suffix}")));
+    }
+    let mut bytes = std::fs::read(&path).expect("read");
+    assert!(bytes.len() > 4096, "the database has more than one page");
+    for byte in &mut bytes[4096..] {
+        *byte = 0xa5;
+    }
+    std::fs::write(&path, bytes).expect("corrupt");
+    let refused = SqliteStore::open(&path)
+        .await
+        .expect_err("a corrupt database");
+    let message = refused.to_string();
+    assert!(
+        message.contains("integrity check") && message.contains("restore it from a backup"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn opens_in_wal_mode_with_full_sync_and_foreign_keys() {
     let (_dir, store) = fresh().await;
