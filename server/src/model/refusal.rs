@@ -22,6 +22,8 @@ pub enum RefusalCode {
     TooLarge,
     /// The party is on a server this one cannot reach.
     RemoteUnreachable,
+    /// Too many attempts; the message says when to try again.
+    RateLimited,
     /// The server failed; retrying later may succeed.
     Internal,
 }

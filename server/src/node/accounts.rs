@@ -2,11 +2,13 @@
 //! password, and resuming a session by its token. A new account is created
 //! by the writer, in order with every other change.
 
+use std::net::IpAddr;
+
 use kanal_proto::address::Address;
-use kanal_proto::limits;
+use kanal_proto::limits as wire;
 
 use super::Node;
-use super::auth;
+use super::{auth, limits};
 use crate::core::engine::{Command, Reply};
 use crate::model::{NewParty, Party, PartyKind, Refusal, RefusalCode};
 use crate::store::StoreError;
@@ -56,6 +58,7 @@ pub(crate) async fn authenticate(
     node: &Node,
     credentials: Credentials,
     client: &str,
+    source: IpAddr,
 ) -> Result<Authenticated, Refusal> {
     match credentials {
         Credentials::Register {
@@ -64,7 +67,7 @@ pub(crate) async fn authenticate(
             display_name,
         } => register(node, &local, password, display_name, client).await,
         Credentials::Password { address, password } => {
-            password_login(node, &address, password, client).await
+            password_login(node, &address, password, client, source).await
         }
         Credentials::Resume { token } => resume(node, &token).await,
     }
@@ -72,16 +75,16 @@ pub(crate) async fn authenticate(
 
 /// The refusal of a password that breaks the length rules.
 pub(crate) fn check_password(password: &str) -> Result<(), Refusal> {
-    if password.chars().count() < limits::MIN_PASSWORD {
+    if password.chars().count() < wire::MIN_PASSWORD {
         return Err(Refusal::new(
             RefusalCode::BadRequest,
             format!(
                 "the password needs at least {} characters",
-                limits::MIN_PASSWORD
+                wire::MIN_PASSWORD
             ),
         ));
     }
-    if password.len() > limits::MAX_PASSWORD {
+    if password.len() > wire::MAX_PASSWORD {
         return Err(Refusal::new(RefusalCode::TooLarge, "password too long"));
     }
     Ok(())
@@ -112,7 +115,7 @@ async fn register(
     let address = Address::new(local, &node.domain)
         .map_err(|e| Refusal::new(RefusalCode::InvalidAddress, e.to_string()))?;
     check_password(&password)?;
-    if display_name.len() > limits::MAX_DISPLAY_NAME {
+    if display_name.len() > wire::MAX_DISPLAY_NAME {
         return Err(Refusal::new(RefusalCode::TooLarge, "display name too long"));
     }
     let hash = auth::hash_password(password)
@@ -136,6 +139,7 @@ async fn password_login(
     address: &str,
     password: String,
     client: &str,
+    source: IpAddr,
 ) -> Result<Authenticated, Refusal> {
     let wrong = || Refusal::new(RefusalCode::Unauthenticated, "wrong address or password");
     let address: Address = address
@@ -143,8 +147,26 @@ async fn password_login(
         .map_err(|e: kanal_proto::address::NameError| {
             Refusal::new(RefusalCode::InvalidAddress, e.to_string())
         })?;
-    if password.len() > limits::MAX_PASSWORD {
+    if password.len() > wire::MAX_PASSWORD {
         return Err(wrong());
+    }
+    // Refused cheaply, before any hashing, once a source or an account has
+    // failed too often.
+    let source = limits::source_key(source);
+    let account = address.to_string();
+    let limited = node
+        .limits
+        .failed_by_source
+        .check(&source)
+        .and(node.limits.failed_by_account.check(&account));
+    if let Err(wait) = limited {
+        return Err(Refusal::new(
+            RefusalCode::RateLimited,
+            format!(
+                "too many failed logins; retry in {} s",
+                wait.as_secs().max(1)
+            ),
+        ));
     }
     let party = if address.domain() == node.domain {
         node.store
@@ -161,6 +183,8 @@ async fn password_login(
     // Verified even without a hash, so an unknown address costs as long as
     // a wrong password.
     if !auth::verify_password(password, hash).await {
+        node.limits.failed_by_source.take(&source);
+        node.limits.failed_by_account.take(&account);
         return Err(wrong());
     }
     let party = party.ok_or_else(wrong)?;

@@ -7,6 +7,7 @@ pub(crate) mod accounts;
 pub(crate) mod auth;
 pub mod directory;
 pub(crate) mod hub;
+pub(crate) mod limits;
 pub(crate) mod sequencer;
 pub(crate) mod writer;
 
@@ -33,6 +34,8 @@ pub struct Node {
     pub writer: WriterHandle,
     /// Live fan-out.
     pub hub: Arc<Hub>,
+    /// What sources and accounts may still attempt.
+    pub(crate) limits: limits::Limits,
 }
 
 impl std::fmt::Debug for Node {
@@ -59,6 +62,7 @@ impl Node {
             store,
             writer,
             hub,
+            limits: limits::Limits::default(),
         };
         Ok((Arc::new(node), task))
     }

@@ -55,7 +55,10 @@ pub(super) async fn handshake(
         }
     };
     let authenticated = match credentials(hello) {
-        Ok((credentials, client)) => accounts::authenticate(node, credentials, &client).await,
+        Ok((credentials, client)) => {
+            let source = connection.remote_address().ip();
+            accounts::authenticate(node, credentials, &client, source).await
+        }
         Err(refusal) => Err(refusal),
     };
     match authenticated {

@@ -129,6 +129,7 @@ pub(crate) fn error_code(code: RefusalCode) -> pb::ErrorCode {
         RefusalCode::NotFound => pb::ErrorCode::NotFound,
         RefusalCode::TooLarge => pb::ErrorCode::TooLarge,
         RefusalCode::RemoteUnreachable => pb::ErrorCode::RemoteUnreachable,
+        RefusalCode::RateLimited => pb::ErrorCode::RateLimited,
         RefusalCode::Internal => pb::ErrorCode::Internal,
     }
 }
