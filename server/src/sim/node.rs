@@ -16,6 +16,9 @@ use crate::store::memory::MemoryStore;
 /// Events a node replays per Sync answer (a client syncs again for more).
 const REPLAY_LIMIT: u32 = 512;
 
+/// Bytes of message bodies per Sync answer, past its first event.
+const REPLAY_BYTES: usize = 64 * 1024;
+
 /// What a client asks its node.
 #[derive(Debug, Clone)]
 pub(crate) enum ToNode {
@@ -157,7 +160,11 @@ impl SimNode {
         if !self.listeners.contains(&(party, client)) {
             self.listeners.push((party, client));
         }
-        let events = ready(self.store.events_since(party, since, REPLAY_LIMIT)).expect("replay");
+        let events = ready(
+            self.store
+                .events_since(party, since, REPLAY_LIMIT, REPLAY_BYTES),
+        )
+        .expect("replay");
         let head = ready(self.store.event_head(party)).expect("head");
         let mut out: Vec<(usize, ToClient)> = events
             .into_iter()

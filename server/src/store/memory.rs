@@ -563,14 +563,25 @@ impl Store for MemoryStore {
         party: PartyId,
         since: u64,
         limit: u32,
+        max_body_bytes: usize,
     ) -> StoreResult<Vec<(u64, Event)>> {
         let state = self.lock();
         let mut events = Vec::new();
+        let mut bytes = 0;
         for (&(_, seq), stored) in state
             .events
             .range((party, since.saturating_add(1))..=(party, u64::MAX))
             .take(limit as usize)
         {
+            if let EventRef::Message { seq } = stored.what
+                && let Some(message) = state.messages.get(&(stored.key, seq))
+            {
+                bytes += super::body::encode(&message.body).len();
+            }
+            // Past the budget, the page ends (its first event always comes).
+            if bytes > max_body_bytes && !events.is_empty() {
+                break;
+            }
             let corrupt = || StoreError::Corrupt(format!("event {party}/{seq}"));
             let conversation = state.conversations.get(&stored.key).ok_or_else(corrupt)?;
             let event = match stored.what {

@@ -166,13 +166,16 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<(Vec<Message>, bool)>;
 
-    /// Up to `limit` events of `party`'s log with seq > `since`, in seq order,
-    /// each built by the same constructor as when it happened.
+    /// Up to `limit` events of `party`'s log with seq > `since`, in seq
+    /// order, each built by the same constructor as when it happened; after
+    /// the first, no more than `max_body_bytes` of stored message bodies in
+    /// all, so a page's memory is bounded whatever the messages hold.
     async fn events_since(
         &self,
         party: PartyId,
         since: u64,
         limit: u32,
+        max_body_bytes: usize,
     ) -> StoreResult<Vec<(u64, Event)>>;
 
     /// The conversations `party` sees (by the audience rule), most

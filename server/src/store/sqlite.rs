@@ -247,8 +247,9 @@ impl Store for SqliteStore {
         party: PartyId,
         since: u64,
         limit: u32,
+        max_body_bytes: usize,
     ) -> StoreResult<Vec<(u64, Event)>> {
-        read::events_since(&self.reader, party, since, limit).await
+        read::events_since(&self.reader, party, since, limit, max_body_bytes).await
     }
 
     async fn conversations_of(

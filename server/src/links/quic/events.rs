@@ -21,6 +21,11 @@ use crate::store::StoreError;
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: u32 = 512;
 
+/// Bytes of message bodies per replay query (past its first event): what a
+/// connection that stops reading can make the server hold is one such page
+/// and its encoding, not [`REPLAY_PAGE`] messages of the largest size.
+const REPLAY_BYTES: usize = 128 * 1024;
+
 /// Writes `party`'s event stream on a new uni stream until the connection
 /// ends.
 pub(super) async fn pump(
@@ -95,7 +100,10 @@ async fn replay(
     mut since: u64,
 ) -> Result<u64, PumpError> {
     loop {
-        let events = node.store.events_since(party, since, REPLAY_PAGE).await?;
+        let events = node
+            .store
+            .events_since(party, since, REPLAY_PAGE, REPLAY_BYTES)
+            .await?;
         let Some(last) = events.last().map(|(seq, _)| *seq) else {
             return Ok(since);
         };

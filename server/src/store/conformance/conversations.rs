@@ -227,7 +227,10 @@ pub async fn events_since_rebuilds_each_kind<S: Store>(store: &S) {
     ];
     store.commit(later).await.expect("commit later");
 
-    let events = store.events_since(bob.id, 0, 100).await.expect("events");
+    let events = store
+        .events_since(bob.id, 0, 100, usize::MAX)
+        .await
+        .expect("events");
     let record = store
         .load_conversation(&id)
         .await
@@ -276,20 +279,46 @@ pub async fn events_since_rebuilds_each_kind<S: Store>(store: &S) {
     assert_eq!(events, expected);
 
     let seqs = |events: Vec<(u64, Event)>| events.iter().map(|e| e.0).collect::<Vec<_>>();
-    let after = store.events_since(bob.id, 2, 100).await.expect("since 2");
+    let after = store
+        .events_since(bob.id, 2, 100, usize::MAX)
+        .await
+        .expect("since 2");
     assert_eq!(seqs(after), vec![3, 4, 5]);
-    let first = store.events_since(bob.id, 0, 2).await.expect("limit 2");
+    let first = store
+        .events_since(bob.id, 0, 2, usize::MAX)
+        .await
+        .expect("limit 2");
     assert_eq!(seqs(first), vec![1, 2]);
+    // A byte budget for message bodies: the first event always comes, then
+    // events while their bodies fit (receipts and additions weigh nothing).
+    let one_body = crate::store::body::encode(&text("hi bob")).len();
+    let tight = store.events_since(bob.id, 0, 100, 1).await.expect("1 byte");
+    assert_eq!(
+        seqs(tight),
+        vec![1],
+        "the message does not fit after the addition"
+    );
+    let alone = store.events_since(bob.id, 1, 100, 1).await.expect("1 byte");
+    assert_eq!(seqs(alone), vec![2], "a page always holds its first event");
+    let fits = store
+        .events_since(bob.id, 0, 100, one_body)
+        .await
+        .expect("one body");
+    assert_eq!(
+        seqs(fits),
+        vec![1, 2, 3, 4],
+        "the second message does not fit"
+    );
     assert!(
         store
-            .events_since(bob.id, 5, 10)
+            .events_since(bob.id, 5, 10, usize::MAX)
             .await
             .expect("caught up")
             .is_empty()
     );
     assert!(
         store
-            .events_since(alice.id, 0, 10)
+            .events_since(alice.id, 0, 10, usize::MAX)
             .await
             .expect("alice")
             .is_empty()

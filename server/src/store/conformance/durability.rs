@@ -129,7 +129,10 @@ pub async fn survives_reopen<S: Store>(mut open: impl AsyncFnMut() -> S) {
     ]);
     store.commit(batch).await.expect("commit");
     let record = store.load_conversation(&id).await.expect("load");
-    let events = store.events_since(alice.id, 0, 10).await.expect("events");
+    let events = store
+        .events_since(alice.id, 0, 10, usize::MAX)
+        .await
+        .expect("events");
     drop(store);
 
     let store = open().await;
@@ -145,7 +148,10 @@ pub async fn survives_reopen<S: Store>(mut open: impl AsyncFnMut() -> S) {
     assert_eq!(resumed.map(|s| s.acked_seq), Some(2));
     assert_eq!(store.load_conversation(&id).await.expect("load"), record);
     assert_eq!(
-        store.events_since(alice.id, 0, 10).await.expect("events"),
+        store
+            .events_since(alice.id, 0, 10, usize::MAX)
+            .await
+            .expect("events"),
         events
     );
     assert_eq!(store.event_head(alice.id).await.expect("head"), 2);

@@ -268,6 +268,7 @@ pub(super) async fn events_since(
     party: PartyId,
     since: u64,
     limit: u32,
+    max_body_bytes: usize,
 ) -> StoreResult<Vec<(u64, Event)>> {
     type Row = (
         i64,
@@ -282,22 +283,30 @@ pub(super) async fn events_since(
         Option<Vec<u8>>,
     );
     let mut conn = reader.acquire().await?;
+    // The page ends at `limit` events, or before the event whose body
+    // would pass `max_body_bytes` (the first event always comes).
     let rows = sqlx::query_as::<_, Row>(
-        "SELECT e.seq, e.kind, e.at_ms, e.ref_seq, c.id, actor.address,
-                sender.address, m.client_msg_id, m.sent_at_ms, m.body
-         FROM events e
-         JOIN conversations c ON c.key = e.key
-         LEFT JOIN parties actor ON actor.id = e.actor
-         LEFT JOIN messages m ON e.kind = $3 AND m.key = e.key AND m.seq = e.ref_seq
-         LEFT JOIN parties sender ON sender.id = m.sender
-         WHERE e.party = $1 AND e.seq > $2
-         ORDER BY e.seq
-         LIMIT $4",
+        "SELECT seq, kind, at_ms, ref_seq, id, actor, sender, client_msg_id, sent_at_ms, body
+         FROM (SELECT e.seq, e.kind, e.at_ms, e.ref_seq, c.id, actor.address AS actor,
+                      sender.address AS sender, m.client_msg_id, m.sent_at_ms, m.body,
+                      SUM(COALESCE(length(m.body), 0)) OVER (ORDER BY e.seq) AS running,
+                      ROW_NUMBER() OVER (ORDER BY e.seq) AS n
+               FROM events e
+               JOIN conversations c ON c.key = e.key
+               LEFT JOIN parties actor ON actor.id = e.actor
+               LEFT JOIN messages m ON e.kind = $3 AND m.key = e.key AND m.seq = e.ref_seq
+               LEFT JOIN parties sender ON sender.id = m.sender
+               WHERE e.party = $1 AND e.seq > $2
+               ORDER BY e.seq
+               LIMIT $4)
+         WHERE n = 1 OR running <= $5
+         ORDER BY seq",
     )
     .bind(party)
     .bind(seq_to_db(since)?)
     .bind(event_kind::MESSAGE)
     .bind(i64::from(limit))
+    .bind(i64::try_from(max_body_bytes).unwrap_or(i64::MAX))
     .fetch_all(&mut *conn)
     .await?;
 
