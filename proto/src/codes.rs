@@ -35,6 +35,9 @@ pub enum StreamCode {
     FrameTooLarge = 0x11,
     /// The stream ended before a whole frame arrived.
     Truncated = 0x12,
+    /// A frame began but did not end within
+    /// [`crate::limits::FRAME_STALL_SECS`].
+    Stalled = 0x13,
 }
 
 macro_rules! code_conversions {
@@ -70,6 +73,7 @@ code_conversions!(StreamCode {
     MalformedFrame,
     FrameTooLarge,
     Truncated,
+    Stalled,
 });
 
 #[cfg(test)]

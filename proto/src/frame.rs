@@ -32,6 +32,12 @@ pub enum FrameError {
     /// The stream ended inside a frame.
     #[error("stream ended inside a frame")]
     Truncated,
+    /// A frame began but did not end in time.
+    #[error("a frame began but did not end within {secs} s")]
+    Stalled {
+        /// The time allowed, in seconds.
+        secs: u64,
+    },
     /// Reading from the transport failed.
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),

@@ -17,6 +17,10 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     decoder: FrameDecoder,
+    /// How long a frame may take from its first byte to its last.
+    stall: Option<std::time::Duration>,
+    /// When the frame under way must be complete.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -26,18 +30,54 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: BytesMut::new(),
             decoder: FrameDecoder::new(max),
+            stall: None,
+            deadline: None,
         }
+    }
+
+    /// Fails a frame with [`FrameError::Stalled`] when it has not ended
+    /// `stall` after its first byte arrived (a peer that starts a frame and
+    /// stops would otherwise hold its buffer for as long as it likes).
+    pub fn stall_after(mut self, stall: std::time::Duration) -> Self {
+        self.stall = Some(stall);
+        self
+    }
+
+    /// Starts the frame under way's clock again: for a reader that stopped
+    /// reading for reasons of its own (a full pipeline), so the peer is not
+    /// blamed for the pause.
+    pub fn restart_stall_clock(&mut self) {
+        self.deadline = None;
     }
 
     /// The next frame's body; `None` when the stream ended cleanly between frames.
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         loop {
             if let Some(body) = self.decoder.decode(&mut self.buf)? {
+                self.deadline = None;
                 return Ok(Some(body));
             }
             let wanted = self.decoder.wanted(&self.buf)?.clamp(1, READ_CHUNK);
             self.buf.reserve(wanted);
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            // The clock starts at a frame's first byte; it is kept in the
+            // reader, so a cancelled read does not restart it.
+            if self.buf.is_empty() {
+                self.deadline = None;
+            } else if let (Some(stall), None) = (self.stall, self.deadline) {
+                self.deadline = Some(tokio::time::Instant::now() + stall);
+            }
+            let read = self.inner.read_buf(&mut self.buf);
+            let read = match self.deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        let secs = self.stall.map_or(0, |s| s.as_secs());
+                        return Err(FrameError::Stalled { secs });
+                    }
+                },
+                None => read.await,
+            };
+            if read? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -107,5 +147,24 @@ mod tests {
             reader.next_frame().await,
             Err(FrameError::Truncated)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_that_stops_halfway_stalls_and_a_quiet_stream_does_not() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut reader = FrameReader::new(b, 64).stall_after(std::time::Duration::from_secs(10));
+        // Nothing sent: waiting is no stall (paused time would run out first).
+        let quiet =
+            tokio::time::timeout(std::time::Duration::from_secs(60), reader.next_frame()).await;
+        assert!(quiet.is_err(), "a quiet stream is not stalled");
+        // Two of five promised bytes, then nothing.
+        a.write_all(&[5, 1, 2]).await.expect("write");
+        let started = tokio::time::Instant::now();
+        let stalled = reader.next_frame().await;
+        assert!(
+            matches!(stalled, Err(FrameError::Stalled { secs: 10 })),
+            "{stalled:?}"
+        );
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(10));
     }
 }

@@ -55,3 +55,9 @@ pub const HELLO_TIMEOUT_SECS: u64 = 10;
 /// Largest seq any log or conversation reaches (2⁶³ − 1): a `before_seq`
 /// above it is refused with `BAD_REQUEST`.
 pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// Seconds a frame may take from its first byte to its last on a request
+/// stream; a slower one resets the stream with
+/// [`crate::codes::StreamCode::Stalled`] (on the control stream, it closes
+/// the connection with `PROTOCOL_VIOLATION`).
+pub const FRAME_STALL_SECS: u64 = 10;

@@ -32,7 +32,8 @@ pub(super) async fn handshake(
             return None;
         }
     };
-    let mut control = FrameReader::new(recv, limits::MAX_FRAME);
+    let mut control = FrameReader::new(recv, limits::MAX_FRAME)
+        .stall_after(Duration::from_secs(limits::FRAME_STALL_SECS));
     let hello = match tokio::time::timeout_at(deadline, control.next::<pb::ClientControl>()).await {
         Err(_) => {
             close(connection, CloseCode::HelloTimeout, "no Hello in time");

@@ -8,6 +8,7 @@
 //! `StreamCode`; the connection and every other stream carry on.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
@@ -36,7 +37,8 @@ pub(crate) async fn serve(
     mut send: SendStream,
     recv: RecvStream,
 ) {
-    let mut reader = FrameReader::new(recv, limits::MAX_FRAME);
+    let mut reader = FrameReader::new(recv, limits::MAX_FRAME)
+        .stall_after(Duration::from_secs(limits::FRAME_STALL_SECS));
     let mut pending = FuturesOrdered::new();
     let mut requests = 0_u64;
     let mut reading = true;
@@ -48,6 +50,9 @@ pub(crate) async fn serve(
                 if write_frame(&mut send, &response).await.is_err() {
                     return; // The client reset or stopped the stream.
                 }
+                // Reading waited for the write: a frame under way is not late
+                // for that.
+                reader.restart_stall_clock();
             }
             frame = reader.next_frame(),
                 if reading && pending.len() < limits::MAX_PIPELINED_REQUESTS =>
@@ -68,6 +73,7 @@ pub(crate) async fn serve(
                     }
                     Ok(None) | Err(FrameError::Truncated) => StreamCode::Truncated,
                     Err(FrameError::TooLarge { .. }) => StreamCode::FrameTooLarge,
+                    Err(FrameError::Stalled { .. }) => StreamCode::Stalled,
                     Err(FrameError::Io(_)) => return, // The client reset the stream.
                     Err(_) => StreamCode::MalformedFrame,
                 };
