@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kanal_proto::codes::CloseCode;
@@ -157,10 +158,32 @@ fn size_buffers(socket: &std::net::UdpSocket) {
     tracing::info!(recv = ?recv, send = ?send, "UDP socket buffers");
 }
 
+/// Handshakes under way above which a new client must first prove its
+/// address with a QUIC Retry round trip: a flood of Initials from forged
+/// or silent sources then costs the server a stateless reply each, not a
+/// connection.
+const RETRY_ABOVE_HANDSHAKES: usize = 32;
+
+/// Most handshakes under way at once; beyond them, new attempts are refused.
+const MAX_HANDSHAKES: usize = 1024;
+
+/// How long a handshake may take before it is dropped, far shorter than a
+/// silent established connection's idle timeout.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept_loop(endpoint: quinn::Endpoint, node: Arc<Node>, max_connections: usize) {
+    let handshakes = Arc::new(AtomicUsize::new(0));
     while let Some(incoming) = endpoint.accept().await {
-        if endpoint.open_connections() >= max_connections {
+        let under_way = handshakes.load(Ordering::Acquire);
+        if endpoint.open_connections() >= max_connections || under_way >= MAX_HANDSHAKES {
             incoming.refuse();
+            continue;
+        }
+        if under_way >= RETRY_ABOVE_HANDSHAKES && !incoming.remote_address_validated() {
+            // Stateless: the client comes back with a token, or never.
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().refuse();
+            }
             continue;
         }
         // Accepted here, not in the task: the connection then counts as open
@@ -173,13 +196,34 @@ async fn accept_loop(endpoint: quinn::Endpoint, node: Arc<Node>, max_connections
                 continue;
             }
         };
+        let handshake = Handshake::start(handshakes.clone());
         let node = node.clone();
         tokio::spawn(async move {
-            match connecting.await {
-                Ok(connection) => session::serve(node, connection).await,
-                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+            let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await;
+            drop(handshake);
+            match connected {
+                Ok(Ok(connection)) => session::serve(node, connection).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "handshake failed"),
+                // Dropping the handshake closes the connection.
+                Err(_) => tracing::debug!("handshake timed out"),
             }
         });
+    }
+}
+
+/// One handshake under way, counted while it lives.
+struct Handshake(Arc<AtomicUsize>);
+
+impl Handshake {
+    fn start(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
