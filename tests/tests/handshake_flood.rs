@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
 /// Handshakes the flood leaves hanging.
-const FLOOD: usize = 48;
+const FLOOD: usize = 300;
 
 /// A UDP relay toward `server` that forwards what clients send and drops
 /// every reply, so no handshake through it ever finishes. It counts the
