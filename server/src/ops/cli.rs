@@ -52,6 +52,12 @@ enum Command {
     Inbox(InboxCommand),
     /// List every party.
     Parties,
+    /// Write a consistent copy of the database to a new file, while the
+    /// server runs (see the README for restoring it).
+    Backup {
+        /// The file to write; it must not exist.
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -218,6 +224,21 @@ async fn real_main() -> Result<()> {
             let party = expect_party(administer(&cli.data_dir, request).await?)?;
             println!("created inbox {}", party.address);
             Ok(())
+        }
+        Command::Backup { to } => {
+            let to = std::path::absolute(&to)
+                .with_context(|| format!("backup path {}", to.display()))?;
+            let request = AdminRequest::Backup {
+                to: to.to_string_lossy().into_owned(),
+            };
+            match administer(&cli.data_dir, request).await? {
+                AdminResponse::BackedUp { to, bytes } => {
+                    println!("backed up to {to} ({bytes} bytes)");
+                    Ok(())
+                }
+                AdminResponse::Error { message } => bail!("{message}"),
+                other => bail!("unexpected answer {other:?}"),
+            }
         }
         Command::Parties => match administer(&cli.data_dir, AdminRequest::Parties).await? {
             AdminResponse::Parties { parties } => {

@@ -645,6 +645,12 @@ impl Store for MemoryStore {
         self.lock().view(key, viewer)
     }
 
+    async fn backup(&self, _to: &std::path::Path) -> StoreResult<()> {
+        Err(StoreError::Unsupported(
+            "the in-memory store keeps nothing to back up",
+        ))
+    }
+
     async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
         Ok(self
             .lock()

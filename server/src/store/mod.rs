@@ -42,6 +42,9 @@ pub enum StoreError {
     /// The backend (database, file system) refused or failed.
     #[error("database: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// The backend cannot do this.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
@@ -193,6 +196,12 @@ pub trait Store: Send + Sync + 'static {
         key: ConversationKey,
         viewer: PartyId,
     ) -> StoreResult<Option<ConversationView>>;
+
+    // --- operations -----------------------------------------------------------
+
+    /// Writes a consistent copy of everything committed to `to`, a file that
+    /// must not exist yet, while the store goes on serving.
+    async fn backup(&self, to: &std::path::Path) -> StoreResult<()>;
 
     // --- federation -----------------------------------------------------------
 

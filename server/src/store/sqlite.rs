@@ -269,6 +269,25 @@ impl Store for SqliteStore {
         read::conversation_view(&self.reader, key, viewer).await
     }
 
+    async fn backup(&self, to: &Path) -> StoreResult<()> {
+        // VACUUM INTO reads one snapshot on a reader connection and writes a
+        // compact copy: commits go on meanwhile, and the copy holds exactly
+        // what was committed when it began.
+        if to.exists() {
+            return Err(StoreError::Unsupported(
+                "the backup file exists already; name a new one",
+            ));
+        }
+        let target = to.to_str().ok_or(StoreError::Unsupported(
+            "the backup path must be valid UTF-8",
+        ))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.reader)
+            .await?;
+        Ok(())
+    }
+
     async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
         read::outbox(&self.reader, peer, after, limit).await
     }

@@ -55,6 +55,12 @@ pub(crate) enum AdminRequest {
     },
     /// List every party.
     Parties,
+    /// Write a consistent copy of the database to `to`, an absolute path
+    /// that does not exist yet.
+    Backup {
+        /// Where.
+        to: String,
+    },
 }
 
 /// The answer to an [`AdminRequest`].
@@ -70,6 +76,13 @@ pub(crate) enum AdminResponse {
     Parties {
         /// The parties.
         parties: Vec<PartyInfo>,
+    },
+    /// The backup is written.
+    BackedUp {
+        /// Where.
+        to: String,
+        /// Its size in bytes.
+        bytes: u64,
     },
     /// The command failed; nothing changed.
     Error {
@@ -193,6 +206,23 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
             local,
             display_name,
         } => directory::add_inbox(node, &local, &display_name).await,
+        AdminRequest::Backup { to } => {
+            let path = std::path::PathBuf::from(&to);
+            if !path.is_absolute() {
+                return AdminResponse::Error {
+                    message: format!("`{to}`: the backup path must be absolute"),
+                };
+            }
+            return match node.store.backup(&path).await {
+                Ok(()) => AdminResponse::BackedUp {
+                    bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+                    to,
+                },
+                Err(e) => AdminResponse::Error {
+                    message: format!("backup to {to}: {e}"),
+                },
+            };
+        }
         AdminRequest::Parties => {
             return match node.store.parties().await {
                 Ok(parties) => AdminResponse::Parties {
