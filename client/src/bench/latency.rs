@@ -293,6 +293,12 @@ pub(crate) async fn run(
     if acked == 0 {
         summary.fail("no message was acknowledged");
     }
+    if unanswered > 0 {
+        summary.fail(format!("{unanswered} sends were never answered"));
+    }
+    if errors.total() > 0 {
+        summary.fail(format!("{} sends failed", errors.total()));
+    }
 
     setup::close_all(sessions).await;
     setup::close_all(listening_sessions).await;

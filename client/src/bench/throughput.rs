@@ -254,6 +254,9 @@ pub(crate) async fn run(
     if measured == 0 {
         summary.fail("no Send was acknowledged");
     }
+    if errors.total() > 0 {
+        summary.fail(format!("{} sends failed", errors.total()));
+    }
 
     if let Some(listeners) = listeners {
         listeners.stop().await;
