@@ -290,6 +290,20 @@ pub async fn run_kanald(kanald: &str, data: &Path, args: &[&str]) -> Result<()> 
     Ok(())
 }
 
+/// Runs the `kanald` binary at `kanald` on `data` with `args`, expecting it
+/// to fail; returns what it printed on stderr.
+pub async fn refused_kanald(kanald: &str, data: &Path, args: &[&str]) -> Result<String> {
+    let output = tokio::process::Command::new(kanald)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("KANALD_PASSWORD", PASSWORD)
+        .output()
+        .await?;
+    anyhow::ensure!(!output.status.success(), "kanald {args:?} succeeded");
+    Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// Starts `kanald run` (the binary at `kanald`) on `data`, listening on
 /// `listen`; returns the process with its address and certificate
 /// fingerprint, read from its first line on stdout. The process is killed

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::{Result, ensure};
 use kanal_tests::*;
-use tokio::process::Command;
 
 const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
 
@@ -27,15 +26,8 @@ async fn a_backup_taken_while_serving_restores_what_was_committed() -> Result<()
     carla.send_text(&conversation.id, "after").await?;
 
     // A backup never overwrites a file.
-    let again = Command::new(KANALD)
-        .arg("--data-dir")
-        .arg(server.path())
-        .arg("backup")
-        .arg(&copy)
-        .output()
-        .await?;
-    ensure!(!again.status.success(), "a backup overwrote a file");
-    let stderr = String::from_utf8_lossy(&again.stderr);
+    let stderr =
+        refused_kanald(KANALD, server.path(), &["backup", &copy.to_string_lossy()]).await?;
     ensure!(
         stderr.contains("exists already"),
         "unclear refusal: {stderr}"

@@ -1,6 +1,6 @@
-//! Handshakes that never finish cannot lock anyone out: past a few dozen
-//! under way, new clients must prove their address with a QUIC Retry (a
-//! stateless reply), and a real client still logs in.
+//! Handshakes that never finish cannot lock anyone out: past 256 under way,
+//! new clients must prove their address with a QUIC Retry (a stateless
+//! reply), and a real client still logs in.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, ensure};
 use kanal_proto::pb;
 use kanal_tests::*;
-use tokio::process::Command;
 
 const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
 
@@ -109,15 +108,12 @@ async fn an_agent_added_while_messages_flow_receives_every_later_event() -> Resu
     }
 
     // The command line refuses what it must, naming the problem.
-    let output = Command::new(KANALD)
-        .arg("--data-dir")
-        .arg(server.path())
-        .args(["agent", "add", "dora", "--inbox", "nowhere"])
-        .env("KANALD_PASSWORD", PASSWORD)
-        .output()
-        .await?;
-    ensure!(!output.status.success(), "an unknown inbox was accepted");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_kanald(
+        KANALD,
+        server.path(),
+        &["agent", "add", "dora", "--inbox", "nowhere"],
+    )
+    .await?;
     ensure!(
         stderr.contains("nowhere@localhost is not an inbox"),
         "unclear refusal: {stderr}"
