@@ -513,9 +513,10 @@ impl Engine {
         });
         let view = ConversationView::of(&record, 0, 0);
         let event = Event::conversation_added(&record, 0, now_ms);
+        let audience = self.audience(&record.members);
         self.load_conversation(record);
         let what = EventRef::ConversationAdded { last_seq: 0 };
-        self.fan_out(&id, what, now_ms, event, applied);
+        self.fan_out(key, &audience, what, now_ms, event, applied);
         Reply::Conversation(view)
     }
 
@@ -528,7 +529,7 @@ impl Engine {
         body: &Body,
         applied: &mut Applied,
     ) -> Reply {
-        let Some(state) = self.visible(conversation, by.id) else {
+        let Some((state, audience)) = self.visible(conversation, by.id) else {
             return not_found(conversation);
         };
         let key = state.record.key;
@@ -571,7 +572,14 @@ impl Engine {
             },
         );
         let what = EventRef::Message { seq };
-        self.fan_out(conversation, what, now_ms, Event::Message(message), applied);
+        self.fan_out(
+            key,
+            &audience,
+            what,
+            now_ms,
+            Event::Message(message),
+            applied,
+        );
         Reply::Sent(Sent {
             conversation: conversation.clone(),
             seq,
@@ -589,7 +597,7 @@ impl Engine {
         up_to: u64,
         applied: &mut Applied,
     ) -> Reply {
-        let Some(state) = self.visible(conversation, by.id) else {
+        let Some((state, audience)) = self.visible(conversation, by.id) else {
             return not_found(conversation);
         };
         if up_to > state.record.last_seq {
@@ -627,7 +635,7 @@ impl Engine {
             kind,
             up_to,
         };
-        self.fan_out(conversation, what, now_ms, event, applied);
+        self.fan_out(key, &audience, what, now_ms, event, applied);
         Reply::Done
     }
 
@@ -638,28 +646,30 @@ impl Engine {
         })
     }
 
-    /// The conversation, if it is loaded and `party` may see it.
-    fn visible(&self, conversation: &ConversationId, party: PartyId) -> Option<&ConversationState> {
+    /// The conversation and its audience, if it is loaded and `party` may
+    /// see it. The audience serves the command's fan-out too: the rule runs
+    /// once per command.
+    fn visible(
+        &self,
+        conversation: &ConversationId,
+        party: PartyId,
+    ) -> Option<(&ConversationState, Audience)> {
         let state = self.conversations.get(conversation)?;
-        self.audience(&state.record.members)
-            .sees(party)
-            .then_some(state)
+        let audience = self.audience(&state.record.members);
+        audience.sees(party).then_some((state, audience))
     }
 
-    /// Appends the event to every recipient's log and publishes it once.
+    /// Appends the event to the log of every recipient of conversation `key`
+    /// and publishes it once.
     fn fan_out(
         &mut self,
-        conversation: &ConversationId,
+        key: ConversationKey,
+        audience: &Audience,
         what: EventRef,
         now_ms: i64,
         event: Event,
         applied: &mut Applied,
     ) {
-        let Some(state) = self.conversations.get(conversation) else {
-            return;
-        };
-        let key = state.record.key;
-        let audience = self.audience(&state.record.members);
         let mut recipients = Vec::with_capacity(audience.recipients().len());
         for &party in audience.recipients() {
             let head = self.heads.entry(party).or_insert(0);
