@@ -36,7 +36,8 @@ pub enum StreamCode {
     /// The stream ended before a whole frame arrived.
     Truncated = 0x12,
     /// A frame began but did not end within
-    /// [`crate::limits::FRAME_STALL_SECS`].
+    /// [`crate::limits::FRAME_STALL_SECS`], or a response the client did
+    /// not read could not be written within that time.
     Stalled = 0x13,
 }
 

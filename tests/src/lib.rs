@@ -16,6 +16,9 @@ use kanal_server::config::Config;
 use kanal_server::model::PartyKind;
 use kanal_server::{Server, admin, datadir};
 
+mod bystander;
+pub use bystander::{Bystander, Report};
+
 /// Password every test account uses.
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -216,14 +219,23 @@ pub async fn raw_connect(
     server: &TestServer,
     alpn: &[u8],
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
+    raw_connect_with(server, alpn, quinn::TransportConfig::default()).await
+}
+
+/// A QUIC connection made by hand, with any ALPN and transport settings
+/// (keep-alive every 5 s is added: a raw session that only waits must not
+/// idle out).
+pub async fn raw_connect_with(
+    server: &TestServer,
+    alpn: &[u8],
+    mut transport: quinn::TransportConfig,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let pin: Fingerprint = server.server.fingerprint().parse().expect("valid");
     let mut crypto = kanal_client::tls::client_crypto(Some(pin)).expect("crypto");
     crypto.alpn_protocols = vec![alpn.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("tls13");
     let mut endpoint = quinn::Endpoint::client(loopback(0)).expect("endpoint");
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    let mut transport = quinn::TransportConfig::default();
-    // Like a real client: a raw session that only waits must not idle out.
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
     config.transport_config(Arc::new(transport));
     endpoint.set_default_client_config(config);
@@ -245,7 +257,16 @@ pub async fn close_code(connection: &quinn::Connection) -> Option<CloseCode> {
 
 /// A raw connection that completed Register.
 pub async fn raw_session(server: &TestServer, local: &str) -> anyhow::Result<RawSession> {
-    let connection = raw_connect(server, kanal_proto::ALPN_CLIENT).await?;
+    raw_session_with(server, local, quinn::TransportConfig::default()).await
+}
+
+/// A raw connection with these transport settings that completed Register.
+pub async fn raw_session_with(
+    server: &TestServer,
+    local: &str,
+    transport: quinn::TransportConfig,
+) -> anyhow::Result<RawSession> {
+    let connection = raw_connect_with(server, kanal_proto::ALPN_CLIENT, transport).await?;
     let (mut send, recv) = connection.open_bi().await?;
     let hello = pb::ClientControl {
         kind: Some(pb::client_control::Kind::Hello(pb::Hello {

@@ -55,7 +55,8 @@ impl Node {
         store: Arc<dyn Store>,
     ) -> StoreResult<(Arc<Node>, tokio::task::JoinHandle<()>)> {
         let hub = Arc::new(Hub::default());
-        let (writer, task) = writer::spawn(store.clone(), hub.clone(), domain.clone()).await?;
+        let writer_store = store.for_writer().unwrap_or_else(|| store.clone());
+        let (writer, task) = writer::spawn(writer_store, hub.clone(), domain.clone()).await?;
         let node = Node {
             domain,
             open_registration,

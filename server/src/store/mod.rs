@@ -63,6 +63,13 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the server keeps on disk.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The same store for the writer's loads, if the backend can give them
+    /// connections of their own, so that no client's read ever delays an
+    /// ordering. `None`: the writer uses this store as it is.
+    fn for_writer(&self) -> Option<std::sync::Arc<dyn Store>> {
+        None
+    }
+
     // --- directory ---------------------------------------------------------
 
     /// Finds a party by address.

@@ -35,9 +35,13 @@ mod tests;
 /// How long a connection waits for a lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Read-only connections: enough to overlap a few client reads with the
-/// writer on a small machine.
+/// Read-only connections for clients' reads: enough to overlap a few of
+/// them on a small machine.
 const READERS: u32 = 4;
+
+/// Read-only connections kept for the writer's loads, which run a few at a
+/// time: clients' reads never make an ordering wait for a connection.
+const WRITER_READERS: u32 = 2;
 
 /// Prepared statements kept per read connection (batched lookups come in
 /// several sizes).
@@ -66,6 +70,9 @@ pub struct SqliteStore {
     writer: Arc<write_thread::WriteThread>,
     /// Read-only connections for everything else.
     reader: SqlitePool,
+    /// Read-only connections only the writer's loads use (see
+    /// [`Store::for_writer`]).
+    writer_reader: SqlitePool,
     /// Checkpoints the WAL in the background; shared by clones, stopped
     /// when the last one is dropped.
     checkpointer: Arc<checkpoint::Checkpointer>,
@@ -108,18 +115,22 @@ impl SqliteStore {
             ],
         )?);
 
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .min_connections(0)
-            .idle_timeout(Some(Duration::from_secs(600)))
-            .max_lifetime(None)
-            .connect_with(base.clone().read_only(true))
-            .await?;
+        let read_pool = |size| {
+            SqlitePoolOptions::new()
+                .max_connections(size)
+                .min_connections(0)
+                .idle_timeout(Some(Duration::from_secs(600)))
+                .max_lifetime(None)
+                .connect_with(base.clone().read_only(true))
+        };
+        let reader = read_pool(READERS).await?;
+        let writer_reader = read_pool(WRITER_READERS).await?;
         let checkpointer = Arc::new(checkpoint::Checkpointer::start(base, writer.clone()).await?);
 
         Ok(Self {
             writer,
             reader,
+            writer_reader,
             checkpointer,
         })
     }
@@ -129,12 +140,20 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.checkpointer.stop().await;
         self.reader.close().await;
+        self.writer_reader.close().await;
         self.writer.close().await;
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn for_writer(&self) -> Option<std::sync::Arc<dyn Store>> {
+        Some(Arc::new(Self {
+            reader: self.writer_reader.clone(),
+            ..self.clone()
+        }))
+    }
+
     async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
         directory::party_by_address(&self.reader, address).await
     }

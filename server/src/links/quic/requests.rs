@@ -19,6 +19,7 @@ use kanal_proto::io::{FrameReader, write_frame};
 use kanal_proto::{limits, pb};
 use prost::Message as _;
 use quinn::{RecvStream, SendStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::render;
 use crate::core::engine::{Command, Reply};
@@ -29,39 +30,67 @@ use crate::store::StoreError;
 
 type Answer = Result<pb::response::Kind, Refusal>;
 
+/// Bytes of responses one connection may hold that are computed, or being
+/// computed, and not yet handed to QUIC. A request reserves
+/// [`limits::MAX_RESPONSE_FRAME`] before it is read, and keeps what its
+/// response turns out to need; once the budget is spent, the connection's
+/// streams read no further requests until responses are written.
+pub(crate) const RESPONSE_BYTES_PER_CONNECTION: usize = 4 * limits::MAX_RESPONSE_FRAME;
+
+/// What a request reserves of its connection's budget before it is read.
+const RESERVED_PER_REQUEST: u32 = limits::MAX_RESPONSE_FRAME as u32;
+
+/// What a send or receipt keeps reserved until its response: a `Sent`,
+/// `Done` or `Error` is far smaller.
+const RESERVED_PER_WRITE: usize = 1024;
+
 /// Serves one request stream until the client finishes it and every
-/// request has its response.
+/// request has its response. `budget` holds the connection's
+/// [`RESPONSE_BYTES_PER_CONNECTION`].
 pub(crate) async fn serve(
     node: Arc<Node>,
     party: Arc<Party>,
+    budget: Arc<Semaphore>,
     mut send: SendStream,
     recv: RecvStream,
 ) {
-    let mut reader = FrameReader::new(recv, limits::MAX_FRAME)
-        .stall_after(Duration::from_secs(limits::FRAME_STALL_SECS));
+    let stall = Duration::from_secs(limits::FRAME_STALL_SECS);
+    let mut reader = FrameReader::new(recv, limits::MAX_FRAME).stall_after(stall);
     let mut pending = FuturesOrdered::new();
     let mut requests = 0_u64;
     let mut reading = true;
+    // Room reserved for the next request's response, taken before reading it.
+    let mut room: Option<OwnedSemaphorePermit> = None;
     loop {
         tokio::select! {
             // Answer before reading more: responses free room in the pipeline.
             biased;
-            Some(response) = pending.next(), if !pending.is_empty() => {
-                if write_frame(&mut send, &response).await.is_err() {
-                    return; // The client reset or stopped the stream.
+            Some((response, held)) = pending.next(), if !pending.is_empty() => {
+                match tokio::time::timeout(stall, write_frame(&mut send, &response)).await {
+                    Ok(Ok(())) => drop(held),
+                    Ok(Err(_)) => return, // The client reset or stopped the stream.
+                    // A client that does not take its responses loses the
+                    // stream, and the memory they hold is freed.
+                    Err(_) => return refuse_stream(&mut send, reader.get_mut(), StreamCode::Stalled),
                 }
                 // Reading waited for the write: a frame under way is not late
                 // for that.
                 reader.restart_stall_clock();
             }
-            frame = reader.next_frame(),
-                if reading && pending.len() < limits::MAX_PIPELINED_REQUESTS =>
+            permit = budget.clone().acquire_many_owned(RESERVED_PER_REQUEST),
+                if reading && room.is_none() && pending.len() < limits::MAX_PIPELINED_REQUESTS =>
             {
+                let Ok(permit) = permit else { break };
+                room = Some(permit);
+                reader.restart_stall_clock();
+            }
+            frame = reader.next_frame(), if reading && room.is_some() => {
                 let code = match frame {
                     Ok(Some(frame)) => match pb::Request::decode(frame) {
                         Ok(request) => {
                             requests += 1;
-                            let response = start(&node, &party, request).await;
+                            let Some(room) = room.take() else { continue };
+                            let response = start(&node, &party, request, room).await;
                             pending.push_back(response);
                             continue;
                         }
@@ -87,14 +116,23 @@ pub(crate) async fn serve(
     let _ = send.finish();
 }
 
-/// A request's response, once it is ready.
-type Pending = std::pin::Pin<Box<dyn Future<Output = pb::Response> + Send>>;
+/// A request's response once it is ready, with the room it holds in its
+/// connection's response budget until it is written.
+type Pending =
+    std::pin::Pin<Box<dyn Future<Output = (pb::Response, Option<OwnedSemaphorePermit>)> + Send>>;
 
-/// Starts handling one request. Sends and receipts are queued for the
-/// writer before this returns, so those of one stream take effect in the
-/// order they were sent (PROTOCOL.md §7.1); reads and conversation creation
-/// run concurrently with the rest of the stream.
-async fn start(node: &Arc<Node>, party: &Arc<Party>, request: pb::Request) -> Pending {
+/// Starts handling one request, which holds `room` of the response budget.
+/// Sends and receipts are queued for the writer before this returns, so
+/// those of one stream take effect in the order they were sent
+/// (PROTOCOL.md §7.1). Reads and conversation creation run as tasks of their
+/// own: each finishes into memory and releases its database connection
+/// whether or not the client ever reads the response.
+async fn start(
+    node: &Arc<Node>,
+    party: &Arc<Party>,
+    request: pb::Request,
+    mut room: OwnedSemaphorePermit,
+) -> Pending {
     use pb::request::Kind;
     let id = request.id;
     let command = match request.kind {
@@ -102,18 +140,35 @@ async fn start(node: &Arc<Node>, party: &Arc<Party>, request: pb::Request) -> Pe
         Some(Kind::MarkReceipt(mark)) => receipt_command(node, party, mark),
         kind => {
             let (node, party) = (node.clone(), party.clone());
+            let task = tokio::spawn(async move {
+                let response = response(id, handle(&node, &party, pb::Request { id, kind }).await);
+                keep(&mut room, response.encoded_len());
+                (response, Some(room))
+            });
             return Box::pin(async move {
-                response(id, handle(&node, &party, pb::Request { id, kind }).await)
+                task.await.unwrap_or_else(|e| {
+                    // The task's room was given back when it ended.
+                    tracing::error!(error = %e, "a request task failed");
+                    let refusal = Refusal::internal("the server failed; retry later");
+                    (response(id, Err(refusal)), None)
+                })
             });
         }
     };
+    keep(&mut room, RESERVED_PER_WRITE);
     match command {
         Ok(command) => {
             let reply = node.writer.enqueue(command).await;
-            Box::pin(async move { response(id, answer(reply.await)) })
+            Box::pin(async move { (response(id, answer(reply.await)), Some(room)) })
         }
-        Err(refusal) => Box::pin(std::future::ready(response(id, Err(refusal)))),
+        Err(refusal) => Box::pin(std::future::ready((response(id, Err(refusal)), Some(room)))),
     }
+}
+
+/// Gives back all of `room` beyond `bytes`.
+fn keep(room: &mut OwnedSemaphorePermit, bytes: usize) {
+    let extra = room.num_permits().saturating_sub(bytes);
+    drop(room.split(extra));
 }
 
 /// The `Response` to request `id`.

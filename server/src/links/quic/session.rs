@@ -9,6 +9,7 @@ use kanal_proto::frame::FrameError;
 use kanal_proto::io::FrameReader;
 use kanal_proto::pb;
 use quinn::{Connection, RecvStream, SendStream};
+use tokio::sync::Semaphore;
 
 use super::handshake::handshake;
 use super::typing::TypingRelay;
@@ -39,6 +40,7 @@ async fn run(
     let party = Arc::new(auth.party.clone());
     let mut syncing = false;
     let mut typing = TypingRelay::new();
+    let responses = Arc::new(Semaphore::new(requests::RESPONSE_BYTES_PER_CONNECTION));
     loop {
         tokio::select! {
             frame = control.next::<pb::ClientControl>() => {
@@ -81,7 +83,7 @@ async fn run(
             }
             streams = connection.accept_bi() => match streams {
                 Ok((send, recv)) => {
-                    tokio::spawn(requests::serve(node.clone(), party.clone(), send, recv));
+                    tokio::spawn(requests::serve(node.clone(), party.clone(), responses.clone(), send, recv));
                 }
                 Err(_) => break,
             },

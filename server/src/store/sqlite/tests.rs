@@ -577,3 +577,26 @@ fn conversation(key: i64, party: i64) -> Vec<Write> {
         members: vec![party],
     }]
 }
+
+/// The writer's loads have connections of their own: with every client
+/// read connection taken, they still run.
+#[tokio::test]
+async fn the_writer_reads_beside_busy_client_reads() {
+    let (_dir, store) = fresh().await;
+    let party = create_user(&store, "busy@kanal.test").await;
+    let mut taken = Vec::new();
+    for _ in 0..super::READERS {
+        taken.push(store.reader.acquire().await.expect("a client connection"));
+    }
+    let writer = store
+        .for_writer()
+        .expect("SQLite keeps connections for the writer");
+    let loaded = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        (writer.counters().await, writer.party_by_id(party.id).await)
+    })
+    .await
+    .expect("the writer's loads waited for client connections");
+    assert!(loaded.0.is_ok());
+    assert_eq!(loaded.1.expect("lookup"), Some(party));
+    drop(taken);
+}
