@@ -113,6 +113,9 @@ pub enum Credentials {
         password: String,
         /// Shown to other parties; may be empty.
         display_name: String,
+        /// An invite code from the server's operator: needed when the
+        /// server registers by invitation only, empty otherwise.
+        invite: String,
     },
     /// Log in to an existing account.
     Password {
@@ -159,10 +162,12 @@ impl Credentials {
                 local,
                 password,
                 display_name,
+                invite,
             } => pb::hello::Auth::Register(pb::Register {
                 local: local.clone(),
                 password: password.clone(),
                 display_name: display_name.clone(),
+                invite: invite.clone(),
             }),
             Self::Password { address, password } => pb::hello::Auth::Password(pb::PasswordLogin {
                 address: address.clone(),

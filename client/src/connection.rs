@@ -265,6 +265,7 @@ fn refused_without_reason(conn: &quinn::Connection, detail: &str) -> ClientError
                     "hello refused without an error frame: {}",
                     String::from_utf8_lossy(&close.reason)
                 ),
+                retry_after: None,
             }
         }
         Some(lost) => lost.into(),

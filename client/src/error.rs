@@ -18,6 +18,8 @@ pub enum ClientError {
         code: pb::ErrorCode,
         /// Human-readable detail from the server.
         message: String,
+        /// With `RATE_LIMITED`: how long until the same attempt can succeed.
+        retry_after: Option<Duration>,
     },
     /// The configuration cannot work (bad server address, bad pin, …).
     #[error("invalid configuration: {0}")]
@@ -109,6 +111,8 @@ impl ClientError {
         Self::Refused {
             code: pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Unspecified),
             message: error.message,
+            retry_after: (error.retry_after_ms > 0)
+                .then(|| Duration::from_millis(error.retry_after_ms)),
         }
     }
 
@@ -129,9 +133,14 @@ impl ClientError {
     /// holds non-cloneable sources).
     pub(crate) fn duplicate(&self) -> Self {
         match self {
-            Self::Refused { code, message } => Self::Refused {
+            Self::Refused {
+                code,
+                message,
+                retry_after,
+            } => Self::Refused {
                 code: *code,
                 message: message.clone(),
+                retry_after: *retry_after,
             },
             Self::ConnectionLost { code, detail } => Self::ConnectionLost {
                 code: *code,
@@ -249,15 +258,26 @@ mod tests {
         let known = ClientError::refused(pb::Error {
             code: pb::ErrorCode::NotFound as i32,
             message: "no such conversation".into(),
+            ..Default::default()
         });
         assert_eq!(known.code(), Some(pb::ErrorCode::NotFound));
         assert!(known.to_string().contains("ERROR_CODE_NOT_FOUND"));
         let unknown = ClientError::refused(pb::Error {
             code: 9999,
             message: String::new(),
+            ..Default::default()
         });
         assert_eq!(unknown.code(), Some(pb::ErrorCode::Unspecified));
         assert_eq!(ClientError::Closed.code(), None);
+        let limited = ClientError::refused(pb::Error {
+            code: pb::ErrorCode::RateLimited as i32,
+            message: "sending too fast".into(),
+            retry_after_ms: 250,
+        });
+        assert!(matches!(
+            limited,
+            ClientError::Refused { retry_after: Some(wait), .. } if wait == Duration::from_millis(250)
+        ));
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub const MAX_CLIENT_MSG_ID: usize = 64;
 /// Longest conversation subject, in bytes.
 pub const MAX_SUBJECT: usize = 256;
 
+/// Longest invite code accepted in `Register.invite`, in bytes.
+pub const MAX_INVITE: usize = 128;
+
 /// Longest display name, in bytes.
 pub const MAX_DISPLAY_NAME: usize = 128;
 

@@ -38,8 +38,14 @@ pub struct TestServer {
 impl TestServer {
     /// Initialises a fresh data directory and serves it on 127.0.0.1, port 0.
     pub async fn start() -> Result<Self> {
+        Self::start_with(Config::default()).await
+    }
+
+    /// Initialises a fresh data directory with `config` (its `listen` is
+    /// replaced by 127.0.0.1, port 0) and serves it.
+    pub async fn start_with(config: Config) -> Result<Self> {
         let dir = Arc::new(tempfile::tempdir()?);
-        datadir::init(dir.path(), &Config::default()).await?;
+        datadir::init(dir.path(), &config).await?;
         Self::start_in(dir, loopback(0)).await
     }
 
@@ -96,6 +102,7 @@ impl TestServer {
                 local: local.into(),
                 password: PASSWORD.into(),
                 display_name: String::new(),
+                invite: String::new(),
             },
         )
         .await?)
@@ -128,6 +135,41 @@ impl TestServer {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// The default configuration without the per-party send limit, for tests
+/// whose subject is something else and that send thousands of messages as
+/// one party.
+pub fn unlimited_sends() -> Config {
+    Config {
+        sends_per_second_per_party: 0,
+        ..Config::default()
+    }
+}
+
+/// Sets `key = value` (TOML) in the data directory's `kanald.toml`, as an
+/// operator editing it would.
+pub fn set_config_key(data: &Path, key: &str, value: &str) -> Result<()> {
+    let path = data.join(kanal_server::config::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)?;
+    let prefix = format!("{key} =");
+    let mut found = false;
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with(&prefix) {
+                found = true;
+                format!("{key} = {value}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        lines.push(format!("{key} = {value}"));
+    }
+    std::fs::write(&path, lines.join("\n") + "\n")?;
+    Ok(())
 }
 
 /// `127.0.0.1:port`.
@@ -276,6 +318,7 @@ pub async fn raw_session_with(
                 local: local.into(),
                 password: PASSWORD.into(),
                 display_name: String::new(),
+                invite: String::new(),
             })),
         })),
     };

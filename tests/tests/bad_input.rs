@@ -226,6 +226,7 @@ async fn bad_input_gets_its_documented_error_and_harms_no_one_else() -> anyhow::
             local: "mallory2".into(),
             password: PASSWORD.into(),
             display_name: String::new(),
+            invite: String::new(),
         },
     )
     .await;

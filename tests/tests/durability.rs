@@ -26,6 +26,8 @@ async fn acknowledged_messages_survive_kill_9() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     kanald(&data, &["init"]).await?;
+    // One customer sends as fast as it can: its send limit would refuse most.
+    set_config_key(&data, "sends_per_second_per_party", "0")?;
     kanald(&data, &["agent", "add", "alice"]).await?;
 
     let (mut child, addr, fingerprint) = serve(&data).await?;
@@ -36,6 +38,7 @@ async fn acknowledged_messages_survive_kill_9() -> Result<()> {
             local: "carla".into(),
             password: PASSWORD.into(),
             display_name: String::new(),
+            invite: String::new(),
         },
     )
     .await?;

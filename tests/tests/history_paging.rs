@@ -5,7 +5,7 @@ use kanal_tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_backwards_across_ten_thousand_messages() -> anyhow::Result<()> {
     const MESSAGES: u64 = 10_000;
-    let server = TestServer::start().await?;
+    let server = TestServer::start_with(unlimited_sends()).await?;
     let customer = server.register("carla").await?;
     let conversation = customer
         .create_conversation(&["support@localhost"], "long")
@@ -66,7 +66,7 @@ fn text_body(text: &str) -> kanal_proto::pb::Body {
 #[tokio::test]
 async fn pages_of_large_messages_are_cut_to_the_response_limit() -> anyhow::Result<()> {
     use kanal_proto::limits;
-    let server = TestServer::start().await?;
+    let server = TestServer::start_with(unlimited_sends()).await?;
     let customer = server.register("carla").await?;
     let conversation = customer
         .create_conversation(&["support@localhost"], "")

@@ -33,7 +33,7 @@ async fn responses(recv: quinn::RecvStream) -> anyhow::Result<Vec<pb::Response>>
 
 #[tokio::test]
 async fn one_stream_carries_many_requests_answered_and_applied_in_order() -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
+    let server = TestServer::start_with(unlimited_sends()).await?;
     let bob = server.register("bob").await?;
     let raw = raw_session(&server, "carol").await?;
 
@@ -115,7 +115,7 @@ async fn one_stream_carries_many_requests_answered_and_applied_in_order() -> any
 
 #[tokio::test]
 async fn the_sdk_pipeline_serves_many_tasks_and_survives_a_restart() -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
+    let server = TestServer::start_with(unlimited_sends()).await?;
     let _bob = server.register("bob").await?;
     let alice = server.register("alice").await?;
     let conversation = alice.create_conversation(&["bob@localhost"], "").await?;

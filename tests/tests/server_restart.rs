@@ -95,6 +95,7 @@ async fn register(addr: SocketAddr, fingerprint: &str) -> Result<OldClient> {
                 local: "ann".into(),
                 password: PASSWORD.into(),
                 display_name: String::new(),
+                invite: String::new(),
             })),
         })),
     };

@@ -11,7 +11,7 @@ async fn a_reader_that_lagged_still_gets_every_event_in_order() -> anyhow::Resul
     // 16 KiB messages: QUIC flow control stops the server's writer after
     // about 80 of them, so the session's 1,024-event live queue overflows.
     const MESSAGES: u64 = 1_200;
-    let server = TestServer::start().await?;
+    let server = TestServer::start_with(unlimited_sends()).await?;
     let mut slow = raw_session(&server, "slow").await?;
     let sync = pb::ClientControl {
         kind: Some(pb::client_control::Kind::Sync(pb::Sync { since: 0 })),

@@ -8,7 +8,8 @@
 //! Against a local release server (same host, so `--server-pid` works):
 //!
 //! ```text
-//! kanald --data-dir /tmp/bench-data run --listen 127.0.0.1:7447 &
+//! kanald --data-dir /tmp/bench-data run --listen 127.0.0.1:7447 \
+//!   --registrations-per-hour-per-source 0 --sends-per-second-per-party 0 &
 //! export KANAL_PIN=$(kanald --data-dir /tmp/bench-data fingerprint)
 //! kanal-bench throughput --clients 16 --duration 10 --server-pid $!
 //! kanal-bench latency --rate 10000 --duration 10 --server-pid $!

@@ -218,6 +218,7 @@ impl Target {
                         local: local.clone(),
                         password: random_password.clone(),
                         display_name: String::new(),
+                        invite: String::new(),
                     };
                     let client = Client::connect(self.config(i)?, credentials)
                         .await

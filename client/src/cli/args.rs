@@ -55,6 +55,10 @@ pub(crate) enum Command {
         /// Name shown to other parties
         #[arg(long)]
         display_name: Option<String>,
+        /// Invite code from the server's operator (servers that register
+        /// by invitation only)
+        #[arg(long, env = "KANAL_INVITE")]
+        invite: Option<String>,
     },
     /// Log in with an address and password and save the session
     Login {
@@ -199,7 +203,7 @@ mod tests {
         let cli = parse(&["register", "alice", "--display-name", "Alice A."]).expect("ok");
         assert!(matches!(
             cli.command,
-            Command::Register { ref local, display_name: Some(ref name) } if local == "alice" && name == "Alice A."
+            Command::Register { ref local, display_name: Some(ref name), .. } if local == "alice" && name == "Alice A."
         ));
         let cli = parse(&["read", "localhost/abc", "4"]).expect("ok");
         assert!(matches!(cli.command, Command::Read { seq: 4, .. }));

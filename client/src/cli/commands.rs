@@ -26,12 +26,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Register {
             local,
             display_name,
+            invite,
         } => {
             let password = password(&global, "password for the new account")?;
             let credentials = Credentials::Register {
                 local,
                 password,
                 display_name: display_name.unwrap_or_default(),
+                invite: invite.unwrap_or_default(),
             };
             let (client, _) = open(&global, &home, Some(credentials)).await?;
             println!("registered {}", client.party().address);

@@ -67,6 +67,7 @@ mod tests {
         let refused = anyhow::Error::new(ClientError::Refused {
             code: kanal_client::pb::ErrorCode::NotFound,
             message: "gone".into(),
+            retry_after: None,
         })
         .context("sending");
         assert_eq!(exit_code(&refused), ExitCode::from(2));

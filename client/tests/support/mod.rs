@@ -107,6 +107,7 @@ impl MockServer {
             local: local.into(),
             password: PASSWORD.into(),
             display_name: local.to_uppercase(),
+            invite: String::new(),
         }
     }
 
@@ -293,6 +294,7 @@ fn error(code: pb::ErrorCode, message: &str) -> pb::Error {
     pb::Error {
         code: code as i32,
         message: message.into(),
+        ..Default::default()
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod conversation;
 mod event;
+mod invite;
 mod party;
 mod refusal;
 mod write;
@@ -12,6 +13,7 @@ pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
 };
 pub use event::{Event, EventRef, Receipt, ReceiptKind};
+pub use invite::{Invite, NewInvite};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};
 pub use refusal::{Refusal, RefusalCode};
 pub use write::{Counters, OutboxRow, Write};

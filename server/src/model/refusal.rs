@@ -22,8 +22,10 @@ pub enum RefusalCode {
     TooLarge,
     /// The party is on a server this one cannot reach.
     RemoteUnreachable,
-    /// Too many attempts; the message says when to try again.
+    /// Too many attempts; `Refusal::retry_after` says when to try again.
     RateLimited,
+    /// Registration by invitation without a valid invite code.
+    InvalidInvite,
     /// The server failed; retrying later may succeed.
     Internal,
 }
@@ -36,6 +38,9 @@ pub struct Refusal {
     pub code: RefusalCode,
     /// For people.
     pub message: String,
+    /// With [`RefusalCode::RateLimited`]: how long until the same attempt
+    /// can succeed.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Refusal {
@@ -44,6 +49,18 @@ impl Refusal {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Too many attempts at `what`; the same one succeeds after `wait`.
+    pub fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        // Whole seconds for people, rounded up; exact for programs.
+        let secs = wait.as_millis().div_ceil(1000).max(1);
+        Self {
+            code: RefusalCode::RateLimited,
+            message: format!("{what}; retry in {secs} s"),
+            retry_after: Some(wait),
         }
     }
 

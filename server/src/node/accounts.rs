@@ -24,6 +24,9 @@ pub(crate) enum Credentials {
         password: String,
         /// Shown to other parties.
         display_name: String,
+        /// The operator's invite code (needed when registration is by
+        /// invitation; may be empty otherwise).
+        invite: String,
     },
     /// Log in with a password.
     Password {
@@ -65,7 +68,16 @@ pub(crate) async fn authenticate(
             local,
             password,
             display_name,
-        } => register(node, &local, password, display_name, client).await,
+            invite,
+        } => {
+            let new = NewAccount {
+                local,
+                password,
+                display_name,
+                invite,
+            };
+            register(node, new, client, source).await
+        }
         Credentials::Password { address, password } => {
             password_login(node, &address, password, client, source).await
         }
@@ -99,39 +111,92 @@ pub(crate) async fn create_party(node: &Node, party: NewParty) -> Result<Party, 
     }
 }
 
-async fn register(
-    node: &Node,
-    local: &str,
+/// What a Register asks for.
+struct NewAccount {
+    local: String,
     password: String,
     display_name: String,
+    invite: String,
+}
+
+/// Creates an account for a client. Checked cheapest first: the policy,
+/// the fields, the source's and everyone's registration budget, the invite
+/// (taken only now, and given back if the account cannot be created), and
+/// only then the password hash.
+async fn register(
+    node: &Node,
+    new: NewAccount,
     client: &str,
+    source: IpAddr,
 ) -> Result<Authenticated, Refusal> {
-    if !node.open_registration {
+    if node.policy.registration == limits::Registration::Closed {
         return Err(Refusal::new(
             RefusalCode::RegistrationClosed,
             "this server does not allow registration",
         ));
     }
-    let address = Address::new(local, &node.domain)
+    let address = Address::new(&new.local, &node.domain)
         .map_err(|e| Refusal::new(RefusalCode::InvalidAddress, e.to_string()))?;
-    check_password(&password)?;
-    if display_name.len() > wire::MAX_DISPLAY_NAME {
+    check_password(&new.password)?;
+    if new.display_name.len() > wire::MAX_DISPLAY_NAME {
         return Err(Refusal::new(RefusalCode::TooLarge, "display name too long"));
     }
-    let hash = auth::hash_password(password)
+    node.limits.register(source)?;
+    let invite = match node.policy.registration {
+        limits::Registration::Invite => Some(take_invite(node, &new.invite).await?),
+        _ => None,
+    };
+    let created = async {
+        let hash = auth::hash_password(new.password)
+            .await
+            .map_err(|e| Refusal::internal(e.to_string()))?;
+        create_party(
+            node,
+            NewParty {
+                address,
+                kind: PartyKind::User,
+                display_name: new.display_name,
+                password_hash: Some(hash),
+            },
+        )
         .await
-        .map_err(|e| Refusal::internal(e.to_string()))?;
-    let party = create_party(
-        node,
-        NewParty {
-            address,
-            kind: PartyKind::User,
-            display_name,
-            password_hash: Some(hash),
-        },
-    )
-    .await?;
+    }
+    .await;
+    let party = match created {
+        Ok(party) => party,
+        Err(refusal) => {
+            if let Some(code_hash) = invite
+                && let Err(e) = node.store.return_invite(code_hash).await
+            {
+                tracing::warn!(error = %e, "giving back an invite's use failed");
+            }
+            return Err(refusal);
+        }
+    };
     open_session(node, party, client).await
+}
+
+/// Takes one use of the invite `code`; its hash, to give the use back.
+async fn take_invite(node: &Node, code: &str) -> Result<[u8; 32], Refusal> {
+    let invalid = || {
+        Refusal::new(
+            RefusalCode::InvalidInvite,
+            "this server registers by invitation: the invite code is unknown, used up or expired",
+        )
+    };
+    if code.is_empty() || code.len() > wire::MAX_INVITE {
+        return Err(invalid());
+    }
+    let code_hash = auth::token_hash(code);
+    match node
+        .store
+        .take_invite(code_hash, super::writer::now_ms())
+        .await
+    {
+        Ok(true) => Ok(code_hash),
+        Ok(false) => Err(invalid()),
+        Err(e) => Err(internal(e)),
+    }
 }
 
 async fn password_login(
@@ -160,13 +225,7 @@ async fn password_login(
         .check(&source)
         .and(node.limits.failed_by_account.check(&account));
     if let Err(wait) = limited {
-        return Err(Refusal::new(
-            RefusalCode::RateLimited,
-            format!(
-                "too many failed logins; retry in {} s",
-                wait.as_secs().max(1)
-            ),
-        ));
+        return Err(Refusal::rate_limited("too many failed logins", wait));
     }
     let party = if address.domain() == node.domain {
         node.store

@@ -97,6 +97,20 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A new invite code (the operator hands it out) and the hash the server
+/// keeps: 26 characters of lowercase base32, 130 random bits.
+pub(crate) fn new_invite_code() -> (String, [u8; 32]) {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut bytes = [0u8; 26];
+    rand::rng().fill_bytes(&mut bytes);
+    let code: String = bytes
+        .iter()
+        .map(|b| ALPHABET[(b & 31) as usize] as char)
+        .collect();
+    let hash = token_hash(&code);
+    (code, hash)
+}
+
 /// A random opaque id part: 20 characters of lowercase base32 (100 bits).
 pub(crate) fn random_opaque() -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";

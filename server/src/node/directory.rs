@@ -8,7 +8,7 @@ use kanal_proto::address::Address;
 use super::accounts::{check_password, create_party};
 use super::{Node, auth};
 use crate::core::engine::{Command, Reply};
-use crate::model::{NewParty, Party, PartyKind, Refusal};
+use crate::model::{Invite, NewInvite, NewParty, Party, PartyKind, Refusal};
 use crate::store::StoreError;
 
 /// Why an operator action failed.
@@ -35,6 +35,9 @@ pub enum AdminError {
         /// What it is.
         kind: PartyKind,
     },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
     /// Hashing failed.
     #[error(transparent)]
     Hash(#[from] auth::HashError),
@@ -61,6 +64,37 @@ pub async fn add_account(
         password_hash: Some(hash),
     };
     Ok(create_party(node, party).await?)
+}
+
+/// Most registrations one invite may allow.
+pub const MAX_INVITE_USES: u32 = 100_000;
+
+/// Issues an invite code allowing `uses` registrations, for `valid_for`
+/// (forever if `None`). Returns the code (shown once; only its hash is
+/// kept) and the stored invite.
+pub async fn issue_invite(
+    node: &Node,
+    uses: u32,
+    valid_for: Option<std::time::Duration>,
+    note: &str,
+) -> Result<(String, Invite), AdminError> {
+    if !(1..=MAX_INVITE_USES).contains(&uses) {
+        return Err(AdminError::Invalid(format!(
+            "an invite allows 1 to {MAX_INVITE_USES} registrations, not {uses}"
+        )));
+    }
+    let now = super::writer::now_ms();
+    let expires_at_ms =
+        valid_for.map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    let (code, code_hash) = auth::new_invite_code();
+    let invite = NewInvite {
+        code_hash,
+        uses,
+        expires_at_ms,
+        note: note.to_string(),
+    };
+    let stored = node.store.create_invite(invite, now).await?;
+    Ok((code, stored))
 }
 
 /// Creates an inbox (a service address agents answer for).

@@ -1,6 +1,7 @@
-//! Limits on what a source address or an account can make the server do:
-//! token buckets by key, refilled over time, bounded in how many keys they
-//! remember.
+//! Limits on what a source address, an account or everyone together can
+//! make the server do: token buckets by key, refilled over time, bounded in
+//! how many keys they remember. The operator sets the registration and send
+//! rates ([`Policy`]); the login limits are fixed.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -9,6 +10,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::model::{PartyId, Refusal};
 
 /// Failed logins a source address may make at once, then one per
 /// [`SOURCE_REFILL`].
@@ -24,6 +27,61 @@ pub(crate) const ACCOUNT_REFILL: Duration = Duration::from_secs(10);
 /// allow everything anyway) are forgotten first.
 const MAX_KEYS: usize = 100_000;
 
+/// Who may register: the operator's choice (`registration` in
+/// `kanald.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone who can reach the server (the default: customers sign up
+    /// themselves).
+    #[default]
+    Open,
+    /// Whoever has an invite code from the operator (`kanald invite add`).
+    Invite,
+    /// Only the operator creates accounts (`kanald user add`).
+    Closed,
+}
+
+impl Registration {
+    /// The name `kanald.toml` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Invite => "invite",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// What a node lets clients do, and how fast. A rate of 0 means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Who may register.
+    pub registration: Registration,
+    /// Registrations one source address (IPv6: its /64) may make per hour,
+    /// all at once or spread out.
+    pub registrations_per_hour_per_source: u32,
+    /// Registrations all sources together may make per hour.
+    pub registrations_per_hour: u32,
+    /// Sends (and new conversations) one party may make per second,
+    /// sustained.
+    pub sends_per_second_per_party: u32,
+    /// Sends one party may make at once, above the sustained rate.
+    pub send_burst_per_party: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            registration: Registration::Open,
+            registrations_per_hour_per_source: 20,
+            registrations_per_hour: 3_600,
+            sends_per_second_per_party: 50,
+            send_burst_per_party: 200,
+        }
+    }
+}
+
 /// The limits of one node.
 #[derive(Debug)]
 pub(crate) struct Limits {
@@ -31,15 +89,64 @@ pub(crate) struct Limits {
     pub(crate) failed_by_source: Buckets<IpAddr>,
     /// Failed logins by account address.
     pub(crate) failed_by_account: Buckets<String>,
+    /// Registrations by source address.
+    registrations_by_source: Option<Buckets<IpAddr>>,
+    /// Registrations of everyone together.
+    registrations: Option<Buckets<()>>,
+    /// Sends by party.
+    sends: Option<Buckets<PartyId>>,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl Limits {
+    /// The limits `policy` sets, every bucket full.
+    pub(crate) fn new(policy: &Policy) -> Self {
         Self {
             failed_by_source: Buckets::new(SOURCE_FAILURES, SOURCE_REFILL),
             failed_by_account: Buckets::new(ACCOUNT_FAILURES, ACCOUNT_REFILL),
+            registrations_by_source: hourly(policy.registrations_per_hour_per_source),
+            registrations: hourly(policy.registrations_per_hour),
+            sends: (policy.sends_per_second_per_party > 0).then(|| {
+                Buckets::new(
+                    f64::from(policy.send_burst_per_party.max(1)),
+                    Duration::from_secs(1) / policy.sends_per_second_per_party,
+                )
+            }),
         }
     }
+
+    /// Counts a registration attempt from `source`, or says how long until
+    /// one is allowed. A source's refusal takes nothing from everyone's
+    /// budget.
+    pub(crate) fn register(&self, source: IpAddr) -> Result<(), Refusal> {
+        let source = source_key(source);
+        let refuse = |wait| Refusal::rate_limited("too many registrations", wait);
+        if let Some(by_source) = &self.registrations_by_source {
+            by_source.check(&source).map_err(refuse)?;
+        }
+        if let Some(everyone) = &self.registrations {
+            everyone.try_take(&()).map_err(refuse)?;
+        }
+        if let Some(by_source) = &self.registrations_by_source {
+            by_source.take(&source);
+        }
+        Ok(())
+    }
+
+    /// Counts a send (or a new conversation) of `party`, or says how long
+    /// until one is allowed.
+    pub(crate) fn send(&self, party: PartyId) -> Result<(), Refusal> {
+        match &self.sends {
+            Some(sends) => sends
+                .try_take(&party)
+                .map_err(|wait| Refusal::rate_limited("sending too fast", wait)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Buckets allowing `n` an hour, all at once or spread out; `None` for 0.
+fn hourly<K: Hash + Eq + Clone>(n: u32) -> Option<Buckets<K>> {
+    (n > 0).then(|| Buckets::new(f64::from(n), Duration::from_secs(3600) / n))
 }
 
 /// The key a source address is limited under: an IPv6 address by its /64
@@ -92,10 +199,31 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         }
     }
 
+    /// Takes a token from `key`'s bucket if it has one, or says how long
+    /// until it has.
+    pub(crate) fn try_take(&self, key: &K) -> Result<(), Duration> {
+        // One lock for both steps: concurrent callers cannot both take
+        // the last token.
+        let now = Instant::now();
+        let mut buckets = self.lock();
+        if let Some(&(tokens, at)) = buckets.get(key) {
+            let tokens = self.refilled(tokens, at, now);
+            if tokens < 1.0 {
+                return Err(self.refill.mul_f64(1.0 - tokens));
+            }
+        }
+        self.take_locked(&mut buckets, key, now);
+        Ok(())
+    }
+
     /// Takes a token from `key`'s bucket (down to zero).
     pub(crate) fn take(&self, key: &K) {
         let now = Instant::now();
         let mut buckets = self.lock();
+        self.take_locked(&mut buckets, key, now);
+    }
+
+    fn take_locked(&self, buckets: &mut HashMap<K, (f64, Instant)>, key: &K, now: Instant) {
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
             buckets.retain(|_, (tokens, at)| self.refilled(*tokens, *at, now) < self.capacity);
             if buckets.len() >= MAX_KEYS {
@@ -134,6 +262,52 @@ mod tests {
         assert_eq!(buckets.check(&"k"), Err(Duration::from_secs(1)));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(buckets.check(&"k"), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registrations_are_limited_per_source_and_in_total() {
+        let policy = Policy {
+            registrations_per_hour_per_source: 2,
+            registrations_per_hour: 3,
+            ..Policy::default()
+        };
+        let limits = Limits::new(&policy);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(limits.register(a).is_ok());
+        assert!(limits.register(a).is_ok());
+        let refused = limits.register(a).expect_err("a's third in the hour");
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(1800)));
+        // a's refusal took nothing from the total: b gets the last one.
+        assert!(limits.register(b).is_ok());
+        assert!(limits.register(b).is_err(), "the hour's total is spent");
+        tokio::time::advance(Duration::from_secs(1800)).await;
+        assert!(limits.register(a).is_ok(), "half an hour refills one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_are_limited_per_party_with_a_burst() {
+        let policy = Policy {
+            sends_per_second_per_party: 10,
+            send_burst_per_party: 3,
+            ..Policy::default()
+        };
+        let limits = Limits::new(&policy);
+        for _ in 0..3 {
+            assert!(limits.send(1).is_ok());
+        }
+        let refused = limits.send(1).expect_err("past the burst");
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(100)));
+        assert!(limits.send(2).is_ok(), "parties are apart");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(limits.send(1).is_ok());
+        let unlimited = Limits::new(&Policy {
+            sends_per_second_per_party: 0,
+            ..Policy::default()
+        });
+        for _ in 0..10_000 {
+            assert!(unlimited.send(1).is_ok());
+        }
     }
 
     #[test]

@@ -25,9 +25,8 @@ use writer::WriterHandle;
 pub struct Node {
     /// The domain this server answers for.
     pub domain: String,
-    /// Whether anyone may register an account (otherwise only operators
-    /// create accounts).
-    pub open_registration: bool,
+    /// Who may register, and how fast clients may go.
+    pub policy: limits::Policy,
     /// Persistence.
     pub store: Arc<dyn Store>,
     /// The single writer: every change goes through it.
@@ -51,7 +50,7 @@ impl Node {
     /// every clone of its writer handle are dropped) and its hub.
     pub async fn start(
         domain: String,
-        open_registration: bool,
+        policy: limits::Policy,
         store: Arc<dyn Store>,
     ) -> StoreResult<(Arc<Node>, tokio::task::JoinHandle<()>)> {
         let hub = Arc::new(Hub::default());
@@ -59,11 +58,11 @@ impl Node {
         let (writer, task) = writer::spawn(writer_store, hub.clone(), domain.clone()).await?;
         let node = Node {
             domain,
-            open_registration,
+            policy,
             store,
             writer,
             hub,
-            limits: limits::Limits::default(),
+            limits: limits::Limits::new(&policy),
         };
         Ok((Arc::new(node), task))
     }

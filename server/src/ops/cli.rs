@@ -52,6 +52,9 @@ enum Command {
     Inbox(InboxCommand),
     /// List every party.
     Parties,
+    /// Manage invite codes (for `registration = "invite"`).
+    #[command(subcommand)]
+    Invite(InviteCommand),
     /// Write a consistent copy of the database to a new file, while the
     /// server runs (see the README for restoring it).
     Backup {
@@ -86,6 +89,18 @@ struct RunArgs {
     /// Overrides `idle_timeout_secs`.
     #[arg(long)]
     idle_timeout_secs: Option<u64>,
+    /// Overrides `registrations_per_hour_per_source` (0: unlimited).
+    #[arg(long)]
+    registrations_per_hour_per_source: Option<u32>,
+    /// Overrides `registrations_per_hour` (0: unlimited).
+    #[arg(long)]
+    registrations_per_hour: Option<u32>,
+    /// Overrides `sends_per_second_per_party` (0: unlimited).
+    #[arg(long)]
+    sends_per_second_per_party: Option<u32>,
+    /// Overrides `send_burst_per_party`.
+    #[arg(long)]
+    send_burst_per_party: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +133,29 @@ enum AgentCommand {
         /// Display name.
         #[arg(long, default_value = "")]
         display_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InviteCommand {
+    /// Issue an invite code; it is printed once, and only its hash is kept.
+    Add {
+        /// Registrations it allows.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Days it works (forever if not given).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Who it is for (shown by `kanald invite list`).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List the invites that still work.
+    List,
+    /// Revoke an invite by its id.
+    Revoke {
+        /// The id `kanald invite list` shows.
+        id: i64,
     },
 }
 
@@ -240,6 +278,7 @@ async fn real_main() -> Result<()> {
                 other => bail!("unexpected answer {other:?}"),
             }
         }
+        Command::Invite(command) => invite(&cli.data_dir, command).await,
         Command::Parties => match administer(&cli.data_dir, AdminRequest::Parties).await? {
             AdminResponse::Parties { parties } => {
                 for party in parties {
@@ -254,6 +293,50 @@ async fn real_main() -> Result<()> {
             other => bail!("unexpected answer {other:?}"),
         },
     }
+}
+
+/// `kanald invite …`.
+async fn invite(data_dir: &Path, command: InviteCommand) -> Result<()> {
+    let request = match command {
+        InviteCommand::Add { uses, days, note } => AdminRequest::AddInvite { uses, days, note },
+        InviteCommand::List => AdminRequest::Invites,
+        InviteCommand::Revoke { id } => AdminRequest::RevokeInvite { id },
+    };
+    match administer(data_dir, request).await? {
+        AdminResponse::Invite { code, invite } => {
+            println!("{code}");
+            eprintln!(
+                "invite {} allows {} registration(s){}",
+                invite.id,
+                invite.uses_left,
+                invite
+                    .expires_at_ms
+                    .map_or(String::new(), |at| format!(", until {}", utc(at)))
+            );
+        }
+        AdminResponse::Invites { invites } => {
+            for invite in invites {
+                let until = invite.expires_at_ms.map_or("never".to_owned(), utc);
+                println!(
+                    "{:>6}  {:>6} left  expires {until}  {}",
+                    invite.id, invite.uses_left, invite.note
+                );
+            }
+        }
+        AdminResponse::Revoked { id } => println!("revoked invite {id}"),
+        AdminResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer {other:?}"),
+    }
+    Ok(())
+}
+
+/// A time as `YYYY-MM-DD hh:mm UTC`.
+fn utc(ms: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|at| at.format(format).ok())
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// Carries out an operator command through the server running on
@@ -330,6 +413,18 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     }
     if let Some(v) = args.idle_timeout_secs {
         config.idle_timeout_secs = v;
+    }
+    if let Some(v) = args.registrations_per_hour_per_source {
+        config.registrations_per_hour_per_source = v;
+    }
+    if let Some(v) = args.registrations_per_hour {
+        config.registrations_per_hour = v;
+    }
+    if let Some(v) = args.sends_per_second_per_party {
+        config.sends_per_second_per_party = v;
+    }
+    if let Some(v) = args.send_burst_per_party {
+        config.send_burst_per_party = v;
     }
     config.validate()?;
     let server = Server::start(data_dir, config).await?;

@@ -42,16 +42,8 @@ pub enum ConfigError {
 /// connection is held no longer than this.
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
 
-/// Who may create accounts with `Register`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Registration {
-    /// Anyone who can reach the server (the default: customers sign up themselves).
-    #[default]
-    Open,
-    /// Only the operator creates accounts (`kanald user add`).
-    Closed,
-}
+use crate::node::limits::Policy;
+pub use crate::node::limits::Registration;
 
 /// The server's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,10 +68,22 @@ pub struct Config {
     pub max_connections: usize,
     /// Seconds without traffic before a connection is dropped. Default: 60.
     pub idle_timeout_secs: u64,
+    /// Registrations one source address may make per hour; 0: unlimited.
+    /// Default: 20.
+    pub registrations_per_hour_per_source: u32,
+    /// Registrations of all sources together per hour; 0: unlimited.
+    /// Default: 3600.
+    pub registrations_per_hour: u32,
+    /// Messages (and new conversations) one party may send per second,
+    /// sustained; 0: unlimited. Default: 50.
+    pub sends_per_second_per_party: u32,
+    /// Messages one party may send at once above that rate. Default: 200.
+    pub send_burst_per_party: u32,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let policy = Policy::default();
         Self {
             domain: "localhost".into(),
             listen: SocketAddr::from(([0, 0, 0, 0], kanal_proto::DEFAULT_PORT)),
@@ -89,11 +93,26 @@ impl Default for Config {
             tls_key: "key.pem".into(),
             max_connections: 20_000,
             idle_timeout_secs: 60,
+            registrations_per_hour_per_source: policy.registrations_per_hour_per_source,
+            registrations_per_hour: policy.registrations_per_hour,
+            sends_per_second_per_party: policy.sends_per_second_per_party,
+            send_burst_per_party: policy.send_burst_per_party,
         }
     }
 }
 
 impl Config {
+    /// What the node lets clients do, from these keys.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            registration: self.registration,
+            registrations_per_hour_per_source: self.registrations_per_hour_per_source,
+            registrations_per_hour: self.registrations_per_hour,
+            sends_per_second_per_party: self.sends_per_second_per_party,
+            send_burst_per_party: self.send_burst_per_party,
+        }
+    }
+
     /// Reads `kanald.toml` from `data_dir`; defaults when the file is absent.
     pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
         let path = data_dir.join(CONFIG_FILE);
@@ -148,6 +167,12 @@ impl Config {
                 ),
             });
         }
+        if self.sends_per_second_per_party > 0 && self.send_burst_per_party == 0 {
+            return Err(ConfigError::Invalid {
+                key: "send_burst_per_party",
+                problem: "must be at least 1 while sends_per_second_per_party limits sends".into(),
+            });
+        }
         Ok(())
     }
 
@@ -163,8 +188,19 @@ domain = "{domain}"
 # UDP address QUIC listens on.
 listen = "{listen}"
 
-# Who may create accounts: "open" (anyone) or "closed" (only `kanald user add`).
+# Who may create accounts: "open" (anyone), "invite" (whoever has a code
+# from `kanald invite add`) or "closed" (only `kanald user add`).
 registration = "{registration}"
+
+# Registrations one source address (IPv6: its /64) may make per hour, and
+# all sources together; 0 means unlimited. Refused with RATE_LIMITED.
+registrations_per_hour_per_source = {per_source}
+registrations_per_hour = {per_hour}
+
+# Messages and new conversations one party may send per second, sustained,
+# and at once above that; 0 means unlimited. Refused with RATE_LIMITED.
+sends_per_second_per_party = {send_rate}
+send_burst_per_party = {send_burst}
 
 # SQLite database file, relative to this directory.
 database = "{database}"
@@ -182,10 +218,11 @@ idle_timeout_secs = {idle}
 "#,
             domain = self.domain,
             listen = self.listen,
-            registration = match self.registration {
-                Registration::Open => "open",
-                Registration::Closed => "closed",
-            },
+            registration = self.registration.name(),
+            per_source = self.registrations_per_hour_per_source,
+            per_hour = self.registrations_per_hour,
+            send_rate = self.sends_per_second_per_party,
+            send_burst = self.send_burst_per_party,
             database = self.database,
             cert = self.tls_cert.display(),
             key = self.tls_key.display(),
@@ -204,6 +241,9 @@ mod tests {
         let config = Config::parse(&Config::default().render()).expect("valid");
         assert_eq!(config.domain, "localhost");
         assert_eq!(config.listen.port(), 7447);
+        assert_eq!(config.policy(), Policy::default());
+        let invite = Config::parse("registration = \"invite\"").expect("invite mode");
+        assert_eq!(invite.registration, Registration::Invite);
     }
 
     #[test]
@@ -219,5 +259,12 @@ mod tests {
         let idle = Config::parse("idle_timeout_secs = 1099511627776").expect_err("too long");
         assert!(idle.to_string().contains("`idle_timeout_secs`"), "{idle}");
         assert!(idle.to_string().contains("1 to 86400"), "{idle}");
+        let burst = Config::parse("send_burst_per_party = 0").expect_err("no burst");
+        assert!(
+            burst.to_string().contains("`send_burst_per_party`"),
+            "{burst}"
+        );
+        let mode = Config::parse("registration = \"maybe\"").expect_err("unknown mode");
+        assert!(mode.to_string().contains("registration"), "{mode}");
     }
 }

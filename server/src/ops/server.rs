@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::certificate::{self, TlsError};
-use super::config::{Config, Registration};
+use super::config::Config;
 use super::datadir;
 use crate::links::admin;
 use crate::links::quic::endpoint::{self, Endpoint, EndpointError};
@@ -116,8 +116,7 @@ impl Server {
             key,
             reset_key,
         })?;
-        let open_registration = config.registration == Registration::Open;
-        let (node, writer) = Node::start(config.domain.clone(), open_registration, store)
+        let (node, writer) = Node::start(config.domain.clone(), config.policy(), store)
             .await
             .map_err(|source| StartError::Store {
                 path: data_dir.join(&config.database),
@@ -249,10 +248,9 @@ impl Offline {
             source,
         };
         let store = SqliteStore::open(&db_path).await.map_err(store_error)?;
-        let open_registration = config.registration == Registration::Open;
         let (node, writer) = Node::start(
             config.domain.clone(),
-            open_registration,
+            config.policy(),
             Arc::new(store.clone()),
         )
         .await

@@ -16,6 +16,7 @@ mod audience;
 mod conversations;
 mod directory;
 mod durability;
+mod invites;
 
 pub use audience::{listings_follow_the_audience_rule, replicas_remote_parties_and_outbox};
 pub use conversations::{
@@ -26,6 +27,7 @@ pub use directory::{inbox_agents, parties, sessions_and_acks};
 pub use durability::{
     failed_batch_leaves_nothing, reused_client_msg_id_is_a_duplicate_send, survives_reopen,
 };
+pub use invites::invites_are_used_up_expire_and_revoke;
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an
 /// async fn returning `(guard, store)`: a fresh, empty store, and whatever
@@ -46,6 +48,7 @@ macro_rules! store_conformance_tests {
             replicas_remote_parties_and_outbox,
             failed_batch_leaves_nothing,
             reused_client_msg_id_is_a_duplicate_send,
+            invites_are_used_up_expire_and_revoke,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {

@@ -21,8 +21,8 @@ use super::{Store, StoreError, StoreResult};
 use crate::core::audience;
 use crate::model::Counters;
 use crate::model::{
-    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Message,
-    OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session, StoredSend, Write,
+    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Invite, Message,
+    NewInvite, OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session, StoredSend, Write,
 };
 
 /// The in-memory store. See the module docs.
@@ -90,6 +90,7 @@ struct State {
     events: BTreeMap<(PartyId, u64), StoredEvent>,
     watermarks: HashMap<(ConversationKey, PartyId, ReceiptKind), u64>,
     outbox: BTreeMap<(String, u64), Bytes>,
+    invites: Vec<([u8; 32], Invite)>,
 }
 
 #[derive(Debug)]
@@ -446,6 +447,69 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite> {
+        let mut state = self.lock();
+        if state
+            .invites
+            .iter()
+            .any(|(hash, _)| *hash == invite.code_hash)
+        {
+            return Err(StoreError::Backend(
+                "an invite with this code exists".into(),
+            ));
+        }
+        let stored = Invite {
+            id: state.invites.last().map_or(1, |(_, last)| last.id + 1),
+            uses_left: invite.uses,
+            expires_at_ms: invite.expires_at_ms,
+            created_at_ms: now_ms,
+            note: invite.note,
+        };
+        state.invites.push((invite.code_hash, stored.clone()));
+        Ok(stored)
+    }
+
+    async fn take_invite(&self, code_hash: [u8; 32], now_ms: i64) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let live = state
+            .invites
+            .iter_mut()
+            .find(|(hash, invite)| *hash == code_hash && works(invite, now_ms));
+        Ok(live.is_some_and(|(_, invite)| {
+            invite.uses_left -= 1;
+            true
+        }))
+    }
+
+    async fn return_invite(&self, code_hash: [u8; 32]) -> StoreResult<()> {
+        if let Some((_, invite)) = self
+            .lock()
+            .invites
+            .iter_mut()
+            .find(|(h, _)| *h == code_hash)
+        {
+            invite.uses_left += 1;
+        }
+        Ok(())
+    }
+
+    async fn invites(&self, now_ms: i64) -> StoreResult<Vec<Invite>> {
+        Ok(self
+            .lock()
+            .invites
+            .iter()
+            .filter(|(_, invite)| works(invite, now_ms))
+            .map(|(_, invite)| invite.clone())
+            .collect())
+    }
+
+    async fn revoke_invite(&self, id: i64) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let before = state.invites.len();
+        state.invites.retain(|(_, invite)| invite.id != id);
+        Ok(state.invites.len() < before)
+    }
+
     async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
         if let Some(gate) = &self.gate {
             let _ = gate.entered.send(batch.len());
@@ -664,6 +728,11 @@ impl Store for MemoryStore {
             })
             .collect())
     }
+}
+
+/// Whether an invite still admits a registration at `now_ms`.
+fn works(invite: &Invite, now_ms: i64) -> bool {
+    invite.uses_left > 0 && invite.expires_at_ms.is_none_or(|at| now_ms < at)
 }
 
 #[cfg(test)]

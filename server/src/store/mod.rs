@@ -14,8 +14,8 @@ use kanal_proto::address::{Address, ConversationId};
 
 use crate::model::Counters;
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
-    PartyId, ReceiptKind, Session, StoredSend, Write,
+    ConversationKey, ConversationRecord, ConversationView, Event, Invite, Message, NewInvite,
+    OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
 };
 
 mod body;
@@ -105,6 +105,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Raises the session's acknowledged event seq (never lowers it).
     async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()>;
+
+    // --- invites -------------------------------------------------------------
+
+    /// Stores a new invite, issued at `now_ms`.
+    async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite>;
+
+    /// Takes one use of the invite whose code hashes to `code_hash`, if it
+    /// has one left and has not expired by `now_ms`; whether it did. Two
+    /// concurrent takes of a code's last use: one succeeds.
+    async fn take_invite(&self, code_hash: [u8; 32], now_ms: i64) -> StoreResult<bool>;
+
+    /// Gives back a use taken by [`Store::take_invite`] (the registration
+    /// it was for failed). A revoked invite stays revoked.
+    async fn return_invite(&self, code_hash: [u8; 32]) -> StoreResult<()>;
+
+    /// The invites that still work at `now_ms`, oldest first.
+    async fn invites(&self, now_ms: i64) -> StoreResult<Vec<Invite>>;
+
+    /// Revokes invite `id`; whether it existed.
+    async fn revoke_invite(&self, id: i64) -> StoreResult<bool>;
 
     // --- the engine's writes and loads ---------------------------------------
 

@@ -19,12 +19,13 @@ use sqlx::sqlite::{
 use super::{Store, StoreError, StoreResult};
 use crate::model::Counters;
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
-    PartyId, PartyKind, ReceiptKind, Session, StoredSend, Write,
+    ConversationKey, ConversationRecord, ConversationView, Event, Invite, Message, NewInvite,
+    OutboxRow, Party, PartyId, PartyKind, ReceiptKind, Session, StoredSend, Write,
 };
 
 mod checkpoint;
 mod directory;
+mod invites;
 mod read;
 mod write;
 mod write_thread;
@@ -98,7 +99,8 @@ impl SqliteStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full),
             )
-            .await?;
+            .await
+            .map_err(refuse_if_corrupt)?;
         check_integrity(&setup).await?;
         MIGRATOR.run(&setup).await?;
         setup.close().await;
@@ -197,6 +199,34 @@ impl Store for SqliteStore {
     async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
         self.writer
             .call(move |conn| directory::ack_session(conn, session, seq))
+            .await
+    }
+
+    async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite> {
+        self.writer
+            .call(move |conn| invites::create(conn, &invite, now_ms))
+            .await
+    }
+
+    async fn take_invite(&self, code_hash: [u8; 32], now_ms: i64) -> StoreResult<bool> {
+        self.writer
+            .call(move |conn| invites::take(conn, code_hash, now_ms))
+            .await
+    }
+
+    async fn return_invite(&self, code_hash: [u8; 32]) -> StoreResult<()> {
+        self.writer
+            .call(move |conn| invites::give_back(conn, code_hash))
+            .await
+    }
+
+    async fn invites(&self, now_ms: i64) -> StoreResult<Vec<Invite>> {
+        invites::working(&self.reader, now_ms).await
+    }
+
+    async fn revoke_invite(&self, id: i64) -> StoreResult<bool> {
+        self.writer
+            .call(move |conn| invites::revoke(conn, id))
             .await
     }
 
@@ -342,21 +372,38 @@ fn address(text: &str) -> StoreResult<Address> {
         .map_err(|e| StoreError::Corrupt(format!("address `{text}`: {e}")))
 }
 
+/// The refusal to serve a damaged database file, whatever step found it.
+fn corrupt(found: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the database failed its integrity check ({found}); restore it from a backup"
+    ))
+}
+
+/// An error opening the database; SQLite's "malformed" and "not a
+/// database" (damage in the first pages) as [`corrupt`].
+fn refuse_if_corrupt(error: sqlx::Error) -> StoreError {
+    // SQLITE_CORRUPT and SQLITE_NOTADB, with any extended code.
+    const DAMAGED: [i64; 2] = [11, 26];
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i64>().ok());
+    match code {
+        Some(code) if DAMAGED.contains(&(code & 0xff)) => corrupt(&error.to_string()),
+        _ => error.into(),
+    }
+}
+
 /// Refuses a database that fails SQLite's `quick_check`: serving one would
 /// fail every request that touches a damaged page, forever.
 async fn check_integrity(conn: &SqlitePool) -> StoreResult<()> {
-    let refuse = |found: String| {
-        StoreError::Corrupt(format!(
-            "the database failed its integrity check ({found}); restore it from a backup"
-        ))
-    };
     let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(3)")
         .fetch_all(conn)
         .await
-        .map_err(|e| refuse(e.to_string()))?;
+        .map_err(|e| corrupt(&e.to_string()))?;
     match rows.as_slice() {
         [ok] if ok == "ok" => Ok(()),
-        _ => Err(refuse(rows.join("; "))),
+        _ => Err(corrupt(&rows.join("; "))),
     }
 }
 

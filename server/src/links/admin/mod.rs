@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::model::{Party, PartyKind};
+use crate::model::{Invite, Party, PartyKind};
 use crate::node::{Node, directory};
 
 /// The socket's file name in the data directory.
@@ -55,6 +55,22 @@ pub(crate) enum AdminRequest {
     },
     /// List every party.
     Parties,
+    /// Issue an invite code.
+    AddInvite {
+        /// Registrations it allows.
+        uses: u32,
+        /// Days it works; forever if absent.
+        days: Option<u32>,
+        /// Who it is for.
+        note: String,
+    },
+    /// List the invites that still work.
+    Invites,
+    /// Revoke an invite.
+    RevokeInvite {
+        /// Its id.
+        id: i64,
+    },
     /// Write a consistent copy of the database to `to`, an absolute path
     /// that does not exist yet.
     Backup {
@@ -77,6 +93,23 @@ pub(crate) enum AdminResponse {
         /// The parties.
         parties: Vec<PartyInfo>,
     },
+    /// A new invite and its code (shown only now).
+    Invite {
+        /// The code to hand out.
+        code: String,
+        /// The invite.
+        invite: InviteInfo,
+    },
+    /// The invites that still work, oldest first.
+    Invites {
+        /// The invites.
+        invites: Vec<InviteInfo>,
+    },
+    /// The invite is revoked.
+    Revoked {
+        /// Its id.
+        id: i64,
+    },
     /// The backup is written.
     BackedUp {
         /// Where.
@@ -89,6 +122,30 @@ pub(crate) enum AdminResponse {
         /// Why, for the operator.
         message: String,
     },
+}
+
+/// An invite as the admin link shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InviteInfo {
+    /// Its id, for revoking.
+    pub id: i64,
+    /// Registrations it still allows.
+    pub uses_left: u32,
+    /// When it stops working (ms since the Unix epoch), if ever.
+    pub expires_at_ms: Option<i64>,
+    /// Who it is for.
+    pub note: String,
+}
+
+impl From<&Invite> for InviteInfo {
+    fn from(invite: &Invite) -> Self {
+        Self {
+            id: invite.id,
+            uses_left: invite.uses_left,
+            expires_at_ms: invite.expires_at_ms,
+            note: invite.note.clone(),
+        }
+    }
 }
 
 /// A party as the admin link shows it.
@@ -220,6 +277,39 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
                 },
                 Err(e) => AdminResponse::Error {
                     message: format!("backup to {to}: {e}"),
+                },
+            };
+        }
+        AdminRequest::AddInvite { uses, days, note } => {
+            let valid_for = days.map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400));
+            return match directory::issue_invite(node, uses, valid_for, &note).await {
+                Ok((code, invite)) => AdminResponse::Invite {
+                    code,
+                    invite: InviteInfo::from(&invite),
+                },
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            };
+        }
+        AdminRequest::Invites => {
+            return match node.store.invites(crate::node::writer::now_ms()).await {
+                Ok(invites) => AdminResponse::Invites {
+                    invites: invites.iter().map(InviteInfo::from).collect(),
+                },
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            };
+        }
+        AdminRequest::RevokeInvite { id } => {
+            return match node.store.revoke_invite(id).await {
+                Ok(true) => AdminResponse::Revoked { id },
+                Ok(false) => AdminResponse::Error {
+                    message: format!("no invite {id}"),
+                },
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
                 },
             };
         }

@@ -120,6 +120,7 @@ fn credentials(hello: pb::Hello) -> Result<(Credentials, String), Refusal> {
             local: register.local,
             password: register.password,
             display_name: register.display_name,
+            invite: register.invite,
         },
         Some(Auth::Password(login)) => Credentials::Password {
             address: login.address,

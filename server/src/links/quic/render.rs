@@ -130,6 +130,7 @@ pub(crate) fn error_code(code: RefusalCode) -> pb::ErrorCode {
         RefusalCode::TooLarge => pb::ErrorCode::TooLarge,
         RefusalCode::RemoteUnreachable => pb::ErrorCode::RemoteUnreachable,
         RefusalCode::RateLimited => pb::ErrorCode::RateLimited,
+        RefusalCode::InvalidInvite => pb::ErrorCode::InvalidInvite,
         RefusalCode::Internal => pb::ErrorCode::Internal,
     }
 }
@@ -139,6 +140,9 @@ pub(crate) fn error(refusal: &Refusal) -> pb::Error {
     pb::Error {
         code: error_code(refusal.code) as i32,
         message: refusal.message.clone(),
+        retry_after_ms: refusal.retry_after.map_or(0, |wait| {
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+        }),
     }
 }
 

@@ -260,6 +260,7 @@ async fn create_conversation(node: &Node, party: &Party, create: pb::CreateConve
             .ok_or_else(|| Refusal::new(RefusalCode::NotFound, format!("no party {address}")))?;
         to.push(other);
     }
+    node.limits.send(party.id)?;
     submit(
         node,
         Command::CreateConversation {
@@ -297,6 +298,7 @@ fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Command, R
             format!("text of {} bytes exceeds {}", text.len(), limits::MAX_TEXT),
         ));
     }
+    node.limits.send(party.id)?;
     local_host(node, &id)?;
     Ok(Command::Send {
         by: party.clone(),

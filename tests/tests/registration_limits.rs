@@ -1,0 +1,154 @@
+//! Registration is bounded per source and in total, and a server can
+//! register by invitation only; a party's sends are bounded too. Every
+//! refusal says how long to wait, and costs the refused nothing else.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use kanal_client::{Client, ClientError, Credentials, pb};
+use kanal_server::Registration;
+use kanal_server::admin;
+use kanal_server::config::Config;
+use kanal_tests::*;
+
+/// Registers `local` with `invite`.
+async fn register(server: &TestServer, local: &str, invite: &str) -> Result<Client, ClientError> {
+    Client::connect(
+        server.client_config(),
+        Credentials::Register {
+            local: local.into(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+            invite: invite.into(),
+        },
+    )
+    .await
+}
+
+/// The code and retry hint of a refusal.
+fn refusal<T>(result: Result<T, ClientError>) -> (pb::ErrorCode, Option<Duration>) {
+    match result {
+        Err(ClientError::Refused {
+            code, retry_after, ..
+        }) => (code, retry_after),
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal, got success"),
+    }
+}
+
+#[tokio::test]
+async fn one_source_registers_only_its_hourly_share() -> Result<()> {
+    let server = TestServer::start_with(Config {
+        registrations_per_hour_per_source: 3,
+        ..Config::default()
+    })
+    .await?;
+    for n in 0..3 {
+        register(&server, &format!("early{n}"), "").await?;
+    }
+    let (code, wait) = refusal(register(&server, "late", "").await);
+    ensure!(code == pb::ErrorCode::RateLimited, "{code:?}");
+    // One registration an hour / 3 = every 20 minutes.
+    let wait = wait.expect("a retry hint");
+    ensure!(
+        wait > Duration::from_secs(19 * 60) && wait <= Duration::from_secs(20 * 60),
+        "retry after {wait:?}"
+    );
+    // The refused account does not exist; existing ones still log in.
+    let (code, _) = refusal(
+        server
+            .login("late@localhost")
+            .await
+            .map_err(|e| e.downcast::<ClientError>().expect("a client error")),
+    );
+    ensure!(code == pb::ErrorCode::Unauthenticated, "{code:?}");
+    server.login("early0@localhost").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invite_only_registration_takes_one_use_per_account() -> Result<()> {
+    let server = TestServer::start_with(Config {
+        registration: Registration::Invite,
+        ..Config::default()
+    })
+    .await?;
+    let node = server.server.node();
+    let (code, _) = refusal(register(&server, "uninvited", "").await);
+    ensure!(code == pb::ErrorCode::InvalidInvite, "{code:?}");
+    let (code, _) = refusal(register(&server, "guesser", "not-a-real-code").await);
+    ensure!(code == pb::ErrorCode::InvalidInvite, "{code:?}");
+
+    let (invite, issued) = admin::issue_invite(&node, 2, None, "the Meyers").await?;
+    ensure!(issued.uses_left == 2);
+    register(&server, "anna", &invite).await?;
+    // A registration that fails for another reason gives its use back.
+    let (code, _) = refusal(register(&server, "anna", &invite).await);
+    ensure!(code == pb::ErrorCode::AddressTaken, "{code:?}");
+    register(&server, "ben", &invite).await?;
+    let (code, _) = refusal(register(&server, "carl", &invite).await);
+    ensure!(code == pb::ErrorCode::InvalidInvite, "used up: {code:?}");
+
+    // A revoked invite admits no one; an expired one neither.
+    let (revoked, issued) = admin::issue_invite(&node, 5, None, "").await?;
+    ensure!(node.store.revoke_invite(issued.id).await?);
+    let (code, _) = refusal(register(&server, "dora", &revoked).await);
+    ensure!(code == pb::ErrorCode::InvalidInvite, "revoked: {code:?}");
+    let (expired, _) = admin::issue_invite(&node, 5, Some(Duration::ZERO), "").await?;
+    let (code, _) = refusal(register(&server, "emil", &expired).await);
+    ensure!(code == pb::ErrorCode::InvalidInvite, "expired: {code:?}");
+
+    let parties: Vec<String> = node
+        .store
+        .parties()
+        .await?
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
+    ensure!(
+        parties.contains(&"anna@localhost".into()) && parties.contains(&"ben@localhost".into()),
+        "{parties:?}"
+    );
+    ensure!(
+        !parties
+            .iter()
+            .any(|p| p.starts_with("carl") || p.starts_with("dora"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_party_sends_its_burst_then_its_rate() -> Result<()> {
+    let server = TestServer::start_with(Config {
+        sends_per_second_per_party: 10,
+        send_burst_per_party: 5,
+        ..Config::default()
+    })
+    .await?;
+    let _agent = server.agent("alice").await?;
+    let eager = server.register("eager").await?;
+    // Opening the conversation counts as one send.
+    let conversation = eager
+        .create_conversation(&["support@localhost"], "many")
+        .await?;
+    for n in 0..4 {
+        eager.send_text(&conversation.id, &format!("m{n}")).await?;
+    }
+    let refused = eager.send_text(&conversation.id, "one too many").await;
+    let (code, wait) = refusal(refused);
+    ensure!(code == pb::ErrorCode::RateLimited, "{code:?}");
+    let wait = wait.expect("a retry hint");
+    ensure!(wait <= Duration::from_millis(100), "retry after {wait:?}");
+    // Others are not held back by it.
+    let calm = server.register("calm").await?;
+    let other = calm
+        .create_conversation(&["support@localhost"], "calm")
+        .await?;
+    calm.send_text(&other.id, "hello").await?;
+    // After the hinted wait, the same send goes through; the refused one
+    // was never stored.
+    tokio::time::sleep(wait).await;
+    let sent = eager.send_text(&conversation.id, "one too many").await?;
+    ensure!(sent.seq == 5, "the refused send took no seq: {}", sent.seq);
+    Ok(())
+}
