@@ -63,8 +63,9 @@ pub(super) struct Cycle {
     pub(super) passes: usize,
     /// Frames in the WAL at the last background pass.
     pub(super) frames: i64,
-    /// Whether the writer's closing pass copied every frame, so the next
-    /// commit starts the WAL over.
+    /// Whether every frame was copied, so the WAL starts over: by the
+    /// writer's closing pass, or by a background pass that caught up with
+    /// the commits (a later pass then finds the WAL started over).
     pub(super) complete: bool,
     /// How long the writer was held by the closing pass, if there was one
     /// (waiting for its turn included).
@@ -171,6 +172,11 @@ impl Checkpoints {
                     .fetch_one(&self.pool)
                     .await?;
             done.passes += 1;
+            if frames < done.frames {
+                // Fewer frames than the last pass saw: an earlier pass
+                // copied every frame and a commit has started the WAL over.
+                done.complete = true;
+            }
             done.frames = frames;
             if started.elapsed() < SHORT_PASS {
                 break;

@@ -260,7 +260,7 @@ async fn checkpoint_cycles_beside_commits_lose_nothing() {
             .await
             .expect("committer");
         let done = cycle(&store, 1).await;
-        assert!(done.complete && done.frames > 0, "{done:?}");
+        assert!(done.complete, "{done:?}");
     }
     drop(committed);
     let committed = committer.await.expect("committer");
