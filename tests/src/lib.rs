@@ -172,6 +172,38 @@ pub fn set_config_key(data: &Path, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Most memory an abuse test's process may reach, in MiB: the server, its
+/// attackers and its bystanders together (each test file is a process of
+/// its own, and nextest runs each test in a process of its own), in a debug
+/// build. Before the hardening, typing, login and handshake floods took the
+/// server alone to 0.8–10 GB.
+pub const ABUSE_MEMORY_MIB: u64 = 640;
+
+/// This process's peak resident memory so far (`VmHWM`), in MiB.
+pub fn peak_memory_mib() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .context("no VmHWM in /proc/self/status")?
+        .trim()
+        .parse()?;
+    Ok(kib / 1024)
+}
+
+/// Fails if this process's memory ever passed [`ABUSE_MEMORY_MIB`]; prints
+/// the peak, so the test's output says what it measured.
+pub fn assert_memory_bounded(what: &str) -> Result<()> {
+    let peak = peak_memory_mib()?;
+    println!("{what}: peak resident memory of the test process {peak} MiB");
+    anyhow::ensure!(
+        peak <= ABUSE_MEMORY_MIB,
+        "{what}: the process peaked at {peak} MiB, above {ABUSE_MEMORY_MIB} MiB"
+    );
+    Ok(())
+}
+
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

@@ -111,5 +111,6 @@ async fn a_flood_of_unfinished_handshakes_gets_retries_and_locks_no_one_out() ->
         client.abort();
     }
     blackhole.task.abort();
+    assert_memory_bounded("handshake flood")?;
     Ok(())
 }

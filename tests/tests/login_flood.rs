@@ -87,5 +87,6 @@ async fn failed_logins_are_limited_by_source_and_by_account() -> Result<()> {
         other => anyhow::bail!("expected RATE_LIMITED, got {other:?}"),
     };
     ensure!(message.contains("retry in"), "{message}");
+    assert_memory_bounded("failed-login flood")?;
     Ok(())
 }

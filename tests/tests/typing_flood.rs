@@ -67,5 +67,6 @@ async fn a_typing_flood_is_rate_limited_and_harms_no_one_else() -> Result<()> {
         (typed as f64) <= allowed,
         "{typed} of {FLOOD} typing datagrams relayed in {elapsed:.2} s (at most {allowed:.0})"
     );
+    assert_memory_bounded("typing flood")?;
     Ok(())
 }

@@ -85,5 +85,6 @@ async fn unread_history_pages_do_not_stall_the_server() -> Result<()> {
         waited >= Duration::from_secs(limits::FRAME_STALL_SECS),
         "reset after {waited:?}, before any response could be late"
     );
+    assert_memory_bounded("unread responses")?;
     Ok(())
 }

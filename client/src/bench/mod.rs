@@ -26,6 +26,7 @@
 //! failure (lost or misordered messages, failed connections) makes the run
 //! exit with status 1.
 
+mod abuse;
 mod global;
 mod idle;
 mod latency;
@@ -74,6 +75,9 @@ pub(crate) enum Scenario {
     Storm(storm::Options),
     /// Reconnect and resynchronise a client that missed N events
     Sync(sync::Options),
+    /// One attack while a well-behaved pair converses: the pair's latency
+    /// and losses, the server's peak memory and CPU
+    Abuse(abuse::Options),
 }
 
 /// Runs `kanal-bench` with the process's arguments; returns its exit code.
@@ -124,6 +128,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Summary> {
         Scenario::Idle(options) => idle::run(&target, &cli.global, options).await,
         Scenario::Storm(options) => storm::run(&target, &cli.global, options).await,
         Scenario::Sync(options) => sync::run(&target, &cli.global, options).await,
+        Scenario::Abuse(options) => abuse::run(&target, &cli.global, options).await,
     };
     target.shutdown().await;
     outcome

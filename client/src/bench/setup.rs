@@ -48,6 +48,9 @@ pub(crate) struct Target {
     config: ClientConfig,
     addr: SocketAddr,
     per_endpoint: usize,
+    pin: Option<kanal_client::Fingerprint>,
+    /// The TLS name the server's certificate must carry.
+    server_name: String,
     endpoints: Mutex<Vec<quinn::Endpoint>>,
     /// Prefix of every name this run creates, unique per run.
     pub(crate) run: String,
@@ -171,6 +174,17 @@ impl Target {
             config,
             addr,
             per_endpoint: global.per_endpoint as usize,
+            pin: global.pin,
+            server_name: global.server_name.clone().unwrap_or_else(|| {
+                // The host part of host:port, without an IPv6 literal's brackets.
+                let host = global
+                    .server
+                    .rsplit_once(':')
+                    .map_or(global.server.as_str(), |(h, _)| h);
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned()
+            }),
             endpoints: Mutex::new(Vec::new()),
             run,
             progress: !global.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -189,6 +203,29 @@ impl Target {
             endpoints.push(bind_endpoint(self.addr)?);
         }
         Ok(self.config.clone().endpoint(endpoints[slot].clone()))
+    }
+
+    /// A QUIC connection made by hand, with `transport` settings, for
+    /// clients that behave as the SDK never would. Its endpoint is closed
+    /// with the others at [`Target::shutdown`].
+    pub(crate) async fn raw_connect(
+        &self,
+        transport: quinn::TransportConfig,
+    ) -> Result<quinn::Connection> {
+        let mut crypto = kanal_client::tls::client_crypto(self.pin)?;
+        crypto.alpn_protocols = vec![kanal_proto::ALPN_CLIENT.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+            .context("TLS 1.3 configuration")?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(Arc::new(transport));
+        let endpoint = bind_endpoint(self.addr)?;
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(endpoint.clone());
+        Ok(endpoint
+            .connect_with(config, self.addr, &self.server_name)?
+            .await?)
     }
 
     /// How many UDP endpoints the run has opened.
