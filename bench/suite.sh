@@ -17,10 +17,12 @@ ulimit -n 65536 2>/dev/null || true
 run() {
   local name=$1; shift
   rm -rf "$data"; sync
-  # The load generator registers many accounts from one address and sends
-  # as fast as it can per account: the abuse limits are off for it.
+  # The load generator registers many accounts and opens thousands of
+  # connections from one address, and sends as fast as it can per account:
+  # the per-source and per-account limits are off for it.
   "$bin/kanald" --data-dir "$data" run --listen 127.0.0.1:7447 \
     --registrations-per-hour-per-source 0 --sends-per-second-per-party 0 \
+    --max-connections-per-source 0 --max-connections-per-account 0 \
     >/dev/null 2>"$out/server.err" &
   local pid=$!
   for _ in $(seq 1 100); do

@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! kanald --data-dir /tmp/bench-data run --listen 127.0.0.1:7447 \
-//!   --registrations-per-hour-per-source 0 --sends-per-second-per-party 0 &
+//!   --registrations-per-hour-per-source 0 --sends-per-second-per-party 0 \
+//!   --max-connections-per-source 0 --max-connections-per-account 0 &
 //! export KANAL_PIN=$(kanald --data-dir /tmp/bench-data fingerprint)
 //! kanal-bench throughput --clients 16 --duration 10 --server-pid $!
 //! kanal-bench latency --rate 10000 --duration 10 --server-pid $!
@@ -17,6 +18,9 @@
 //! kanal-bench storm --connections 10000 --concurrency 64 --server-pid $!
 //! kanal-bench sync --events 10000
 //! ```
+//!
+//! `abuse` runs against a server on its default limits instead: the
+//! attacks are what those limits are for.
 //!
 //! Every run registers a few accounts under a fresh random prefix (Register
 //! costs the server an Argon2id hash) and opens its many connections by

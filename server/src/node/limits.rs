@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::model::{PartyId, Refusal};
+use crate::model::{PartyId, Refusal, RefusalCode};
 
 /// Failed logins a source address may make at once, then one per
 /// [`SOURCE_REFILL`].
@@ -53,7 +53,8 @@ impl Registration {
     }
 }
 
-/// What a node lets clients do, and how fast. A rate of 0 means unlimited.
+/// What a node lets clients do, and how fast. A rate or maximum of 0 means
+/// unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// Who may register.
@@ -68,6 +69,10 @@ pub struct Policy {
     pub sends_per_second_per_party: u32,
     /// Sends one party may make at once, above the sustained rate.
     pub send_burst_per_party: u32,
+    /// Connections one source address (IPv6: its /64) may hold at once.
+    pub max_connections_per_source: u32,
+    /// Connections one account may hold at once.
+    pub max_connections_per_account: u32,
 }
 
 impl Default for Policy {
@@ -78,6 +83,8 @@ impl Default for Policy {
             registrations_per_hour: 3_600,
             sends_per_second_per_party: 50,
             send_burst_per_party: 200,
+            max_connections_per_source: 1_000,
+            max_connections_per_account: 32,
         }
     }
 }
@@ -95,6 +102,10 @@ pub(crate) struct Limits {
     registrations: Option<Buckets<()>>,
     /// Sends by party.
     sends: Option<Buckets<PartyId>>,
+    /// Connections held, by source address.
+    connections_by_source: Occupancy<IpAddr>,
+    /// Connections held, by account.
+    connections_by_account: Occupancy<PartyId>,
 }
 
 impl Limits {
@@ -105,6 +116,8 @@ impl Limits {
             failed_by_account: Buckets::new(ACCOUNT_FAILURES, ACCOUNT_REFILL),
             registrations_by_source: hourly(policy.registrations_per_hour_per_source),
             registrations: hourly(policy.registrations_per_hour),
+            connections_by_source: Occupancy::new(policy.max_connections_per_source),
+            connections_by_account: Occupancy::new(policy.max_connections_per_account),
             sends: (policy.sends_per_second_per_party > 0).then(|| {
                 Buckets::new(
                     f64::from(policy.send_burst_per_party.max(1)),
@@ -140,6 +153,88 @@ impl Limits {
                 .try_take(&party)
                 .map_err(|wait| Refusal::rate_limited("sending too fast", wait)),
             None => Ok(()),
+        }
+    }
+    /// A seat for one more connection from `source`, or the refusal once the
+    /// source holds its most.
+    pub(crate) fn connect_from(&self, source: IpAddr) -> Result<Seat<IpAddr>, Refusal> {
+        self.connections_by_source
+            .take(source_key(source))
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalCode::RateLimited,
+                    "too many connections from this address; close some first",
+                )
+            })
+    }
+
+    /// A seat for one more connection of `party`, or the refusal once the
+    /// account holds its most.
+    pub(crate) fn connect_as(&self, party: PartyId) -> Result<Seat<PartyId>, Refusal> {
+        self.connections_by_account.take(party).ok_or_else(|| {
+            Refusal::new(
+                RefusalCode::RateLimited,
+                "too many connections of this account; close some first",
+            )
+        })
+    }
+}
+
+/// Counts of something held, by key, each at most a maximum (0: no
+/// maximum). A [`Seat`] is one of them, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Occupancy<K: Hash + Eq> {
+    max: u32,
+    counts: Arc<Mutex<HashMap<K, u32>>>,
+}
+
+/// One held place of an [`Occupancy`].
+#[derive(Debug)]
+pub(crate) struct Seat<K: Hash + Eq> {
+    key: Option<K>,
+    counts: Arc<Mutex<HashMap<K, u32>>>,
+}
+
+impl<K: Hash + Eq + Clone> Occupancy<K> {
+    fn new(max: u32) -> Self {
+        Self {
+            max,
+            counts: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A seat for `key`, unless it holds its most already.
+    pub(crate) fn take(&self, key: K) -> Option<Seat<K>> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(key.clone()).or_insert(0);
+        if self.max > 0 && *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Seat {
+            key: Some(key),
+            counts: self.counts.clone(),
+        })
+    }
+
+    /// How many seats `key` holds.
+    #[cfg(test)]
+    fn held(&self, key: &K) -> u32 {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl<K: Hash + Eq> Drop for Seat<K> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                // Forgotten at zero: the map holds only keys with seats.
+                counts.remove(&key);
+            }
         }
     }
 }
@@ -308,6 +403,26 @@ mod tests {
         for _ in 0..10_000 {
             assert!(unlimited.send(1).is_ok());
         }
+    }
+
+    #[test]
+    fn seats_are_limited_and_given_back() {
+        let seats = Occupancy::new(2);
+        let a = seats.take("a").expect("first");
+        let b = seats.take("a").expect("second");
+        assert!(seats.take("a").is_none(), "a holds its most");
+        assert!(seats.take("b").is_some(), "keys are apart");
+        drop(a);
+        assert_eq!(seats.held(&"a"), 1);
+        let _c = seats.take("a").expect("a seat was given back");
+        drop(b);
+        let unlimited = Occupancy::new(0);
+        let held: Vec<_> = (0..1000)
+            .map(|_| unlimited.take(1).expect("no maximum"))
+            .collect();
+        assert_eq!(unlimited.held(&1), 1000);
+        drop(held);
+        assert_eq!(unlimited.held(&1), 0);
     }
 
     #[test]

@@ -101,6 +101,12 @@ struct RunArgs {
     /// Overrides `send_burst_per_party`.
     #[arg(long)]
     send_burst_per_party: Option<u32>,
+    /// Overrides `max_connections_per_source` (0: unlimited).
+    #[arg(long)]
+    max_connections_per_source: Option<u32>,
+    /// Overrides `max_connections_per_account` (0: unlimited).
+    #[arg(long)]
+    max_connections_per_account: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -425,6 +431,12 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     }
     if let Some(v) = args.send_burst_per_party {
         config.send_burst_per_party = v;
+    }
+    if let Some(v) = args.max_connections_per_source {
+        config.max_connections_per_source = v;
+    }
+    if let Some(v) = args.max_connections_per_account {
+        config.max_connections_per_account = v;
     }
     config.validate()?;
     let server = Server::start(data_dir, config).await?;

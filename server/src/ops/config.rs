@@ -79,6 +79,11 @@ pub struct Config {
     pub sends_per_second_per_party: u32,
     /// Messages one party may send at once above that rate. Default: 200.
     pub send_burst_per_party: u32,
+    /// Connections one source address may hold at once; 0: unlimited.
+    /// Default: 1000.
+    pub max_connections_per_source: u32,
+    /// Connections one account may hold at once; 0: unlimited. Default: 32.
+    pub max_connections_per_account: u32,
 }
 
 impl Default for Config {
@@ -97,6 +102,8 @@ impl Default for Config {
             registrations_per_hour: policy.registrations_per_hour,
             sends_per_second_per_party: policy.sends_per_second_per_party,
             send_burst_per_party: policy.send_burst_per_party,
+            max_connections_per_source: policy.max_connections_per_source,
+            max_connections_per_account: policy.max_connections_per_account,
         }
     }
 }
@@ -110,6 +117,8 @@ impl Config {
             registrations_per_hour: self.registrations_per_hour,
             sends_per_second_per_party: self.sends_per_second_per_party,
             send_burst_per_party: self.send_burst_per_party,
+            max_connections_per_source: self.max_connections_per_source,
+            max_connections_per_account: self.max_connections_per_account,
         }
     }
 
@@ -210,8 +219,11 @@ database = "{database}"
 tls_cert = "{cert}"
 tls_key = "{key}"
 
-# Most simultaneous client connections.
+# Most simultaneous client connections, in all, from one source address
+# (IPv6: its /64), and of one account; 0 means unlimited for the last two.
 max_connections = {max_connections}
+max_connections_per_source = {per_source_connections}
+max_connections_per_account = {per_account_connections}
 
 # Seconds without traffic before a connection is dropped.
 idle_timeout_secs = {idle}
@@ -227,6 +239,8 @@ idle_timeout_secs = {idle}
             cert = self.tls_cert.display(),
             key = self.tls_key.display(),
             max_connections = self.max_connections,
+            per_source_connections = self.max_connections_per_source,
+            per_account_connections = self.max_connections_per_account,
             idle = self.idle_timeout_secs,
         )
     }

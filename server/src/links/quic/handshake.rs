@@ -2,6 +2,7 @@
 //! and a close). The account rules themselves are the node's
 //! (`node::accounts`); this file only speaks the wire.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use kanal_proto::codes::CloseCode;
@@ -11,18 +12,35 @@ use quinn::{Connection, RecvStream, SendStream};
 
 use super::render;
 use super::session::{close, close_for_frame_error, truncate};
-use crate::model::{Refusal, RefusalCode};
+use crate::model::{PartyId, Refusal, RefusalCode};
 use crate::node::Node;
 use crate::node::accounts::{self, Authenticated, Credentials};
+use crate::node::limits::Seat;
 
 /// How long the server waits for a refused client to receive its Error frame.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
+/// A connection whose Hello was welcomed.
+pub(super) struct Admitted {
+    /// The control stream's sending half, open while this lives.
+    _control_send: SendStream,
+    /// The control stream's frames after the Hello.
+    pub(super) control: FrameReader<RecvStream>,
+    /// Who, and the session.
+    pub(super) auth: Authenticated,
+    /// The connection's places in its source's and account's limits, held
+    /// while this lives.
+    _seats: Seats,
+}
+
+/// One connection's places in the per-source and per-account limits.
+struct Seats {
+    _from: Seat<IpAddr>,
+    _of: Seat<PartyId>,
+}
+
 /// Reads the Hello and answers it. Closes the connection itself on failure.
-pub(super) async fn handshake(
-    node: &Node,
-    connection: &Connection,
-) -> Option<(SendStream, FrameReader<RecvStream>, Authenticated)> {
+pub(super) async fn handshake(node: &Node, connection: &Connection) -> Option<Admitted> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(limits::HELLO_TIMEOUT_SECS);
     let (mut send, recv) = match tokio::time::timeout_at(deadline, connection.accept_bi()).await {
         Ok(Ok(streams)) => streams,
@@ -55,15 +73,23 @@ pub(super) async fn handshake(
             return None;
         }
     };
-    let authenticated = match credentials(hello) {
-        Ok((credentials, client)) => {
-            let source = connection.remote_address().ip();
-            accounts::authenticate(node, credentials, &client, source).await
-        }
-        Err(refusal) => Err(refusal),
-    };
-    match authenticated {
-        Ok(auth) => {
+    let admitted = async {
+        let (credentials, client) = credentials(hello)?;
+        let source = connection.remote_address().ip();
+        let from = node.limits.connect_from(source)?;
+        let auth = accounts::authenticate(node, credentials, &client, source).await?;
+        let of = node.limits.connect_as(auth.party.id)?;
+        Ok::<_, Refusal>((
+            auth,
+            Seats {
+                _from: from,
+                _of: of,
+            },
+        ))
+    }
+    .await;
+    match admitted {
+        Ok((auth, seats)) => {
             let Ok(event_head) = node.store.event_head(auth.party.id).await else {
                 close(
                     connection,
@@ -85,7 +111,12 @@ pub(super) async fn handshake(
             if write_frame(&mut send, &welcome).await.is_err() {
                 return None;
             }
-            Some((send, control, auth))
+            Some(Admitted {
+                _control_send: send,
+                control,
+                auth,
+                _seats: seats,
+            })
         }
         Err(refusal) => {
             let error = pb::ServerControl {

@@ -6,37 +6,31 @@ use std::sync::Arc;
 
 use kanal_proto::codes::CloseCode;
 use kanal_proto::frame::FrameError;
-use kanal_proto::io::FrameReader;
 use kanal_proto::pb;
-use quinn::{Connection, RecvStream, SendStream};
+use quinn::Connection;
 use tokio::sync::Semaphore;
 
-use super::handshake::handshake;
+use super::handshake::{Admitted, handshake};
 use super::typing::TypingRelay;
 use super::{events, requests};
 use crate::node::Node;
-use crate::node::accounts::Authenticated;
 
 /// Serves one connection until it closes. Never panics on peer input.
 pub(crate) async fn serve(node: Arc<Node>, connection: Connection) {
-    let Some((control_send, control_recv, auth)) = handshake(&node, &connection).await else {
+    let Some(admitted) = handshake(&node, &connection).await else {
         return;
     };
-    tracing::debug!(party = %auth.party.address, remote = %connection.remote_address(), "session open");
-    run(node, &connection, control_send, control_recv, auth).await;
+    tracing::debug!(party = %admitted.auth.party.address, remote = %connection.remote_address(), "session open");
+    run(node, &connection, admitted).await;
     // Whatever ended the loop ends the session: the event stream must not
     // outlive the control stream.
     close(&connection, CloseCode::Normal, "session ended");
 }
 
 /// The session loop after Welcome.
-async fn run(
-    node: Arc<Node>,
-    connection: &Connection,
-    _control_send: SendStream,
-    mut control: FrameReader<RecvStream>,
-    auth: Authenticated,
-) {
+async fn run(node: Arc<Node>, connection: &Connection, admitted: Admitted) {
+    let auth = &admitted.auth;
+    let mut control = admitted.control;
     let party = Arc::new(auth.party.clone());
     let mut syncing = false;
     let mut typing = TypingRelay::new();

@@ -1,6 +1,7 @@
-//! Registration is bounded per source and in total, and a server can
-//! register by invitation only; a party's sends are bounded too. Every
-//! refusal says how long to wait, and costs the refused nothing else.
+//! What one client may make the server hold or do is bounded: registrations
+//! per source and in total (or by invitation only), sends per party, and
+//! connections per account and per source. A refusal costs the refused
+//! nothing else, and says how long to wait where the server can tell.
 
 use std::time::Duration;
 
@@ -150,5 +151,61 @@ async fn a_party_sends_its_burst_then_its_rate() -> Result<()> {
     tokio::time::sleep(wait).await;
     let sent = eager.send_text(&conversation.id, "one too many").await?;
     ensure!(sent.seq == 5, "the refused send took no seq: {}", sent.seq);
+    Ok(())
+}
+
+/// Whether connecting as `address` is refused for holding too many
+/// connections.
+async fn refused_for_connections(server: &TestServer, address: &str) -> Result<bool> {
+    match server.login(address).await {
+        Ok(client) => {
+            client.close().await;
+            Ok(false)
+        }
+        Err(e) => match e.downcast::<ClientError>()? {
+            ClientError::Refused {
+                code: pb::ErrorCode::RateLimited,
+                ..
+            } => Ok(true),
+            other => Err(other.into()),
+        },
+    }
+}
+
+#[tokio::test]
+async fn connections_are_limited_per_account_and_per_source() -> Result<()> {
+    let server = TestServer::start_with(Config {
+        max_connections_per_account: 2,
+        max_connections_per_source: 4,
+        ..Config::default()
+    })
+    .await?;
+    server.add_user("many").await?;
+    server.add_user("other").await?;
+    let first = server.login("many@localhost").await?;
+    let _second = server.login("many@localhost").await?;
+    ensure!(
+        refused_for_connections(&server, "many@localhost").await?,
+        "a third connection of the account was welcomed"
+    );
+    // Another account from the same address still gets in, up to the
+    // address's four.
+    let _third = server.login("other@localhost").await?;
+    let _fourth = server.login("other@localhost").await?;
+    ensure!(
+        refused_for_connections(&server, "other@localhost").await?,
+        "a fifth connection from the address was welcomed"
+    );
+    // A closed connection gives its places back once the server has seen
+    // it close.
+    first.close().await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while refused_for_connections(&server, "many@localhost").await? {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the closed connection's place was never given back"
+        );
+        tokio::task::yield_now().await;
+    }
     Ok(())
 }
