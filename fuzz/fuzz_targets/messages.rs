@@ -13,13 +13,13 @@ use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     let mut names = vec![String::from_utf8_lossy(data).into_owned()];
-    if let Some(control) = round_trip::<pb::ClientControl>(data) {
-        if let Some(pb::client_control::Kind::Hello(hello)) = control.kind {
-            match hello.auth {
-                Some(pb::hello::Auth::Register(r)) => names.push(format!("{}@localhost", r.local)),
-                Some(pb::hello::Auth::Password(p)) => names.push(p.address),
-                _ => {}
-            }
+    if let Some(control) = round_trip::<pb::ClientControl>(data)
+        && let Some(pb::client_control::Kind::Hello(hello)) = control.kind
+    {
+        match hello.auth {
+            Some(pb::hello::Auth::Register(r)) => names.push(format!("{}@localhost", r.local)),
+            Some(pb::hello::Auth::Password(p)) => names.push(p.address),
+            _ => {}
         }
     }
     if let Some(request) = round_trip::<pb::Request>(data) {

@@ -64,7 +64,8 @@ fuzz_target!(|data: &[u8]| {
         if !input.reset {
             check(&input.bytes, &answer);
         }
-        if INPUTS.fetch_add(1, Ordering::Relaxed) % CHECK_EVERY == 0 {
+        let done = INPUTS.fetch_add(1, Ordering::Relaxed);
+        if done.is_multiple_of(CHECK_EVERY) {
             let list = pb::request::Kind::ListConversations(pb::ListConversations::default());
             well_formed(connection, list).await;
         }
