@@ -192,8 +192,9 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
                 E::InvalidAddress,
                 E::RemoteUnreachable,
                 E::NotFound,
+                E::RateLimited,
             ],
-            Some(Q::Send(_)) => &[E::BadRequest, E::TooLarge, E::NotFound],
+            Some(Q::Send(_)) => &[E::BadRequest, E::TooLarge, E::RateLimited, E::NotFound],
             Some(Q::History(_) | Q::GetConversation(_) | Q::MarkReceipt(_)) => {
                 &[E::BadRequest, E::NotFound]
             }

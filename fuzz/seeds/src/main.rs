@@ -119,6 +119,7 @@ fn hellos() -> Vec<(String, pb::ClientControl)> {
                 local: "ann".into(),
                 password: PASSWORD.into(),
                 display_name: "Ann".into(),
+                invite: String::new(),
             })),
         ),
         (
