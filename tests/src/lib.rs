@@ -386,6 +386,24 @@ pub async fn run_kanald(kanald: &str, data: &Path, args: &[&str]) -> Result<()> 
     Ok(())
 }
 
+/// Runs the `kanald` binary at `kanald` on `data` with `args` to completion;
+/// fails unless it succeeds, and returns what it printed on stdout.
+pub async fn kanald_output(kanald: &str, data: &Path, args: &[&str]) -> Result<String> {
+    let output = tokio::process::Command::new(kanald)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("KANALD_PASSWORD", PASSWORD)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "kanald {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Runs the `kanald` binary at `kanald` on `data` with `args`, expecting it
 /// to fail; returns what it printed on stderr.
 pub async fn refused_kanald(kanald: &str, data: &Path, args: &[&str]) -> Result<String> {

@@ -33,8 +33,16 @@ const BYSTANDER_PATIENCE: Duration = Duration::from_secs(10);
 /// How often the server's memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
-/// Large messages in the conversation the reading attacks ask for.
-const LARGE_MESSAGES: usize = 60;
+/// Large messages in the conversation the reading attacks ask for: more
+/// than a replay page of events.
+const LARGE_MESSAGES: usize = 520;
+
+/// How far behind its rate an attack's pace may fall and still catch up.
+const PACE_CATCH_UP: Duration = Duration::from_millis(20);
+
+/// The bystander reads a page of history every this many messages, as a
+/// client scrolling back would.
+const READ_EVERY: u64 = 10;
 
 /// Request streams a connection may have open beside its control stream.
 const REQUEST_STREAMS: usize = 7;
@@ -102,14 +110,18 @@ impl Pace {
         }
     }
 
-    /// Waits for the next free slot.
+    /// Waits for the next free slot. Slots missed while the tasks slept
+    /// (timers wake at millisecond granularity) are made up at once, up to
+    /// [`PACE_CATCH_UP`] of them: the rate holds above 1,000 a second.
     async fn tick(&self) {
         let slot = {
             let mut next = self
                 .next
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let slot = (*next).max(tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            let earliest = now.checked_sub(PACE_CATCH_UP).unwrap_or(now);
+            let slot = (*next).max(earliest);
             *next = slot + self.interval;
             slot
         };
@@ -208,6 +220,12 @@ pub(crate) async fn run(
     summary.count("sent", "messages sent", measured.sent);
     summary.count("lost", "messages lost", measured.lost);
     summary.latency("latency", "send to arrival", &measured.latency);
+    summary.count("reads", "history pages read", measured.reads);
+    summary.count(
+        "failed_reads",
+        "history reads failed",
+        measured.failed_reads,
+    );
     summary.section("server");
     match peak_kib {
         Some(kib) => summary.kib("peak_rss", "peak resident memory", kib as f64),
@@ -221,6 +239,12 @@ pub(crate) async fn run(
     usage.report(&mut summary, tried.max(1), "attempt");
     if measured.lost > 0 {
         summary.fail(format!("the bystander lost {} messages", measured.lost));
+    }
+    if measured.failed_reads > 0 {
+        summary.fail(format!(
+            "{} of the bystander's history reads failed",
+            measured.failed_reads
+        ));
     }
     Ok(summary)
 }
@@ -243,10 +267,17 @@ async fn prepare(
         .id;
     let text = setup::text_body("large", limits::MAX_TEXT);
     for n in 0..LARGE_MESSAGES {
-        client
-            .send(&id, &format!("large-{n}"), text.clone())
-            .await
-            .context("preparing large messages")?;
+        loop {
+            match client.send(&id, &format!("large-{n}"), text.clone()).await {
+                Ok(_) => break,
+                // The server's send limit: wait as long as it says.
+                Err(ClientError::Refused {
+                    retry_after: Some(wait),
+                    ..
+                }) => tokio::time::sleep(wait).await,
+                Err(e) => return Err(e).context("preparing large messages"),
+            }
+        }
     }
     client.close().await;
     Ok(Some(id))
@@ -573,6 +604,10 @@ struct Measured {
     sent: u64,
     lost: u64,
     latency: Histogram<u64>,
+    /// History pages read, and how many of them failed or took longer than
+    /// the bystander's patience.
+    reads: u64,
+    failed_reads: u64,
 }
 
 impl Bystander {
@@ -601,6 +636,8 @@ impl Bystander {
             sent: 0,
             lost: 0,
             latency: report::histogram(),
+            reads: 0,
+            failed_reads: 0,
         };
         let started = Instant::now();
         let mut next = tokio::time::Instant::now();
@@ -629,6 +666,16 @@ impl Bystander {
             match arrived {
                 Ok(Some(())) => report::record(&mut measured.latency, sent_at.elapsed()),
                 _ => measured.lost += 1,
+            }
+            if measured.sent.is_multiple_of(READ_EVERY) {
+                measured.reads += 1;
+                let read = self.sender.history(&self.conversation, 0, 50);
+                if !matches!(
+                    tokio::time::timeout(BYSTANDER_PATIENCE, read).await,
+                    Ok(Ok(_))
+                ) {
+                    measured.failed_reads += 1;
+                }
             }
         }
         Ok(measured)

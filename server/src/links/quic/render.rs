@@ -140,8 +140,11 @@ pub(crate) fn error(refusal: &Refusal) -> pb::Error {
     pb::Error {
         code: error_code(refusal.code) as i32,
         message: refusal.message.clone(),
+        // Rounded up, and never 0 when set: 0 means "no hint".
         retry_after_ms: refusal.retry_after.map_or(0, |wait| {
-            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+            u64::try_from(wait.as_micros().div_ceil(1000))
+                .unwrap_or(u64::MAX)
+                .max(1)
         }),
     }
 }
@@ -167,6 +170,17 @@ pub(crate) fn push_event_header(seq: u64, kind_len: usize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_hint_is_rounded_up_to_whole_milliseconds() {
+        use std::time::Duration;
+        let hint = |wait| error(&Refusal::rate_limited("too fast", wait)).retry_after_ms;
+        assert_eq!(hint(Duration::from_micros(200)), 1, "never 0 when set");
+        assert_eq!(hint(Duration::from_micros(1500)), 2);
+        assert_eq!(hint(Duration::from_millis(20)), 20);
+        let plain = error(&Refusal::new(RefusalCode::NotFound, "gone"));
+        assert_eq!(plain.retry_after_ms, 0);
+    }
 
     #[test]
     fn header_plus_shared_kind_is_the_prost_frame() {
