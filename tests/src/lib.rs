@@ -371,17 +371,22 @@ pub async fn raw_session_with(
     })
 }
 
+/// `kanald --data-dir DATA ARGS…`, with [`PASSWORD`] as `KANALD_PASSWORD`.
+fn kanald_command(kanald: &str, data: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(kanald);
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("KANALD_PASSWORD", PASSWORD);
+    command
+}
+
 /// Runs the `kanald` binary at `kanald` on `data` with `args` to completion
 /// (passwords from `KANALD_PASSWORD` are [`PASSWORD`]); fails unless it
 /// succeeds.
 pub async fn run_kanald(kanald: &str, data: &Path, args: &[&str]) -> Result<()> {
-    let status = tokio::process::Command::new(kanald)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("KANALD_PASSWORD", PASSWORD)
-        .status()
-        .await?;
+    let status = kanald_command(kanald, data, args).status().await?;
     anyhow::ensure!(status.success(), "kanald {args:?} failed: {status}");
     Ok(())
 }
@@ -389,13 +394,7 @@ pub async fn run_kanald(kanald: &str, data: &Path, args: &[&str]) -> Result<()> 
 /// Runs the `kanald` binary at `kanald` on `data` with `args` to completion;
 /// fails unless it succeeds, and returns what it printed on stdout.
 pub async fn kanald_output(kanald: &str, data: &Path, args: &[&str]) -> Result<String> {
-    let output = tokio::process::Command::new(kanald)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("KANALD_PASSWORD", PASSWORD)
-        .output()
-        .await?;
+    let output = kanald_command(kanald, data, args).output().await?;
     anyhow::ensure!(
         output.status.success(),
         "kanald {args:?} failed: {}",
@@ -407,13 +406,7 @@ pub async fn kanald_output(kanald: &str, data: &Path, args: &[&str]) -> Result<S
 /// Runs the `kanald` binary at `kanald` on `data` with `args`, expecting it
 /// to fail; returns what it printed on stderr.
 pub async fn refused_kanald(kanald: &str, data: &Path, args: &[&str]) -> Result<String> {
-    let output = tokio::process::Command::new(kanald)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("KANALD_PASSWORD", PASSWORD)
-        .output()
-        .await?;
+    let output = kanald_command(kanald, data, args).output().await?;
     anyhow::ensure!(!output.status.success(), "kanald {args:?} succeeded");
     Ok(String::from_utf8_lossy(&output.stderr).into_owned())
 }
