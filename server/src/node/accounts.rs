@@ -10,7 +10,7 @@ use kanal_proto::limits as wire;
 use super::Node;
 use super::{auth, limits};
 use crate::core::engine::{Command, Reply};
-use crate::model::{NewParty, Party, PartyKind, Refusal, RefusalCode};
+use crate::model::{NewParty, Party, PartyId, PartyKind, Refusal, RefusalCode};
 use crate::store::StoreError;
 
 /// What a client proves itself with.
@@ -43,7 +43,7 @@ pub(crate) enum Credentials {
 }
 
 /// An authenticated session.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Authenticated {
     /// Who.
     pub party: Party,
@@ -53,6 +53,9 @@ pub(crate) struct Authenticated {
     pub token: String,
     /// Highest event seq the session acknowledged.
     pub acked_seq: u64,
+    /// The connection's place among the account's connections, taken
+    /// before any session row is written and held while this lives.
+    pub _seat: limits::Seat<PartyId>,
 }
 
 /// Checks `credentials` and opens (or resumes) a session; `client` names
@@ -264,11 +267,13 @@ async fn resume(node: &Node, token: &str) -> Result<Authenticated, Refusal> {
         .await
         .map_err(internal)?
         .ok_or_else(unknown)?;
+    let seat = node.limits.connect_as(party.id)?;
     Ok(Authenticated {
         party,
         session: session.id,
         token: token.to_string(),
         acked_seq: session.acked_seq,
+        _seat: seat,
     })
 }
 
@@ -279,6 +284,7 @@ async fn open_session(node: &Node, party: Party, client: &str) -> Result<Authent
             "this address cannot log in",
         ));
     }
+    let seat = node.limits.connect_as(party.id)?;
     let (token, hash) = auth::new_resume_token();
     let session = node
         .store
@@ -290,6 +296,7 @@ async fn open_session(node: &Node, party: Party, client: &str) -> Result<Authent
         session: session.id,
         token,
         acked_seq: 0,
+        _seat: seat,
     })
 }
 

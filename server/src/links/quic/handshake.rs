@@ -12,7 +12,7 @@ use quinn::{Connection, RecvStream, SendStream};
 
 use super::render;
 use super::session::{close, close_for_frame_error, truncate};
-use crate::model::{PartyId, Refusal, RefusalCode};
+use crate::model::{Refusal, RefusalCode};
 use crate::node::Node;
 use crate::node::accounts::{self, Authenticated, Credentials};
 use crate::node::limits::Seat;
@@ -28,15 +28,9 @@ pub(super) struct Admitted {
     pub(super) control: FrameReader<RecvStream>,
     /// Who, and the session.
     pub(super) auth: Authenticated,
-    /// The connection's places in its source's and account's limits, held
-    /// while this lives.
-    _seats: Seats,
-}
-
-/// One connection's places in the per-source and per-account limits.
-struct Seats {
+    /// The connection's place among its source address's connections
+    /// (its place among the account's is in `auth`), held while this lives.
     _from: Seat<IpAddr>,
-    _of: Seat<PartyId>,
 }
 
 /// Reads the Hello and answers it. Closes the connection itself on failure.
@@ -78,18 +72,11 @@ pub(super) async fn handshake(node: &Node, connection: &Connection) -> Option<Ad
         let source = connection.remote_address().ip();
         let from = node.limits.connect_from(source)?;
         let auth = accounts::authenticate(node, credentials, &client, source).await?;
-        let of = node.limits.connect_as(auth.party.id)?;
-        Ok::<_, Refusal>((
-            auth,
-            Seats {
-                _from: from,
-                _of: of,
-            },
-        ))
+        Ok::<_, Refusal>((auth, from))
     }
     .await;
     match admitted {
-        Ok((auth, seats)) => {
+        Ok((auth, from)) => {
             let Ok(event_head) = node.store.event_head(auth.party.id).await else {
                 close(
                     connection,
@@ -115,7 +102,7 @@ pub(super) async fn handshake(node: &Node, connection: &Connection) -> Option<Ad
                 _control_send: send,
                 control,
                 auth,
-                _seats: seats,
+                _from: from,
             })
         }
         Err(refusal) => {
