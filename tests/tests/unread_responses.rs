@@ -88,3 +88,33 @@ async fn unread_history_pages_do_not_stall_the_server() -> Result<()> {
     assert_memory_bounded("unread responses")?;
     Ok(())
 }
+
+/// Streams kept open between requests, as a pipelining client keeps them,
+/// hold none of the response budget: every one of them is still answered.
+#[tokio::test]
+async fn idle_open_streams_hold_no_response_budget() -> Result<()> {
+    let server = TestServer::start().await?;
+    let raw = raw_session(&server, "keeper").await?;
+    let mut open = Vec::new();
+    for n in 0..STREAMS_PER_CONNECTION {
+        let (mut send, recv) = raw.connection.open_bi().await?;
+        let request = pb::Request {
+            id: n as u64,
+            kind: Some(pb::request::Kind::ListConversations(Default::default())),
+        };
+        write_frame(&mut send, &request).await?;
+        let mut reader = kanal_proto::io::FrameReader::new(recv, limits::MAX_RESPONSE_FRAME);
+        let response: Option<pb::Response> =
+            tokio::time::timeout(PATIENCE, reader.next()).await??;
+        ensure!(
+            response.is_some_and(|r| r.id == n as u64),
+            "stream {n} was not answered while {n} others stay open"
+        );
+        // Left open: the next request could come at any time.
+        open.push((send, reader));
+    }
+    Ok(())
+}
+
+/// Request streams a connection may have open at once (PROTOCOL.md §2.3).
+const STREAMS_PER_CONNECTION: usize = 7;

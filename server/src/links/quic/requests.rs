@@ -31,13 +31,14 @@ use crate::store::StoreError;
 type Answer = Result<pb::response::Kind, Refusal>;
 
 /// Bytes of responses one connection may hold that are computed, or being
-/// computed, and not yet handed to QUIC. A request reserves
-/// [`limits::MAX_RESPONSE_FRAME`] before it is read, and keeps what its
-/// response turns out to need; once the budget is spent, the connection's
-/// streams read no further requests until responses are written.
+/// computed, and not yet handed to QUIC. A request that has been read
+/// reserves [`limits::MAX_RESPONSE_FRAME`] before it is handled, and keeps
+/// what its response turns out to need; once the budget is spent, a stream
+/// whose next request finds no room reads no further until responses are
+/// written. An idle stream holds nothing of it.
 pub(crate) const RESPONSE_BYTES_PER_CONNECTION: usize = 4 * limits::MAX_RESPONSE_FRAME;
 
-/// What a request reserves of its connection's budget before it is read.
+/// What a request reserves of its connection's budget before it is handled.
 const RESERVED_PER_REQUEST: u32 = limits::MAX_RESPONSE_FRAME as u32;
 
 /// What a send or receipt keeps reserved until its response: a `Sent`,
@@ -59,8 +60,8 @@ pub(crate) async fn serve(
     let mut pending = FuturesOrdered::new();
     let mut requests = 0_u64;
     let mut reading = true;
-    // Room reserved for the next request's response, taken before reading it.
-    let mut room: Option<OwnedSemaphorePermit> = None;
+    // A request read and waiting for room in the budget.
+    let mut waiting: Option<pb::Request> = None;
     loop {
         tokio::select! {
             // Answer before reading more: responses free room in the pipeline.
@@ -77,21 +78,21 @@ pub(crate) async fn serve(
                 // for that.
                 reader.restart_stall_clock();
             }
-            permit = budget.clone().acquire_many_owned(RESERVED_PER_REQUEST),
-                if reading && room.is_none() && pending.len() < limits::MAX_PIPELINED_REQUESTS =>
-            {
-                let Ok(permit) = permit else { break };
-                room = Some(permit);
+            room = budget.clone().acquire_many_owned(RESERVED_PER_REQUEST), if waiting.is_some() => {
+                let (Ok(room), Some(request)) = (room, waiting.take()) else { break };
+                let response = start(&node, &party, request, room).await;
+                pending.push_back(response);
+                // Reading waited for room: a frame under way is not late for that.
                 reader.restart_stall_clock();
             }
-            frame = reader.next_frame(), if reading && room.is_some() => {
+            frame = reader.next_frame(),
+                if reading && waiting.is_none() && pending.len() < limits::MAX_PIPELINED_REQUESTS =>
+            {
                 let code = match frame {
                     Ok(Some(frame)) => match pb::Request::decode(frame) {
                         Ok(request) => {
                             requests += 1;
-                            let Some(room) = room.take() else { continue };
-                            let response = start(&node, &party, request, room).await;
-                            pending.push_back(response);
+                            waiting = Some(request);
                             continue;
                         }
                         Err(_) => StreamCode::MalformedFrame,
