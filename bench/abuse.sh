@@ -15,7 +15,7 @@ set -u
 label=$1; bin=$2; round=$3; out=${4:-/tmp/kanal-abuse}
 bench=$(dirname "$0")/../target/release/kanal-bench
 mkdir -p "$out"
-for attack in none typing unread sync-unread wrong-password register half-frames sends; do
+for attack in none typing unread sync-unread wrong-password register half-frames sends initials; do
   data=$(mktemp -d)/data
   sync
   "$bin/kanald" --data-dir "$data" run --listen 127.0.0.1:7447 >/dev/null 2>"$out/server.err" &

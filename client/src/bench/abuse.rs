@@ -67,6 +67,9 @@ pub(crate) enum Attack {
     HalfFrames,
     /// One account pipelines sends as fast as it can
     Sends,
+    /// QUIC handshakes that never finish: Initials through a relay that
+    /// drops every reply
+    Initials,
 }
 
 /// Options of `abuse`.
@@ -76,8 +79,9 @@ pub(crate) struct Options {
     #[arg(value_enum)]
     pub(crate) attack: Attack,
     /// Attempts per second of the whole attack, for the attacks made of
-    /// attempts (typing, wrong-password, register, sends) [default: 20000
-    /// datagrams or sends, 500 logins or registrations]. The attacker shares
+    /// attempts (typing, wrong-password, register, sends, initials)
+    /// [default: 20000 datagrams or sends, 500 logins or registrations, 2100
+    /// handshakes]. The attacker shares
     /// the machine with the server and the bystander: unpaced, it would
     /// measure its own CPU use as much as the server's.
     #[arg(long)]
@@ -89,6 +93,7 @@ impl Attack {
     fn default_rate(self) -> f64 {
         match self {
             Self::Typing | Self::Sends => 20_000.0,
+            Self::Initials => 2_100.0,
             Self::WrongPassword | Self::Register => 500.0,
             _ => 0.0,
         }
@@ -226,6 +231,9 @@ pub(crate) async fn run(
         "history reads failed",
         measured.failed_reads,
     );
+    summary.count("logins", "new logins", measured.logins);
+    summary.count("failed_logins", "new logins failed", measured.failed_logins);
+    summary.latency("login", "dial to Welcome", &measured.login_latency);
     summary.section("server");
     match peak_kib {
         Some(kib) => summary.kib("peak_rss", "peak resident memory", kib as f64),
@@ -239,6 +247,12 @@ pub(crate) async fn run(
     usage.report(&mut summary, tried.max(1), "attempt");
     if measured.lost > 0 {
         summary.fail(format!("the bystander lost {} messages", measured.lost));
+    }
+    if measured.failed_logins > 0 {
+        summary.fail(format!(
+            "{} of the bystander's new logins failed",
+            measured.failed_logins
+        ));
     }
     if measured.failed_reads > 0 {
         summary.fail(format!(
@@ -408,6 +422,12 @@ fn launch(
                     let _ = half_frames(&target, &account, &effort).await;
                 });
             }
+        }
+        Attack::Initials => {
+            let (target, stop, effort) = (target.clone(), stop.clone(), effort.clone());
+            tasks.spawn(async move {
+                let _ = unfinished_handshakes(&target, &stop, &effort).await;
+            });
         }
         Attack::Sends => {
             let (target, account, victim, stop, effort) = (
@@ -580,6 +600,42 @@ async fn flood_sends(
     Ok(())
 }
 
+/// Starts handshakes through a relay that forwards what the client sends
+/// and drops every reply, so none of them ever finishes; each is held until
+/// the run ends.
+async fn unfinished_handshakes(target: &Target, stop: &AtomicBool, effort: &Effort) -> Result<()> {
+    let (server, name) = target.server_addr();
+    let front = tokio::net::UdpSocket::bind((server.ip(), 0)).await?;
+    let upstream = tokio::net::UdpSocket::bind((server.ip(), 0)).await?;
+    upstream.connect(server).await?;
+    let relay_to = front.local_addr()?;
+    let relay = tokio::spawn(async move {
+        let mut datagram = vec![0_u8; 2048];
+        let mut replies = vec![0_u8; 2048];
+        loop {
+            tokio::select! {
+                received = front.recv_from(&mut datagram) => match received {
+                    Ok((len, _)) => { let _ = upstream.send(&datagram[..len]).await; }
+                    Err(_) => return,
+                },
+                // Replies (Handshake packets, Retries) go nowhere.
+                _ = upstream.recv(&mut replies) => {}
+            }
+        }
+    });
+    let endpoint = target.raw_endpoint()?;
+    let config = target.raw_config(quinn::TransportConfig::default())?;
+    let mut held = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        effort.turn().await;
+        effort.tried();
+        held.push(endpoint.connect_with(config.clone(), relay_to, name)?);
+    }
+    relay.abort();
+    drop(held);
+    Ok(())
+}
+
 /// The largest resident set of the server seen until `stop`, in KiB.
 async fn sample_memory(pid: Option<u32>, stop: Arc<AtomicBool>) -> Option<u64> {
     let pid = pid?;
@@ -591,9 +647,12 @@ async fn sample_memory(pid: Option<u32>, stop: Arc<AtomicBool>) -> Option<u64> {
     Some(peak)
 }
 
-/// Two registered users, one writing to the other at a steady pace.
+/// Two registered users, one writing to the other at a steady pace; the
+/// sender also logs in anew now and then, as a returning client would.
 struct Bystander {
     sender: Client,
+    sender_account: Account,
+    target: Arc<Target>,
     conversation: String,
     events: Events,
     _receiver: Client,
@@ -608,14 +667,20 @@ struct Measured {
     /// the bystander's patience.
     reads: u64,
     failed_reads: u64,
+    /// New connections (Resume) the sender opened, and how many failed.
+    logins: u64,
+    failed_logins: u64,
+    /// Time from dialing to the Welcome of those that succeeded.
+    login_latency: Histogram<u64>,
 }
 
 impl Bystander {
-    async fn start(target: &Target, sender: &Account, receiver: &Account) -> Result<Self> {
+    async fn start(target: &Arc<Target>, sender: &Account, receiver: &Account) -> Result<Self> {
         let receiving = target.resume(500, receiver).await?;
         let head = receiving.welcome().event_head;
         let mut events = receiving.subscribe(head).await?;
         setup::wait_sync_complete(&mut events).await?;
+        let sender_account = sender.clone();
         let sender = target.resume(501, sender).await?;
         let conversation = sender
             .create_conversation(&[receiver.address.as_str()], "bystander")
@@ -623,6 +688,8 @@ impl Bystander {
             .id;
         Ok(Self {
             sender,
+            sender_account,
+            target: target.clone(),
             conversation,
             events,
             _receiver: receiving,
@@ -638,6 +705,9 @@ impl Bystander {
             latency: report::histogram(),
             reads: 0,
             failed_reads: 0,
+            logins: 0,
+            failed_logins: 0,
+            login_latency: report::histogram(),
         };
         let started = Instant::now();
         let mut next = tokio::time::Instant::now();
@@ -675,6 +745,16 @@ impl Bystander {
                     Ok(Ok(_))
                 ) {
                     measured.failed_reads += 1;
+                }
+                measured.logins += 1;
+                let dialed = Instant::now();
+                let login = self.target.resume(502, &self.sender_account);
+                match tokio::time::timeout(BYSTANDER_PATIENCE, login).await {
+                    Ok(Ok(client)) => {
+                        report::record(&mut measured.login_latency, dialed.elapsed());
+                        client.close().await;
+                    }
+                    _ => measured.failed_logins += 1,
                 }
             }
         }

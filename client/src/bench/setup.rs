@@ -212,20 +212,41 @@ impl Target {
         &self,
         transport: quinn::TransportConfig,
     ) -> Result<quinn::Connection> {
+        let endpoint = self.raw_endpoint()?;
+        Ok(endpoint
+            .connect_with(self.raw_config(transport)?, self.addr, &self.server_name)?
+            .await?)
+    }
+
+    /// A QUIC client configuration made by hand (this server's pin, the
+    /// client ALPN) with `transport` settings.
+    pub(crate) fn raw_config(
+        &self,
+        transport: quinn::TransportConfig,
+    ) -> Result<quinn::ClientConfig> {
         let mut crypto = kanal_client::tls::client_crypto(self.pin)?;
         crypto.alpn_protocols = vec![kanal_proto::ALPN_CLIENT.to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .context("TLS 1.3 configuration")?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+
+    /// A UDP endpoint of its own, closed with the others at
+    /// [`Target::shutdown`].
+    pub(crate) fn raw_endpoint(&self) -> Result<quinn::Endpoint> {
         let endpoint = bind_endpoint(self.addr)?;
         self.endpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(endpoint.clone());
-        Ok(endpoint
-            .connect_with(config, self.addr, &self.server_name)?
-            .await?)
+        Ok(endpoint)
+    }
+
+    /// The server's address, and the TLS name its certificate carries.
+    pub(crate) fn server_addr(&self) -> (SocketAddr, &str) {
+        (self.addr, &self.server_name)
     }
 
     /// How many UDP endpoints the run has opened.
