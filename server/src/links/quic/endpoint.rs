@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::budget::{self, Budget};
 use super::session;
 use super::tls::{self, TransportLimits};
 use crate::node::Node;
@@ -174,6 +175,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn accept_loop(endpoint: quinn::Endpoint, node: Arc<Node>, max_connections: usize) {
     let handshakes = Arc::new(AtomicUsize::new(0));
+    let responses = Budget::total(budget::IN_TOTAL);
     while let Some(incoming) = endpoint.accept().await {
         let under_way = handshakes.load(Ordering::Acquire);
         if endpoint.open_connections() >= max_connections || under_way >= MAX_HANDSHAKES {
@@ -198,12 +200,12 @@ async fn accept_loop(endpoint: quinn::Endpoint, node: Arc<Node>, max_connections
             }
         };
         let handshake = Handshake::start(handshakes.clone());
-        let node = node.clone();
+        let (node, responses) = (node.clone(), responses.clone());
         tokio::spawn(async move {
             let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await;
             drop(handshake);
             match connected {
-                Ok(Ok(connection)) => session::serve(node, connection).await,
+                Ok(Ok(connection)) => session::serve(node, connection, responses).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "handshake failed"),
                 // Dropping the handshake closes the connection.
                 Err(_) => tracing::debug!("handshake timed out"),

@@ -2,6 +2,7 @@
 //! connection (handshake, requests, the event stream), the rendering of
 //! Kanal's model into protobuf, and the TLS set-up.
 
+mod budget;
 pub(crate) mod endpoint;
 mod events;
 mod handshake;

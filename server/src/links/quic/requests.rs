@@ -19,8 +19,8 @@ use kanal_proto::io::{FrameReader, write_frame};
 use kanal_proto::{limits, pb};
 use prost::Message as _;
 use quinn::{RecvStream, SendStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::budget::{self, Budget, Room};
 use super::render;
 use crate::core::engine::{Command, Reply};
 use crate::model::{ConversationKey, Party, PartyId, ReceiptKind, Refusal, RefusalCode};
@@ -30,28 +30,17 @@ use crate::store::StoreError;
 
 type Answer = Result<pb::response::Kind, Refusal>;
 
-/// Bytes of responses one connection may hold that are computed, or being
-/// computed, and not yet handed to QUIC. A request that has been read
-/// reserves [`limits::MAX_RESPONSE_FRAME`] before it is handled, and keeps
-/// what its response turns out to need; once the budget is spent, a stream
-/// whose next request finds no room reads no further until responses are
-/// written. An idle stream holds nothing of it.
-pub(crate) const RESPONSE_BYTES_PER_CONNECTION: usize = 4 * limits::MAX_RESPONSE_FRAME;
-
-/// What a request reserves of its connection's budget before it is handled.
-const RESERVED_PER_REQUEST: u32 = limits::MAX_RESPONSE_FRAME as u32;
-
 /// What a send or receipt keeps reserved until its response: a `Sent`,
 /// `Done` or `Error` is far smaller.
 const RESERVED_PER_WRITE: usize = 1024;
 
 /// Serves one request stream until the client finishes it and every
-/// request has its response. `budget` holds the connection's
-/// [`RESPONSE_BYTES_PER_CONNECTION`].
+/// request has its response. Each request takes room in `budget` (see
+/// `budget.rs`) once it is read, so an idle stream holds none.
 pub(crate) async fn serve(
     node: Arc<Node>,
     party: Arc<Party>,
-    budget: Arc<Semaphore>,
+    budget: Budget,
     mut send: SendStream,
     recv: RecvStream,
 ) {
@@ -78,8 +67,8 @@ pub(crate) async fn serve(
                 // for that.
                 reader.restart_stall_clock();
             }
-            room = budget.clone().acquire_many_owned(RESERVED_PER_REQUEST), if waiting.is_some() => {
-                let (Ok(room), Some(request)) = (room, waiting.take()) else { break };
+            room = budget.reserve(budget::PER_REQUEST), if waiting.is_some() => {
+                let (Some(room), Some(request)) = (room, waiting.take()) else { break };
                 let response = start(&node, &party, request, room).await;
                 pending.push_back(response);
                 // Reading waited for room: a frame under way is not late for that.
@@ -119,8 +108,7 @@ pub(crate) async fn serve(
 
 /// A request's response once it is ready, with the room it holds in its
 /// connection's response budget until it is written.
-type Pending =
-    std::pin::Pin<Box<dyn Future<Output = (pb::Response, Option<OwnedSemaphorePermit>)> + Send>>;
+type Pending = std::pin::Pin<Box<dyn Future<Output = (pb::Response, Option<Room>)> + Send>>;
 
 /// Starts handling one request, which holds `room` of the response budget.
 /// Sends and receipts are queued for the writer before this returns, so
@@ -132,7 +120,7 @@ async fn start(
     node: &Arc<Node>,
     party: &Arc<Party>,
     request: pb::Request,
-    mut room: OwnedSemaphorePermit,
+    mut room: Room,
 ) -> Pending {
     use pb::request::Kind;
     let id = request.id;
@@ -143,7 +131,7 @@ async fn start(
             let (node, party) = (node.clone(), party.clone());
             let task = tokio::spawn(async move {
                 let response = response(id, handle(&node, &party, pb::Request { id, kind }).await);
-                keep(&mut room, response.encoded_len());
+                room.keep(response.encoded_len());
                 (response, Some(room))
             });
             return Box::pin(async move {
@@ -156,7 +144,7 @@ async fn start(
             });
         }
     };
-    keep(&mut room, RESERVED_PER_WRITE);
+    room.keep(RESERVED_PER_WRITE);
     match command {
         Ok(command) => {
             let reply = node.writer.enqueue(command).await;
@@ -164,12 +152,6 @@ async fn start(
         }
         Err(refusal) => Box::pin(std::future::ready((response(id, Err(refusal)), Some(room)))),
     }
-}
-
-/// Gives back all of `room` beyond `bytes`.
-fn keep(room: &mut OwnedSemaphorePermit, bytes: usize) {
-    let extra = room.num_permits().saturating_sub(bytes);
-    drop(room.split(extra));
 }
 
 /// The `Response` to request `id`.

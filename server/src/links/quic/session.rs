@@ -10,31 +10,44 @@ use kanal_proto::pb;
 use quinn::Connection;
 use tokio::sync::Semaphore;
 
+use super::budget::{self, Budget};
+
 use super::handshake::{Admitted, handshake};
 use super::typing::TypingRelay;
 use super::{events, requests};
 use crate::node::Node;
 
 /// Serves one connection until it closes. Never panics on peer input.
-pub(crate) async fn serve(node: Arc<Node>, connection: Connection) {
+/// `total_responses` is the server's response budget, shared by every
+/// connection (`budget.rs`).
+pub(crate) async fn serve(
+    node: Arc<Node>,
+    connection: Connection,
+    total_responses: Arc<Semaphore>,
+) {
     let Some(admitted) = handshake(&node, &connection).await else {
         return;
     };
     tracing::debug!(party = %admitted.auth.party.address, remote = %connection.remote_address(), "session open");
-    run(node, &connection, admitted).await;
+    run(node, &connection, admitted, &total_responses).await;
     // Whatever ended the loop ends the session: the event stream must not
     // outlive the control stream.
     close(&connection, CloseCode::Normal, "session ended");
 }
 
 /// The session loop after Welcome.
-async fn run(node: Arc<Node>, connection: &Connection, admitted: Admitted) {
+async fn run(
+    node: Arc<Node>,
+    connection: &Connection,
+    admitted: Admitted,
+    total_responses: &Arc<Semaphore>,
+) {
     let auth = &admitted.auth;
     let mut control = admitted.control;
     let party = Arc::new(auth.party.clone());
     let mut syncing = false;
     let mut typing = TypingRelay::new();
-    let responses = Arc::new(Semaphore::new(requests::RESPONSE_BYTES_PER_CONNECTION));
+    let responses = Budget::for_connection(budget::PER_CONNECTION, total_responses);
     loop {
         tokio::select! {
             frame = control.next::<pb::ClientControl>() => {
