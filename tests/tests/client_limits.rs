@@ -209,3 +209,38 @@ async fn connections_are_limited_per_account_and_per_source() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn connections_that_never_say_hello_count_against_their_source() -> Result<()> {
+    let server = TestServer::start_with(Config {
+        max_connections_per_source: 3,
+        ..Config::default()
+    })
+    .await?;
+    server.add_user("late").await?;
+    // Three connections that complete the QUIC handshake and stay silent.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(raw_connect(&server, kanal_proto::ALPN_CLIENT).await?);
+    }
+    ensure!(
+        refused_for_connections(&server, "late@localhost").await?,
+        "a login was welcomed beside three silent connections from its address"
+    );
+    // Once they are gone, the address gets in again.
+    for connection in &silent {
+        connection.close(0u32.into(), b"done");
+    }
+    for connection in silent {
+        connection.closed().await;
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while refused_for_connections(&server, "late@localhost").await? {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the silent connections' places were never given back"
+        );
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}

@@ -17,6 +17,10 @@ use crate::node::Node;
 use crate::node::accounts::{self, Authenticated, Credentials};
 use crate::node::limits::Seat;
 
+/// How long a connection past its source address's limit has to send the
+/// Hello that is refused with `RATE_LIMITED`.
+const OVER_LIMIT_HELLO_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How long the server waits for a refused client to receive its Error frame.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
@@ -35,7 +39,15 @@ pub(super) struct Admitted {
 
 /// Reads the Hello and answers it. Closes the connection itself on failure.
 pub(super) async fn handshake(node: &Node, connection: &Connection) -> Option<Admitted> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(limits::HELLO_TIMEOUT_SECS);
+    // The connection counts against its source address from the moment its
+    // handshake completed, Hello or not. One past the source's limit gets
+    // only a short while to send the Hello that is then refused.
+    let from = node.limits.connect_from(connection.remote_address().ip());
+    let patience = match from {
+        Ok(_) => Duration::from_secs(limits::HELLO_TIMEOUT_SECS),
+        Err(_) => OVER_LIMIT_HELLO_TIMEOUT,
+    };
+    let deadline = tokio::time::Instant::now() + patience;
     let (mut send, recv) = match tokio::time::timeout_at(deadline, connection.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(_)) => return None,
@@ -70,7 +82,7 @@ pub(super) async fn handshake(node: &Node, connection: &Connection) -> Option<Ad
     let admitted = async {
         let (credentials, client) = credentials(hello)?;
         let source = connection.remote_address().ip();
-        let from = node.limits.connect_from(source)?;
+        let from = from?;
         let auth = accounts::authenticate(node, credentials, &client, source).await?;
         Ok::<_, Refusal>((auth, from))
     }
