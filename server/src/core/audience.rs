@@ -18,6 +18,10 @@ pub struct Audience {
     /// The viewers whose home is this server: they receive the events in
     /// their own logs.
     recipients: Vec<PartyId>,
+    /// For each recipient, the member inbox it receives the events through
+    /// (the first, in member order, that it answers for), or `None` for a
+    /// recipient that is a member itself and answers for none of them.
+    routes: Vec<Option<PartyId>>,
     /// Other servers whose members take part: each receives the
     /// conversation's events for its own parties.
     servers: Vec<String>,
@@ -31,13 +35,14 @@ impl Audience {
         members: &'a [Party],
         agents_of: impl Fn(PartyId) -> &'a [PartyId],
     ) -> Self {
-        let viewers = viewers(members, agents_of);
+        let viewers = routed_viewers(members, agents_of);
         let remote = |party: &PartyId| {
             members
                 .iter()
                 .any(|m| m.id == *party && !m.is_local(domain))
         };
-        let recipients = viewers.iter().copied().filter(|v| !remote(v)).collect();
+        let (recipients, routes) = viewers.iter().filter(|(v, _)| !remote(v)).copied().unzip();
+        let viewers = viewers.into_iter().map(|(v, _)| v).collect();
         let mut servers: Vec<String> = Vec::new();
         for member in members.iter().filter(|m| !m.is_local(domain)) {
             let server = member.address.domain();
@@ -48,6 +53,7 @@ impl Audience {
         Self {
             viewers,
             recipients,
+            routes,
             servers,
         }
     }
@@ -68,6 +74,16 @@ impl Audience {
         &self.recipients
     }
 
+    /// Each local recipient with the member inbox it receives the events
+    /// through, if any: the engine writes an event once to that inbox's
+    /// log rather than once per agent.
+    pub fn routes(&self) -> impl Iterator<Item = (PartyId, Option<PartyId>)> + '_ {
+        self.recipients
+            .iter()
+            .copied()
+            .zip(self.routes.iter().copied())
+    }
+
     /// Other servers that receive the events for their own members.
     pub fn servers(&self) -> &[String] {
         &self.servers
@@ -86,22 +102,40 @@ pub(crate) fn viewers<'a>(
     members: &'a [Party],
     agents_of: impl Fn(PartyId) -> &'a [PartyId],
 ) -> Vec<PartyId> {
+    routed_viewers(members, agents_of)
+        .into_iter()
+        .map(|(viewer, _)| viewer)
+        .collect()
+}
+
+/// [`viewers`], each with the first member inbox it answers for, if any.
+fn routed_viewers<'a>(
+    members: &'a [Party],
+    agents_of: impl Fn(PartyId) -> &'a [PartyId],
+) -> Vec<(PartyId, Option<PartyId>)> {
     let mut viewers = Vec::with_capacity(members.len() + 2);
     for member in members {
         if member.kind.has_session() {
-            push_unique(&mut viewers, member.id);
+            push_unique(&mut viewers, member.id, None);
         } else {
             for agent in agents_of(member.id) {
-                push_unique(&mut viewers, *agent);
+                push_unique(&mut viewers, *agent, Some(member.id));
             }
         }
     }
     viewers
 }
 
-fn push_unique(out: &mut Vec<PartyId>, party: PartyId) {
-    if !out.contains(&party) {
-        out.push(party);
+/// Adds `party` once; a party already there keeps the first inbox it was
+/// reached through.
+fn push_unique(out: &mut Vec<(PartyId, Option<PartyId>)>, party: PartyId, via: Option<PartyId>) {
+    match out.iter_mut().find(|(p, _)| *p == party) {
+        Some((_, route)) => {
+            if route.is_none() {
+                *route = via;
+            }
+        }
+        None => out.push((party, via)),
     }
 }
 
@@ -132,6 +166,8 @@ mod tests {
             &agents
         });
         assert_eq!(audience.recipients(), &[1, 3, 4]);
+        let routes: Vec<_> = audience.routes().collect();
+        assert_eq!(routes, vec![(1, None), (3, Some(2)), (4, Some(2))]);
         assert!(audience.sees(4));
         assert!(!audience.sees(2), "an inbox has no log of its own");
         assert!(audience.servers().is_empty());

@@ -20,7 +20,7 @@ use kanal_proto::address::{Address, ConversationId};
 use super::audience::Audience;
 use crate::model::{
     Body, ConversationKey, ConversationRecord, ConversationView, Counters, Event, EventRef,
-    Message, NewParty, Party, PartyId, Receipt, ReceiptKind, Refusal, RefusalCode, Sent,
+    LogHead, Message, NewParty, Party, PartyId, Receipt, ReceiptKind, Refusal, RefusalCode, Sent,
     StoredSend, Write,
 };
 
@@ -88,8 +88,10 @@ pub(crate) enum Need {
     Party(Address),
     /// The conversation's record (`None` from the store means it does not exist).
     Conversation(ConversationId),
-    /// The highest seq of a party's event log.
+    /// Where a party's event log ends.
     Head(PartyId),
+    /// The highest seq of an inbox's log.
+    InboxHead(PartyId),
     /// The agents of an inbox.
     InboxAgents(PartyId),
     /// A party's stored watermark in a conversation.
@@ -162,7 +164,9 @@ pub(crate) struct Engine {
     next_party: PartyId,
     parties: HashMap<Address, Option<Party>>,
     conversations: HashMap<ConversationId, ConversationState>,
-    heads: HashMap<PartyId, u64>,
+    heads: HashMap<PartyId, LogHead>,
+    /// The highest seq of each inbox's log.
+    inbox_heads: HashMap<PartyId, u64>,
     inbox_agents: HashMap<PartyId, Vec<PartyId>>,
     recent_sends: HashMap<SendKey, StoredSend>,
     recent_order: VecDeque<SendKey>,
@@ -191,6 +195,7 @@ impl Engine {
             parties: HashMap::new(),
             conversations: HashMap::new(),
             heads: HashMap::new(),
+            inbox_heads: HashMap::new(),
             inbox_agents: HashMap::new(),
             // Sized for their bound up front: growing a table of tens of
             // thousands of sends rehashes it all inside one command, a stall
@@ -333,9 +338,14 @@ impl Engine {
         }
     }
 
-    /// Supplies a party's event head.
-    pub(crate) fn load_head(&mut self, party: PartyId, head: u64) {
+    /// Supplies where a party's event log ends.
+    pub(crate) fn load_head(&mut self, party: PartyId, head: LogHead) {
         self.heads.insert(party, head);
+    }
+
+    /// Supplies the highest seq of an inbox's log.
+    pub(crate) fn load_inbox_head(&mut self, inbox: PartyId, head: u64) {
+        self.inbox_heads.insert(inbox, head);
     }
 
     /// Supplies an inbox's agents.
@@ -372,6 +382,9 @@ impl Engine {
         }
         if self.heads.len() > MAX_CACHED {
             self.heads.clear();
+        }
+        if self.inbox_heads.len() > MAX_CACHED {
+            self.inbox_heads.clear();
         }
         if self.parties.len() > MAX_CACHED {
             self.parties.clear();
@@ -446,9 +459,10 @@ impl Engine {
         self.parties
             .insert(party.address.clone(), Some(party.clone()));
         // A new party's log is empty, and a new inbox has no agents yet.
-        self.heads.insert(party.id, 0);
+        self.heads.insert(party.id, LogHead::default());
         if !party.kind.has_session() {
             self.inbox_agents.insert(party.id, Vec::new());
+            self.inbox_heads.insert(party.id, 0);
         }
         Reply::Party(party)
     }
@@ -660,7 +674,10 @@ impl Engine {
     }
 
     /// Appends the event to the log of every recipient of conversation `key`
-    /// and publishes it once.
+    /// and publishes it once. A recipient that receives it through a member
+    /// inbox gets it through that inbox's log, written once for all its
+    /// agents: the agent's log needs a row only where it starts following
+    /// that inbox (a span), not for every event.
     fn fan_out(
         &mut self,
         key: ConversationKey,
@@ -671,17 +688,51 @@ impl Engine {
         applied: &mut Applied,
     ) {
         let mut recipients = Vec::with_capacity(audience.recipients().len());
-        for &party in audience.recipients() {
-            let head = self.heads.entry(party).or_insert(0);
-            *head += 1;
-            applied.writes.push(Write::Event {
-                party,
-                seq: *head,
-                key,
-                what,
-                at_ms: now_ms,
-            });
-            recipients.push((party, *head));
+        // The event's seq in each inbox log it was written to.
+        let mut written: Vec<(PartyId, u64)> = Vec::new();
+        for (party, route) in audience.routes() {
+            let log = self.heads.entry(party).or_default();
+            log.head += 1;
+            match route {
+                None => {
+                    applied.writes.push(Write::Event {
+                        party,
+                        seq: log.head,
+                        key,
+                        what,
+                        at_ms: now_ms,
+                    });
+                    log.follows = None;
+                }
+                Some(inbox) => {
+                    let iseq = match written.iter().find(|(i, _)| *i == inbox) {
+                        Some(&(_, iseq)) => iseq,
+                        None => {
+                            let head = self.inbox_heads.entry(inbox).or_insert(0);
+                            *head += 1;
+                            applied.writes.push(Write::InboxEvent {
+                                inbox,
+                                iseq: *head,
+                                key,
+                                what,
+                                at_ms: now_ms,
+                            });
+                            written.push((inbox, *head));
+                            *head
+                        }
+                    };
+                    if log.follows != Some((inbox, iseq)) {
+                        applied.writes.push(Write::Span {
+                            party,
+                            seq: log.head,
+                            inbox,
+                            iseq,
+                        });
+                    }
+                    log.follows = Some((inbox, iseq + 1));
+                }
+            }
+            recipients.push((party, log.head));
         }
         applied.published.push(Published { event, recipients });
     }
@@ -692,6 +743,9 @@ impl Engine {
             if !self.inbox_agents.contains_key(&inbox) {
                 needs.push(Need::InboxAgents(inbox));
                 missing_agents = true;
+            }
+            if !self.inbox_heads.contains_key(&inbox) {
+                needs.push(Need::InboxHead(inbox));
             }
         }
         if missing_agents {

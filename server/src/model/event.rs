@@ -98,3 +98,14 @@ pub enum EventRef {
         up_to: u64,
     },
 }
+
+/// Where a party's event log ends, as the engine needs it to append.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogHead {
+    /// The highest seq in the log (0 if empty).
+    pub head: u64,
+    /// The inbox whose log the party's log follows at its end, and the
+    /// inbox's next event seq: that event, if the party receives it through
+    /// the inbox, continues the span without a row of its own.
+    pub follows: Option<(PartyId, u64)>,
+}

@@ -12,7 +12,7 @@ mod write;
 pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
 };
-pub use event::{Event, EventRef, Receipt, ReceiptKind};
+pub use event::{Event, EventRef, LogHead, Receipt, ReceiptKind};
 pub use invite::{Invite, NewInvite};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};
 pub use refusal::{Refusal, RefusalCode};

@@ -69,6 +69,32 @@ pub enum Write {
         /// When, ms since the Unix epoch.
         at_ms: i64,
     },
+    /// Append to an inbox's log: an event its agents receive through it,
+    /// stored once however many agents there are.
+    InboxEvent {
+        /// Whose log.
+        inbox: PartyId,
+        /// Gapless per inbox.
+        iseq: u64,
+        /// The conversation it concerns.
+        key: ConversationKey,
+        /// What happened.
+        what: EventRef,
+        /// When, ms since the Unix epoch.
+        at_ms: i64,
+    },
+    /// From `seq` on, `party`'s log follows `inbox`'s log from `iseq` on,
+    /// event for event, up to the party's next event or span.
+    Span {
+        /// Whose log.
+        party: PartyId,
+        /// The party's seq of the inbox's event `iseq`.
+        seq: u64,
+        /// The inbox whose log it follows.
+        inbox: PartyId,
+        /// Where in the inbox's log.
+        iseq: u64,
+    },
     /// Raise a party's watermark in a conversation (never lowers it).
     Watermark {
         /// The conversation.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::engine::{Command, Engine, Need, Published, Reply};
-use crate::model::{ConversationRecord, Party, PartyId, Refusal, StoredSend};
+use crate::model::{ConversationRecord, LogHead, Party, PartyId, Refusal, StoredSend};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// How long every send is looked up before it is applied after a batch hit
@@ -256,6 +256,9 @@ impl Sequencer {
                 self.engine.load_conversation(record);
             }
             (Need::Head(party), Loaded::Head(head)) => self.engine.load_head(party, head),
+            (Need::InboxHead(inbox), Loaded::InboxHead(head)) => {
+                self.engine.load_inbox_head(inbox, head);
+            }
             (Need::InboxAgents(inbox), Loaded::InboxAgents(agents)) => {
                 self.engine.load_inbox_agents(inbox, agents);
             }
@@ -303,7 +306,8 @@ impl Sequencer {
 enum Loaded {
     Party(Option<Party>),
     Conversation(Option<ConversationRecord>),
-    Head(u64),
+    Head(LogHead),
+    InboxHead(u64),
     InboxAgents(Vec<PartyId>),
     PriorSend(Option<StoredSend>),
     Watermark(u64),
@@ -313,7 +317,8 @@ async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
     Ok(match need {
         Need::Party(address) => Loaded::Party(store.party_by_address(address).await?),
         Need::Conversation(id) => Loaded::Conversation(store.load_conversation(id).await?),
-        Need::Head(party) => Loaded::Head(store.event_head(*party).await?),
+        Need::Head(party) => Loaded::Head(store.log_head(*party).await?),
+        Need::InboxHead(inbox) => Loaded::InboxHead(store.inbox_head(*inbox).await?),
         Need::InboxAgents(inbox) => Loaded::InboxAgents(store.inbox_agents(*inbox).await?),
         Need::PriorSend {
             key,

@@ -17,6 +17,7 @@ mod conversations;
 mod directory;
 mod durability;
 mod invites;
+mod logs;
 
 pub use audience::{listings_follow_the_audience_rule, replicas_remote_parties_and_outbox};
 pub use conversations::{
@@ -28,6 +29,7 @@ pub use durability::{
     failed_batch_leaves_nothing, reused_client_msg_id_is_a_duplicate_send, survives_reopen,
 };
 pub use invites::invites_are_used_up_expire_and_revoke;
+pub use logs::logs_follow_inbox_logs;
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an
 /// async fn returning `(guard, store)`: a fresh, empty store, and whatever
@@ -42,6 +44,7 @@ macro_rules! store_conformance_tests {
             commit_and_load,
             history_pages_backwards,
             events_since_rebuilds_each_kind,
+            logs_follow_inbox_logs,
             conversations_of_ordering_and_visibility,
             watermarks_never_lower,
             listings_follow_the_audience_rule,

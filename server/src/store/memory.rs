@@ -21,8 +21,9 @@ use super::{Store, StoreError, StoreResult};
 use crate::core::audience;
 use crate::model::Counters;
 use crate::model::{
-    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Invite, Message,
-    NewInvite, OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session, StoredSend, Write,
+    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Invite, LogHead,
+    Message, NewInvite, OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session, StoredSend,
+    Write,
 };
 
 /// The in-memory store. See the module docs.
@@ -88,6 +89,9 @@ struct State {
     messages: BTreeMap<(ConversationKey, u64), StoredMessage>,
     sends: HashMap<(ConversationKey, PartyId, String), u64>,
     events: BTreeMap<(PartyId, u64), StoredEvent>,
+    inbox_events: BTreeMap<(PartyId, u64), StoredEvent>,
+    /// (party, seq) → (inbox, iseq)
+    spans: BTreeMap<(PartyId, u64), (PartyId, u64)>,
     watermarks: HashMap<(ConversationKey, PartyId, ReceiptKind), u64>,
     outbox: BTreeMap<(String, u64), Bytes>,
     invites: Vec<([u8; 32], Invite)>,
@@ -188,6 +192,82 @@ impl State {
         })
     }
 
+    /// The highest seq of an inbox's log (0 if empty).
+    fn inbox_head(&self, inbox: PartyId) -> u64 {
+        self.inbox_events
+            .range((inbox, 0)..=(inbox, u64::MAX))
+            .next_back()
+            .map_or(0, |((_, iseq), _)| *iseq)
+    }
+
+    /// Where `party`'s log ends: its last row is an event of its own, or a
+    /// span that runs to the end of the inbox's log.
+    fn log_head(&self, party: PartyId) -> LogHead {
+        let own = self
+            .events
+            .range((party, 0)..=(party, u64::MAX))
+            .next_back()
+            .map_or(0, |((_, seq), _)| *seq);
+        match self.spans.range((party, 0)..=(party, u64::MAX)).next_back() {
+            Some((&(_, start), &(inbox, iseq))) if start > own => {
+                let inbox_head = self.inbox_head(inbox);
+                LogHead {
+                    head: start + inbox_head.saturating_sub(iseq),
+                    follows: Some((inbox, inbox_head + 1)),
+                }
+            }
+            _ => LogHead {
+                head: own,
+                follows: None,
+            },
+        }
+    }
+
+    /// Event `seq` of `party`'s log: a row of its own, or the inbox event
+    /// its span at or before `seq` maps it to (unless a row of its own
+    /// ended that span first).
+    fn log_entry(&self, party: PartyId, seq: u64) -> Option<StoredEvent> {
+        if let Some(own) = self.events.get(&(party, seq)) {
+            return Some(*own);
+        }
+        let (&(_, start), &(inbox, iseq)) =
+            self.spans.range((party, 0)..=(party, seq)).next_back()?;
+        if self
+            .events
+            .range((party, start)..(party, seq))
+            .next()
+            .is_some()
+        {
+            return None;
+        }
+        self.inbox_events
+            .get(&(inbox, iseq + (seq - start)))
+            .copied()
+    }
+
+    /// Builds event `seq` of `party`'s log from its stored form.
+    fn event(&self, party: PartyId, seq: u64, stored: StoredEvent) -> StoreResult<Event> {
+        let corrupt = || StoreError::Corrupt(format!("event {party}/{seq}"));
+        let conversation = self.conversations.get(&stored.key).ok_or_else(corrupt)?;
+        Ok(match stored.what {
+            EventRef::Message { seq } => Event::Message(self.message(stored.key, seq)?),
+            EventRef::ConversationAdded { last_seq } => {
+                let record = self.record(stored.key)?.ok_or_else(corrupt)?;
+                Event::conversation_added(&record, last_seq, stored.at_ms)
+            }
+            EventRef::Receipt {
+                party: actor,
+                kind,
+                up_to,
+            } => Event::Receipt(Receipt {
+                conversation: conversation.id.clone(),
+                party: self.party(actor)?.address.clone(),
+                kind,
+                up_to,
+            }),
+        })
+    }
+
     /// Refuses a batch that a database with SQLite's keys would refuse.
     fn check(&self, batch: &[Write]) -> StoreResult<()> {
         let conflict = |what: String| StoreError::Corrupt(format!("conflicting write: {what}"));
@@ -198,6 +278,8 @@ impl State {
         let mut messages = HashSet::new();
         let mut sends = HashSet::new();
         let mut events = HashSet::new();
+        let mut inbox_events = HashSet::new();
+        let mut spans = HashSet::new();
         let mut outbox = HashSet::new();
         let party_known = |id: &PartyId, new: &HashSet<PartyId>| {
             self.parties.contains_key(id) || new.contains(id)
@@ -254,6 +336,18 @@ impl State {
                 Write::Event { party, seq, .. } => {
                     if self.events.contains_key(&(*party, *seq)) || !events.insert((*party, *seq)) {
                         return Err(conflict(format!("event {party}/{seq}")));
+                    }
+                }
+                Write::InboxEvent { inbox, iseq, .. } => {
+                    if self.inbox_events.contains_key(&(*inbox, *iseq))
+                        || !inbox_events.insert((*inbox, *iseq))
+                    {
+                        return Err(conflict(format!("inbox event {inbox}/{iseq}")));
+                    }
+                }
+                Write::Span { party, seq, .. } => {
+                    if self.spans.contains_key(&(*party, *seq)) || !spans.insert((*party, *seq)) {
+                        return Err(conflict(format!("span {party}/{seq}")));
                     }
                 }
                 Write::Watermark { .. } => {}
@@ -334,6 +428,24 @@ impl State {
                 } => {
                     self.events
                         .insert((party, seq), StoredEvent { key, what, at_ms });
+                }
+                Write::InboxEvent {
+                    inbox,
+                    iseq,
+                    key,
+                    what,
+                    at_ms,
+                } => {
+                    self.inbox_events
+                        .insert((inbox, iseq), StoredEvent { key, what, at_ms });
+                }
+                Write::Span {
+                    party,
+                    seq,
+                    inbox,
+                    iseq,
+                } => {
+                    self.spans.insert((party, seq), (inbox, iseq));
                 }
                 Write::Watermark {
                     key,
@@ -561,13 +673,12 @@ impl Store for MemoryStore {
             .unwrap_or(0))
     }
 
-    async fn event_head(&self, party: PartyId) -> StoreResult<u64> {
-        Ok(self
-            .lock()
-            .events
-            .range((party, 0)..=(party, u64::MAX))
-            .next_back()
-            .map_or(0, |((_, seq), _)| *seq))
+    async fn log_head(&self, party: PartyId) -> StoreResult<LogHead> {
+        Ok(self.lock().log_head(party))
+    }
+
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<u64> {
+        Ok(self.lock().inbox_head(inbox))
     }
 
     async fn find_send(
@@ -632,11 +743,12 @@ impl Store for MemoryStore {
         let state = self.lock();
         let mut events = Vec::new();
         let mut bytes = 0;
-        for (&(_, seq), stored) in state
-            .events
-            .range((party, since.saturating_add(1))..=(party, u64::MAX))
-            .take(limit as usize)
-        {
+        let mut seq = since;
+        while events.len() < limit as usize {
+            seq += 1;
+            let Some(stored) = state.log_entry(party, seq) else {
+                break;
+            };
             if let EventRef::Message { seq } = stored.what
                 && let Some(message) = state.messages.get(&(stored.key, seq))
             {
@@ -646,26 +758,7 @@ impl Store for MemoryStore {
             if bytes > max_body_bytes && !events.is_empty() {
                 break;
             }
-            let corrupt = || StoreError::Corrupt(format!("event {party}/{seq}"));
-            let conversation = state.conversations.get(&stored.key).ok_or_else(corrupt)?;
-            let event = match stored.what {
-                EventRef::Message { seq } => Event::Message(state.message(stored.key, seq)?),
-                EventRef::ConversationAdded { last_seq } => {
-                    let record = state.record(stored.key)?.ok_or_else(corrupt)?;
-                    Event::conversation_added(&record, last_seq, stored.at_ms)
-                }
-                EventRef::Receipt {
-                    party: actor,
-                    kind,
-                    up_to,
-                } => Event::Receipt(Receipt {
-                    conversation: conversation.id.clone(),
-                    party: state.party(actor)?.address.clone(),
-                    kind,
-                    up_to,
-                }),
-            };
-            events.push((seq, event));
+            events.push((seq, state.event(party, seq, stored)?));
         }
         Ok(events)
     }

@@ -14,8 +14,8 @@ use kanal_proto::address::{Address, ConversationId};
 
 use crate::model::Counters;
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Event, Invite, Message, NewInvite,
-    OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
+    ConversationKey, ConversationRecord, ConversationView, Event, Invite, LogHead, Message,
+    NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
 };
 
 mod body;
@@ -156,7 +156,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
 
     /// The highest event seq of a party's log (0 if empty).
-    async fn event_head(&self, party: PartyId) -> StoreResult<u64>;
+    async fn event_head(&self, party: PartyId) -> StoreResult<u64> {
+        Ok(self.log_head(party).await?.head)
+    }
+
+    /// Where a party's log ends: its highest seq, and the inbox log it
+    /// follows there, if its last row is a span.
+    async fn log_head(&self, party: PartyId) -> StoreResult<LogHead>;
+
+    /// The highest seq of an inbox's log (0 if empty).
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<u64>;
 
     /// The message `sender` already stored under `client_msg_id`, if any.
     async fn find_send(
@@ -197,7 +206,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(Vec<Message>, bool)>;
 
     /// Up to `limit` events of `party`'s log with seq > `since`, in seq
-    /// order, each built by the same constructor as when it happened; after
+    /// order, each built by the same constructor as when it happened (the
+    /// party's own rows and, through its spans, rows of inbox logs); after
     /// the first, no more than `max_body_bytes` of stored message bodies in
     /// all, so a page's memory is bounded whatever the messages hold.
     async fn events_since(

@@ -19,8 +19,8 @@ use sqlx::sqlite::{
 use super::{Store, StoreError, StoreResult};
 use crate::model::Counters;
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Event, Invite, Message, NewInvite,
-    OutboxRow, Party, PartyId, PartyKind, ReceiptKind, Session, StoredSend, Write,
+    ConversationKey, ConversationRecord, ConversationView, Event, Invite, LogHead, Message,
+    NewInvite, OutboxRow, Party, PartyId, PartyKind, ReceiptKind, Session, StoredSend, Write,
 };
 
 mod checkpoint;
@@ -250,8 +250,12 @@ impl Store for SqliteStore {
         read::counters(&self.reader).await
     }
 
-    async fn event_head(&self, party: PartyId) -> StoreResult<u64> {
-        read::event_head(&self.reader, party).await
+    async fn log_head(&self, party: PartyId) -> StoreResult<LogHead> {
+        read::log_head(&self.reader, party).await
+    }
+
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<u64> {
+        read::inbox_head(&self.reader, inbox).await
     }
 
     async fn find_send(

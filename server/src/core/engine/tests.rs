@@ -273,7 +273,8 @@ fn prior_send_from_the_store_is_honoured() {
                     }),
                 );
             }
-            Need::Head(p) => f.engine().load_head(p, 0),
+            Need::Head(p) => f.engine().load_head(p, LogHead::default()),
+            Need::InboxHead(i) => f.engine().load_inbox_head(i, 0),
             other => panic!("unexpected need {other:?}"),
         }
     }
@@ -404,4 +405,165 @@ fn an_overfull_cache_is_dropped_and_reloaded_without_losing_order() {
     assert_eq!(sent_seq(f.send(alice(), &conv, "2")), (2, false));
     // A retry of the first message is still recognised.
     assert_eq!(sent_seq(f.send(alice(), &conv, "1")), (1, true));
+}
+
+// --- inbox logs ------------------------------------------------------------------
+
+impl Fixture {
+    /// Creates a party through the engine.
+    fn add(&mut self, local: &str, kind: PartyKind) -> Party {
+        match self.run(Command::AddParty(NewParty {
+            address: Address::new(local, "localhost").expect("valid"),
+            kind,
+            display_name: String::new(),
+            password_hash: None,
+        })) {
+            Reply::Party(party) => party,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn add_agent(&mut self, inbox: &Party, agent: &Party) {
+        let reply = self.run(Command::AddInboxAgent {
+            inbox: inbox.clone(),
+            agent: agent.clone(),
+        });
+        assert_eq!(reply, Reply::Done);
+    }
+
+    fn open(&mut self, by: Party, to: Vec<Party>, opaque: &str) -> ConversationId {
+        match self.run(Command::CreateConversation {
+            by,
+            to,
+            subject: "s".into(),
+            opaque: opaque.into(),
+        }) {
+            Reply::Conversation(c) => c.id,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Every party's log, as the store replays it in pages of every size,
+    /// equals what was published to it live, seq for seq; and the store's
+    /// head of each log is its last seq.
+    fn assert_logs_replay(&self, parties: &[PartyId]) {
+        for &party in parties {
+            let live: Vec<(u64, Event)> = self
+                .published
+                .iter()
+                .flat_map(|p| {
+                    p.recipients
+                        .iter()
+                        .filter(|(r, _)| *r == party)
+                        .map(|&(_, seq)| (seq, p.event.clone()))
+                })
+                .collect();
+            let seqs: Vec<u64> = live.iter().map(|(seq, _)| *seq).collect();
+            let gapless: Vec<u64> = (1..=live.len() as u64).collect();
+            assert_eq!(seqs, gapless, "party {party}'s live seqs");
+            for page in [1, 2, 3, 1_000] {
+                let mut replayed = Vec::new();
+                loop {
+                    let since = replayed.last().map_or(0, |(seq, _)| *seq);
+                    let got = ready(self.store.events_since(party, since, page, usize::MAX))
+                        .expect("replay");
+                    if got.is_empty() {
+                        break;
+                    }
+                    replayed.extend(got);
+                }
+                assert_eq!(replayed, live, "party {party}'s log in pages of {page}");
+            }
+            let head = ready(self.store.event_head(party)).expect("head");
+            assert_eq!(head, live.len() as u64, "party {party}'s head");
+        }
+    }
+}
+
+#[test]
+fn an_event_of_an_inbox_conversation_is_stored_once_for_all_its_agents() {
+    let mut f = Fixture::new();
+    let conv = f.open_with_support();
+    assert_eq!(sent_seq(f.send(alice(), &conv, "m1")), (1, false));
+    // Everything is cached now: the next send needs nothing, and its rows
+    // are the message, the customer's event and one event of the inbox's
+    // log; the agents follow that log without a row each.
+    let cmd = Command::Send {
+        by: agent_a(),
+        conversation: conv.clone(),
+        client_msg_id: "r1".into(),
+        body: text("hello"),
+    };
+    assert_eq!(f.engine().needs(&cmd), vec![]);
+    let (_, applied) = f.engine().apply(5_000, &cmd);
+    let kinds: Vec<&str> = applied
+        .writes
+        .iter()
+        .map(|w| match w {
+            Write::Message { .. } => "message",
+            Write::Event { party: 1, .. } => "alice's event",
+            Write::InboxEvent { inbox: 2, .. } => "support's event",
+            other => panic!("unexpected write {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, vec!["message", "alice's event", "support's event"]);
+    assert_eq!(deliveries(&applied.published), vec![(1, 3), (3, 3), (4, 3)]);
+}
+
+#[test]
+fn agents_logs_through_inbox_logs_replay_exactly_as_they_were_published() {
+    let mut f = Fixture::new();
+    let sales = f.add("sales", PartyKind::Inbox);
+    let carl = f.add("carl", PartyKind::Agent);
+    // agent a answers for both inboxes; carl only for sales.
+    f.add_agent(&sales, &agent_a());
+    f.add_agent(&sales, &carl);
+    let washer = f.open_with_support();
+    let offer = f.open(mallory(), vec![sales.clone()], "offer");
+    // Both inboxes in one conversation, and agent a a member of it too.
+    let both = f.open(alice(), vec![sales.clone(), support(), agent_a()], "both");
+    // A conversation of agents without inboxes: rows of their own.
+    let direct = f.open(agent_a(), vec![agent_b()], "direct");
+    for round in 0..4 {
+        let id = |what: &str| format!("{what}{round}");
+        f.send(alice(), &washer, &id("w"));
+        f.send(agent_b(), &washer, &id("wr"));
+        f.send(mallory(), &offer, &id("o"));
+        f.send(carl.clone(), &offer, &id("or"));
+        f.send(alice(), &both, &id("b"));
+        f.send(agent_a(), &direct, &id("d"));
+        f.send(agent_a(), &offer, &id("oa"));
+        f.run(Command::MarkReceipt {
+            by: agent_a(),
+            conversation: washer.clone(),
+            kind: ReceiptKind::Read,
+            up_to: 2 * round + 2,
+        });
+    }
+    // A new agent receives from its first event on.
+    let dora = f.add("dora", PartyKind::Agent);
+    f.add_agent(&support(), &dora);
+    f.send(alice(), &washer, "late");
+    f.send(alice(), &both, "late");
+    f.assert_logs_replay(&[1, 3, 4, 5, carl.id, dora.id]);
+}
+
+#[test]
+fn a_restarted_engine_continues_agents_logs_from_the_store() {
+    let mut f = Fixture::new();
+    let conv = f.open_with_support();
+    f.send(alice(), &conv, "1");
+    f.send(agent_a(), &conv, "2");
+    // A new engine on the same store (as after a restart) learns from the
+    // store that the agents follow the inbox's log, and continues it.
+    f.sequencer = ready(Sequencer::new(f.store.clone(), "localhost".into())).expect("sequencer");
+    f.send(alice(), &conv, "3");
+    let cmd = Command::Send {
+        by: agent_b(),
+        conversation: conv.clone(),
+        client_msg_id: "4".into(),
+        body: text("x"),
+    };
+    f.run(cmd);
+    f.assert_logs_replay(&[1, 3, 4]);
 }

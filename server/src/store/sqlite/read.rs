@@ -9,8 +9,8 @@ use super::write::event_kind;
 use super::{address, conversation_id, party_kind, seq_from_db, seq_to_db};
 use crate::model::Counters;
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Event, Message, OutboxRow, Party,
-    PartyId, PartyKind, Receipt, ReceiptKind, StoredSend,
+    ConversationKey, ConversationRecord, ConversationView, Event, LogHead, Message, OutboxRow,
+    Party, PartyId, PartyKind, Receipt, ReceiptKind, StoredSend,
 };
 use crate::store::{StoreError, StoreResult, body};
 
@@ -89,14 +89,53 @@ pub(super) async fn counters(reader: &SqlitePool) -> StoreResult<Counters> {
     Ok(Counters { max_key, max_party })
 }
 
-/// The highest seq of a party's event log (0 if empty).
-pub(super) async fn event_head(reader: &SqlitePool, party: PartyId) -> StoreResult<u64> {
-    let head =
-        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM events WHERE party = $1")
-            .bind(party)
-            .fetch_one(reader)
-            .await?;
-    seq_from_db(head, "events.seq")
+/// Where `party`'s log ends: its last row is an event of its own, or a span
+/// that runs to the end of the inbox's log. One statement, so one snapshot.
+pub(super) async fn log_head(reader: &SqlitePool, party: PartyId) -> StoreResult<LogHead> {
+    let (own, span_seq, inbox, iseq, inbox_head) =
+        sqlx::query_as::<_, (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>(
+            "SELECT own.head, s.seq, s.inbox, s.iseq,
+                    (SELECT COALESCE(MAX(i.iseq), 0) FROM inbox_events i WHERE i.inbox = s.inbox)
+             FROM (SELECT COALESCE(MAX(seq), 0) AS head FROM events WHERE party = $1) own
+             LEFT JOIN (SELECT seq, inbox, iseq FROM event_spans
+                        WHERE party = $1 ORDER BY seq DESC LIMIT 1) s
+                    ON s.seq > own.head",
+        )
+        .bind(party)
+        .fetch_one(reader)
+        .await?;
+    let own = seq_from_db(own, "events.seq")?;
+    let (Some(start), Some(inbox), Some(iseq), Some(inbox_head)) =
+        (span_seq, inbox, iseq, inbox_head)
+    else {
+        return Ok(LogHead {
+            head: own,
+            follows: None,
+        });
+    };
+    let start = seq_from_db(start, "event_spans.seq")?;
+    let iseq = seq_from_db(iseq, "event_spans.iseq")?;
+    let inbox_head = seq_from_db(inbox_head, "inbox_events.iseq")?;
+    if inbox_head < iseq {
+        return Err(StoreError::Corrupt(format!(
+            "span {party}/{start} refers to event {iseq} of inbox {inbox}, which ends at {inbox_head}"
+        )));
+    }
+    Ok(LogHead {
+        head: start + (inbox_head - iseq),
+        follows: Some((inbox, inbox_head + 1)),
+    })
+}
+
+/// The highest seq of an inbox's log (0 if empty).
+pub(super) async fn inbox_head(reader: &SqlitePool, inbox: PartyId) -> StoreResult<u64> {
+    let head = sqlx::query_scalar::<_, i64>(
+        "SELECT COALESCE(MAX(iseq), 0) FROM inbox_events WHERE inbox = $1",
+    )
+    .bind(inbox)
+    .fetch_one(reader)
+    .await?;
+    seq_from_db(head, "inbox_events.iseq")
 }
 
 /// The message `sender` stored under `client_msg_id`, if any.
@@ -263,6 +302,12 @@ pub(super) async fn history(
 /// constructor the engine uses when the event happens. Messages and
 /// receipts come out of one query; a conversation added is rebuilt from the
 /// conversation and the seq and time the row recorded.
+///
+/// The page's rows come from the party's own events and, through its spans,
+/// from inbox logs: a span starting at seq `s` over inbox event `i` maps
+/// inbox event `i + n` to seq `s + n`, up to the party's next row. Only the
+/// spans that can reach into the page are read: the last one starting at or
+/// before `since + 1`, and those starting inside the page.
 pub(super) async fn events_since(
     reader: &SqlitePool,
     party: PartyId,
@@ -287,16 +332,38 @@ pub(super) async fn events_since(
     // would pass `max_body_bytes` (the first event always comes).
     let rows = sqlx::query_as::<_, Row>(
         "SELECT seq, kind, at_ms, ref_seq, id, actor, sender, client_msg_id, sent_at_ms, body
-         FROM (SELECT e.seq, e.kind, e.at_ms, e.ref_seq, c.id, actor.address AS actor,
+         FROM (WITH
+               spans AS (
+                   SELECT s.seq, s.inbox, s.iseq,
+                          MAX(s.seq, $2 + 1) AS first,
+                          MIN($2 + $4,
+                              COALESCE((SELECT MIN(o.seq) FROM events o
+                                        WHERE o.party = $1 AND o.seq > s.seq), $2 + $4 + 1) - 1,
+                              COALESCE((SELECT MIN(n.seq) FROM event_spans n
+                                        WHERE n.party = $1 AND n.seq > s.seq), $2 + $4 + 1) - 1)
+                              AS last
+                   FROM event_spans s
+                   WHERE s.party = $1 AND s.seq <= $2 + $4
+                     AND s.seq >= COALESCE((SELECT MAX(p.seq) FROM event_spans p
+                                            WHERE p.party = $1 AND p.seq <= $2 + 1), 0)),
+               log AS (
+                   SELECT seq, key, kind, ref_seq, actor, at_ms FROM events
+                   WHERE party = $1 AND seq > $2 AND seq <= $2 + $4
+                   UNION ALL
+                   SELECT sp.seq + (i.iseq - sp.iseq), i.key, i.kind, i.ref_seq, i.actor, i.at_ms
+                   FROM spans sp
+                   JOIN inbox_events i ON i.inbox = sp.inbox
+                    AND i.iseq BETWEEN sp.iseq + (sp.first - sp.seq)
+                                   AND sp.iseq + (sp.last - sp.seq))
+               SELECT e.seq, e.kind, e.at_ms, e.ref_seq, c.id, actor.address AS actor,
                       sender.address AS sender, m.client_msg_id, m.sent_at_ms, m.body,
                       SUM(COALESCE(length(m.body), 0)) OVER (ORDER BY e.seq) AS running,
                       ROW_NUMBER() OVER (ORDER BY e.seq) AS n
-               FROM events e
+               FROM log e
                JOIN conversations c ON c.key = e.key
                LEFT JOIN parties actor ON actor.id = e.actor
                LEFT JOIN messages m ON e.kind = $3 AND m.key = e.key AND m.seq = e.ref_seq
                LEFT JOIN parties sender ON sender.id = m.sender
-               WHERE e.party = $1 AND e.seq > $2
                ORDER BY e.seq
                LIMIT $4)
          WHERE n = 1 OR running <= $5

@@ -9,9 +9,9 @@
 //! statements.
 //!
 //! Tables are written parents first (parties, inbox agents, conversations,
-//! members, messages, events, watermarks, outbox), so foreign keys hold whatever the order of the
-//! batch. Within a batch, watermarks keep their maximum, as if the writes
-//! had run one by one.
+//! members, messages, events, inbox events, spans, watermarks, outbox), so
+//! foreign keys hold whatever the order of the batch. Within a batch,
+//! watermarks keep their maximum, as if the writes had run one by one.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -112,6 +112,34 @@ struct EventRow {
     at_ms: i64,
 }
 
+impl EventRow {
+    /// The row of event `seq` of `log` (a party's or an inbox's).
+    fn new(log: i64, seq: u64, key: i64, what: EventRef, at_ms: i64) -> StoreResult<Self> {
+        let (kind, ref_seq, actor) = match what {
+            EventRef::Message { seq } => (event_kind::MESSAGE, seq_to_db(seq)?, None),
+            EventRef::ConversationAdded { last_seq } => {
+                (event_kind::CONVERSATION_ADDED, seq_to_db(last_seq)?, None)
+            }
+            EventRef::Receipt { party, kind, up_to } => {
+                let kind = match kind {
+                    ReceiptKind::Delivered => event_kind::DELIVERED,
+                    ReceiptKind::Read => event_kind::READ,
+                };
+                (kind, seq_to_db(up_to)?, Some(party))
+            }
+        };
+        Ok(Self {
+            party: log,
+            seq: seq_to_db(seq)?,
+            key,
+            kind,
+            ref_seq,
+            actor,
+            at_ms,
+        })
+    }
+}
+
 /// A batch sorted by table.
 #[derive(Default)]
 struct Rows<'a> {
@@ -123,6 +151,10 @@ struct Rows<'a> {
     members: Vec<(i64, i64, i64)>,
     messages: Vec<MessageRow<'a>>,
     events: Vec<EventRow>,
+    /// Rows of inbox logs (`party` is the inbox, `seq` its iseq).
+    inbox_events: Vec<EventRow>,
+    /// (party, seq, inbox, iseq)
+    spans: Vec<(i64, i64, i64, i64)>,
     /// (key, party, kind, up_to), one per watermark.
     watermarks: Vec<(i64, i64, i64, i64)>,
     /// (peer, seq, payload)
@@ -193,30 +225,26 @@ impl<'a> Rows<'a> {
                     key,
                     what,
                     at_ms,
-                } => {
-                    let (kind, ref_seq, actor) = match *what {
-                        EventRef::Message { seq } => (event_kind::MESSAGE, seq_to_db(seq)?, None),
-                        EventRef::ConversationAdded { last_seq } => {
-                            (event_kind::CONVERSATION_ADDED, seq_to_db(last_seq)?, None)
-                        }
-                        EventRef::Receipt { party, kind, up_to } => {
-                            let kind = match kind {
-                                ReceiptKind::Delivered => event_kind::DELIVERED,
-                                ReceiptKind::Read => event_kind::READ,
-                            };
-                            (kind, seq_to_db(up_to)?, Some(party))
-                        }
-                    };
-                    rows.events.push(EventRow {
-                        party: *party,
-                        seq: seq_to_db(*seq)?,
-                        key: *key,
-                        kind,
-                        ref_seq,
-                        actor,
-                        at_ms: *at_ms,
-                    });
-                }
+                } => rows
+                    .events
+                    .push(EventRow::new(*party, *seq, *key, *what, *at_ms)?),
+                Write::InboxEvent {
+                    inbox,
+                    iseq,
+                    key,
+                    what,
+                    at_ms,
+                } => rows
+                    .inbox_events
+                    .push(EventRow::new(*inbox, *iseq, *key, *what, *at_ms)?),
+                Write::Span {
+                    party,
+                    seq,
+                    inbox,
+                    iseq,
+                } => rows
+                    .spans
+                    .push((*party, seq_to_db(*seq)?, *inbox, seq_to_db(*iseq)?)),
                 Write::Watermark {
                     key,
                     party,
@@ -298,7 +326,7 @@ impl<'a> Rows<'a> {
                 .put(m.body.as_slice())?;
             Ok(())
         })?;
-        chunked(conn, &EVENTS, &self.events, |s, e| {
+        let event = |s: &mut Binder<'_, '_>, e: &EventRow| {
             s.put(e.party)?
                 .put(e.seq)?
                 .put(e.key)?
@@ -307,7 +335,18 @@ impl<'a> Rows<'a> {
                 .put(e.actor)?
                 .put(e.at_ms)?;
             Ok(())
-        })?;
+        };
+        chunked(conn, &EVENTS, &self.events, event)?;
+        chunked(conn, &INBOX_EVENTS, &self.inbox_events, event)?;
+        chunked(
+            conn,
+            &SPANS,
+            &self.spans,
+            |s, &(party, seq, inbox, iseq)| {
+                s.put(party)?.put(seq)?.put(inbox)?.put(iseq)?;
+                Ok(())
+            },
+        )?;
         chunked(
             conn,
             &WATERMARKS,
@@ -365,6 +404,17 @@ static EVENTS: LazyLock<MultiRow> = LazyLock::new(|| {
         "",
     )
 });
+
+static INBOX_EVENTS: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO inbox_events (inbox, iseq, key, kind, ref_seq, actor, at_ms)",
+        7,
+        "",
+    )
+});
+
+static SPANS: LazyLock<MultiRow> =
+    LazyLock::new(|| MultiRow::new("INSERT INTO event_spans (party, seq, inbox, iseq)", 4, ""));
 
 static WATERMARKS: LazyLock<MultiRow> = LazyLock::new(|| {
     MultiRow::new(
