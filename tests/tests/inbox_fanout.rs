@@ -33,31 +33,35 @@ fn message_seqs(events: &[pb::Event]) -> Vec<u64> {
         .collect()
 }
 
-/// Rows of the event tables, read from the server's database file.
-fn event_rows(server: &TestServer) -> Result<(i64, i64, i64)> {
+/// Rows of `tables`, read from the server's database file.
+fn rows<const N: usize>(server: &TestServer, tables: [&str; N]) -> Result<[i64; N]> {
     let db = rusqlite::Connection::open_with_flags(
         server.path().join("kanal.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
-    let count = |table: &str| -> Result<i64> {
-        Ok(db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
-    };
-    Ok((
-        count("events")?,
-        count("inbox_events")?,
-        count("event_spans")?,
-    ))
+    )
+    .context("reading the database")?;
+    let mut counts = [0; N];
+    for (count, table) in counts.iter_mut().zip(tables) {
+        *count = db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+    }
+    Ok(counts)
+}
+
+/// Adds `count` agents to the support inbox that never log in.
+async fn add_silent_agents(server: &TestServer, count: usize) -> Result<()> {
+    let node = server.server.node();
+    for i in 0..count {
+        let local = format!("agent{i}");
+        admin::add_agent(&node, &local, datadir::DEFAULT_INBOX, Some(PASSWORD), "").await?;
+    }
+    Ok(())
 }
 
 #[tokio::test]
 async fn an_inbox_with_200_agents_stores_each_event_once() -> Result<()> {
     let server = TestServer::start_with(unlimited_sends()).await?;
-    let node = server.server.node();
     let ann = server.agent("ann").await?;
-    for i in 0..AGENTS - 2 {
-        let local = format!("agent{i}");
-        admin::add_agent(&node, &local, datadir::DEFAULT_INBOX, Some(PASSWORD), "").await?;
-    }
+    add_silent_agents(&server, AGENTS - 2).await?;
     let mut ann_live = ann.subscribe(0).await?;
     until_caught_up(&mut ann_live).await?;
 
@@ -124,7 +128,7 @@ async fn an_inbox_with_200_agents_stores_each_event_once() -> Result<()> {
     // one span per agent where its log starts following the inbox: about
     // three rows per event, where one per agent per event would be 200.
     let events = MESSAGES as i64 + 2;
-    let (own, inbox, spans) = event_rows(&server).context("reading the database")?;
+    let [own, inbox, spans] = rows(&server, ["events", "inbox_events", "event_spans"])?;
     println!(
         "{events} events to 1 customer and {AGENTS} agents: {own} own rows, \
          {inbox} inbox-log rows, {spans} spans"
@@ -133,4 +137,78 @@ async fn an_inbox_with_200_agents_stores_each_event_once() -> Result<()> {
     ensure!(inbox == events, "inbox-log rows: {inbox}");
     ensure!(spans == AGENTS as i64, "one span per agent: {spans}");
     Ok(())
+}
+
+/// Sends into `conversation` as fast as the server's per-party send limit
+/// lets one account (waiting out each refusal's retry hint) until `stop`
+/// fires; returns how many were stored.
+async fn flood(
+    client: kanal_client::Client,
+    conversation: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<u64> {
+    let mut stored = 0;
+    loop {
+        let text = format!("flood {stored}");
+        tokio::select! {
+            biased;
+            _ = &mut stop => return Ok(stored),
+            sent = client.send_text(&conversation, &text) => match sent {
+                Ok(_) => stored += 1,
+                Err(kanal_client::ClientError::Refused {
+                    retry_after: Some(wait),
+                    ..
+                }) => tokio::time::sleep(wait).await,
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_into_a_200_agent_inbox_leaves_a_bystander_alone() -> Result<()> {
+    // Default limits: the flooder gets what one account may send.
+    let server = TestServer::start().await?;
+    let mut bystander = Bystander::start(&server, "calm", "alice").await?;
+    add_silent_agents(&server, AGENTS - 1).await?;
+    let flooder = server.register("flooder").await?;
+    let conversation = flooder
+        .create_conversation(&["support@localhost"], "flood")
+        .await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let flooding = tokio::spawn(flood(flooder, conversation.id, stopped));
+
+    let report = bystander.converse(100).await?;
+    let _ = stop.send(());
+    let flooded = flooding.await??;
+    report.assert_within(
+        "flood into a 200-agent inbox",
+        std::time::Duration::from_millis(500),
+    )?;
+    ensure!(flooded > 0, "the flooder stored nothing");
+
+    // Every event of the two conversations: one row of its customer's, one
+    // of the inbox's log; and one span per agent (alice's bystander
+    // included), where its log started following the inbox.
+    let [messages, conversations, own, inbox, spans] = rows(
+        &server,
+        [
+            "messages",
+            "conversations",
+            "events",
+            "inbox_events",
+            "event_spans",
+        ],
+    )?;
+    let events = messages + conversations;
+    println!(
+        "{flooded} flood messages and 100 of the bystander's into {AGENTS} agents: \
+         {own} own rows, {inbox} inbox-log rows, {spans} spans for {events} events"
+    );
+    ensure!(
+        own == events && inbox == events,
+        "{own} own and {inbox} inbox rows"
+    );
+    ensure!(spans == AGENTS as i64, "{spans} spans");
+    assert_memory_bounded("flood into a 200-agent inbox")
 }

@@ -419,11 +419,20 @@ pub(crate) async fn create_conversations(
     sessions: &[Session],
     receivers: &[Account],
 ) -> Result<Vec<(Client, String)>> {
+    let addresses: Vec<String> = receivers.iter().map(|r| r.address.clone()).collect();
+    create_conversations_to(sessions, &addresses).await
+}
+
+/// One conversation per sender connection, with party `i mod N` of `to`.
+pub(crate) async fn create_conversations_to(
+    sessions: &[Session],
+    to: &[String],
+) -> Result<Vec<(Client, String)>> {
     let mut created = Vec::with_capacity(sessions.len());
     let mut requests = JoinSet::new();
     for (i, session) in sessions.iter().enumerate() {
         let client = session.client.clone();
-        let to = receivers[i % receivers.len()].address.clone();
+        let to = to[i % to.len()].clone();
         requests.spawn(async move {
             let conversation = client.create_conversation(&[to.as_str()], "bench").await?;
             anyhow::Ok((i, client, conversation.id))

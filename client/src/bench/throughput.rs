@@ -53,6 +53,11 @@ pub(crate) struct Options {
     /// server then also pushes every message live)
     #[arg(long)]
     pub(crate) online: bool,
+    /// Write to this existing party instead of receivers of the bench's
+    /// own, e.g. an inbox (`support@HOST`) with many agents: every sender's
+    /// conversation goes to it
+    #[arg(long, conflicts_with_all = ["receivers", "online"])]
+    pub(crate) to: Option<String>,
     /// Seconds of load before measuring starts
     #[arg(long, default_value_t = 2.0)]
     pub(crate) warmup: f64,
@@ -77,7 +82,10 @@ pub(crate) async fn run(
     let warmup = Duration::from_secs_f64(options.warmup.max(0.0));
 
     let senders = target.register("s", clients.min(MAX_ACCOUNTS)).await?;
-    let receivers = target.register("r", options.receivers.max(1)).await?;
+    let receivers = match options.to {
+        Some(_) => Vec::new(),
+        None => target.register("r", options.receivers.max(1)).await?,
+    };
     let progress = Progress::new(target.bar(clients as u64, "connecting senders"));
     let opened = target
         .open(
@@ -96,7 +104,10 @@ pub(crate) async fn run(
     }
     let mut sessions = opened.sessions;
     sessions.sort_by_key(|session| session.index);
-    let conversations = setup::create_conversations(&sessions, &receivers).await?;
+    let conversations = match &options.to {
+        Some(to) => setup::create_conversations_to(&sessions, std::slice::from_ref(to)).await?,
+        None => setup::create_conversations(&sessions, &receivers).await?,
+    };
     let listeners = if options.online {
         Some(Listeners::start(target, &receivers).await?)
     } else {
@@ -214,6 +225,9 @@ pub(crate) async fn run(
     );
     summary.count("message_bytes", "message text bytes", options.size as u64);
     summary.count("receivers", "receiver accounts", receivers.len() as u64);
+    if let Some(to) = &options.to {
+        summary.field("to", "conversations go to", to.as_str(), to.as_str());
+    }
     summary.field(
         "online",
         "receivers online",
