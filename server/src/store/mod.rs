@@ -18,10 +18,14 @@ use crate::model::{
     NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
 };
 
+mod batch;
 mod body;
+mod columns;
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+mod reads;
+mod sql;
 pub mod sqlite;
 
 /// Why a store operation failed.
@@ -55,6 +59,18 @@ pub enum StoreError {
     /// A stored value is not what this version of Kanal wrote.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
 }
 
 /// Result of store operations.
