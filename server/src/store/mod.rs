@@ -1,7 +1,9 @@
 //! Persistence behind one seam: the [`Store`] trait, implemented in memory
-//! (`memory`, for tests and the simulator) and for SQLite (the embedded
-//! default), and shaped so PostgreSQL fits behind it too. Every backend
-//! passes the same conformance suite (`conformance`).
+//! (`memory`, for tests and the simulator), for SQLite (`sqlite`, the
+//! embedded default) and for PostgreSQL (`postgres`, a database server).
+//! The two SQL backends share one schema's worth of conversions and read
+//! statements (`columns`, `batch`, `reads`, `sql`). Every backend passes the
+//! same conformance suite (`conformance`).
 //!
 //! The engine is the only writer of parties, conversations, messages,
 //! events, watermarks and outbox rows; it hands the store whole batches
@@ -24,6 +26,7 @@ mod columns;
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+pub mod postgres;
 mod reads;
 mod sql;
 pub mod sqlite;
