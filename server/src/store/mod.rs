@@ -1,7 +1,9 @@
 //! Persistence behind one seam: the [`Store`] trait, implemented in memory
-//! (`memory`, for tests and the simulator) and for SQLite (the embedded
-//! default), and shaped so PostgreSQL fits behind it too. Every backend
-//! passes the same conformance suite (`conformance`).
+//! (`memory`, for tests and the simulator), for SQLite (`sqlite`, the
+//! embedded default) and for PostgreSQL (`postgres`, a database server).
+//! The two SQL backends share one schema's worth of conversions and read
+//! statements (`columns`, `batch`, `reads`, `sql`). Every backend passes the
+//! same conformance suite (`conformance`).
 //!
 //! The engine is the only writer of parties, conversations, messages,
 //! events, watermarks and outbox rows; it hands the store whole batches
@@ -18,10 +20,15 @@ use crate::model::{
     NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
 };
 
+mod batch;
 mod body;
+mod columns;
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+pub mod postgres;
+mod reads;
+mod sql;
 pub mod sqlite;
 
 /// Why a store operation failed.
@@ -55,6 +62,18 @@ pub enum StoreError {
     /// A stored value is not what this version of Kanal wrote.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
 }
 
 /// Result of store operations.

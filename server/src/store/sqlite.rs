@@ -8,20 +8,17 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use kanal_proto::address::{Address, ConversationId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::columns::now_ms;
+use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
-use crate::model::Counters;
-use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Event, Invite, LogHead, Message,
-    NewInvite, OutboxRow, Party, PartyId, PartyKind, ReceiptKind, Session, StoredSend, Write,
-};
+use crate::model::{Invite, NewInvite, PartyId, Session, Write};
 
 mod checkpoint;
 mod directory;
@@ -149,36 +146,18 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    fn for_writer(&self) -> Option<std::sync::Arc<dyn Store>> {
+impl SqlBackend for SqliteStore {
+    type Reader = SqlitePool;
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    fn for_writer(&self) -> Option<Arc<dyn Store>> {
         Some(Arc::new(Self {
             reader: self.writer_reader.clone(),
             ..self.clone()
         }))
-    }
-
-    async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
-        directory::party_by_address(&self.reader, address).await
-    }
-
-    async fn party_by_id(&self, id: PartyId) -> StoreResult<Option<Party>> {
-        directory::party_by_id(&self.reader, id).await
-    }
-
-    async fn password_hash(&self, id: PartyId) -> StoreResult<Option<String>> {
-        directory::password_hash(&self.reader, id).await
-    }
-
-    async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
-        directory::inbox_agents(&self.reader, inbox).await
-    }
-
-    async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>> {
-        directory::agent_inboxes(&self.reader, agent).await
-    }
-
-    async fn parties(&self) -> StoreResult<Vec<Party>> {
-        directory::parties(&self.reader).await
     }
 
     async fn create_session(
@@ -191,10 +170,6 @@ impl Store for SqliteStore {
         self.writer
             .call(move |conn| directory::create_session(conn, party, token_hash, &client, now))
             .await
-    }
-
-    async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>> {
-        directory::session_by_token_hash(&self.reader, token_hash).await
     }
 
     async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
@@ -221,10 +196,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn invites(&self, now_ms: i64) -> StoreResult<Vec<Invite>> {
-        invites::working(&self.reader, now_ms).await
-    }
-
     async fn revoke_invite(&self, id: i64) -> StoreResult<bool> {
         self.writer
             .call(move |conn| invites::revoke(conn, id))
@@ -237,90 +208,6 @@ impl Store for SqliteStore {
             .await?;
         self.checkpointer.nudge();
         Ok(())
-    }
-
-    async fn load_conversation(
-        &self,
-        id: &ConversationId,
-    ) -> StoreResult<Option<ConversationRecord>> {
-        read::load_conversation(&self.reader, id).await
-    }
-
-    async fn counters(&self) -> StoreResult<Counters> {
-        read::counters(&self.reader).await
-    }
-
-    async fn log_head(&self, party: PartyId) -> StoreResult<LogHead> {
-        read::log_head(&self.reader, party).await
-    }
-
-    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<u64> {
-        read::inbox_head(&self.reader, inbox).await
-    }
-
-    async fn find_send(
-        &self,
-        key: ConversationKey,
-        sender: PartyId,
-        client_msg_id: &str,
-    ) -> StoreResult<Option<StoredSend>> {
-        read::find_send(&self.reader, key, sender, client_msg_id).await
-    }
-
-    async fn find_sends(
-        &self,
-        wanted: &[(ConversationKey, PartyId, String)],
-    ) -> StoreResult<Vec<((ConversationKey, PartyId, String), StoredSend)>> {
-        read::find_sends(&self.reader, wanted).await
-    }
-
-    async fn watermark(
-        &self,
-        key: ConversationKey,
-        party: PartyId,
-        kind: ReceiptKind,
-    ) -> StoreResult<u64> {
-        read::watermark(&self.reader, key, party, kind).await
-    }
-
-    async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {
-        read::can_see(&self.reader, key, party).await
-    }
-
-    async fn history(
-        &self,
-        key: ConversationKey,
-        before: u64,
-        limit: u32,
-    ) -> StoreResult<(Vec<Message>, bool)> {
-        read::history(&self.reader, key, before, limit).await
-    }
-
-    async fn events_since(
-        &self,
-        party: PartyId,
-        since: u64,
-        limit: u32,
-        max_body_bytes: usize,
-    ) -> StoreResult<Vec<(u64, Event)>> {
-        read::events_since(&self.reader, party, since, limit, max_body_bytes).await
-    }
-
-    async fn conversations_of(
-        &self,
-        party: PartyId,
-        limit: u32,
-        offset: u32,
-    ) -> StoreResult<(Vec<ConversationView>, bool)> {
-        read::conversations_of(&self.reader, party, limit, offset).await
-    }
-
-    async fn conversation_view(
-        &self,
-        key: ConversationKey,
-        viewer: PartyId,
-    ) -> StoreResult<Option<ConversationView>> {
-        read::conversation_view(&self.reader, key, viewer).await
     }
 
     async fn backup(&self, to: &Path) -> StoreResult<()> {
@@ -341,41 +228,9 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
-
-    async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
-        read::outbox(&self.reader, peer, after, limit).await
-    }
 }
 
-// --- conversions between model values and columns ---------------------------
-
-/// The current time, ms since the Unix epoch.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A seq as SQLite stores it (a signed 64-bit integer).
-fn seq_to_db(seq: u64) -> StoreResult<i64> {
-    i64::try_from(seq).map_err(|e| StoreError::Backend(Box::new(e)))
-}
-
-/// A stored seq back as the model's unsigned seq.
-fn seq_from_db(value: i64, what: &str) -> StoreResult<u64> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} = {value}")))
-}
-
-/// A stored party kind.
-fn party_kind(value: i64) -> StoreResult<PartyKind> {
-    PartyKind::from_i64(value).ok_or_else(|| StoreError::Corrupt(format!("party kind {value}")))
-}
-
-/// A stored address.
-fn address(text: &str) -> StoreResult<Address> {
-    text.parse()
-        .map_err(|e| StoreError::Corrupt(format!("address `{text}`: {e}")))
-}
+// --- damaged databases ------------------------------------------------------
 
 /// The refusal to serve a damaged database file, whatever step found it.
 fn corrupt(found: &str) -> StoreError {
@@ -412,26 +267,8 @@ async fn check_integrity(conn: &SqlitePool) -> StoreResult<()> {
     }
 }
 
-/// A stored conversation id.
-fn conversation_id(text: &str) -> StoreResult<ConversationId> {
-    text.parse()
-        .map_err(|e| StoreError::Corrupt(format!("conversation id `{text}`: {e}")))
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        StoreError::Backend(Box::new(error))
-    }
-}
-
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        StoreError::Backend(Box::new(error))
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(error: sqlx::migrate::MigrateError) -> Self {
         StoreError::Backend(Box::new(error))
     }
 }

@@ -1,13 +1,9 @@
-//! Invite codes: written on the writer thread, listed on a reader.
+//! Invite codes, written on the writer thread (`store::reads` lists them).
 
 use rusqlite::{Connection, OptionalExtension as _, params};
-use sqlx::SqlitePool;
 
 use crate::model::{Invite, NewInvite};
-use crate::store::StoreResult;
-
-/// Columns of `invites` as [`invite_row`] reads them.
-type InviteRow = (i64, i64, Option<i64>, i64, String);
+use crate::store::{StoreResult, columns};
 
 /// Stores a new invite.
 pub(super) fn create(
@@ -30,13 +26,7 @@ pub(super) fn create(
             ],
             |row| row.get::<_, i64>(0),
         )?;
-    Ok(Invite {
-        id,
-        uses_left: invite.uses,
-        expires_at_ms: invite.expires_at_ms,
-        created_at_ms: now_ms,
-        note: invite.note.clone(),
-    })
+    Ok(columns::issued_invite(id, invite, now_ms))
 }
 
 /// Takes one use of a working invite, in one statement: two takes of the
@@ -68,28 +58,4 @@ pub(super) fn revoke(writer: &mut Connection, id: i64) -> StoreResult<bool> {
         .prepare_cached("DELETE FROM invites WHERE id = ?1")?
         .execute(params![id])?;
     Ok(removed > 0)
-}
-
-/// The invites that still work at `now_ms`, oldest first.
-pub(super) async fn working(reader: &SqlitePool, now_ms: i64) -> StoreResult<Vec<Invite>> {
-    let rows = sqlx::query_as::<_, InviteRow>(
-        "SELECT id, uses_left, expires_at_ms, created_at_ms, note FROM invites
-         WHERE uses_left > 0 AND (expires_at_ms IS NULL OR expires_at_ms > $1)
-         ORDER BY id",
-    )
-    .bind(now_ms)
-    .fetch_all(reader)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, uses_left, expires_at_ms, created_at_ms, note)| Invite {
-                id,
-                uses_left: u32::try_from(uses_left).unwrap_or(0),
-                expires_at_ms,
-                created_at_ms,
-                note,
-            },
-        )
-        .collect())
 }

@@ -1,0 +1,214 @@
+//! A batch of the engine's writes sorted into rows per table, for the SQL
+//! backends: every value converted before the database is touched, so a
+//! bad one costs nothing, and updates of one row coalesced as if the
+//! writes had run one by one (a watermark keeps its maximum).
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use super::columns::{event_kind, seq_to_db};
+use super::{StoreResult, body};
+use crate::model::{EventRef, ReceiptKind, Write};
+
+/// A conversation row.
+pub(crate) struct ConversationRow<'a> {
+    pub(crate) key: i64,
+    pub(crate) id: &'a str,
+    pub(crate) subject: &'a str,
+    pub(crate) created_by: i64,
+    pub(crate) created_at_ms: i64,
+}
+
+/// A party row.
+pub(crate) struct PartyRow<'a> {
+    pub(crate) id: i64,
+    pub(crate) address: &'a str,
+    pub(crate) kind: i64,
+    pub(crate) display_name: &'a str,
+    pub(crate) password_hash: Option<&'a str>,
+    pub(crate) created_at_ms: i64,
+}
+
+/// A message row.
+pub(crate) struct MessageRow<'a> {
+    pub(crate) key: i64,
+    pub(crate) seq: i64,
+    pub(crate) sender: i64,
+    pub(crate) client_msg_id: &'a str,
+    pub(crate) sent_at_ms: i64,
+    pub(crate) body: Vec<u8>,
+}
+
+/// An event row.
+pub(crate) struct EventRow {
+    pub(crate) party: i64,
+    pub(crate) seq: i64,
+    pub(crate) key: i64,
+    pub(crate) kind: i64,
+    pub(crate) ref_seq: i64,
+    pub(crate) actor: Option<i64>,
+    pub(crate) at_ms: i64,
+}
+
+impl EventRow {
+    /// The row of event `seq` of `log` (a party's or an inbox's).
+    pub(crate) fn new(
+        log: i64,
+        seq: u64,
+        key: i64,
+        what: EventRef,
+        at_ms: i64,
+    ) -> StoreResult<Self> {
+        let (kind, ref_seq, actor) = match what {
+            EventRef::Message { seq } => (event_kind::MESSAGE, seq_to_db(seq)?, None),
+            EventRef::ConversationAdded { last_seq } => {
+                (event_kind::CONVERSATION_ADDED, seq_to_db(last_seq)?, None)
+            }
+            EventRef::Receipt { party, kind, up_to } => {
+                let kind = match kind {
+                    ReceiptKind::Delivered => event_kind::DELIVERED,
+                    ReceiptKind::Read => event_kind::READ,
+                };
+                (kind, seq_to_db(up_to)?, Some(party))
+            }
+        };
+        Ok(Self {
+            party: log,
+            seq: seq_to_db(seq)?,
+            key,
+            kind,
+            ref_seq,
+            actor,
+            at_ms,
+        })
+    }
+}
+
+/// A batch sorted by table.
+#[derive(Default)]
+pub(crate) struct Rows<'a> {
+    pub(crate) parties: Vec<PartyRow<'a>>,
+    /// (inbox, agent)
+    pub(crate) inbox_agents: Vec<(i64, i64)>,
+    pub(crate) conversations: Vec<ConversationRow<'a>>,
+    /// (key, party, position)
+    pub(crate) members: Vec<(i64, i64, i64)>,
+    pub(crate) messages: Vec<MessageRow<'a>>,
+    pub(crate) events: Vec<EventRow>,
+    /// Rows of inbox logs (`party` is the inbox, `seq` its iseq).
+    pub(crate) inbox_events: Vec<EventRow>,
+    /// (party, seq, inbox, iseq)
+    pub(crate) spans: Vec<(i64, i64, i64, i64)>,
+    /// (key, party, kind, up_to), one per watermark.
+    pub(crate) watermarks: Vec<(i64, i64, i64, i64)>,
+    /// (peer, seq, payload)
+    pub(crate) outbox: Vec<(&'a str, i64, &'a [u8])>,
+}
+
+impl<'a> Rows<'a> {
+    /// Sorts a batch into rows per table, coalescing updates of one row.
+    pub(crate) fn sort(batch: &'a [Write]) -> StoreResult<Self> {
+        let mut rows = Rows::default();
+        let mut watermark_at: HashMap<(i64, i64, i64), usize> = HashMap::new();
+        for write in batch {
+            match write {
+                Write::NewParty {
+                    id,
+                    party,
+                    created_at_ms,
+                } => rows.parties.push(PartyRow {
+                    id: *id,
+                    address: party.address.as_str(),
+                    kind: party.kind.as_i64(),
+                    display_name: &party.display_name,
+                    password_hash: party.password_hash.as_deref(),
+                    created_at_ms: *created_at_ms,
+                }),
+                Write::InboxAgent { inbox, agent } => rows.inbox_agents.push((*inbox, *agent)),
+                Write::Outbox(row) => {
+                    rows.outbox
+                        .push((row.peer.as_str(), seq_to_db(row.seq)?, &row.payload[..]));
+                }
+                Write::NewConversation {
+                    key,
+                    id,
+                    subject,
+                    created_by,
+                    created_at_ms,
+                    members,
+                } => {
+                    rows.conversations.push(ConversationRow {
+                        key: *key,
+                        id: id.as_str(),
+                        subject,
+                        created_by: *created_by,
+                        created_at_ms: *created_at_ms,
+                    });
+                    for (position, party) in (1..).zip(members) {
+                        rows.members.push((*key, *party, position));
+                    }
+                }
+                Write::Message {
+                    key,
+                    seq,
+                    sender,
+                    client_msg_id,
+                    sent_at_ms,
+                    body,
+                } => rows.messages.push(MessageRow {
+                    key: *key,
+                    seq: seq_to_db(*seq)?,
+                    sender: *sender,
+                    client_msg_id,
+                    sent_at_ms: *sent_at_ms,
+                    body: body::encode(body),
+                }),
+                Write::Event {
+                    party,
+                    seq,
+                    key,
+                    what,
+                    at_ms,
+                } => rows
+                    .events
+                    .push(EventRow::new(*party, *seq, *key, *what, *at_ms)?),
+                Write::InboxEvent {
+                    inbox,
+                    iseq,
+                    key,
+                    what,
+                    at_ms,
+                } => rows
+                    .inbox_events
+                    .push(EventRow::new(*inbox, *iseq, *key, *what, *at_ms)?),
+                Write::Span {
+                    party,
+                    seq,
+                    inbox,
+                    iseq,
+                } => rows
+                    .spans
+                    .push((*party, seq_to_db(*seq)?, *inbox, seq_to_db(*iseq)?)),
+                Write::Watermark {
+                    key,
+                    party,
+                    kind,
+                    up_to,
+                } => {
+                    let up_to = seq_to_db(*up_to)?;
+                    match watermark_at.entry((*key, *party, kind.as_i64())) {
+                        Entry::Occupied(at) => {
+                            let row = &mut rows.watermarks[*at.get()];
+                            row.3 = row.3.max(up_to);
+                        }
+                        Entry::Vacant(at) => {
+                            at.insert(rows.watermarks.len());
+                            rows.watermarks.push((*key, *party, kind.as_i64(), up_to));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,150 @@
+//! The PostgreSQL store: one database, its schema brought up to date at
+//! open (`migrations/postgres`), a pool of connections for writes, and two
+//! pools of read-only connections, one for clients' reads and a small one
+//! for the writer's loads (as the SQLite store has).
+//!
+//! Durability: every connection runs with `synchronous_commit = on`, set
+//! when it connects (over whatever the server, the database or the role
+//! sets), so a commit returns once the server has flushed its WAL record
+//! to disk (with the server's `fsync = on`, its default). A batch is one
+//! transaction: all of it or none of it.
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::columns::now_ms;
+use super::sql::SqlBackend;
+use super::{Store, StoreError, StoreResult};
+use crate::model::{Invite, NewInvite, PartyId, Session, Write};
+
+mod directory;
+mod invites;
+mod read;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+/// Read-only connections for clients' reads.
+const READERS: u32 = 4;
+
+/// Read-only connections kept for the writer's loads, so that clients'
+/// reads never make an ordering wait for a connection.
+const WRITER_READERS: u32 = 2;
+
+/// Connections for writes: the engine's commits (one at a time) and, beside
+/// them, sessions, acks and invites.
+const WRITERS: u32 = 3;
+
+/// How long an idle connection is kept.
+const IDLE: Duration = Duration::from_secs(600);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A [`Store`] in one PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    /// Connections for every write.
+    writer: PgPool,
+    /// Read-only connections for everything else.
+    reader: PgPool,
+    /// Read-only connections only the writer's loads use (see
+    /// [`Store::for_writer`]).
+    writer_reader: PgPool,
+}
+
+impl PgStore {
+    /// Connects to the database at `url`
+    /// (`postgres://user:password@host:port/database`, with parameters such
+    /// as `?sslmode=require`), which must exist, and brings its schema up
+    /// to date. The role needs to create tables in it the first time.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let base = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+        let read_only = base
+            .clone()
+            .options([("default_transaction_read_only", "on")]);
+        let pool = |size, options: &PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .min_connections(0)
+                .idle_timeout(Some(IDLE))
+                .connect_lazy_with(options.clone())
+        };
+        let writer = pool(WRITERS, &base);
+        // The pools connect when first used: this is the first use, so a
+        // wrong address or password fails the open.
+        MIGRATOR.run(&writer).await?;
+        Ok(Self {
+            writer,
+            reader: pool(READERS, &read_only),
+            writer_reader: pool(WRITER_READERS, &read_only),
+        })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer_reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+#[async_trait]
+impl SqlBackend for PgStore {
+    type Reader = PgPool;
+
+    fn reader(&self) -> &PgPool {
+        &self.reader
+    }
+
+    fn for_writer(&self) -> Option<Arc<dyn Store>> {
+        Some(Arc::new(Self {
+            reader: self.writer_reader.clone(),
+            ..self.clone()
+        }))
+    }
+
+    async fn create_session(
+        &self,
+        party: PartyId,
+        token_hash: [u8; 32],
+        client: &str,
+    ) -> StoreResult<Session> {
+        directory::create_session(&self.writer, party, token_hash, client, now_ms()).await
+    }
+
+    async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
+        directory::ack_session(&self.writer, session, seq).await
+    }
+
+    async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite> {
+        invites::create(&self.writer, &invite, now_ms).await
+    }
+
+    async fn take_invite(&self, code_hash: [u8; 32], now_ms: i64) -> StoreResult<bool> {
+        invites::take(&self.writer, code_hash, now_ms).await
+    }
+
+    async fn return_invite(&self, code_hash: [u8; 32]) -> StoreResult<()> {
+        invites::give_back(&self.writer, code_hash).await
+    }
+
+    async fn revoke_invite(&self, id: i64) -> StoreResult<bool> {
+        invites::revoke(&self.writer, id).await
+    }
+
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
+        write::commit(&self.writer, &batch).await
+    }
+
+    async fn backup(&self, _to: &Path) -> StoreResult<()> {
+        Err(StoreError::Unsupported(
+            "back up a PostgreSQL database with pg_dump",
+        ))
+    }
+}

@@ -1,0 +1,228 @@
+//! Committing the engine's batches: one transaction per batch on a
+//! connection of the write pool, and one statement per table the batch
+//! touches, each inserting all of that table's rows from arrays bound as
+//! parameters (`UNNEST`), so a batch's size never meets a limit on
+//! parameters and its statements stay few and prepared.
+//!
+//! Tables are written parents first (parties, inbox agents, conversations,
+//! members, messages, events, inbox events, spans, watermarks, outbox), so
+//! foreign keys hold whatever the order of the batch. Within a batch,
+//! watermarks keep their maximum (`store::batch`); across batches, the
+//! stored one only rises.
+
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgPool, Postgres};
+
+use crate::model::Write;
+use crate::store::batch::Rows;
+use crate::store::{StoreError, StoreResult};
+
+/// The unique constraint on (key, sender, client_msg_id) of `messages`.
+const CLIENT_MSG_ID: &str = "messages_by_client_msg_id";
+
+/// Commits `batch` atomically: all of it or, on any error, none of it.
+pub(super) async fn commit(writer: &PgPool, batch: &[Write]) -> StoreResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    // Convert before touching the database, so a bad value costs nothing.
+    let rows = Rows::sort(batch)?;
+    let mut tx = writer.begin().await?;
+    // On an error the transaction is dropped, which rolls it back before
+    // its connection is used again.
+    write(&rows, &mut tx).await.map_err(duplicate_send)?;
+    // With synchronous_commit = on, COMMIT returns once the WAL is flushed.
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Names a failure of [`CLIENT_MSG_ID`] for what it is: a send the engine
+/// took for new was stored before.
+fn duplicate_send(error: sqlx::Error) -> StoreError {
+    match error.as_database_error() {
+        Some(e) if e.is_unique_violation() && e.constraint() == Some(CLIENT_MSG_ID) => {
+            StoreError::DuplicateSend
+        }
+        _ => error.into(),
+    }
+}
+
+/// One column of `rows`.
+fn column<'r, T, V>(rows: &'r [T], value: impl Fn(&'r T) -> V) -> Vec<V> {
+    rows.iter().map(value).collect()
+}
+
+/// A statement with its parameters bound.
+type Statement<'q> = Query<'q, Postgres, PgArguments>;
+
+/// Inserts `rows` with `sql`, its parameters bound by `columns`; nothing
+/// for no rows.
+async fn insert<'q, T>(
+    conn: &mut PgConnection,
+    rows: &[T],
+    sql: &'static str,
+    columns: impl FnOnce(Statement<'q>) -> Statement<'q>,
+) -> sqlx::Result<()> {
+    if !rows.is_empty() {
+        columns(sqlx::query(sql)).execute(conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes every row inside the caller's transaction, parents first.
+async fn write(rows: &Rows<'_>, conn: &mut PgConnection) -> sqlx::Result<()> {
+    let parties = &rows.parties;
+    insert(
+        conn,
+        parties,
+        "INSERT INTO parties (id, address, kind, display_name, password_hash, created_at_ms)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[],
+                              $5::text[], $6::bigint[])",
+        |q| {
+            q.bind(column(parties, |p| p.id))
+                .bind(column(parties, |p| p.address))
+                .bind(column(parties, |p| p.kind))
+                .bind(column(parties, |p| p.display_name))
+                .bind(column(parties, |p| p.password_hash))
+                .bind(column(parties, |p| p.created_at_ms))
+        },
+    )
+    .await?;
+    // Each new agent goes after the inbox's agents, in the batch's order;
+    // one added before, or twice, is added once.
+    let agents = &rows.inbox_agents;
+    insert(
+        conn,
+        agents,
+        "INSERT INTO inbox_agents (inbox, agent, position)
+         SELECT new.inbox, new.agent,
+                COALESCE((SELECT MAX(a.position) FROM inbox_agents a
+                          WHERE a.inbox = new.inbox), 0)
+                + ROW_NUMBER() OVER (PARTITION BY new.inbox ORDER BY new.n)
+         FROM (SELECT DISTINCT ON (inbox, agent) inbox, agent, n
+               FROM UNNEST($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u (inbox, agent, n)
+               ORDER BY inbox, agent, n) new
+         WHERE NOT EXISTS (SELECT 1 FROM inbox_agents a
+                           WHERE a.inbox = new.inbox AND a.agent = new.agent)
+         ON CONFLICT (inbox, agent) DO NOTHING",
+        |q| {
+            q.bind(column(agents, |a| a.0))
+                .bind(column(agents, |a| a.1))
+        },
+    )
+    .await?;
+    let conversations = &rows.conversations;
+    insert(
+        conn,
+        conversations,
+        "INSERT INTO conversations (key, id, subject, created_by, created_at_ms)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])",
+        |q| {
+            q.bind(column(conversations, |c| c.key))
+                .bind(column(conversations, |c| c.id))
+                .bind(column(conversations, |c| c.subject))
+                .bind(column(conversations, |c| c.created_by))
+                .bind(column(conversations, |c| c.created_at_ms))
+        },
+    )
+    .await?;
+    let members = &rows.members;
+    insert(
+        conn,
+        members,
+        "INSERT INTO members (key, party, position)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[])",
+        |q| {
+            q.bind(column(members, |m| m.0))
+                .bind(column(members, |m| m.1))
+                .bind(column(members, |m| m.2))
+        },
+    )
+    .await?;
+    let messages = &rows.messages;
+    insert(
+        conn,
+        messages,
+        "INSERT INTO messages (key, seq, sender, client_msg_id, sent_at_ms, body)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[],
+                              $5::bigint[], $6::bytea[])",
+        |q| {
+            q.bind(column(messages, |m| m.key))
+                .bind(column(messages, |m| m.seq))
+                .bind(column(messages, |m| m.sender))
+                .bind(column(messages, |m| m.client_msg_id))
+                .bind(column(messages, |m| m.sent_at_ms))
+                .bind(column(messages, |m| m.body.as_slice()))
+        },
+    )
+    .await?;
+    for (log, sql) in [
+        (
+            &rows.events,
+            "INSERT INTO events (party, seq, key, kind, ref_seq, actor, at_ms)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                                  $5::bigint[], $6::bigint[], $7::bigint[])",
+        ),
+        (
+            &rows.inbox_events,
+            "INSERT INTO inbox_events (inbox, iseq, key, kind, ref_seq, actor, at_ms)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                                  $5::bigint[], $6::bigint[], $7::bigint[])",
+        ),
+    ] {
+        insert(conn, log, sql, |q| {
+            q.bind(column(log, |e| e.party))
+                .bind(column(log, |e| e.seq))
+                .bind(column(log, |e| e.key))
+                .bind(column(log, |e| e.kind))
+                .bind(column(log, |e| e.ref_seq))
+                .bind(column(log, |e| e.actor))
+                .bind(column(log, |e| e.at_ms))
+        })
+        .await?;
+    }
+    let spans = &rows.spans;
+    insert(
+        conn,
+        spans,
+        "INSERT INTO event_spans (party, seq, inbox, iseq)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
+        |q| {
+            q.bind(column(spans, |s| s.0))
+                .bind(column(spans, |s| s.1))
+                .bind(column(spans, |s| s.2))
+                .bind(column(spans, |s| s.3))
+        },
+    )
+    .await?;
+    let watermarks = &rows.watermarks;
+    insert(
+        conn,
+        watermarks,
+        "INSERT INTO watermarks (key, party, kind, up_to)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+         ON CONFLICT (key, party, kind)
+         DO UPDATE SET up_to = GREATEST(watermarks.up_to, excluded.up_to)",
+        |q| {
+            q.bind(column(watermarks, |w| w.0))
+                .bind(column(watermarks, |w| w.1))
+                .bind(column(watermarks, |w| w.2))
+                .bind(column(watermarks, |w| w.3))
+        },
+    )
+    .await?;
+    let outbox = &rows.outbox;
+    insert(
+        conn,
+        outbox,
+        "INSERT INTO outbox (peer, seq, payload)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[])",
+        |q| {
+            q.bind(column(outbox, |o| o.0))
+                .bind(column(outbox, |o| o.1))
+                .bind(column(outbox, |o| o.2))
+        },
+    )
+    .await
+}

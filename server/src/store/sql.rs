@@ -1,0 +1,225 @@
+//! The [`Store`] of the SQL backends (SQLite and PostgreSQL), written once:
+//! reads run the shared statements of `reads` on the backend's [`Reader`];
+//! what each backend does its own way (writing, backing up) is its
+//! [`SqlBackend`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kanal_proto::address::{Address, ConversationId};
+
+use super::reads::{self, Reader};
+use super::{Store, StoreResult};
+use crate::model::{
+    ConversationKey, ConversationRecord, ConversationView, Counters, Event, Invite, LogHead,
+    Message, NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
+};
+
+/// An SQL backend: its pool for reads, and its writes. Each method is the
+/// [`Store`] method of the same name.
+#[async_trait]
+pub(crate) trait SqlBackend: Send + Sync + 'static {
+    /// The backend's pool for reads.
+    type Reader: Reader;
+
+    /// The connections this store reads on: clients' reads, or on the
+    /// writer's own store ([`Store::for_writer`]) the writer's loads.
+    fn reader(&self) -> &Self::Reader;
+
+    /// [`Store::for_writer`].
+    fn for_writer(&self) -> Option<Arc<dyn Store>>;
+
+    /// [`Store::create_session`].
+    async fn create_session(
+        &self,
+        party: PartyId,
+        token_hash: [u8; 32],
+        client: &str,
+    ) -> StoreResult<Session>;
+
+    /// [`Store::ack_session`].
+    async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()>;
+
+    /// [`Store::create_invite`].
+    async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite>;
+
+    /// [`Store::take_invite`].
+    async fn take_invite(&self, code_hash: [u8; 32], now_ms: i64) -> StoreResult<bool>;
+
+    /// [`Store::return_invite`].
+    async fn return_invite(&self, code_hash: [u8; 32]) -> StoreResult<()>;
+
+    /// [`Store::revoke_invite`].
+    async fn revoke_invite(&self, id: i64) -> StoreResult<bool>;
+
+    /// [`Store::commit`].
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()>;
+
+    /// [`Store::backup`].
+    async fn backup(&self, to: &Path) -> StoreResult<()>;
+}
+
+#[async_trait]
+impl<B: SqlBackend> Store for B {
+    fn for_writer(&self) -> Option<Arc<dyn Store>> {
+        SqlBackend::for_writer(self)
+    }
+
+    async fn party_by_address(&self, address: &Address) -> StoreResult<Option<Party>> {
+        reads::party_by_address(self.reader(), address).await
+    }
+
+    async fn party_by_id(&self, id: PartyId) -> StoreResult<Option<Party>> {
+        reads::party_by_id(self.reader(), id).await
+    }
+
+    async fn password_hash(&self, id: PartyId) -> StoreResult<Option<String>> {
+        reads::password_hash(self.reader(), id).await
+    }
+
+    async fn inbox_agents(&self, inbox: PartyId) -> StoreResult<Vec<PartyId>> {
+        reads::inbox_agents(self.reader(), inbox).await
+    }
+
+    async fn agent_inboxes(&self, agent: PartyId) -> StoreResult<Vec<PartyId>> {
+        reads::agent_inboxes(self.reader(), agent).await
+    }
+
+    async fn parties(&self) -> StoreResult<Vec<Party>> {
+        reads::parties(self.reader()).await
+    }
+
+    async fn create_session(
+        &self,
+        party: PartyId,
+        token_hash: [u8; 32],
+        client: &str,
+    ) -> StoreResult<Session> {
+        SqlBackend::create_session(self, party, token_hash, client).await
+    }
+
+    async fn session_by_token_hash(&self, token_hash: [u8; 32]) -> StoreResult<Option<Session>> {
+        reads::session_by_token_hash(self.reader(), token_hash).await
+    }
+
+    async fn ack_session(&self, session: i64, seq: u64) -> StoreResult<()> {
+        SqlBackend::ack_session(self, session, seq).await
+    }
+
+    async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite> {
+        SqlBackend::create_invite(self, invite, now_ms).await
+    }
+
+    async fn take_invite(&self, code_hash: [u8; 32], now_ms: i64) -> StoreResult<bool> {
+        SqlBackend::take_invite(self, code_hash, now_ms).await
+    }
+
+    async fn return_invite(&self, code_hash: [u8; 32]) -> StoreResult<()> {
+        SqlBackend::return_invite(self, code_hash).await
+    }
+
+    async fn invites(&self, now_ms: i64) -> StoreResult<Vec<Invite>> {
+        reads::invites(self.reader(), now_ms).await
+    }
+
+    async fn revoke_invite(&self, id: i64) -> StoreResult<bool> {
+        SqlBackend::revoke_invite(self, id).await
+    }
+
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
+        SqlBackend::commit(self, batch).await
+    }
+
+    async fn load_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        reads::load_conversation(self.reader(), id).await
+    }
+
+    async fn counters(&self) -> StoreResult<Counters> {
+        reads::counters(self.reader()).await
+    }
+
+    async fn watermark(
+        &self,
+        key: ConversationKey,
+        party: PartyId,
+        kind: ReceiptKind,
+    ) -> StoreResult<u64> {
+        reads::watermark(self.reader(), key, party, kind).await
+    }
+
+    async fn log_head(&self, party: PartyId) -> StoreResult<LogHead> {
+        reads::log_head(self.reader(), party).await
+    }
+
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<u64> {
+        reads::inbox_head(self.reader(), inbox).await
+    }
+
+    async fn find_send(
+        &self,
+        key: ConversationKey,
+        sender: PartyId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<StoredSend>> {
+        reads::find_send(self.reader(), key, sender, client_msg_id).await
+    }
+
+    async fn find_sends(
+        &self,
+        wanted: &[(ConversationKey, PartyId, String)],
+    ) -> StoreResult<Vec<((ConversationKey, PartyId, String), StoredSend)>> {
+        self.reader().find_sends(wanted).await
+    }
+
+    async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {
+        reads::can_see(self.reader(), key, party).await
+    }
+
+    async fn history(
+        &self,
+        key: ConversationKey,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<Message>, bool)> {
+        reads::history(self.reader(), key, before, limit).await
+    }
+
+    async fn events_since(
+        &self,
+        party: PartyId,
+        since: u64,
+        limit: u32,
+        max_body_bytes: usize,
+    ) -> StoreResult<Vec<(u64, Event)>> {
+        reads::events_since(self.reader(), party, since, limit, max_body_bytes).await
+    }
+
+    async fn conversations_of(
+        &self,
+        party: PartyId,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<ConversationView>, bool)> {
+        reads::conversations_of(self.reader(), party, limit, offset).await
+    }
+
+    async fn conversation_view(
+        &self,
+        key: ConversationKey,
+        viewer: PartyId,
+    ) -> StoreResult<Option<ConversationView>> {
+        reads::conversation_view(self.reader(), key, viewer).await
+    }
+
+    async fn backup(&self, to: &Path) -> StoreResult<()> {
+        SqlBackend::backup(self, to).await
+    }
+
+    async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+        reads::outbox(self.reader(), peer, after, limit).await
+    }
+}
