@@ -27,4 +27,4 @@ pub use node::Node;
 pub use node::directory as admin;
 pub use node::limits::{Policy, Registration};
 pub use ops::server::{LOCK_FILE, Offline, Server, StartError};
-pub use ops::{cli, config, datadir};
+pub use ops::{cli, config, database, datadir};

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use kanal_client::{Client, ClientConfig, ClientEvent, Credentials, Events, Fingerprint};
 use kanal_proto::codes::CloseCode;
 use kanal_proto::io::{FrameReader, write_frame};
@@ -33,6 +33,9 @@ pub struct TestServer {
     pub server: Server,
     /// Its data directory (removed when the last holder drops it).
     pub dir: Arc<tempfile::TempDir>,
+    /// Its PostgreSQL database, when the tests run on PostgreSQL (dropped
+    /// when the last holder drops it, after the server).
+    pub database: Option<Arc<FreshDatabase>>,
 }
 
 impl TestServer {
@@ -43,26 +46,49 @@ impl TestServer {
 
     /// Initialises a fresh data directory with `config` (its `listen` is
     /// replaced by 127.0.0.1, port 0) and serves it.
-    pub async fn start_with(config: Config) -> Result<Self> {
+    /// On PostgreSQL (see [`FreshDatabase`]), its `database` is replaced by
+    /// a fresh database of its own.
+    pub async fn start_with(mut config: Config) -> Result<Self> {
         let dir = Arc::new(tempfile::tempdir()?);
+        let database = FreshDatabase::for_this_test().await?.map(Arc::new);
+        if let Some(database) = &database {
+            config.database.clone_from(&database.url);
+        }
         datadir::init(dir.path(), &config).await?;
-        Self::start_in(dir, loopback(0)).await
+        if database.is_some() {
+            let file = dir.path().join(Config::default().database);
+            ensure!(
+                !file.exists(),
+                "on PostgreSQL, yet {} exists",
+                file.display()
+            );
+        }
+        Self::start_in(dir, database, loopback(0)).await
     }
 
     /// Serves an initialised directory on `listen`.
-    pub async fn start_in(dir: Arc<tempfile::TempDir>, listen: SocketAddr) -> Result<Self> {
+    pub async fn start_in(
+        dir: Arc<tempfile::TempDir>,
+        database: Option<Arc<FreshDatabase>>,
+        listen: SocketAddr,
+    ) -> Result<Self> {
         let mut config = Config::load(dir.path())?;
         config.listen = listen;
         let server = Server::start(dir.path(), config).await?;
-        Ok(Self { server, dir })
+        Ok(Self {
+            server,
+            dir,
+            database,
+        })
     }
 
-    /// Stops the server and starts a new one on the same directory and port.
+    /// Stops the server and starts a new one on the same directory, database
+    /// and port.
     pub async fn restart(self) -> Result<Self> {
         let addr = self.server.local_addr();
-        let dir = self.dir.clone();
+        let (dir, database) = (self.dir.clone(), self.database.clone());
         self.server.shutdown().await;
-        Self::start_in(dir, addr).await
+        Self::start_in(dir, database, addr).await
     }
 
     /// The address clients connect to.
@@ -135,6 +161,96 @@ impl TestServer {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Environment variable that runs the end-to-end tests on PostgreSQL: the
+/// URL of a PostgreSQL server where the tests may create databases, e.g.
+/// `postgres://postgres@127.0.0.1:5432/postgres`. Unset: SQLite.
+pub const POSTGRES_ENV: &str = "KANAL_E2E_POSTGRES";
+
+/// A PostgreSQL database made for one test, dropped when it is dropped.
+#[derive(Debug)]
+pub struct FreshDatabase {
+    /// The server, as [`POSTGRES_ENV`] names it.
+    server_url: String,
+    /// The database's name.
+    name: String,
+    /// The database's URL.
+    pub url: String,
+}
+
+impl FreshDatabase {
+    /// The server to make databases on, if the tests run on PostgreSQL.
+    pub fn wanted() -> Result<Option<String>> {
+        match std::env::var(POSTGRES_ENV) {
+            Ok(url) if !url.is_empty() => Ok(Some(url)),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(e) => bail!("{POSTGRES_ENV}: {e}"),
+        }
+    }
+
+    /// A fresh database if the tests run on PostgreSQL, else `None`.
+    pub async fn for_this_test() -> Result<Option<Self>> {
+        match Self::wanted()? {
+            Some(server_url) => Ok(Some(Self::create(&server_url).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a database with a new name on the server at `server_url`.
+    pub async fn create(server_url: &str) -> Result<Self> {
+        use sqlx::Connection as _;
+        let name = format!("kanal_e2e_{:016x}", rand_u64());
+        let mut admin = sqlx::PgConnection::connect(server_url)
+            .await
+            .with_context(|| format!("connecting to {POSTGRES_ENV}"))?;
+        // The name is ours: `kanal_e2e_` and hex digits.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        let (base, _) = server_url
+            .rsplit_once('/')
+            .context("the server URL names no database")?;
+        Ok(Self {
+            server_url: server_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        // Drop may run inside a runtime: drop the database from a thread
+        // of its own, on a runtime of its own, and wait for it.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                use sqlx::Connection as _;
+                let mut admin = sqlx::PgConnection::connect(&server_url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
+
+/// A random number, for names nobody else picks.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher as _, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 /// The default configuration without the per-party send limit, for tests

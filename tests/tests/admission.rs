@@ -5,20 +5,17 @@
 use std::sync::Arc;
 
 use kanal_server::config::Config;
-use kanal_server::{Server, datadir};
 use kanal_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_connections_is_admitted_up_to_max_connections() -> anyhow::Result<()> {
-    let dir = Arc::new(tempfile::tempdir()?);
-    datadir::init(dir.path(), &Config::default()).await?;
-    let mut config = Config::load(dir.path())?;
-    config.listen = loopback(0);
-    config.max_connections = 2;
-    let server = Arc::new(TestServer {
-        server: Server::start(dir.path(), config).await?,
-        dir,
-    });
+    let server = Arc::new(
+        TestServer::start_with(Config {
+            max_connections: 2,
+            ..Config::default()
+        })
+        .await?,
+    );
 
     let mut attempts = tokio::task::JoinSet::new();
     for _ in 0..8 {

@@ -39,7 +39,7 @@ async fn a_backup_taken_while_serving_restores_what_was_committed() -> Result<()
         std::fs::copy(server.path().join(file), restored.path().join(file))?;
     }
     std::fs::copy(&copy, restored.path().join("kanal.db"))?;
-    let second = TestServer::start_in(restored, loopback(0)).await?;
+    let second = TestServer::start_in(restored, None, loopback(0)).await?;
     let carla_again = second.login("carla@localhost").await?;
     let page = carla_again.history(&conversation.id, 0, 10).await?;
     let texts: Vec<&str> = page.messages.iter().map(text_of).collect();

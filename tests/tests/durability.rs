@@ -1,4 +1,5 @@
-//! Every acknowledged message survives `kill -9` of the server process.
+//! Every acknowledged message survives `kill -9` of the server process, on
+//! SQLite and (when the suite runs on it) on PostgreSQL.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +26,13 @@ async fn serve(data: &Path) -> Result<(Child, SocketAddr, String)> {
 async fn acknowledged_messages_survive_kill_9() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    kanald(&data, &["init"]).await?;
+    // On PostgreSQL when the suite runs there: the server then commits to it.
+    let database = FreshDatabase::for_this_test().await?;
+    let mut init = vec!["init"];
+    if let Some(database) = &database {
+        init.extend(["--database", &database.url]);
+    }
+    kanald(&data, &init).await?;
     // One customer sends as fast as it can: its send limit would refuse most.
     set_config_key(&data, "sends_per_second_per_party", "0")?;
     kanald(&data, &["agent", "add", "alice"]).await?;

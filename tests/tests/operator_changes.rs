@@ -124,7 +124,7 @@ async fn an_agent_added_while_messages_flow_receives_every_later_event() -> Resu
 #[tokio::test]
 async fn without_a_running_server_the_command_changes_the_data_directory() -> Result<()> {
     let server = TestServer::start().await?;
-    let dir = server.dir.clone();
+    let (dir, database) = (server.dir.clone(), server.database.clone());
     let addr = server.addr();
     server.server.shutdown().await;
     ensure!(
@@ -137,7 +137,7 @@ async fn without_a_running_server_the_command_changes_the_data_directory() -> Re
         &["agent", "add", "erin", "--inbox", "support"],
     )
     .await?;
-    let server = TestServer::start_in(dir, addr).await?;
+    let server = TestServer::start_in(dir, database, addr).await?;
     let erin = server.login("erin@localhost").await?;
     let carla = server.register("carla").await?;
     let conversation = carla

@@ -38,6 +38,10 @@ enum Command {
         /// The domain this server answers for.
         #[arg(long, default_value = "localhost")]
         domain: String,
+        /// The database: a SQLite file, relative to the data directory, or
+        /// a `postgres://` URL.
+        #[arg(long, default_value = "kanal.db")]
+        database: String,
     },
     /// Print the certificate's SHA-256 fingerprint (what clients pin).
     Fingerprint,
@@ -74,7 +78,8 @@ struct RunArgs {
     /// Overrides `registration`.
     #[arg(long, value_enum)]
     registration: Option<Registration>,
-    /// Overrides `database` (SQLite file, relative to the data directory).
+    /// Overrides `database` (a SQLite file, relative to the data
+    /// directory, or a `postgres://` URL).
     #[arg(long)]
     database: Option<String>,
     /// Overrides `tls_cert`.
@@ -206,9 +211,10 @@ async fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
         Command::Run(args) => run(&cli.data_dir, args).await,
-        Command::Init { domain } => {
+        Command::Init { domain, database } => {
             let config = Config {
                 domain,
+                database,
                 ..Config::default()
             };
             config.validate()?;
@@ -388,6 +394,9 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
         let mut config = Config::default();
         if let Some(domain) = &args.domain {
             config.domain.clone_from(domain);
+        }
+        if let Some(database) = &args.database {
+            config.database.clone_from(database);
         }
         config.validate()?;
         datadir::init(data_dir, &config)

@@ -42,6 +42,7 @@ pub enum ConfigError {
 /// connection is held no longer than this.
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
 
+use super::database::Database;
 use crate::node::limits::Policy;
 pub use crate::node::limits::Registration;
 
@@ -56,8 +57,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Who may register. Default: `open`.
     pub registration: Registration,
-    /// The database: a SQLite file, relative to the data directory.
-    /// Default: `kanal.db`.
+    /// The database: a SQLite file, relative to the data directory, or a
+    /// PostgreSQL database as a `postgres://` URL. Default: `kanal.db`.
     pub database: String,
     /// TLS certificate chain (PEM), relative to the data directory.
     /// Default: `cert.pem` (self-signed by `kanald init`).
@@ -109,6 +110,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The database `database` names, for a server of `data_dir`.
+    pub fn database_in(&self, data_dir: &Path) -> Result<Database, ConfigError> {
+        Database::parse(&self.database, data_dir).ok_or_else(|| ConfigError::Invalid {
+            key: "database",
+            problem: format!(
+                "`{}`: neither a SQLite file path nor a postgres:// URL",
+                self.database
+            ),
+        })
+    }
+
     /// What the node lets clients do, from these keys.
     pub fn policy(&self) -> Policy {
         Policy {
@@ -152,15 +164,7 @@ impl Config {
             key: "domain",
             problem: e.to_string(),
         })?;
-        if self.database.contains("://") {
-            return Err(ConfigError::Invalid {
-                key: "database",
-                problem: format!(
-                    "`{}`: only a SQLite file path is supported in this version",
-                    self.database
-                ),
-            });
-        }
+        self.database_in(Path::new(""))?;
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid {
                 key: "max_connections",
@@ -211,7 +215,8 @@ registrations_per_hour = {per_hour}
 sends_per_second_per_party = {send_rate}
 send_burst_per_party = {send_burst}
 
-# SQLite database file, relative to this directory.
+# The database: a SQLite file, relative to this directory, or a PostgreSQL
+# database, e.g. "postgres://kanal:PASSWORD@db.example:5432/kanal".
 database = "{database}"
 
 # TLS certificate chain and private key (PEM), relative to this directory.
@@ -268,8 +273,10 @@ mod tests {
         assert!(typed.to_string().contains("listen"), "{typed}");
         let domain = Config::parse("domain = \"Not A Domain\"").expect_err("bad domain");
         assert!(domain.to_string().contains("`domain`"), "{domain}");
-        let db = Config::parse("database = \"postgres://x\"").expect_err("unsupported");
+        let db = Config::parse("database = \"mysql://x\"").expect_err("unsupported");
         assert!(db.to_string().contains("`database`"), "{db}");
+        assert!(db.to_string().contains("postgres://"), "{db}");
+        Config::parse("database = \"postgres://127.0.0.1/kanal\"").expect("postgres");
         let idle = Config::parse("idle_timeout_secs = 1099511627776").expect_err("too long");
         assert!(idle.to_string().contains("`idle_timeout_secs`"), "{idle}");
         assert!(idle.to_string().contains("1 to 86400"), "{idle}");

@@ -4,5 +4,6 @@
 pub(crate) mod certificate;
 pub mod cli;
 pub mod config;
+pub mod database;
 pub mod datadir;
 pub(crate) mod server;

@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::certificate::{self, TlsError};
-use super::config::Config;
+use super::config::{Config, ConfigError};
+use super::database::OpenStore;
 use super::datadir;
 use crate::links::admin;
 use crate::links::quic::endpoint::{self, Endpoint, EndpointError};
 use crate::node::Node;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 /// How long shutdown waits for connections to close and the writer to drain.
@@ -30,13 +30,16 @@ pub const LOCK_FILE: &str = "kanald.lock";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The database could not be opened.
-    #[error("database {path}: {source}")]
+    #[error("database {database}")]
     Store {
-        /// The file.
-        path: PathBuf,
+        /// The file or URL (without its password).
+        database: String,
         /// Why.
         source: StoreError,
     },
+    /// The configuration names no usable database.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The certificate could not be loaded.
     #[error(transparent)]
     Certificate(#[from] TlsError),
@@ -74,14 +77,8 @@ impl Server {
     /// Starts serving `config` from `data_dir` (which `kanald init` prepared).
     pub async fn start(data_dir: &Path, config: Config) -> Result<Self, StartError> {
         let lock = lock(data_dir)?;
-        let db_path = data_dir.join(&config.database);
-        let store = SqliteStore::open(&db_path)
-            .await
-            .map_err(|source| StartError::Store {
-                path: db_path.clone(),
-                source,
-            })?;
-        Self::serve(data_dir, config, Arc::new(store), lock).await
+        let store = open_store(data_dir, &config).await?;
+        Self::serve(data_dir, config, store.shared(), lock).await
     }
 
     /// Starts serving with an already opened store.
@@ -119,7 +116,7 @@ impl Server {
         let (node, writer) = Node::start(config.domain.clone(), config.policy(), store)
             .await
             .map_err(|source| StartError::Store {
-                path: data_dir.join(&config.database),
+                database: database_name(data_dir, &config),
                 source,
             })?;
         let admin_socket = data_dir.join(admin::SOCKET_FILE);
@@ -207,6 +204,22 @@ impl Server {
     }
 }
 
+/// Opens the database `config` names for `data_dir`.
+async fn open_store(data_dir: &Path, config: &Config) -> Result<OpenStore, StartError> {
+    let database = config.database_in(data_dir)?;
+    database.open().await.map_err(|source| StartError::Store {
+        database: database.to_string(),
+        source,
+    })
+}
+
+/// The database `config` names, as errors show it (without a password).
+fn database_name(data_dir: &Path, config: &Config) -> String {
+    config
+        .database_in(data_dir)
+        .map_or_else(|_| config.database.clone(), |database| database.to_string())
+}
+
 /// Takes the data directory's lock, or says that another server holds it.
 pub(crate) fn lock(data_dir: &Path) -> Result<File, StartError> {
     let path = data_dir.join(LOCK_FILE);
@@ -234,7 +247,7 @@ pub(crate) fn lock(data_dir: &Path) -> Result<File, StartError> {
 pub struct Offline {
     node: Arc<Node>,
     writer: JoinHandle<()>,
-    store: SqliteStore,
+    store: OpenStore,
     _lock: File,
 }
 
@@ -242,19 +255,13 @@ impl Offline {
     /// Opens `data_dir`'s store under `config` and starts a node on it.
     pub async fn open(data_dir: &Path, config: &Config) -> Result<Self, StartError> {
         let lock = lock(data_dir)?;
-        let db_path = data_dir.join(&config.database);
-        let store_error = |source| StartError::Store {
-            path: db_path.clone(),
-            source,
-        };
-        let store = SqliteStore::open(&db_path).await.map_err(store_error)?;
-        let (node, writer) = Node::start(
-            config.domain.clone(),
-            config.policy(),
-            Arc::new(store.clone()),
-        )
-        .await
-        .map_err(store_error)?;
+        let store = open_store(data_dir, config).await?;
+        let (node, writer) = Node::start(config.domain.clone(), config.policy(), store.shared())
+            .await
+            .map_err(|source| StartError::Store {
+                database: database_name(data_dir, config),
+                source,
+            })?;
         Ok(Self {
             node,
             writer,
