@@ -9,20 +9,32 @@
 # after a `sync`. Reports go to OUTDIR/LABEL-SCENARIO-ROUND.txt (default
 # OUTDIR: /tmp/kanal-bench). Alternate builds round by round, e.g.
 #   for r in 1 2 3; do bench/suite.sh before /tmp/old $r; bench/suite.sh after target/release $r; done
+# With KANAL_BENCH_POSTGRES set to a PostgreSQL server's URL without a
+# database (e.g. postgres://postgres@127.0.0.1:5432), each scenario's server
+# keeps its data in a fresh database `kanal_bench` there instead of SQLite
+# (needs psql).
 set -u
 label=$1; bin=$2; round=$3; out=${4:-/tmp/kanal-bench}
+postgres=${KANAL_BENCH_POSTGRES:-}
 data=$(mktemp -d)/data
 mkdir -p "$out"
 ulimit -n 65536 2>/dev/null || true
 run() {
   local name=$1; shift
-  rm -rf "$data"; sync
+  rm -rf "$data"
+  local database=()
+  if [ -n "$postgres" ]; then
+    psql -q "$postgres/postgres" -c 'DROP DATABASE IF EXISTS kanal_bench WITH (FORCE)' \
+      -c 'CREATE DATABASE kanal_bench'
+    database=(--database "$postgres/kanal_bench")
+  fi
+  sync
   # The load generator registers many accounts and opens thousands of
   # connections from one address, and sends as fast as it can per account:
   # the per-source and per-account limits are off for it.
   "$bin/kanald" --data-dir "$data" run --listen 127.0.0.1:7447 \
     --registrations-per-hour-per-source 0 --sends-per-second-per-party 0 \
-    --max-connections-per-source 0 --max-connections-per-account 0 \
+    --max-connections-per-source 0 --max-connections-per-account 0 "${database[@]}" \
     >/dev/null 2>"$out/server.err" &
   local pid=$!
   for _ in $(seq 1 100); do
