@@ -2,8 +2,6 @@
 //! it. One pure function, used by the engine's fan-out, the typing relay,
 //! visibility checks and (tested against it) the SQL behind listings.
 
-use std::collections::HashMap;
-
 use crate::model::{Party, PartyId};
 
 /// Who a conversation's events reach.
@@ -115,57 +113,29 @@ fn routed_viewers<'a>(
     members: &'a [Party],
     agents_of: impl Fn(PartyId) -> &'a [PartyId],
 ) -> Vec<(PartyId, Option<PartyId>)> {
-    let mut viewers = Routed::default();
+    let mut viewers = Vec::with_capacity(members.len() + 2);
     for member in members {
         if member.kind.has_session() {
-            viewers.push(member.id, None);
+            push_unique(&mut viewers, member.id, None);
         } else {
             for agent in agents_of(member.id) {
-                viewers.push(*agent, Some(member.id));
+                push_unique(&mut viewers, *agent, Some(member.id));
             }
         }
     }
-    viewers.list
+    viewers
 }
 
-/// Viewers found so far, each once, with an index by party once there are
-/// more than a few: an inbox of hundreds of agents is collected in linear
-/// time, not quadratic.
-#[derive(Default)]
-struct Routed {
-    list: Vec<(PartyId, Option<PartyId>)>,
-    index: Option<HashMap<PartyId, usize>>,
-}
-
-impl Routed {
-    /// Viewers up to which a linear search beats hashing.
-    const LINEAR: usize = 16;
-
-    /// Adds `party`, reached through inbox `via` (if any); a party already
-    /// there keeps the first inbox it was reached through.
-    fn push(&mut self, party: PartyId, via: Option<PartyId>) {
-        let found = match &self.index {
-            Some(index) => index.get(&party).copied(),
-            None => self.list.iter().position(|(p, _)| *p == party),
-        };
-        if let Some(at) = found {
-            let route = &mut self.list[at].1;
+/// Adds `party` once; a party already there keeps the first inbox it was
+/// reached through.
+fn push_unique(out: &mut Vec<(PartyId, Option<PartyId>)>, party: PartyId, via: Option<PartyId>) {
+    match out.iter_mut().find(|(p, _)| *p == party) {
+        Some((_, route)) => {
             if route.is_none() {
                 *route = via;
             }
-            return;
         }
-        self.list.push((party, via));
-        match &mut self.index {
-            Some(index) => {
-                index.insert(party, self.list.len() - 1);
-            }
-            None if self.list.len() > Self::LINEAR => {
-                let index = self.list.iter().enumerate().map(|(at, (p, _))| (*p, at));
-                self.index = Some(index.collect());
-            }
-            None => {}
-        }
+        None => out.push((party, via)),
     }
 }
 
@@ -201,30 +171,6 @@ mod tests {
         assert!(audience.sees(4));
         assert!(!audience.sees(2), "an inbox has no log of its own");
         assert!(audience.servers().is_empty());
-    }
-
-    #[test]
-    fn many_agents_are_collected_once_each_in_order() {
-        let members = [
-            party(1, "carla@acme.example", PartyKind::User),
-            party(2, "support@acme.example", PartyKind::Inbox),
-            party(3, "sales@acme.example", PartyKind::Inbox),
-            party(250, "a250@acme.example", PartyKind::Agent),
-        ];
-        let support: Vec<PartyId> = (100..300).collect();
-        let sales: Vec<PartyId> = (200..400).rev().collect();
-        let audience = Audience::of("acme.example", &members, |inbox| match inbox {
-            2 => &support,
-            _ => &sales,
-        });
-        let routes: Vec<_> = audience.routes().collect();
-        let mut expected = vec![(1, None)];
-        expected.extend((100..300).map(|a| (a, Some(2))));
-        expected.extend((300..400).rev().map(|a| (a, Some(3))));
-        assert_eq!(
-            routes, expected,
-            "each once, first inbox wins, member agents too"
-        );
     }
 
     #[test]
