@@ -14,6 +14,7 @@
 //! due at a given `now`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use kanal_proto::address::{Address, ConversationId};
 
@@ -152,6 +153,10 @@ pub(crate) struct Applied {
 struct ConversationState {
     record: ConversationRecord,
     watermarks: HashMap<(PartyId, ReceiptKind), u64>,
+    /// The audience, as of [`Engine::agents_version`] `.0`: computed once,
+    /// not for every command (an inbox of 200 agents made it most of a
+    /// send's work).
+    audience: Option<(u64, Arc<Audience>)>,
 }
 
 type SendKey = (ConversationKey, PartyId, String);
@@ -168,6 +173,9 @@ pub(crate) struct Engine {
     /// The highest seq of each inbox's log.
     inbox_heads: HashMap<PartyId, u64>,
     inbox_agents: HashMap<PartyId, Vec<PartyId>>,
+    /// Changes whenever `inbox_agents` does: cached audiences of an older
+    /// version are computed again.
+    agents_version: u64,
     recent_sends: HashMap<SendKey, StoredSend>,
     recent_order: VecDeque<SendKey>,
     /// Lookups answered "never sent" that are not in `recent_sends`.
@@ -197,6 +205,7 @@ impl Engine {
             heads: HashMap::new(),
             inbox_heads: HashMap::new(),
             inbox_agents: HashMap::new(),
+            agents_version: 0,
             // Sized for their bound up front: growing a table of tens of
             // thousands of sends rehashes it all inside one command, a stall
             // of milliseconds for every send queued behind it.
@@ -281,7 +290,7 @@ impl Engine {
                         client_msg_id: triple.2,
                     });
                 }
-                self.audience_needs(&state.record.members, &mut needs);
+                self.conversation_needs(state, &mut needs);
             }
             Command::MarkReceipt {
                 by,
@@ -298,7 +307,7 @@ impl Engine {
                             kind: *kind,
                         });
                     }
-                    self.audience_needs(&state.record.members, &mut needs);
+                    self.conversation_needs(state, &mut needs);
                 }
             },
         }
@@ -320,6 +329,7 @@ impl Engine {
             ConversationState {
                 record,
                 watermarks: HashMap::new(),
+                audience: None,
             },
         );
     }
@@ -351,6 +361,7 @@ impl Engine {
     /// Supplies an inbox's agents.
     pub(crate) fn load_inbox_agents(&mut self, inbox: PartyId, agents: Vec<PartyId>) {
         self.inbox_agents.insert(inbox, agents);
+        self.agents_version += 1;
     }
 
     /// Supplies the result of a prior-send lookup.
@@ -391,6 +402,7 @@ impl Engine {
         }
         if self.inbox_agents.len() > MAX_CACHED {
             self.inbox_agents.clear();
+            self.agents_version += 1;
         }
     }
 
@@ -462,6 +474,7 @@ impl Engine {
         self.heads.insert(party.id, LogHead::default());
         if !party.kind.has_session() {
             self.inbox_agents.insert(party.id, Vec::new());
+            self.agents_version += 1;
             self.inbox_heads.insert(party.id, 0);
         }
         Reply::Party(party)
@@ -473,6 +486,7 @@ impl Engine {
         };
         if !agents.contains(&agent.id) {
             agents.push(agent.id);
+            self.agents_version += 1;
             applied.writes.push(Write::InboxAgent {
                 inbox: inbox.id,
                 agent: agent.id,
@@ -664,13 +678,31 @@ impl Engine {
     /// see it. The audience serves the command's fan-out too: the rule runs
     /// once per command.
     fn visible(
-        &self,
+        &mut self,
         conversation: &ConversationId,
         party: PartyId,
-    ) -> Option<(&ConversationState, Audience)> {
+    ) -> Option<(&ConversationState, Arc<Audience>)> {
+        let audience = match self.cached_audience(self.conversations.get(conversation)?) {
+            Some(audience) => audience.clone(),
+            None => {
+                let state = self.conversations.get(conversation)?;
+                let audience = Arc::new(self.audience(&state.record.members));
+                let state = self.conversations.get_mut(conversation)?;
+                state.audience = Some((self.agents_version, audience.clone()));
+                audience
+            }
+        };
         let state = self.conversations.get(conversation)?;
-        let audience = self.audience(&state.record.members);
         audience.sees(party).then_some((state, audience))
+    }
+
+    /// The conversation's audience, if it was computed since inbox agents
+    /// last changed.
+    fn cached_audience<'s>(&self, state: &'s ConversationState) -> Option<&'s Arc<Audience>> {
+        match &state.audience {
+            Some((version, audience)) if *version == self.agents_version => Some(audience),
+            _ => None,
+        }
     }
 
     /// Appends the event to the log of every recipient of conversation `key`
@@ -738,6 +770,22 @@ impl Engine {
     }
 
     fn audience_needs(&self, members: &[Party], needs: &mut Vec<Need>) {
+        self.audience_needs_with(members, None, needs);
+    }
+
+    /// [`Engine::audience_needs`] for a loaded conversation, using its
+    /// cached audience if it has one.
+    fn conversation_needs(&self, state: &ConversationState, needs: &mut Vec<Need>) {
+        let cached = self.cached_audience(state);
+        self.audience_needs_with(&state.record.members, cached, needs);
+    }
+
+    fn audience_needs_with(
+        &self,
+        members: &[Party],
+        cached: Option<&Arc<Audience>>,
+        needs: &mut Vec<Need>,
+    ) {
         let mut missing_agents = false;
         for inbox in Audience::inboxes(&self.domain, members) {
             if !self.inbox_agents.contains_key(&inbox) {
@@ -752,7 +800,15 @@ impl Engine {
             // Heads follow once the agents are known.
             return;
         }
-        for &party in self.audience(members).recipients() {
+        let computed;
+        let audience = match cached {
+            Some(audience) => audience.as_ref(),
+            None => {
+                computed = self.audience(members);
+                &computed
+            }
+        };
+        for &party in audience.recipients() {
             if !self.heads.contains_key(&party) {
                 needs.push(Need::Head(party));
             }

@@ -545,6 +545,13 @@ fn agents_logs_through_inbox_logs_replay_exactly_as_they_were_published() {
     f.add_agent(&support(), &dora);
     f.send(alice(), &washer, "late");
     f.send(alice(), &both, "late");
+    let dora_seqs: Vec<u64> = f
+        .deliveries()
+        .iter()
+        .filter(|(party, _)| *party == dora.id)
+        .map(|(_, seq)| *seq)
+        .collect();
+    assert_eq!(dora_seqs, vec![1, 2], "both late messages, and only those");
     f.assert_logs_replay(&[1, 3, 4, 5, carl.id, dora.id]);
 }
 
