@@ -77,7 +77,16 @@ impl PgStore {
         };
         let writer = pool(WRITERS, &base);
         // The pools connect when first used: this is the first use, so a
-        // wrong address or password fails the open.
+        // wrong address, password or database name fails the open, and
+        // says so before any migration is tried.
+        let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&writer).await?;
+        if fsync != "on" {
+            tracing::warn!(
+                %fsync,
+                "PostgreSQL runs with fsync off: an acknowledged message survives a crash \
+                 of kanald, but not one of the database's host"
+            );
+        }
         MIGRATOR.run(&writer).await?;
         Ok(Self {
             writer,
