@@ -33,16 +33,34 @@ fn message_seqs(events: &[pb::Event]) -> Vec<u64> {
         .collect()
 }
 
-/// Rows of `tables`, read from the server's database file.
-fn rows<const N: usize>(server: &TestServer, tables: [&str; N]) -> Result<[i64; N]> {
-    let db = rusqlite::Connection::open_with_flags(
-        server.path().join("kanal.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .context("reading the database")?;
+/// Rows of `tables`, read from the server's database (its SQLite file, or
+/// its PostgreSQL database).
+async fn rows<const N: usize>(server: &TestServer, tables: [&str; N]) -> Result<[i64; N]> {
     let mut counts = [0; N];
-    for (count, table) in counts.iter_mut().zip(tables) {
-        *count = db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+    // The table names are this file's own.
+    let count_of = |table: &str| format!("SELECT COUNT(*) FROM {table}");
+    match &server.database {
+        Some(database) => {
+            use sqlx::Connection as _;
+            let mut db = sqlx::PgConnection::connect(&database.url)
+                .await
+                .context("reading the database")?;
+            for (count, table) in counts.iter_mut().zip(tables) {
+                *count = sqlx::query_scalar(sqlx::AssertSqlSafe(count_of(table)))
+                    .fetch_one(&mut db)
+                    .await?;
+            }
+        }
+        None => {
+            let db = rusqlite::Connection::open_with_flags(
+                server.path().join("kanal.db"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .context("reading the database")?;
+            for (count, table) in counts.iter_mut().zip(tables) {
+                *count = db.query_row(&count_of(table), [], |r| r.get(0))?;
+            }
+        }
     }
     Ok(counts)
 }
@@ -128,7 +146,7 @@ async fn an_inbox_with_200_agents_stores_each_event_once() -> Result<()> {
     // one span per agent where its log starts following the inbox: about
     // three rows per event, where one per agent per event would be 200.
     let events = MESSAGES as i64 + 2;
-    let [own, inbox, spans] = rows(&server, ["events", "inbox_events", "event_spans"])?;
+    let [own, inbox, spans] = rows(&server, ["events", "inbox_events", "event_spans"]).await?;
     println!(
         "{events} events to 1 customer and {AGENTS} agents: {own} own rows, \
          {inbox} inbox-log rows, {spans} spans"
@@ -199,7 +217,8 @@ async fn a_flood_into_a_200_agent_inbox_leaves_a_bystander_alone() -> Result<()>
             "inbox_events",
             "event_spans",
         ],
-    )?;
+    )
+    .await?;
     let events = messages + conversations;
     println!(
         "{flooded} flood messages and 100 of the bystander's into {AGENTS} agents: \
