@@ -1,5 +1,6 @@
 //! `kanald backup` copies a running server's database consistently, and the
 //! copy restores into a server that serves everything committed before it.
+//! On PostgreSQL it refuses, pointing to `pg_dump`.
 
 use std::sync::Arc;
 
@@ -22,6 +23,13 @@ async fn a_backup_taken_while_serving_restores_what_was_committed() -> Result<()
     }
     let backups = tempfile::tempdir()?;
     let copy = backups.path().join("kanal-backup.db");
+    if server.database.is_some() {
+        let stderr =
+            refused_kanald(KANALD, server.path(), &["backup", &copy.to_string_lossy()]).await?;
+        ensure!(stderr.contains("pg_dump"), "unclear refusal: {stderr}");
+        ensure!(!copy.exists(), "a refused backup wrote a file");
+        return Ok(());
+    }
     run_kanald(KANALD, server.path(), &["backup", &copy.to_string_lossy()]).await?;
     carla.send_text(&conversation.id, "after").await?;
 
