@@ -19,7 +19,7 @@
 # python3-slixmpp). Needs root (the peers run as their own users).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-rate=5000 pairs=20 msgs=2000 size=64 duration=10 rounds=3
+rate=10000 pairs=20 msgs=5000 size=64 duration=10 rounds=3
 modes=rate,max servers=kanald,prosody,ejabberd
 bin=${KANAL_BIN:-$here/../../target/release} out=""
 while [ $# -gt 0 ]; do

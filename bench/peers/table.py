@@ -120,6 +120,11 @@ def main():
           "does not time receipts. In the max mode the peers' msg/s is the single-threaded "
           "Python probe's limit and their latency is its queue: compare CPU per message there. "
           "lost: messages sent in the measured window and never received (kanald max: failed sends).")
+    unheld = sorted({s for (m, s), rs in rows.items() if m == "rate" for r in rs
+                     if (r["msgs"] or 0) < 0.99 * a.rate or (r.get("lag99") or 0) > 5})
+    if unheld:
+        print(f"\nSchedule NOT held (achieved < 99% of the rate, or issue lag p99 > 5 ms) for: "
+              f"{', '.join(unheld)}: that row measures the load generator, not the server.")
     bad = [f"{s} {m}" for (m, s), rs in rows.items() for r in rs if not r.get("ok")]
     if bad:
         print(f"\nNot clean (losses or failures): {', '.join(sorted(set(bad)))}")
