@@ -37,7 +37,8 @@ for v in "$rate" "$pairs" "$msgs" "$size" "$duration" "$rounds"; do
 done
 # Bounded in count and time.
 [ "$pairs" -le 200 ] && [ "$rounds" -le 10 ] && [ "$duration" -le 60 ] && [ "$rate" -le 50000 ] \
-  && [ $((pairs * msgs)) -le 200000 ] || { echo "bounded: pairs ≤ 200, rounds ≤ 10, duration ≤ 60, rate ≤ 50000, pairs × msgs ≤ 200000"; exit 2; }
+  && [ $((pairs * msgs)) -le 200000 ] && [ $((rate * (duration + 2))) -le 200000 ] \
+  || { echo "bounded: pairs ≤ 200, rounds ≤ 10, duration ≤ 60, rate ≤ 50000, pairs × msgs ≤ 200000, rate × (duration + 2) ≤ 200000"; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "needs root (Prosody and ejabberd run as their own users)"; exit 2; }
 
 py=/usr/bin/python3
@@ -81,8 +82,14 @@ stop_server() {
   [ -n "$sdir" ] && rm -rf "$sdir"
   spid="" srunner="" sdir="" skind=""
 }
+# The load generator runs in the background and is waited for, so that a
+# signal reaches the trap at once (and is passed on to it) instead of after
+# the run.
+loadpid=""
+run_load() { "$@" & loadpid=$!; wait "$loadpid"; local rc=$?; loadpid=""; return $rc; }
 cleanup() {
   trap - EXIT INT TERM
+  stop_pid "$loadpid" 5
   stop_server
   rm -rf "$work"
 }
@@ -114,7 +121,7 @@ run_kanald() {  # run_kanald MODE OUTFILE
           --warmup 2 --duration "$duration")
   fi
   KANAL_PIN=$("$bin/kanald" --data-dir "$sdir/data" fingerprint) KANAL_SERVER=127.0.0.1:$kport \
-    timeout $((duration + 90)) "$bin/kanal-bench" "${args[@]}" --server-pid "$spid" --json \
+    run_load timeout $((duration + 90)) "$bin/kanal-bench" "${args[@]}" --server-pid "$spid" --json \
     >"$2" 2>"$2.err"
 }
 
@@ -249,7 +256,7 @@ run_xmpp() {  # run_xmpp PORT MODE OUTFILE
   else
     args+=(--msgs "$msgs")
   fi
-  timeout $((duration + 200)) "$py" "$here/bench_xmpp.py" "${args[@]}" >"$3" 2>"$3.err"
+  run_load timeout $((duration + 200)) "$py" "$here/bench_xmpp.py" "${args[@]}" >"$3" 2>"$3.err"
 }
 
 # --- which servers can run -------------------------------------------------
