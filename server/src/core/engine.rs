@@ -31,6 +31,12 @@ use crate::model::{
 /// database holds.
 pub(crate) const MAX_CACHED: usize = 100_000;
 
+/// Most recipients the cached audiences may hold together (about 32 bytes
+/// each): 100,000 conversations of an inbox with 200 agents would
+/// otherwise keep 640 MB of audiences. Past it they are dropped between
+/// batches and computed again on demand.
+pub(crate) const MAX_AUDIENCE_ENTRIES: usize = 2_000_000;
+
 /// How many recent `(conversation, sender, client_msg_id)` triples the
 /// engine remembers, so retries within a batch or shortly after need no lookup.
 const RECENT_SENDS: usize = 65_536;
@@ -176,6 +182,9 @@ pub(crate) struct Engine {
     /// Changes whenever `inbox_agents` does: cached audiences of an older
     /// version are computed again.
     agents_version: u64,
+    /// Recipients of the audiences cached since they were last dropped (an
+    /// upper bound: replaced audiences still count).
+    audience_entries: usize,
     recent_sends: HashMap<SendKey, StoredSend>,
     recent_order: VecDeque<SendKey>,
     /// Lookups answered "never sent" that are not in `recent_sends`.
@@ -206,6 +215,7 @@ impl Engine {
             inbox_heads: HashMap::new(),
             inbox_agents: HashMap::new(),
             agents_version: 0,
+            audience_entries: 0,
             // Sized for their bound up front: growing a table of tens of
             // thousands of sends rehashes it all inside one command, a stall
             // of milliseconds for every send queued behind it.
@@ -390,6 +400,13 @@ impl Engine {
         // `complete` are kept.
         if self.conversations.len() > MAX_CACHED {
             self.conversations.clear();
+            self.audience_entries = 0;
+        }
+        if self.audience_entries > MAX_AUDIENCE_ENTRIES {
+            for state in self.conversations.values_mut() {
+                state.audience = None;
+            }
+            self.audience_entries = 0;
         }
         if self.heads.len() > MAX_CACHED {
             self.heads.clear();
@@ -687,6 +704,7 @@ impl Engine {
             None => {
                 let state = self.conversations.get(conversation)?;
                 let audience = Arc::new(self.audience(&state.record.members));
+                self.audience_entries += audience.recipients().len();
                 let state = self.conversations.get_mut(conversation)?;
                 state.audience = Some((self.agents_version, audience.clone()));
                 audience

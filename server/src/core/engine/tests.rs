@@ -574,3 +574,29 @@ fn a_restarted_engine_continues_agents_logs_from_the_store() {
     f.run(cmd);
     f.assert_logs_replay(&[1, 3, 4]);
 }
+
+#[test]
+fn cached_audiences_are_dropped_past_their_bound_and_computed_again() {
+    let mut f = Fixture::new();
+    let conv = f.open_with_support();
+    f.send(alice(), &conv, "1");
+    let cached = |f: &mut Fixture| {
+        f.engine()
+            .conversations
+            .values()
+            .filter(|state| state.audience.is_some())
+            .count()
+    };
+    assert_eq!(cached(&mut f), 1);
+    f.engine().audience_entries = MAX_AUDIENCE_ENTRIES + 1;
+    f.engine().finish_batch();
+    assert_eq!(cached(&mut f), 0, "dropped");
+    assert_eq!(f.engine().audience_entries, 0);
+    // The next send computes it again and reaches everyone as before.
+    f.published.clear();
+    assert_eq!(sent_seq(f.send(alice(), &conv, "2")), (2, false));
+    let reached: Vec<PartyId> = f.deliveries().iter().map(|d| d.0).collect();
+    assert_eq!(reached, vec![1, 3, 4]);
+    assert_eq!(cached(&mut f), 1);
+    assert_eq!(f.engine().audience_entries, 3);
+}
