@@ -21,8 +21,8 @@ use kanal_proto::address::{Address, ConversationId};
 use super::audience::Audience;
 use crate::model::{
     Body, ConversationKey, ConversationRecord, ConversationView, Counters, Event, EventRef,
-    LogHead, Message, NewParty, Party, PartyId, Receipt, ReceiptKind, Refusal, RefusalCode, Sent,
-    StoredSend, Write,
+    InboxClaim, InboxHead, LogHead, Message, NewParty, Party, PartyId, Receipt, ReceiptKind,
+    Refusal, RefusalCode, Sent, StoredSend, Write,
 };
 
 /// Most conversations (and, separately, event-log heads and parties) the
@@ -40,6 +40,10 @@ pub(crate) const MAX_AUDIENCE_ENTRIES: usize = 2_000_000;
 /// How many recent `(conversation, sender, client_msg_id)` triples the
 /// engine remembers, so retries within a batch or shortly after need no lookup.
 const RECENT_SENDS: usize = 65_536;
+
+/// Fewest ids of each kind the engine wants in hand before a batch that
+/// numbers new rows: more than a batch can use (`node::writer::MAX_BATCH`).
+const IDS_IN_HAND: i64 = 4096;
 
 /// Something a requester asks the engine to do.
 #[derive(Debug, Clone)]
@@ -110,6 +114,9 @@ pub(crate) enum Need {
         /// Delivered or read.
         kind: ReceiptKind,
     },
+    /// A new block of ids to number conversations and parties with (only
+    /// from a store that several nodes write).
+    Ids,
     /// Whether the sender already stored this client message id.
     PriorSend {
         /// The conversation.
@@ -173,11 +180,19 @@ pub(crate) struct Engine {
     domain: String,
     next_key: ConversationKey,
     next_party: PartyId,
+    /// Where the block of ids in hand ends (exclusive).
+    key_end: ConversationKey,
+    party_end: PartyId,
     parties: HashMap<Address, Option<Party>>,
     conversations: HashMap<ConversationId, ConversationState>,
     heads: HashMap<PartyId, LogHead>,
-    /// The highest seq of each inbox's log.
-    inbox_heads: HashMap<PartyId, u64>,
+    /// Where each inbox's log ends.
+    inbox_heads: HashMap<PartyId, InboxHead>,
+    /// What this batch assumed of each party log it writes: where the
+    /// log's last row was before the batch, and is after it.
+    log_claims: HashMap<PartyId, (u64, u64)>,
+    /// What this batch assumed of each inbox log it writes or leaves.
+    inbox_claims: HashMap<PartyId, InboxClaim>,
     inbox_agents: HashMap<PartyId, Vec<PartyId>>,
     /// Changes whenever `inbox_agents` does: cached audiences of an older
     /// version are computed again.
@@ -209,10 +224,14 @@ impl Engine {
             domain: domain.into(),
             next_key: counters.max_key + 1,
             next_party: counters.max_party + 1,
+            key_end: counters.key_end.unwrap_or(i64::MAX),
+            party_end: counters.party_end.unwrap_or(i64::MAX),
             parties: HashMap::new(),
             conversations: HashMap::new(),
             heads: HashMap::new(),
             inbox_heads: HashMap::new(),
+            log_claims: HashMap::new(),
+            inbox_claims: HashMap::new(),
             inbox_agents: HashMap::new(),
             agents_version: 0,
             audience_entries: 0,
@@ -233,7 +252,27 @@ impl Engine {
         Counters {
             max_key: self.next_key - 1,
             max_party: self.next_party - 1,
+            key_end: (self.key_end != i64::MAX).then_some(self.key_end),
+            party_end: (self.party_end != i64::MAX).then_some(self.party_end),
         }
+    }
+
+    /// Supplies a new block of ids (for [`Need::Ids`]): each kind running
+    /// low is numbered from the new block on.
+    pub(crate) fn load_ids(&mut self, ids: Counters) {
+        if self.key_end - self.next_key < IDS_IN_HAND {
+            self.next_key = ids.max_key + 1;
+            self.key_end = ids.key_end.unwrap_or(i64::MAX);
+        }
+        if self.party_end - self.next_party < IDS_IN_HAND {
+            self.next_party = ids.max_party + 1;
+            self.party_end = ids.party_end.unwrap_or(i64::MAX);
+        }
+    }
+
+    /// Whether a command that numbers a new row of this kind must wait for ids.
+    fn ids_low(&self) -> bool {
+        self.key_end - self.next_key < IDS_IN_HAND || self.party_end - self.next_party < IDS_IN_HAND
     }
 
     /// Looks up every send not in memory before applying it, until `until_ms`.
@@ -264,6 +303,9 @@ impl Engine {
                 if !self.parties.contains_key(&party.address) {
                     needs.push(Need::Party(party.address.clone()));
                 }
+                if self.ids_low() {
+                    needs.push(Need::Ids);
+                }
             }
             Command::AddInboxAgent { inbox, agent } => {
                 if !self.inbox_agents.contains_key(&inbox.id) {
@@ -277,6 +319,9 @@ impl Engine {
             Command::CreateConversation { by, to, .. } => {
                 let members: Vec<Party> = std::iter::once(by).chain(to).cloned().collect();
                 self.audience_needs(&members, &mut needs);
+                if self.ids_low() {
+                    needs.push(Need::Ids);
+                }
             }
             Command::Send {
                 by,
@@ -363,8 +408,8 @@ impl Engine {
         self.heads.insert(party, head);
     }
 
-    /// Supplies the highest seq of an inbox's log.
-    pub(crate) fn load_inbox_head(&mut self, inbox: PartyId, head: u64) {
+    /// Supplies where an inbox's log ends.
+    pub(crate) fn load_inbox_head(&mut self, inbox: PartyId, head: InboxHead) {
         self.inbox_heads.insert(inbox, head);
     }
 
@@ -391,9 +436,31 @@ impl Engine {
         }
     }
 
+    /// What the batch applied so far assumed of the logs it writes, as
+    /// writes to commit with it (see [`Write::LogClaim`]); the cache takes
+    /// the batch's own changes of follower versions.
+    pub(crate) fn take_claims(&mut self) -> Vec<Write> {
+        let mut claims: Vec<Write> = self
+            .log_claims
+            .drain()
+            .map(|(party, (was, now))| Write::LogClaim { party, was, now })
+            .collect();
+        for (inbox, claim) in self.inbox_claims.drain() {
+            if claim.bump
+                && let Some(head) = self.inbox_heads.get_mut(&inbox)
+            {
+                head.version += 1;
+            }
+            claims.push(Write::InboxClaim(claim));
+        }
+        claims
+    }
+
     /// Ends a batch: "never sent" answers were only valid for its commands
     /// (any triple they sent is in the recent set now).
     pub(crate) fn finish_batch(&mut self) {
+        self.log_claims.clear();
+        self.inbox_claims.clear();
         self.checked_sends.clear();
         // Dropping cached state is always safe between batches: needs()
         // asks for it again. Sends stay deduplicated: `recent_sends` and
@@ -473,6 +540,9 @@ impl Engine {
             }
             None => return Reply::Refused(Refusal::internal("the directory could not be read")),
         }
+        if self.next_party >= self.party_end {
+            return Reply::Refused(Refusal::internal("no ids left to number a party; retry"));
+        }
         let party = Party {
             id: self.next_party,
             address: new.address.clone(),
@@ -492,7 +562,7 @@ impl Engine {
         if !party.kind.has_session() {
             self.inbox_agents.insert(party.id, Vec::new());
             self.agents_version += 1;
-            self.inbox_heads.insert(party.id, 0);
+            self.inbox_heads.insert(party.id, InboxHead::default());
         }
         Reply::Party(party)
     }
@@ -508,6 +578,9 @@ impl Engine {
                 inbox: inbox.id,
                 agent: agent.id,
             });
+            // Who follows the inbox changed: a node appending to it with
+            // the old agents must not commit.
+            self.inbox_claim(inbox.id).bump = true;
         }
         Reply::Done
     }
@@ -535,6 +608,11 @@ impl Engine {
             return Reply::Refused(Refusal::new(
                 RefusalCode::BadRequest,
                 "a conversation needs at least one other party",
+            ));
+        }
+        if self.next_key >= self.key_end {
+            return Reply::Refused(Refusal::internal(
+                "no ids left to number a conversation; retry",
             ));
         }
         let key = self.next_key;
@@ -741,50 +819,108 @@ impl Engine {
         // The event's seq in each inbox log it was written to.
         let mut written: Vec<(PartyId, u64)> = Vec::new();
         for (party, route) in audience.routes() {
-            let log = self.heads.entry(party).or_default();
-            log.head += 1;
-            match route {
-                None => {
-                    applied.writes.push(Write::Event {
-                        party,
-                        seq: log.head,
-                        key,
-                        what,
-                        at_ms: now_ms,
-                    });
-                    log.follows = None;
-                }
-                Some(inbox) => {
-                    let iseq = match written.iter().find(|(i, _)| *i == inbox) {
-                        Some(&(_, iseq)) => iseq,
-                        None => {
-                            let head = self.inbox_heads.entry(inbox).or_insert(0);
-                            *head += 1;
-                            applied.writes.push(Write::InboxEvent {
-                                inbox,
-                                iseq: *head,
-                                key,
-                                what,
-                                at_ms: now_ms,
-                            });
-                            written.push((inbox, *head));
-                            *head
-                        }
-                    };
-                    if log.follows != Some((inbox, iseq)) {
-                        applied.writes.push(Write::Span {
-                            party,
-                            seq: log.head,
+            let iseq = match route {
+                None => None,
+                Some(inbox) => Some(match written.iter().find(|(i, _)| *i == inbox) {
+                    Some(&(_, iseq)) => iseq,
+                    None => {
+                        let iseq = self.append_inbox(inbox);
+                        applied.writes.push(Write::InboxEvent {
                             inbox,
                             iseq,
+                            key,
+                            what,
+                            at_ms: now_ms,
                         });
+                        written.push((inbox, iseq));
+                        iseq
                     }
-                    log.follows = Some((inbox, iseq + 1));
-                }
+                }),
+            };
+            let log = *self.heads.entry(party).or_default();
+            let seq = log.head + 1;
+            let row = match (route, iseq) {
+                (Some(inbox), Some(iseq)) if log.follows == Some((inbox, iseq)) => None,
+                (Some(inbox), Some(iseq)) => Some(Write::Span {
+                    party,
+                    seq,
+                    inbox,
+                    iseq,
+                }),
+                _ => Some(Write::Event {
+                    party,
+                    seq,
+                    key,
+                    what,
+                    at_ms: now_ms,
+                }),
+            };
+            let mut next = LogHead {
+                head: seq,
+                follows: route.zip(iseq).map(|(inbox, iseq)| (inbox, iseq + 1)),
+                last_row: log.last_row,
+            };
+            if let Some(row) = row {
+                self.claim_row(party, &log, seq);
+                next.last_row = seq;
+                applied.writes.push(row);
             }
-            recipients.push((party, log.head));
+            self.heads.insert(party, next);
+            recipients.push((party, seq));
         }
         applied.published.push(Published { event, recipients });
+    }
+
+    /// Appends to an inbox's log: its new head, claimed for the batch.
+    fn append_inbox(&mut self, inbox: PartyId) -> u64 {
+        let head = self.inbox_heads.entry(inbox).or_default();
+        let (was, version) = (head.head, head.version);
+        head.head += 1;
+        let now = head.head;
+        let claim = self.inbox_claim(inbox);
+        // The first append of the batch says what the batch relied on; a
+        // head relied on before that (a closed span) must agree with it.
+        if claim.head_now.is_none() {
+            claim.head_was = match claim.head_was {
+                Some(relied) if relied != was => Some(u64::MAX),
+                _ => Some(was),
+            };
+            claim.version_was = Some(version);
+        }
+        claim.head_now = Some(now);
+        now
+    }
+
+    /// Claims a new row at `seq` of `party`'s log, which ended at `log`:
+    /// the log's last row must still be where the engine thinks, and a
+    /// span the row closes must still end where the engine thinks.
+    fn claim_row(&mut self, party: PartyId, log: &LogHead, seq: u64) {
+        self.log_claims
+            .entry(party)
+            .and_modify(|claim| claim.1 = seq)
+            .or_insert((log.last_row, seq));
+        if let Some((inbox, next)) = log.follows {
+            let claim = self.inbox_claim(inbox);
+            let relied = next - 1;
+            // A head relied on twice must agree, or the batch cannot commit.
+            claim.head_was = match (claim.head_now, claim.head_was) {
+                (Some(_), _) => claim.head_was,
+                (None, Some(was)) if was != relied => Some(u64::MAX),
+                _ => Some(relied),
+            };
+            claim.bump = true;
+        }
+    }
+
+    /// The batch's claim on an inbox's log.
+    fn inbox_claim(&mut self, inbox: PartyId) -> &mut InboxClaim {
+        self.inbox_claims.entry(inbox).or_insert(InboxClaim {
+            inbox,
+            head_was: None,
+            head_now: None,
+            version_was: None,
+            bump: false,
+        })
     }
 
     fn audience_needs(&self, members: &[Party], needs: &mut Vec<Need>) {

@@ -108,4 +108,18 @@ pub struct LogHead {
     /// inbox's next event seq: that event, if the party receives it through
     /// the inbox, continues the span without a row of its own.
     pub follows: Option<(PartyId, u64)>,
+    /// The seq of the log's last row of its own: `head` itself, or where
+    /// the span it follows starts (0 if the log is empty).
+    pub last_row: u64,
+}
+
+/// Where an inbox's log ends, as the engine needs it to append.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxHead {
+    /// The highest seq of the inbox's log (0 if empty).
+    pub head: u64,
+    /// Changes whenever who follows the log changes (see
+    /// [`InboxClaim`](super::InboxClaim)); only stores that several nodes
+    /// write keep it, others say 0.
+    pub version: u64,
 }

@@ -12,8 +12,8 @@ mod write;
 pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
 };
-pub use event::{Event, EventRef, LogHead, Receipt, ReceiptKind};
+pub use event::{Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};
 pub use invite::{Invite, NewInvite};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};
 pub use refusal::{Refusal, RefusalCode};
-pub use write::{Counters, OutboxRow, Write};
+pub use write::{Counters, InboxClaim, OutboxRow, Write};

@@ -109,6 +109,46 @@ pub enum Write {
     /// Queue something for another server, in the same transaction as the
     /// change it carries, so it is sent exactly when that change is durable.
     Outbox(OutboxRow),
+    /// What the batch assumed of a party's log: where its last row was.
+    /// On a store that several nodes write, the batch commits only if it
+    /// still is, and moves it to `now`; so two nodes never number the same
+    /// seq of one log. A store with one writer has nothing to check.
+    LogClaim {
+        /// Whose log.
+        party: PartyId,
+        /// The seq of the log's last row (event or span) the batch read; 0
+        /// for an empty log.
+        was: u64,
+        /// The seq of its last row after the batch.
+        now: u64,
+    },
+    /// What the batch assumed of an inbox's log (see [`Write::LogClaim`]).
+    InboxClaim(InboxClaim),
+}
+
+/// What a batch assumed of an inbox's log, and how it changes it.
+///
+/// An agent's log follows an inbox's log without a row per event, so two
+/// things can invalidate what a node computed from it: the inbox's log
+/// grew (the followers' logs grew with it), or who follows it changed (a
+/// span was closed by another row, or an agent was added). The first is
+/// the head; the second is the inbox's follower version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxClaim {
+    /// The inbox.
+    pub inbox: PartyId,
+    /// The head of the inbox's log the batch relied on: the commit fails if
+    /// it moved.
+    pub head_was: Option<u64>,
+    /// The head after the batch's appends (`None`: it appends nothing).
+    pub head_now: Option<u64>,
+    /// The follower version the batch relied on (it appends, so whoever
+    /// follows the log must be who the batch thinks): the commit fails if it
+    /// changed.
+    pub version_was: Option<u64>,
+    /// Whether the batch changes who follows the inbox: the version rises
+    /// by one.
+    pub bump: bool,
 }
 
 /// One entry of the durable queue toward one peer server.
@@ -122,11 +162,17 @@ pub struct OutboxRow {
     pub payload: bytes::Bytes,
 }
 
-/// The highest ids in use, from which the engine numbers new rows.
+/// The highest ids in use, from which the engine numbers new rows, and
+/// where its numbering must stop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// The highest conversation key (0 if none).
     pub max_key: ConversationKey,
     /// The highest party id (0 if none).
     pub max_party: PartyId,
+    /// The first conversation key the engine may not use: a store that
+    /// several nodes write hands each a block of ids. `None`: no end.
+    pub key_end: Option<ConversationKey>,
+    /// The first party id the engine may not use. `None`: no end.
+    pub party_end: Option<PartyId>,
 }

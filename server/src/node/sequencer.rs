@@ -11,13 +11,22 @@
 //! catches a retry of an older one. That batch stores nothing; it is applied
 //! again with every send looked up, so the retry is answered as the
 //! duplicate it is.
+//!
+//! Several nodes may order on one database, each with an engine of its
+//! own: every batch carries what its engine assumed of the logs it writes
+//! (claims), and the store commits it only if they still hold. A batch
+//! that another node's commit overtook ([`StoreError::Conflict`]) stored
+//! nothing; the engine forgets its cache and applies it again to what is
+//! stored now.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::engine::{Command, Engine, Need, Published, Reply};
-use crate::model::{ConversationRecord, LogHead, Party, PartyId, Refusal, StoredSend};
+use crate::model::{
+    ConversationRecord, Counters, InboxHead, LogHead, Party, PartyId, Refusal, StoredSend,
+};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// How long every send is looked up before it is applied after a batch hit
@@ -27,6 +36,13 @@ const VERIFY_AFTER_DUPLICATE: Duration = Duration::from_secs(10);
 
 /// Rounds of loading a command's needs (the engine converges in three).
 const NEED_ROUNDS: usize = 4;
+
+/// Times a batch is applied again after another node wrote what it relied
+/// on ([`StoreError::Conflict`]) before its commands are refused (their
+/// clients retry). Each try reloads everything it relies on, so one more
+/// conflict needs another node's commit in between: a node that conflicts
+/// this often is being outpaced, not stuck.
+const CONFLICT_TRIES: usize = 8;
 
 /// How a batch ended.
 enum Outcome {
@@ -39,6 +55,8 @@ enum Outcome {
     Failed { replies: Vec<(Reply, bool)> },
     /// Nothing stored: a send reused a stored client_msg_id.
     DuplicateSend,
+    /// Nothing stored: another node wrote what the batch relied on.
+    Conflict,
 }
 
 /// The engine and its store: orders batches of commands. See the module docs.
@@ -88,6 +106,19 @@ impl Sequencer {
     ) -> (Vec<Reply>, Vec<Published>) {
         self.engine.handle_timeout(now_ms);
         let mut outcome = self.run_batch(commands, now_ms).await;
+        let mut tries = 1;
+        while matches!(outcome, Outcome::Conflict) && tries < CONFLICT_TRIES {
+            // Another node appended to a log this batch writes: forget what
+            // the cache says and apply the batch to what is stored now.
+            tracing::debug!(
+                commands = commands.len(),
+                tries,
+                "batch conflicted; applied again"
+            );
+            self.reset().await;
+            outcome = self.run_batch(commands, now_ms).await;
+            tries += 1;
+        }
         if matches!(outcome, Outcome::DuplicateSend) {
             // A send the engine took for new reused an id stored before its
             // memory of sends: nothing was stored. Apply the batch again from
@@ -115,10 +146,13 @@ impl Sequencer {
                     .collect();
                 (replies, Vec::new())
             }
-            Outcome::DuplicateSend => {
-                // With every send looked up first, only a second writer on
-                // the same database could get here.
-                tracing::error!("a verified batch still reused a client_msg_id; batch refused");
+            Outcome::DuplicateSend | Outcome::Conflict => {
+                // Other nodes keep writing what this batch relies on, or
+                // stored a send between its lookup and its commit.
+                tracing::warn!(
+                    commands = commands.len(),
+                    "batch still conflicted with other nodes' writes; refused for retry"
+                );
                 self.reset().await;
                 (commands.iter().map(|_| internal()).collect(), Vec::new())
             }
@@ -151,6 +185,9 @@ impl Sequencer {
             };
             replies.push(reply);
         }
+        if !writes.is_empty() {
+            writes.extend(self.engine.take_claims());
+        }
         self.engine.finish_batch();
         let applied = started.elapsed();
         let rows = writes.len();
@@ -158,6 +195,7 @@ impl Sequencer {
             match self.store.commit(writes).await {
                 Ok(()) => {}
                 Err(StoreError::DuplicateSend) => return Outcome::DuplicateSend,
+                Err(StoreError::Conflict) => return Outcome::Conflict,
                 Err(e) => {
                     tracing::error!(error = %e, rows, "commit failed; batch refused");
                     return Outcome::Failed { replies };
@@ -259,6 +297,7 @@ impl Sequencer {
             (Need::InboxHead(inbox), Loaded::InboxHead(head)) => {
                 self.engine.load_inbox_head(inbox, head);
             }
+            (Need::Ids, Loaded::Ids(ids)) => self.engine.load_ids(ids),
             (Need::InboxAgents(inbox), Loaded::InboxAgents(agents)) => {
                 self.engine.load_inbox_agents(inbox, agents);
             }
@@ -307,7 +346,8 @@ enum Loaded {
     Party(Option<Party>),
     Conversation(Option<ConversationRecord>),
     Head(LogHead),
-    InboxHead(u64),
+    InboxHead(InboxHead),
+    Ids(Counters),
     InboxAgents(Vec<PartyId>),
     PriorSend(Option<StoredSend>),
     Watermark(u64),
@@ -320,6 +360,7 @@ async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
         Need::Head(party) => Loaded::Head(store.log_head(*party).await?),
         Need::InboxHead(inbox) => Loaded::InboxHead(store.inbox_head(*inbox).await?),
         Need::InboxAgents(inbox) => Loaded::InboxAgents(store.inbox_agents(*inbox).await?),
+        Need::Ids => Loaded::Ids(store.counters().await?),
         Need::PriorSend {
             key,
             sender,

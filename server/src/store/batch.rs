@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 
 use super::columns::{event_kind, seq_to_db};
 use super::{StoreResult, body};
-use crate::model::{EventRef, ReceiptKind, Write};
+use crate::model::{EventRef, InboxClaim, ReceiptKind, Write};
 
 /// A conversation row.
 pub(crate) struct ConversationRow<'a> {
@@ -103,6 +103,11 @@ pub(crate) struct Rows<'a> {
     pub(crate) watermarks: Vec<(i64, i64, i64, i64)>,
     /// (peer, seq, payload)
     pub(crate) outbox: Vec<(&'a str, i64, &'a [u8])>,
+    /// What the batch assumed of party logs: (party, seq of the last row
+    /// before the batch). Only a store several nodes write checks them.
+    pub(crate) log_claims: Vec<(i64, i64)>,
+    /// What the batch assumed of inbox logs.
+    pub(crate) inbox_claims: Vec<InboxClaim>,
 }
 
 impl<'a> Rows<'a> {
@@ -189,6 +194,10 @@ impl<'a> Rows<'a> {
                 } => rows
                     .spans
                     .push((*party, seq_to_db(*seq)?, *inbox, seq_to_db(*iseq)?)),
+                Write::LogClaim { party, was, .. } => {
+                    rows.log_claims.push((*party, seq_to_db(*was)?));
+                }
+                Write::InboxClaim(claim) => rows.inbox_claims.push(*claim),
                 Write::Watermark {
                     key,
                     party,

@@ -273,6 +273,7 @@ pub(crate) fn log_head(
         return Ok(LogHead {
             head: own,
             follows: None,
+            last_row: own,
         });
     };
     let start = seq_from_db(start, "event_spans.seq")?;
@@ -286,6 +287,7 @@ pub(crate) fn log_head(
     Ok(LogHead {
         head: start + (inbox_head - iseq),
         follows: Some((inbox, inbox_head + 1)),
+        last_row: start,
     })
 }
 

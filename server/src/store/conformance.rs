@@ -18,6 +18,7 @@ mod directory;
 mod durability;
 mod invites;
 mod logs;
+mod writers;
 
 pub use audience::{listings_follow_the_audience_rule, replicas_remote_parties_and_outbox};
 pub use conversations::{
@@ -30,6 +31,7 @@ pub use durability::{
 };
 pub use invites::invites_are_used_up_expire_and_revoke;
 pub use logs::logs_follow_inbox_logs;
+pub use writers::several_writers_keep_every_log_gapless;
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an
 /// async fn returning `(guard, store)`: a fresh, empty store, and whatever

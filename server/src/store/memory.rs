@@ -21,9 +21,9 @@ use super::{Store, StoreError, StoreResult};
 use crate::core::audience;
 use crate::model::Counters;
 use crate::model::{
-    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, Invite, LogHead,
-    Message, NewInvite, OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session, StoredSend,
-    Write,
+    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, InboxHead,
+    Invite, LogHead, Message, NewInvite, OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session,
+    StoredSend, Write,
 };
 
 /// The in-memory store. See the module docs.
@@ -95,6 +95,8 @@ struct State {
     watermarks: HashMap<(ConversationKey, PartyId, ReceiptKind), u64>,
     outbox: BTreeMap<(String, u64), Bytes>,
     invites: Vec<([u8; 32], Invite)>,
+    /// Each inbox's follower version (see [`InboxClaim`]).
+    inbox_versions: HashMap<PartyId, u64>,
 }
 
 #[derive(Debug)]
@@ -214,11 +216,13 @@ impl State {
                 LogHead {
                     head: start + inbox_head.saturating_sub(iseq),
                     follows: Some((inbox, inbox_head + 1)),
+                    last_row: start,
                 }
             }
             _ => LogHead {
                 head: own,
                 follows: None,
+                last_row: own,
             },
         }
     }
@@ -270,7 +274,9 @@ impl State {
 
     /// Refuses a batch that a database with SQLite's keys would refuse.
     fn check(&self, batch: &[Write]) -> StoreResult<()> {
-        let conflict = |what: String| StoreError::Corrupt(format!("conflicting write: {what}"));
+        // A row another writer numbered first: PostgreSQL reports it as a
+        // conflict too, and the engine numbers again.
+        let conflict = |_what: String| StoreError::Conflict;
         let mut parties = HashSet::new();
         let mut addresses = HashSet::new();
         let mut keys = HashSet::new();
@@ -351,6 +357,25 @@ impl State {
                     }
                 }
                 Write::Watermark { .. } => {}
+                // Claims are checked as PostgreSQL checks them, so engines
+                // sharing this store can be tested as nodes sharing one.
+                Write::LogClaim { party, was, .. } => {
+                    if self.log_head(*party).last_row != *was {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+                Write::InboxClaim(claim) => {
+                    let version = self.inbox_versions.get(&claim.inbox).copied();
+                    if claim
+                        .head_was
+                        .is_some_and(|was| was != self.inbox_head(claim.inbox))
+                        || claim
+                            .version_was
+                            .is_some_and(|was| was != version.unwrap_or(0))
+                    {
+                        return Err(StoreError::Conflict);
+                    }
+                }
                 Write::Outbox(row) => {
                     let at = (row.peer.clone(), row.seq);
                     if self.outbox.contains_key(&at) || !outbox.insert(at) {
@@ -458,6 +483,12 @@ impl State {
                 }
                 Write::Outbox(row) => {
                     self.outbox.insert((row.peer, row.seq), row.payload);
+                }
+                Write::LogClaim { .. } => {}
+                Write::InboxClaim(claim) => {
+                    if claim.bump {
+                        *self.inbox_versions.entry(claim.inbox).or_insert(0) += 1;
+                    }
                 }
             }
         }
@@ -656,6 +687,7 @@ impl Store for MemoryStore {
         Ok(Counters {
             max_key: state.conversations.keys().next_back().copied().unwrap_or(0),
             max_party: state.parties.keys().next_back().copied().unwrap_or(0),
+            ..Counters::default()
         })
     }
 
@@ -677,8 +709,12 @@ impl Store for MemoryStore {
         Ok(self.lock().log_head(party))
     }
 
-    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<u64> {
-        Ok(self.lock().inbox_head(inbox))
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead> {
+        let state = self.lock();
+        Ok(InboxHead {
+            head: state.inbox_head(inbox),
+            version: state.inbox_versions.get(&inbox).copied().unwrap_or(0),
+        })
     }
 
     async fn find_send(
@@ -837,4 +873,12 @@ mod tests {
     }
 
     crate::store_conformance_tests!(fresh);
+
+    #[tokio::test]
+    async fn several_writers_keep_every_log_gapless() {
+        let store: std::sync::Arc<dyn crate::store::Store> =
+            std::sync::Arc::new(MemoryStore::new());
+        crate::store::conformance::several_writers_keep_every_log_gapless(store.clone(), store)
+            .await;
+    }
 }

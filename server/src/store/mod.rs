@@ -16,8 +16,8 @@ use kanal_proto::address::{Address, ConversationId};
 
 use crate::model::Counters;
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Event, Invite, LogHead, Message,
-    NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
+    ConversationKey, ConversationRecord, ConversationView, Event, InboxHead, Invite, LogHead,
+    Message, NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
 };
 
 mod batch;
@@ -43,6 +43,11 @@ pub enum StoreError {
     /// a retry of an old send as new: this is how the store tells it.
     #[error("a message with this client_msg_id was stored before")]
     DuplicateSend,
+    /// Another node changed what the batch relied on (a log it appends to
+    /// grew, an id it numbered was taken); nothing of the batch was stored.
+    /// The engine reloads what it relied on and applies the batch again.
+    #[error("another node wrote what the batch relied on")]
+    Conflict,
     /// A row the operation needs does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -163,7 +168,9 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.load_conversation(id).await?.map(|c| c.key))
     }
 
-    /// The highest conversation key and party id in use (0 if none).
+    /// The ids the engine may number new rows with: after the highest
+    /// conversation key and party id in use (0 if none), without end; or,
+    /// from a store that several nodes write, a block of its own.
     async fn counters(&self) -> StoreResult<Counters>;
 
     /// A party's delivered or read watermark in a conversation (0 if none).
@@ -183,8 +190,8 @@ pub trait Store: Send + Sync + 'static {
     /// follows there, if its last row is a span.
     async fn log_head(&self, party: PartyId) -> StoreResult<LogHead>;
 
-    /// The highest seq of an inbox's log (0 if empty).
-    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<u64>;
+    /// Where an inbox's log ends.
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead>;
 
     /// The message `sender` already stored under `client_msg_id`, if any.
     async fn find_send(

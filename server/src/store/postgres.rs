@@ -20,8 +20,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::columns::now_ms;
 use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
-use crate::model::{Invite, NewInvite, PartyId, Session, Write};
+use crate::model::{Counters, InboxHead, Invite, NewInvite, PartyId, Session, Write};
 
+mod claims;
 mod directory;
 mod invites;
 mod read;
@@ -40,6 +41,9 @@ const WRITER_READERS: u32 = 2;
 /// Connections for writes: the engine's commits (one at a time) and, beside
 /// them, sessions, acks and invites.
 const WRITERS: u32 = 3;
+
+/// Ids in a block of `id_blocks` (migrations/postgres/0002).
+const ID_BLOCK: i64 = 1 << 20;
 
 /// How long an idle connection is kept.
 const IDLE: Duration = Duration::from_secs(600);
@@ -149,6 +153,30 @@ impl SqlBackend for PgStore {
 
     async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
         write::commit(&self.writer, &batch).await
+    }
+
+    async fn counters(&self) -> StoreResult<Counters> {
+        // Several nodes may number rows in this database: each takes a
+        // block of ids of its own (on a connection that may write).
+        let block: i64 = sqlx::query_scalar("SELECT nextval('id_blocks')")
+            .fetch_one(&self.writer)
+            .await?;
+        let (Some(start), Some(end)) = (
+            block.checked_mul(ID_BLOCK),
+            block.checked_add(1).and_then(|b| b.checked_mul(ID_BLOCK)),
+        ) else {
+            return Err(StoreError::Corrupt(format!("id block {block}")));
+        };
+        Ok(Counters {
+            max_key: start - 1,
+            max_party: start - 1,
+            key_end: Some(end),
+            party_end: Some(end),
+        })
+    }
+
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead> {
+        read::inbox_head(&self.reader, inbox).await
     }
 
     async fn backup(&self, _to: &Path) -> StoreResult<()> {

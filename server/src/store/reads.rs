@@ -261,7 +261,11 @@ pub(crate) async fn counters(reader: &impl Reader) -> StoreResult<Counters> {
         &[],
     )
     .await?;
-    Ok(Counters { max_key, max_party })
+    Ok(Counters {
+        max_key,
+        max_party,
+        ..Counters::default()
+    })
 }
 
 /// Where `party`'s log ends: its last row is an event of its own, or a span

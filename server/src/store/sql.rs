@@ -12,8 +12,9 @@ use kanal_proto::address::{Address, ConversationId};
 use super::reads::{self, Reader};
 use super::{Store, StoreResult};
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Counters, Event, Invite, LogHead,
-    Message, NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
+    ConversationKey, ConversationRecord, ConversationView, Counters, Event, InboxHead, Invite,
+    LogHead, Message, NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend,
+    Write,
 };
 
 /// An SQL backend: its pool for reads, and its writes. Each method is the
@@ -55,6 +56,12 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
 
     /// [`Store::commit`].
     async fn commit(&self, batch: Vec<Write>) -> StoreResult<()>;
+
+    /// [`Store::counters`].
+    async fn counters(&self) -> StoreResult<Counters>;
+
+    /// [`Store::inbox_head`].
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead>;
 
     /// [`Store::backup`].
     async fn backup(&self, to: &Path) -> StoreResult<()>;
@@ -139,7 +146,7 @@ impl<B: SqlBackend> Store for B {
     }
 
     async fn counters(&self) -> StoreResult<Counters> {
-        reads::counters(self.reader()).await
+        SqlBackend::counters(self).await
     }
 
     async fn watermark(
@@ -155,8 +162,8 @@ impl<B: SqlBackend> Store for B {
         reads::log_head(self.reader(), party).await
     }
 
-    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<u64> {
-        reads::inbox_head(self.reader(), inbox).await
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead> {
+        SqlBackend::inbox_head(self, inbox).await
     }
 
     async fn find_send(

@@ -16,9 +16,10 @@ use sqlx::sqlite::{
 };
 
 use super::columns::now_ms;
+use super::reads;
 use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
-use crate::model::{Invite, NewInvite, PartyId, Session, Write};
+use crate::model::{Counters, InboxHead, Invite, NewInvite, PartyId, Session, Write};
 
 mod checkpoint;
 mod directory;
@@ -208,6 +209,19 @@ impl SqlBackend for SqliteStore {
             .await?;
         self.checkpointer.nudge();
         Ok(())
+    }
+
+    async fn counters(&self) -> StoreResult<Counters> {
+        reads::counters(self.reader()).await
+    }
+
+    async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead> {
+        // One writer: who follows an inbox can only change through it, so
+        // there is no follower version to keep.
+        Ok(InboxHead {
+            head: reads::inbox_head(self.reader(), inbox).await?,
+            version: 0,
+        })
     }
 
     async fn backup(&self, to: &Path) -> StoreResult<()> {

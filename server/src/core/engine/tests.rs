@@ -233,6 +233,7 @@ fn unverified_sends_trust_the_store_to_catch_old_ids() {
     f.engine().reset(Counters {
         max_key: 1,
         max_party: 5,
+        ..Counters::default()
     });
     loaded_conversation(&mut f);
     assert!(
@@ -274,7 +275,7 @@ fn prior_send_from_the_store_is_honoured() {
                 );
             }
             Need::Head(p) => f.engine().load_head(p, LogHead::default()),
-            Need::InboxHead(i) => f.engine().load_inbox_head(i, 0),
+            Need::InboxHead(i) => f.engine().load_inbox_head(i, InboxHead::default()),
             other => panic!("unexpected need {other:?}"),
         }
     }
@@ -336,6 +337,7 @@ fn receipts_only_move_forward() {
     f.engine().reset(Counters {
         max_key: 1,
         max_party: 5,
+        ..Counters::default()
     });
     assert_eq!(f.run(mark(1)), Reply::Done);
     assert_eq!(

@@ -13,7 +13,6 @@ use crate::store::Store;
 pub async fn commit_and_load<S: Store>(store: &S) {
     let alice = new_party(store, "alice@kanal.test", PartyKind::User).await;
     let bob = new_party(store, "bob@kanal.test", PartyKind::Bot).await;
-    assert_eq!(store.counters().await.expect("counters").max_key, 0);
     store.commit(vec![]).await.expect("an empty batch commits");
 
     let id = conversation_id("kanal.test/c1");
@@ -78,7 +77,10 @@ pub async fn commit_and_load<S: Store>(store: &S) {
             .expect("load unknown"),
         None
     );
-    assert_eq!(store.counters().await.expect("counters").max_key, 2);
+    assert!(
+        store.counters().await.expect("counters").max_key >= 2,
+        "numbering starts after what is in use"
+    );
 
     assert_eq!(store.event_head(bob.id).await.expect("head"), 2);
     let carol = new_party(store, "carol@kanal.test", PartyKind::User).await;

@@ -7,7 +7,6 @@ use crate::store::Store;
 /// Parties are created under the engine's ids, found by address and id,
 /// listed by address, and an address is taken only once.
 pub async fn parties<S: Store>(store: &S) {
-    assert_eq!(store.counters().await.expect("counters").max_party, 0);
     let zed = new_party(store, "zed@kanal.test", PartyKind::User).await;
     let alice = new_party_with(
         store,
@@ -18,9 +17,9 @@ pub async fn parties<S: Store>(store: &S) {
     .await;
     assert_ne!(zed.id, alice.id);
     assert_eq!(alice.kind, PartyKind::Agent);
-    assert_eq!(
-        store.counters().await.expect("counters").max_party,
-        alice.id
+    assert!(
+        store.counters().await.expect("counters").max_party >= alice.id,
+        "numbering starts after what is in use"
     );
 
     let found = store

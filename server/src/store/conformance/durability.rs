@@ -40,7 +40,10 @@ pub async fn failed_batch_leaves_nothing<S: Store>(store: &S) {
     );
 
     assert_eq!(store.load_conversation(&two).await.expect("load"), None);
-    assert_eq!(store.counters().await.expect("counters").max_key, 1);
+    assert!(
+        store.counters().await.expect("counters").max_key >= 1,
+        "numbering starts after what is in use"
+    );
     assert_eq!(store.event_head(alice.id).await.expect("head"), 0);
     let (kept, _) = store.history(1, 0, 10).await.expect("history");
     assert_eq!(kept.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1]);
@@ -160,5 +163,8 @@ pub async fn survives_reopen<S: Store>(mut open: impl AsyncFnMut() -> S) {
         history.first().map(|m| m.body.clone()),
         Some(text("still here"))
     );
-    assert_eq!(store.counters().await.expect("counters").max_key, 1);
+    assert!(
+        store.counters().await.expect("counters").max_key >= 1,
+        "numbering starts after what is in use"
+    );
 }

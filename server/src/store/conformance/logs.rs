@@ -38,7 +38,7 @@ pub async fn logs_follow_inbox_logs<S: Store>(store: &S) {
     let ben = new_party(store, "ben@kanal.test", PartyKind::Agent).await;
     add_agent(store, support.id, ann.id).await;
     add_agent(store, support.id, ben.id).await;
-    assert_eq!(store.inbox_head(support.id).await.expect("head"), 0);
+    assert_eq!(store.inbox_head(support.id).await.expect("head").head, 0);
     assert_eq!(
         store.log_head(ann.id).await.expect("head"),
         LogHead::default()
@@ -117,15 +117,23 @@ pub async fn logs_follow_inbox_logs<S: Store>(store: &S) {
             }
         }
     }
-    assert_eq!(store.inbox_head(support.id).await.expect("head"), 5);
+    assert_eq!(store.inbox_head(support.id).await.expect("head").head, 5);
     let follows = Some((support.id, 6));
     assert_eq!(
         store.log_head(ann.id).await.expect("head"),
-        LogHead { head: 6, follows }
+        LogHead {
+            head: 6,
+            follows,
+            last_row: 4
+        }
     );
     assert_eq!(
         store.log_head(ben.id).await.expect("head"),
-        LogHead { head: 2, follows }
+        LogHead {
+            head: 2,
+            follows,
+            last_row: 1
+        }
     );
     assert_eq!(store.event_head(ann.id).await.expect("head"), 6);
 
@@ -146,7 +154,8 @@ pub async fn logs_follow_inbox_logs<S: Store>(store: &S) {
         ann_head,
         LogHead {
             head: 8,
-            follows: None
+            follows: None,
+            last_row: 8
         }
     );
     let ann_tail = store

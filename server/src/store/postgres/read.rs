@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use sqlx::PgPool;
 
-use crate::model::StoredSend;
+use crate::model::{InboxHead, PartyId, StoredSend};
 use crate::store::StoreResult;
 use crate::store::columns;
 use crate::store::reads::{self, Columns, Param, Reader, SendKey};
@@ -65,4 +65,20 @@ async fn find_sends(
             ))
         })
         .collect()
+}
+
+/// Where an inbox's log ends, with its follower version: one statement, so
+/// one snapshot.
+pub(super) async fn inbox_head(reader: &PgPool, inbox: PartyId) -> StoreResult<InboxHead> {
+    let (head, version): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(iseq), 0) FROM inbox_events WHERE inbox = $1),
+                (SELECT COALESCE(MAX(version), 0) FROM inbox_versions WHERE inbox = $1)",
+    )
+    .bind(inbox)
+    .fetch_one(reader)
+    .await?;
+    Ok(InboxHead {
+        head: columns::seq_from_db(head, "inbox_events.iseq")?,
+        version: columns::seq_from_db(version, "inbox_versions.version")?,
+    })
 }

@@ -14,6 +14,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{PgConnection, PgPool, Postgres};
 
+use super::claims;
 use crate::model::Write;
 use crate::store::batch::Rows;
 use crate::store::{StoreError, StoreResult};
@@ -31,22 +32,50 @@ pub(super) async fn commit(writer: &PgPool, batch: &[Write]) -> StoreResult<()> 
     let mut tx = writer.begin().await?;
     // On an error the transaction is dropped, which rolls it back before
     // its connection is used again.
+    claims::check(&mut tx, &rows.log_claims, &rows.inbox_claims)
+        .await
+        .map_err(conflict)?;
     write(&rows, &mut tx).await.map_err(duplicate_send)?;
+    claims::bump(&mut tx, &rows.inbox_claims)
+        .await
+        .map_err(duplicate_send)?;
     // With synchronous_commit = on, COMMIT returns once the WAL is flushed.
     tx.commit().await?;
     Ok(())
 }
 
 /// Names a failure of [`CLIENT_MSG_ID`] for what it is: a send the engine
-/// took for new was stored before.
+/// took for new was stored before. Any other key taken, a serialization
+/// failure or a deadlock means another node wrote first: a conflict.
 fn duplicate_send(error: sqlx::Error) -> StoreError {
     match error.as_database_error() {
         Some(e) if e.is_unique_violation() && e.constraint() == Some(CLIENT_MSG_ID) => {
             StoreError::DuplicateSend
         }
+        Some(e) if e.is_unique_violation() => StoreError::Conflict,
+        Some(e) if matches!(e.code().as_deref(), Some(SERIALIZATION_FAILURE | DEADLOCK)) => {
+            StoreError::Conflict
+        }
         _ => error.into(),
     }
 }
+
+/// [`duplicate_send`] for the claims' store errors.
+fn conflict(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Backend(e) => match e.downcast::<sqlx::Error>() {
+            Ok(e) => duplicate_send(*e),
+            Err(e) => StoreError::Backend(e),
+        },
+        other => other,
+    }
+}
+
+/// SQLSTATE of a serialization failure.
+const SERIALIZATION_FAILURE: &str = "40001";
+
+/// SQLSTATE of a detected deadlock.
+const DEADLOCK: &str = "40P01";
 
 /// One column of `rows`.
 fn column<'r, T, V>(rows: &'r [T], value: impl Fn(&'r T) -> V) -> Vec<V> {
