@@ -5,6 +5,11 @@
 //! far enough to fill it is flagged as lagged and the event is dropped for it;
 //! the session then replays from the store, so a slow reader costs memory
 //! bounded by its queue, never an unbounded backlog, and never loses an event.
+//!
+//! With several nodes, events committed by another node arrive as news
+//! only ("party P's log advanced to N", [`Hub::advance`]): the session
+//! reads them from the store, as after a lag. What this node commits is
+//! told to the others through the hub's [`Announcer`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,10 +44,24 @@ impl SharedEvent {
 /// One committed event for one listener.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
-    /// Seq in the listener's party log.
+    /// Seq in the listener's party log ([`CHECK`] with no event: see there).
     pub seq: u64,
-    /// The event, shared between recipients.
-    pub event: Arc<SharedEvent>,
+    /// The event, shared between recipients; `None` when another node
+    /// committed it: the listener reads it from the store.
+    pub event: Option<Arc<SharedEvent>>,
+}
+
+/// The seq of a [`LiveEvent`] that says "the log may have grown, seq
+/// unknown": the listener compares its position with the store's.
+pub(crate) const CHECK: u64 = u64::MAX;
+
+/// Tells other nodes where the logs this node appended to end now.
+pub(crate) trait Announcer: Send + Sync {
+    /// `heads`: (party, its log's new head), once per party.
+    fn logs_advanced(&self, heads: &[(PartyId, u64)]);
+
+    /// An ephemeral datagram for the sessions of `parties` on other nodes.
+    fn datagram(&self, parties: &[PartyId], datagram: &Bytes);
 }
 
 /// Where a session takes ephemeral datagrams (typing): best effort, never
@@ -54,6 +73,7 @@ pub(crate) type DatagramSink = Box<dyn Fn(Bytes) + Send + Sync>;
 pub struct Hub {
     listeners: Mutex<HashMap<PartyId, Vec<Listener>>>,
     next_id: AtomicU64,
+    announcer: OnceLock<Arc<dyn Announcer>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -111,11 +131,21 @@ impl Hub {
         }
     }
 
-    /// Hands committed events to their recipients' listening sessions.
+    /// Has what this node commits told to other nodes, from now on.
+    pub(crate) fn set_announcer(&self, announcer: Arc<dyn Announcer>) {
+        if self.announcer.set(announcer).is_err() {
+            tracing::warn!("the hub has an announcer already; the new one is ignored");
+        }
+    }
+
+    /// Hands committed events to their recipients' listening sessions, and
+    /// tells other nodes where the recipients' logs end now.
     pub fn publish(&self, published: Vec<Published>) {
         if published.is_empty() {
             return;
         }
+        let announcer = self.announcer.get();
+        let mut heads: HashMap<PartyId, u64> = HashMap::new();
         let listeners = self.lock();
         for Published { event, recipients } in published {
             let event = Arc::new(SharedEvent {
@@ -123,25 +153,64 @@ impl Hub {
                 rendered: OnceLock::new(),
             });
             for (party, seq) in recipients {
+                if announcer.is_some() {
+                    let head = heads.entry(party).or_insert(seq);
+                    *head = (*head).max(seq);
+                }
                 let Some(sessions) = listeners.get(&party) else {
                     continue;
                 };
                 for listener in sessions {
-                    let live = LiveEvent {
+                    listener.offer(LiveEvent {
                         seq,
-                        event: event.clone(),
-                    };
-                    if listener.tx.try_send(live).is_err() {
-                        listener.lagged.store(true, Ordering::Release);
-                    }
+                        event: Some(event.clone()),
+                    });
                 }
             }
+        }
+        drop(listeners);
+        if let Some(announcer) = announcer {
+            let heads: Vec<(PartyId, u64)> = heads.into_iter().collect();
+            announcer.logs_advanced(&heads);
+        }
+    }
+
+    /// News from another node: `party`'s log now ends at `head`. Its
+    /// sessions here read what they have not sent from the store.
+    pub(crate) fn advance(&self, party: PartyId, head: u64) {
+        let listeners = self.lock();
+        for listener in listeners.get(&party).into_iter().flatten() {
+            listener.offer(LiveEvent {
+                seq: head,
+                event: None,
+            });
+        }
+    }
+
+    /// News may have been lost (the bus between nodes was down): every
+    /// session here compares its position with the store.
+    pub(crate) fn check_all(&self) {
+        let listeners = self.lock();
+        for listener in listeners.values().flatten() {
+            listener.offer(LiveEvent {
+                seq: CHECK,
+                event: None,
+            });
         }
     }
 
     /// Sends an ephemeral datagram to every listening session of `parties`,
-    /// except those on the connection it came from.
+    /// except those on the connection it came from, here and on other nodes.
     pub fn relay_datagram(&self, parties: &[PartyId], from: u64, datagram: Bytes) {
+        if let Some(announcer) = self.announcer.get() {
+            announcer.datagram(parties, &datagram);
+        }
+        self.relay_local_datagram(parties, from, datagram);
+    }
+
+    /// [`Hub::relay_datagram`] to this node's sessions only (a datagram
+    /// from another node).
+    pub(crate) fn relay_local_datagram(&self, parties: &[PartyId], from: u64, datagram: Bytes) {
         let listeners = self.lock();
         for party in parties {
             for listener in listeners.get(party).into_iter().flatten() {
@@ -166,6 +235,15 @@ impl Hub {
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Listener {
+    /// Queues `live`, or marks the session lagged if its queue is full.
+    fn offer(&self, live: LiveEvent) {
+        if self.tx.try_send(live).is_err() {
+            self.lagged.store(true, Ordering::Release);
+        }
     }
 }
 

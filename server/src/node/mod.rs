@@ -5,6 +5,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod auth;
+pub(crate) mod cluster;
 pub mod directory;
 pub(crate) mod hub;
 pub(crate) mod limits;

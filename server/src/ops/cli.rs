@@ -112,6 +112,10 @@ struct RunArgs {
     /// Overrides `max_connections_per_account` (0: unlimited).
     #[arg(long)]
     max_connections_per_account: Option<u32>,
+    /// Overrides `nats` (joins the other nodes on the same PostgreSQL
+    /// database through this NATS server).
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -416,6 +420,9 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     }
     if let Some(v) = args.database {
         config.database = v;
+    }
+    if let Some(v) = args.nats {
+        config.nats = v;
     }
     if let Some(v) = args.tls_cert {
         config.tls_cert = v;

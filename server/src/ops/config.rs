@@ -85,6 +85,13 @@ pub struct Config {
     pub max_connections_per_source: u32,
     /// Connections one account may hold at once; 0: unlimited. Default: 32.
     pub max_connections_per_account: u32,
+    /// The NATS server through which several nodes on one PostgreSQL
+    /// database tell each other what they committed, e.g.
+    /// `nats://127.0.0.1:4222`. Empty (the default): this node is alone.
+    pub nats: String,
+    /// The prefix of the NATS subjects the nodes use, so that several Kanal
+    /// clusters can share one NATS. Empty (the default): `kanal.<domain>`.
+    pub nats_subject_prefix: String,
 }
 
 impl Default for Config {
@@ -105,6 +112,8 @@ impl Default for Config {
             send_burst_per_party: policy.send_burst_per_party,
             max_connections_per_source: policy.max_connections_per_source,
             max_connections_per_account: policy.max_connections_per_account,
+            nats: String::new(),
+            nats_subject_prefix: String::new(),
         }
     }
 }
@@ -164,7 +173,38 @@ impl Config {
             key: "domain",
             problem: e.to_string(),
         })?;
-        self.database_in(Path::new(""))?;
+        let database = self.database_in(Path::new(""))?;
+        if !self.nats.is_empty() {
+            if !matches!(database, Database::Postgres(_)) {
+                return Err(ConfigError::Invalid {
+                    key: "nats",
+                    problem: "several nodes share a PostgreSQL database: set `database` to a \
+                              postgres:// URL, or leave `nats` empty for one node"
+                        .into(),
+                });
+            }
+            if self
+                .nats_subject_prefix
+                .split('.')
+                .any(|token| token.is_empty() || token.contains(['*', '>', ' ']))
+                && !self.nats_subject_prefix.is_empty()
+            {
+                return Err(ConfigError::Invalid {
+                    key: "nats_subject_prefix",
+                    problem: format!(
+                        "`{}`: not a NATS subject (dot-separated tokens without spaces or \
+                         wildcards)",
+                        self.nats_subject_prefix
+                    ),
+                });
+            }
+            if !self.nats.starts_with("nats://") && !self.nats.starts_with("tls://") {
+                return Err(ConfigError::Invalid {
+                    key: "nats",
+                    problem: format!("`{}`: not a nats:// or tls:// URL", self.nats),
+                });
+            }
+        }
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid {
                 key: "max_connections",
@@ -232,6 +272,12 @@ max_connections_per_account = {per_account_connections}
 
 # Seconds without traffic before a connection is dropped.
 idle_timeout_secs = {idle}
+
+# Several nodes on one PostgreSQL database tell each other what they
+# committed through NATS, e.g. "nats://127.0.0.1:4222". Empty: one node.
+nats = "{nats}"
+# The prefix of their NATS subjects; empty: "kanal.<domain>".
+nats_subject_prefix = "{nats_subject_prefix}"
 "#,
             domain = self.domain,
             listen = self.listen,
@@ -247,6 +293,8 @@ idle_timeout_secs = {idle}
             per_source_connections = self.max_connections_per_source,
             per_account_connections = self.max_connections_per_account,
             idle = self.idle_timeout_secs,
+            nats = self.nats,
+            nats_subject_prefix = self.nats_subject_prefix,
         )
     }
 }
@@ -287,5 +335,20 @@ mod tests {
         );
         let mode = Config::parse("registration = \"maybe\"").expect_err("unknown mode");
         assert!(mode.to_string().contains("registration"), "{mode}");
+        let alone = Config::parse("nats = \"nats://127.0.0.1:4222\"").expect_err("on SQLite");
+        assert!(alone.to_string().contains("`nats`"), "{alone}");
+        assert!(alone.to_string().contains("PostgreSQL"), "{alone}");
+        let pg = "database = \"postgres://127.0.0.1/kanal\"\n";
+        Config::parse(&format!("{pg}nats = \"nats://127.0.0.1:4222\"")).expect("a cluster");
+        let scheme = Config::parse(&format!("{pg}nats = \"http://x\"")).expect_err("scheme");
+        assert!(scheme.to_string().contains("`nats`"), "{scheme}");
+        let prefix = Config::parse(&format!(
+            "{pg}nats = \"nats://x:4222\"\nnats_subject_prefix = \"kanal.*\""
+        ))
+        .expect_err("wildcard prefix");
+        assert!(
+            prefix.to_string().contains("`nats_subject_prefix`"),
+            "{prefix}"
+        );
     }
 }

@@ -17,6 +17,7 @@ use super::datadir;
 use crate::links::admin;
 use crate::links::quic::endpoint::{self, Endpoint, EndpointError};
 use crate::node::Node;
+use crate::node::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::store::{Store, StoreError};
 
 /// How long shutdown waits for connections to close and the writer to drain.
@@ -46,6 +47,9 @@ pub enum StartError {
     /// The QUIC endpoint could not be set up.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// The other nodes could not be joined.
+    #[error("{0}")]
+    Cluster(String),
     /// Another server serves this data directory.
     #[error("{0}: another kanald serves this data directory")]
     Locked(PathBuf),
@@ -70,6 +74,8 @@ pub struct Server {
     /// The admin socket's path, removed at shutdown.
     admin_socket: PathBuf,
     writer: JoinHandle<()>,
+    /// The other nodes, when there are.
+    cluster: Option<Cluster>,
     _lock: File,
 }
 
@@ -124,12 +130,26 @@ impl Server {
             path: admin_socket.clone(),
             source,
         })?;
+        let cluster = match config.nats.as_str() {
+            "" => None,
+            nats => {
+                let mut cluster = ClusterConfig::new(nats, &config.domain);
+                if !config.nats_subject_prefix.is_empty() {
+                    cluster
+                        .subject_prefix
+                        .clone_from(&config.nats_subject_prefix);
+                }
+                let joined = Cluster::join(&cluster, node.hub.clone()).await;
+                Some(joined.map_err(|e: ClusterError| StartError::Cluster(e.to_string()))?)
+            }
+        };
         let admin = tokio::spawn(admin::serve(socket, node.clone()));
         let accept = endpoint.serve(node.clone(), config.max_connections);
         tracing::info!(
             local_addr = %endpoint.local_addr,
             domain = %config.domain,
             %fingerprint,
+            node = cluster.as_ref().map(|c| format!("{:016x}", c.node_id)),
             "kanald serving"
         );
         Ok(Self {
@@ -140,6 +160,7 @@ impl Server {
             admin,
             admin_socket,
             writer,
+            cluster,
             _lock: lock,
         })
     }
@@ -181,8 +202,10 @@ impl Server {
             admin,
             admin_socket,
             writer,
+            cluster,
             ..
         } = self;
+        drop(cluster);
         let local_addr = endpoint.local_addr;
         endpoint.close(SHUTDOWN_GRACE).await;
         let _ = accept.await;

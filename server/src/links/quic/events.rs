@@ -61,15 +61,17 @@ pub(super) async fn pump(
             if live.seq <= last {
                 continue;
             }
-            if live.seq > last + 1 {
-                // A gap: events were dropped for us. The store has them all.
-                last = replay(&node, &mut send, party, last).await?;
-                if live.seq <= last {
+            let event = match live.event {
+                Some(event) if live.seq == last + 1 => event,
+                // A gap (events were dropped for us), or news of events
+                // another node committed: the store has them all.
+                _ => {
+                    last = replay(&node, &mut send, party, last).await?;
                     continue;
                 }
-            }
+            };
             // Rendered once for every session that receives this event.
-            let kind = live.event.rendered(render::encoded_event_kind).clone();
+            let kind = event.rendered(render::encoded_event_kind).clone();
             let header = render::push_event_header(live.seq, kind.len());
             send.write_all_chunks(&mut [header, kind]).await?;
             last = live.seq;

@@ -1,0 +1,144 @@
+//! Several nodes on one PostgreSQL database and one NATS, in this process:
+//! each node a whole server with a data directory of its own, all sharing
+//! one certificate (as the nodes of one domain do), so a client pinned to
+//! it may connect to any node.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use kanal_server::config::Config;
+use kanal_server::datadir;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+use super::{FreshDatabase, PATIENCE, TestServer, loopback, rand_u64};
+
+/// Environment variable naming the NATS server the cluster tests use.
+pub const NATS_ENV: &str = "KANAL_TEST_NATS";
+
+/// The NATS server when [`NATS_ENV`] is not set.
+pub const DEFAULT_NATS: &str = "nats://127.0.0.1:4222";
+
+/// The PostgreSQL server when `KANAL_E2E_POSTGRES` is not set: cluster
+/// tests always run on PostgreSQL.
+pub(crate) const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Nodes on one database.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The nodes, in the order they started.
+    pub nodes: Vec<TestServer>,
+    /// The shared database.
+    pub database: Arc<FreshDatabase>,
+    /// The NATS server they use.
+    pub nats: String,
+    /// Their NATS subjects' prefix: this cluster's own.
+    pub subject_prefix: String,
+}
+
+impl TestCluster {
+    /// Starts `count` nodes on a fresh database, using the NATS server of
+    /// [`NATS_ENV`] (default [`DEFAULT_NATS`]) under subjects of their own.
+    pub async fn start(count: usize) -> Result<Self> {
+        let nats = std::env::var(NATS_ENV).unwrap_or_else(|_| DEFAULT_NATS.to_owned());
+        Self::start_on(count, &nats).await
+    }
+
+    /// Starts `count` nodes on a fresh database and the NATS server at `nats`.
+    pub async fn start_on(count: usize, nats: &str) -> Result<Self> {
+        let server = FreshDatabase::wanted()?.unwrap_or_else(|| DEFAULT_POSTGRES.to_owned());
+        let database = Arc::new(FreshDatabase::create(&server).await?);
+        let subject_prefix = format!("kanal.test{:016x}", rand_u64());
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            database,
+            nats: nats.to_owned(),
+            subject_prefix,
+        };
+        for _ in 0..count {
+            cluster.add_node().await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts one more node, on 127.0.0.1 port 0.
+    pub async fn add_node(&mut self) -> Result<&TestServer> {
+        let dir = Arc::new(tempfile::tempdir()?);
+        let config = Config {
+            database: self.database.url.clone(),
+            nats: self.nats.clone(),
+            nats_subject_prefix: self.subject_prefix.clone(),
+            ..Config::default()
+        };
+        if let Some(first) = self.nodes.first() {
+            for file in [&config.tls_cert, &config.tls_key] {
+                std::fs::copy(first.path().join(file), dir.path().join(file))?;
+            }
+        }
+        datadir::init(dir.path(), &config).await?;
+        let node = TestServer::start_in(dir, Some(self.database.clone()), loopback(0)).await?;
+        self.nodes.push(node);
+        self.nodes.last().context("just added")
+    }
+
+    /// Node `index`.
+    pub fn node(&self, index: usize) -> &TestServer {
+        &self.nodes[index]
+    }
+}
+
+/// A NATS server of one test's own (for tests that stop and start it),
+/// killed when dropped.
+#[derive(Debug)]
+pub struct PrivateNats {
+    child: tokio::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl PrivateNats {
+    /// Starts `nats-server` on 127.0.0.1, on a port it picks.
+    pub async fn start() -> Result<Self> {
+        Self::start_on(None).await
+    }
+
+    /// Starts `nats-server` on 127.0.0.1 at `port` (or one it picks), and
+    /// waits until it listens.
+    pub async fn start_on(port: Option<u16>) -> Result<Self> {
+        let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        let mut child = tokio::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server (Debian's package nats-server)")?;
+        let stderr = child.stderr.take().context("nats-server's stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some((_, addr)) = line.split_once("Listening for client connections on ") {
+                    return Ok(addr.trim().parse::<SocketAddr>()?);
+                }
+            }
+            bail!("nats-server ended before it listened")
+        })
+        .await
+        .context("nats-server did not listen in time")??;
+        // Keep draining its log, so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, addr })
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Kills it and waits until it is gone.
+    pub async fn stop(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}

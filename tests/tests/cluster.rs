@@ -1,0 +1,152 @@
+//! Several nodes on one PostgreSQL database and one NATS: customers and
+//! agents connected to different nodes converse, every event arrives once
+//! and in order, and a client may move to another node and sync there.
+
+use kanal_client::Events;
+use kanal_proto::pb;
+use kanal_tests::*;
+
+/// Reads events until the message `last` of `conversation` arrived;
+/// returns the messages' seqs, checking that the event stream's own seqs
+/// run without a gap or repeat from `after`.
+async fn messages_until(
+    events: &mut Events,
+    conversation: &str,
+    mut after: u64,
+    last: u64,
+) -> anyhow::Result<(Vec<u64>, u64)> {
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&last) {
+        let event = next_stored(events).await?;
+        anyhow::ensure!(
+            event.seq == after + 1,
+            "event seq {} after {after}: the log must arrive gapless, once",
+            event.seq
+        );
+        after = event.seq;
+        if let Some(pb::event::Kind::Message(message)) = event.kind
+            && message.conversation == conversation
+        {
+            seqs.push(message.seq);
+        }
+    }
+    Ok((seqs, after))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_and_agents_on_different_nodes_converse() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    let ann = cluster.node(0).agent("ann").await?;
+    let ben = cluster.node(2).agent("ben").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    let mut ben_events = ben.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    until_caught_up(&mut ben_events).await?;
+
+    let carla = cluster.node(1).register("carla").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    until_caught_up(&mut carla_events).await?;
+    let conversation = carla
+        .create_conversation(&["support@localhost"], "washer leaks")
+        .await?;
+    for n in 1..=20 {
+        let sent = carla.send_text(&conversation.id, &format!("m{n}")).await?;
+        assert_eq!(sent.seq, n);
+    }
+
+    // Both agents, on the other two nodes, receive the conversation and
+    // every message once, in order.
+    let mut heads = Vec::new();
+    for events in [&mut ann_events, &mut ben_events] {
+        let added = next_stored(events).await?;
+        assert!(
+            matches!(&added.kind, Some(pb::event::Kind::ConversationAdded(c)) if c.id == conversation.id),
+            "{added:?}"
+        );
+        let (seqs, head) = messages_until(events, &conversation.id, added.seq, 20).await?;
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+        heads.push(head);
+    }
+
+    // Both answer at once from their nodes; the customer receives every
+    // answer once, in the conversation's order.
+    let (ann_sent, ben_sent) = tokio::join!(
+        async {
+            for n in 1..=5 {
+                ann.send_text(&conversation.id, &format!("ann {n}")).await?;
+            }
+            anyhow::Ok(())
+        },
+        async {
+            for n in 1..=5 {
+                ben.send_text(&conversation.id, &format!("ben {n}")).await?;
+            }
+            anyhow::Ok(())
+        }
+    );
+    ann_sent?;
+    ben_sent?;
+    let (seqs, carla_head) = messages_until(&mut carla_events, &conversation.id, 0, 30).await?;
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    let history = carla.history(&conversation.id, 0, 100).await?;
+    let senders: Vec<&str> = history.messages.iter().map(|m| m.sender.as_str()).collect();
+    assert_eq!(senders.len(), 30);
+    assert_eq!(senders.iter().filter(|s| **s == "ann@localhost").count(), 5);
+    assert_eq!(senders.iter().filter(|s| **s == "ben@localhost").count(), 5);
+    for (events, head) in [(&mut ann_events, heads[0]), (&mut ben_events, heads[1])] {
+        let (seqs, _) = messages_until(events, &conversation.id, head, 30).await?;
+        assert_eq!(seqs, (21..=30).collect::<Vec<_>>());
+    }
+
+    // The customer moves to another node: her session resumes there and
+    // syncs from where she was, with nothing missing and nothing twice.
+    let token = carla.resume_token();
+    drop(carla_events);
+    drop(carla);
+    let carla = cluster.node(2).resume(&token).await?;
+    let mut carla_events = carla.subscribe(carla_head).await?;
+    assert!(until_caught_up(&mut carla_events).await?.is_empty());
+    ann.send_text(&conversation.id, "anything else?").await?;
+    let (seqs, _) = messages_until(&mut carla_events, &conversation.id, carla_head, 31).await?;
+    assert_eq!(seqs, vec![31]);
+    Ok(())
+}
+
+/// NATS carries only news: while it is down, nodes go on committing, and
+/// once it is back every session learns what it missed from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_and_restarted_loses_nothing() -> anyhow::Result<()> {
+    let nats = PrivateNats::start().await?;
+    let port = nats.addr.port();
+    let cluster = TestCluster::start_on(2, &nats.url()).await?;
+    let ann = cluster.node(0).agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let carla = cluster.node(1).register("carla").await?;
+    let conversation = carla
+        .create_conversation(&["support@localhost"], "heater")
+        .await?;
+    carla.send_text(&conversation.id, "before").await?;
+    let (seqs, head) = messages_until(&mut ann_events, &conversation.id, 0, 1).await?;
+    assert_eq!(seqs, vec![1]);
+
+    // NATS goes away; the customer's messages are still acknowledged
+    // (durable in the database), only their news is lost.
+    nats.stop().await?;
+    for n in 2..=6 {
+        let sent = carla
+            .send_text(&conversation.id, &format!("during {n}"))
+            .await?;
+        assert_eq!(sent.seq, n);
+    }
+
+    // NATS is back on the same address: the agent on the other node
+    // receives every message it missed, once, in order.
+    let _nats = PrivateNats::start_on(Some(port)).await?;
+    let (seqs, head) = messages_until(&mut ann_events, &conversation.id, head, 6).await?;
+    assert_eq!(seqs, (2..=6).collect::<Vec<_>>());
+    carla.send_text(&conversation.id, "after").await?;
+    let (seqs, _) = messages_until(&mut ann_events, &conversation.id, head, 7).await?;
+    assert_eq!(seqs, vec![7]);
+    Ok(())
+}
