@@ -2,6 +2,7 @@
 //! refusals, and the rows the engine asks the store to write. No protobuf:
 //! each link renders these in its own wire format.
 
+mod cluster;
 mod conversation;
 mod event;
 mod invite;
@@ -9,6 +10,7 @@ mod party;
 mod refusal;
 mod write;
 
+pub use cluster::NodeStatus;
 pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
 };

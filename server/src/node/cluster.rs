@@ -16,17 +16,26 @@
 //! - `<prefix>.sweep`: "news from me may have been lost: check".
 //!
 //! Messages start with the sending node's id, so a node skips its own.
+//!
+//! Each node also reports itself in the database every [`REPORT_EVERY`]
+//! (`kanald cluster status` shows the reports): a node whose report is
+//! older than [`UP_WITHIN`] is down.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt as _;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::Node;
 use super::hub::{Announcer, Hub};
-use crate::model::PartyId;
+use super::writer::now_ms;
+use crate::model::{NodeStatus, PartyId};
 
 /// Most parties whose news waits to be sent while NATS is unreachable;
 /// past it the news is dropped and a sweep is sent instead.
@@ -38,6 +47,12 @@ const MAX_PAIRS: usize = 4096;
 /// Datagrams waiting to be sent to other nodes before new ones are dropped
 /// (typing is best effort).
 const MAX_DATAGRAMS: usize = 1024;
+
+/// How often a node reports itself in the database.
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// A node that reported itself within this long is up.
+pub(crate) const UP_WITHIN: Duration = Duration::from_secs(10);
 
 /// How this node joins the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +110,18 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// Connects to NATS and relays news between `hub` and the other nodes
-    /// until dropped. NATS need not be up: the connection is retried for
-    /// as long as the node runs, and news is exchanged once it is.
-    pub(crate) async fn join(config: &ClusterConfig, hub: Arc<Hub>) -> Result<Self, ClusterError> {
+    /// Connects to NATS and relays news between `node`'s hub and the other
+    /// nodes until dropped, and reports the node (serving clients on
+    /// `listen`) in the database. NATS need not be up: the connection is
+    /// retried for as long as the node runs, and news is exchanged once it is.
+    pub(crate) async fn join(
+        config: &ClusterConfig,
+        node: Arc<Node>,
+        listen: SocketAddr,
+    ) -> Result<Self, ClusterError> {
+        let hub = node.hub.clone();
         let node_id = rand::random::<u64>();
+        let connected = Arc::new(AtomicBool::new(false));
         let outgoing = Arc::new(Outgoing {
             node_id,
             pending: Mutex::new(Pending::default()),
@@ -107,6 +129,7 @@ impl Cluster {
         });
         let events = outgoing.clone();
         let hub_for_events = hub.clone();
+        let connected_for_events = connected.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("kanald {node_id:016x}"))
             .retry_on_initial_connect()
@@ -114,7 +137,8 @@ impl Cluster {
             .event_callback(move |event| {
                 let outgoing = events.clone();
                 let hub = hub_for_events.clone();
-                async move { on_connection_event(event, &outgoing, &hub) }
+                let connected = connected_for_events.clone();
+                async move { on_connection_event(event, &outgoing, &hub, &connected) }
             })
             .connect(config.nats.as_str())
             .await
@@ -125,9 +149,22 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Subscribe(e.to_string()))?;
         hub.set_announcer(outgoing.clone());
+        let status = NodeStatus {
+            // The bits of the random id, as the database's signed integer.
+            id: i64::from_ne_bytes(node_id.to_ne_bytes()),
+            host: host_name(),
+            listen: listen.to_string(),
+            started_at_ms: now_ms(),
+            seen_at_ms: now_ms(),
+            nats_connected: false,
+            sessions: 0,
+            batches: 0,
+            conflicts: 0,
+        };
         let tasks = vec![
             tokio::spawn(send(client, subjects.clone(), outgoing.clone())),
             tokio::spawn(receive(incoming, subjects, node_id, hub)),
+            tokio::spawn(report(node, status, connected)),
         ];
         Ok(Self { node_id, tasks })
     }
@@ -203,9 +240,15 @@ impl Announcer for Outgoing {
 }
 
 /// What the connection's ups and downs mean for news.
-fn on_connection_event(event: async_nats::Event, outgoing: &Outgoing, hub: &Hub) {
+fn on_connection_event(
+    event: async_nats::Event,
+    outgoing: &Outgoing,
+    hub: &Hub,
+    connected: &AtomicBool,
+) {
     match event {
         async_nats::Event::Connected => {
+            connected.store(true, Ordering::Relaxed);
             // While away, news from this node and to it may have been
             // lost: tell the others to check, and check here.
             tracing::info!("connected to NATS; sessions check the database for missed events");
@@ -214,6 +257,7 @@ fn on_connection_event(event: async_nats::Event, outgoing: &Outgoing, hub: &Hub)
             hub.check_all();
         }
         async_nats::Event::Disconnected => {
+            connected.store(false, Ordering::Relaxed);
             tracing::warn!(
                 "disconnected from NATS: events reach sessions on other nodes once it is back"
             );
@@ -310,4 +354,31 @@ async fn receive(
             hub.relay_local_datagram(&parties, u64::MAX, payload);
         }
     }
+}
+
+/// Reports the node in the database every [`REPORT_EVERY`].
+async fn report(node: Arc<Node>, mut status: NodeStatus, connected: Arc<AtomicBool>) {
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        status.seen_at_ms = now_ms();
+        status.nats_connected = connected.load(Ordering::Relaxed);
+        status.sessions = node.hub.sessions() as u64;
+        status.batches = node.writer.stats.batches.load(Ordering::Relaxed);
+        status.conflicts = node.writer.stats.conflicts.load(Ordering::Relaxed);
+        if let Err(e) = node.store.report_node(&status).await {
+            tracing::warn!(error = %e, "reporting this node in the database failed");
+        }
+    }
+}
+
+/// This machine's name, as the operating system gives it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

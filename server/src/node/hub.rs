@@ -131,6 +131,11 @@ impl Hub {
         }
     }
 
+    /// Sessions listening here now.
+    pub(crate) fn sessions(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
     /// Has what this node commits told to other nodes, from now on.
     pub(crate) fn set_announcer(&self, announcer: Arc<dyn Announcer>) {
         if self.announcer.set(announcer).is_err() {

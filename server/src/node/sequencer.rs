@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::core::engine::{Command, Engine, Need, Published, Reply};
@@ -59,10 +60,20 @@ enum Outcome {
     Conflict,
 }
 
+/// What a sequencer has done since it started, for operators.
+#[derive(Debug, Default)]
+pub(crate) struct OrderingStats {
+    /// Batches committed.
+    pub(crate) batches: AtomicU64,
+    /// Batches applied again because another node wrote first.
+    pub(crate) conflicts: AtomicU64,
+}
+
 /// The engine and its store: orders batches of commands. See the module docs.
 pub(crate) struct Sequencer {
     store: Arc<dyn Store>,
     engine: Engine,
+    stats: Arc<OrderingStats>,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -77,7 +88,16 @@ impl Sequencer {
     /// A sequencer for `domain` that numbers new rows after the store's.
     pub(crate) async fn new(store: Arc<dyn Store>, domain: String) -> StoreResult<Self> {
         let engine = Engine::new(domain, store.counters().await?);
-        Ok(Self { store, engine })
+        Ok(Self {
+            store,
+            engine,
+            stats: Arc::default(),
+        })
+    }
+
+    /// What it has done so far, counted as it goes.
+    pub(crate) fn stats(&self) -> Arc<OrderingStats> {
+        self.stats.clone()
     }
 
     /// The engine, to inspect or feed by hand in tests.
@@ -115,6 +135,7 @@ impl Sequencer {
                 tries,
                 "batch conflicted; applied again"
             );
+            self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
             self.reset().await;
             outcome = self.run_batch(commands, now_ms).await;
             tries += 1;
@@ -136,7 +157,10 @@ impl Sequencer {
             outcome = self.run_batch(commands, now_ms).await;
         }
         match outcome {
-            Outcome::Committed { replies, published } => (replies, published),
+            Outcome::Committed { replies, published } => {
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                (replies, published)
+            }
             Outcome::Failed { replies } => {
                 self.reset().await;
                 // Refusals stored nothing and stand; everything else failed.

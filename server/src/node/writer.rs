@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::hub::Hub;
-use super::sequencer::Sequencer;
+use super::sequencer::{OrderingStats, Sequencer};
 use crate::core::engine::{Command, Reply};
 use crate::model::Refusal;
 use crate::store::{Store, StoreResult};
@@ -43,6 +43,8 @@ struct Job {
 #[derive(Clone, Debug)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    /// What the writer has done so far.
+    pub(crate) stats: Arc<OrderingStats>,
 }
 
 impl std::fmt::Debug for Job {
@@ -81,9 +83,10 @@ pub(crate) async fn spawn(
     domain: String,
 ) -> StoreResult<(WriterHandle, JoinHandle<()>)> {
     let sequencer = Sequencer::new(store, domain).await?;
+    let stats = sequencer.stats();
     let (tx, rx) = mpsc::channel(QUEUE);
     let task = Writer { sequencer, hub, rx };
-    Ok((WriterHandle { tx }, tokio::spawn(task.run())))
+    Ok((WriterHandle { tx, stats }, tokio::spawn(task.run())))
 }
 
 struct Writer {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::links::admin::{self, AdminRequest, AdminResponse, PartyInfo};
+use crate::ops::cluster;
 use crate::ops::config::{Config, Registration};
 use crate::ops::datadir;
 use crate::ops::server::{Offline, Server, StartError};
@@ -64,6 +65,19 @@ enum Command {
     Backup {
         /// The file to write; it must not exist.
         to: PathBuf,
+    },
+    /// Several nodes on one PostgreSQL database.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// The nodes on the database, as each last reported itself.
+    Status {
+        /// The database (default: the data directory's `database`).
+        #[arg(long)]
+        database: Option<String>,
     },
 }
 
@@ -295,6 +309,13 @@ async fn real_main() -> Result<()> {
             }
         }
         Command::Invite(command) => invite(&cli.data_dir, command).await,
+        Command::Cluster(ClusterCommand::Status { database }) => {
+            print!(
+                "{}",
+                cluster::status(&cli.data_dir, database.as_deref()).await?
+            );
+            Ok(())
+        }
         Command::Parties => match administer(&cli.data_dir, AdminRequest::Parties).await? {
             AdminResponse::Parties { parties } => {
                 for party in parties {

@@ -3,6 +3,7 @@
 
 pub(crate) mod certificate;
 pub mod cli;
+pub(crate) mod cluster;
 pub mod config;
 pub mod database;
 pub mod datadir;

@@ -139,7 +139,7 @@ impl Server {
                         .subject_prefix
                         .clone_from(&config.nats_subject_prefix);
                 }
-                let joined = Cluster::join(&cluster, node.hub.clone()).await;
+                let joined = Cluster::join(&cluster, node.clone(), endpoint.local_addr).await;
                 Some(joined.map_err(|e: ClusterError| StartError::Cluster(e.to_string()))?)
             }
         };

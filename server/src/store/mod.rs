@@ -17,7 +17,8 @@ use kanal_proto::address::{Address, ConversationId};
 use crate::model::Counters;
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, InboxHead, Invite, LogHead,
-    Message, NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend, Write,
+    Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend,
+    Write,
 };
 
 mod batch;
@@ -80,6 +81,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
         StoreError::Backend(Box::new(error))
     }
 }
+
+/// Why a store has no cluster of nodes.
+pub(crate) const SEVERAL_NODES: &str = "several nodes share a PostgreSQL database, not this one";
 
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -270,4 +274,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` outbox rows toward `peer` with seq > `after`, in seq order.
     async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>>;
+
+    // --- several nodes ----------------------------------------------------------
+
+    /// Records what a node says of itself (it does so every few seconds),
+    /// and forgets nodes not heard of for a day.
+    async fn report_node(&self, _status: &NodeStatus) -> StoreResult<()> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
+
+    /// What every node said of itself last, most recently started first.
+    async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
 }

@@ -20,11 +20,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::columns::now_ms;
 use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
-use crate::model::{Counters, InboxHead, Invite, NewInvite, PartyId, Session, Write};
+use crate::model::{Counters, InboxHead, Invite, NewInvite, NodeStatus, PartyId, Session, Write};
 
 mod claims;
 mod directory;
 mod invites;
+mod nodes;
 mod read;
 mod write;
 
@@ -177,6 +178,14 @@ impl SqlBackend for PgStore {
 
     async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead> {
         read::inbox_head(&self.reader, inbox).await
+    }
+
+    async fn report_node(&self, status: &NodeStatus) -> StoreResult<()> {
+        nodes::report(&self.writer, status).await
+    }
+
+    async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
+        nodes::all(&self.reader).await
     }
 
     async fn backup(&self, _to: &Path) -> StoreResult<()> {

@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use kanal_proto::address::{Address, ConversationId};
 
 use super::reads::{self, Reader};
-use super::{Store, StoreResult};
+use super::{SEVERAL_NODES, Store, StoreError, StoreResult};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Counters, Event, InboxHead, Invite,
-    LogHead, Message, NewInvite, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend,
-    Write,
+    LogHead, Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session,
+    StoredSend, Write,
 };
 
 /// An SQL backend: its pool for reads, and its writes. Each method is the
@@ -62,6 +62,16 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
 
     /// [`Store::inbox_head`].
     async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead>;
+
+    /// [`Store::report_node`].
+    async fn report_node(&self, _status: &NodeStatus) -> StoreResult<()> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
+
+    /// [`Store::nodes`].
+    async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
 
     /// [`Store::backup`].
     async fn backup(&self, to: &Path) -> StoreResult<()>;
@@ -228,5 +238,13 @@ impl<B: SqlBackend> Store for B {
 
     async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
         reads::outbox(self.reader(), peer, after, limit).await
+    }
+
+    async fn report_node(&self, status: &NodeStatus) -> StoreResult<()> {
+        SqlBackend::report_node(self, status).await
+    }
+
+    async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
+        SqlBackend::nodes(self).await
     }
 }
