@@ -1,0 +1,164 @@
+//! Several nodes on one database: the news between them, over NATS.
+//!
+//! NATS carries only news, never data: every node commits to the shared
+//! database itself (its batches checked against the others' by the store,
+//! `store::postgres::claims`), then says on the bus which logs it advanced
+//! and to where. A node that hears it lets its sessions of those parties
+//! read the new events from the database. A lost notification costs
+//! latency, never an event: whenever news may have been lost (a node's
+//! connection to NATS dropped, or NATS dropped messages for a slow
+//! subscriber) every node that may have missed some has all its sessions
+//! compare their position with the database.
+//!
+//! Subjects, under the configured prefix (default `kanal.<domain>`):
+//! - `<prefix>.logs`: a node's commits, as (party, head) pairs;
+//! - `<prefix>.typing`: ephemeral datagrams for sessions on other nodes;
+//! - `<prefix>.sweep`: "news from me may have been lost: check".
+//!
+//! Messages start with the sending node's id, so a node skips its own.
+//!
+//! Each node also reports itself in the database (`report`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::task::JoinHandle;
+
+use super::Node;
+use super::writer::now_ms;
+use crate::model::NodeStatus;
+use news::Outgoing;
+pub(crate) use report::{REPORT_EVERY, UP_WITHIN};
+
+mod news;
+mod report;
+
+/// How this node joins the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterConfig {
+    /// The NATS server(s), e.g. `nats://127.0.0.1:4222`.
+    pub(crate) nats: String,
+    /// The prefix of every subject the nodes use.
+    pub(crate) subject_prefix: String,
+}
+
+impl ClusterConfig {
+    /// The configuration for `domain` on the NATS server at `nats`, with
+    /// the default subject prefix `kanal.<domain>`.
+    pub(crate) fn new(nats: impl Into<String>, domain: &str) -> Self {
+        Self {
+            nats: nats.into(),
+            subject_prefix: format!("kanal.{domain}"),
+        }
+    }
+}
+
+/// Why joining the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClusterError {
+    /// The NATS address is not one.
+    #[error("cluster.nats: {0}")]
+    Address(String),
+    /// Subscribing failed.
+    #[error("cluster.nats: subscribing failed: {0}")]
+    Subscribe(String),
+}
+
+/// This node's place among the others: what its hub announces goes out,
+/// what the others announce comes in.
+pub(crate) struct Cluster {
+    /// A random id for this run of this node.
+    pub(crate) node_id: u64,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS and relays news between `node`'s hub and the other
+    /// nodes until dropped, and reports the node (serving clients on
+    /// `listen`) in the database. NATS need not be up: the connection is
+    /// retried for as long as the node runs, and news is exchanged once it is.
+    pub(crate) async fn join(
+        config: &ClusterConfig,
+        node: Arc<Node>,
+        listen: SocketAddr,
+    ) -> Result<Self, ClusterError> {
+        let hub = node.hub.clone();
+        let node_id = rand::random::<u64>();
+        let connected = Arc::new(AtomicBool::new(false));
+        let outgoing = Arc::new(Outgoing::new(node_id));
+        let events = outgoing.clone();
+        let hub_for_events = hub.clone();
+        let connected_for_events = connected.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("kanald {node_id:016x}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let outgoing = events.clone();
+                let hub = hub_for_events.clone();
+                let connected = connected_for_events.clone();
+                async move { news::on_connection_event(event, &outgoing, &hub, &connected) }
+            })
+            .connect(config.nats.as_str())
+            .await
+            .map_err(|e| ClusterError::Address(e.to_string()))?;
+        let subjects = Subjects::new(&config.subject_prefix);
+        let incoming = client
+            .subscribe(format!("{}.>", config.subject_prefix))
+            .await
+            .map_err(|e| ClusterError::Subscribe(e.to_string()))?;
+        hub.set_announcer(outgoing.clone());
+        let status = NodeStatus {
+            // The bits of the random id, as the database's signed integer.
+            id: i64::from_ne_bytes(node_id.to_ne_bytes()),
+            host: report::host_name(),
+            listen: listen.to_string(),
+            started_at_ms: now_ms(),
+            seen_at_ms: now_ms(),
+            nats_connected: false,
+            sessions: 0,
+            batches: 0,
+            conflicts: 0,
+        };
+        let tasks = vec![
+            tokio::spawn(news::send(client, subjects.clone(), outgoing.clone())),
+            tokio::spawn(news::receive(incoming, subjects, node_id, hub)),
+            tokio::spawn(report::report(node, status, connected)),
+        ];
+        Ok(Self { node_id, tasks })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Subjects {
+    logs: String,
+    typing: String,
+    sweep: String,
+}
+
+impl Subjects {
+    fn new(prefix: &str) -> Self {
+        Self {
+            logs: format!("{prefix}.logs"),
+            typing: format!("{prefix}.typing"),
+            sweep: format!("{prefix}.sweep"),
+        }
+    }
+}
