@@ -86,6 +86,55 @@ impl TestCluster {
     pub fn node(&self, index: usize) -> &TestServer {
         &self.nodes[index]
     }
+
+    /// Waits until the slots are spread over the nodes: every slot leased,
+    /// each node holding some and none more than its fair share, and every
+    /// node knowing who holds what. Returns
+    /// how many each node holds, in the order of `nodes`' reports.
+    pub async fn until_slots_spread(&self) -> Result<Vec<usize>> {
+        let store = self.node(0).server.store();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis(),
+            )?;
+            let slots = store.slots(now).await?;
+            let nodes = store.nodes().await?;
+            let held: Vec<usize> = nodes
+                .iter()
+                .map(|n| slots.iter().filter(|s| s.owner == Some(n.id)).count())
+                .collect();
+            let fair = slots.len().div_ceil(self.nodes.len().max(1));
+            let stored: Vec<Option<i64>> = slots.iter().map(|s| s.owner).collect();
+            if held.len() == self.nodes.len()
+                && held.iter().sum::<usize>() == slots.len()
+                && held.iter().all(|&n| (1..=fair).contains(&n))
+                && self
+                    .nodes
+                    .iter()
+                    .all(|n| n.server.slot_owners().as_ref() == Some(&stored))
+            {
+                return Ok(held);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "slots never spread: {held:?} of {}",
+                slots.len()
+            );
+            // Leases are renewed every second: look again shortly.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Batches committed and batches applied again, over every node.
+    pub fn ordering(&self) -> (u64, u64) {
+        self.nodes.iter().fold((0, 0), |(b, c), node| {
+            let (batches, conflicts) = node.server.node().ordering();
+            (b + batches, c + conflicts)
+        })
+    }
 }
 
 /// A NATS server of one test's own (for tests that stop and start it),

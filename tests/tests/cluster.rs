@@ -150,3 +150,42 @@ async fn nats_stopped_and_restarted_loses_nothing() -> anyhow::Result<()> {
     assert_eq!(seqs, vec![7]);
     Ok(())
 }
+
+/// The slots spread over the nodes, and a conversation written through
+/// every node at once is ordered by the one node that holds its slot: the
+/// others hand it their clients' commands, so no batch ever conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_conversation_is_ordered_by_one_node() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    let held = cluster.until_slots_spread().await?;
+    assert_eq!(held.iter().sum::<usize>(), 64, "{held:?}");
+    let ann = cluster.node(0).agent("ann").await?;
+    let ben = cluster.node(2).agent("ben").await?;
+    let carla = cluster.node(1).register("carla").await?;
+    let conversation = carla
+        .create_conversation(&["support@localhost"], "dryer")
+        .await?;
+    let (_, conflicts_before) = cluster.ordering();
+    let write = async |client: &kanal_client::Client, who: &str| {
+        for n in 0..20 {
+            client
+                .send_text(&conversation.id, &format!("{who} {n}"))
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    let (a, b, c) = tokio::join!(
+        write(&ann, "ann"),
+        write(&ben, "ben"),
+        write(&carla, "carla")
+    );
+    a?;
+    b?;
+    c?;
+    let (_, conflicts_after) = cluster.ordering();
+    assert_eq!(conflicts_after, conflicts_before, "no batch conflicted");
+    let history = carla.history(&conversation.id, 0, 100).await?;
+    let seqs: Vec<u64> = history.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+    Ok(())
+}

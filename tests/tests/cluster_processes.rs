@@ -46,13 +46,21 @@ fn text(text: &str) -> pb::Body {
     }
 }
 
-/// Waits until `kanald cluster status` says `up` of `all` nodes are up.
+/// Waits until `kanald cluster status` says `up` of `all` nodes are up,
+/// each of them connected to NATS, and every slot is leased.
 async fn until_status(data: &Path, up: usize, all: usize) -> Result<String> {
     let wanted = format!("{up} of {all} nodes up");
+    let leased = |status: &str| status.contains("Slots without a lease: 0 ");
+    let connected = |status: &str| {
+        status
+            .lines()
+            .filter(|line| line.contains("  up  "))
+            .all(|line| line.contains("  yes  "))
+    };
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let status = kanald_output(KANALD, data, &["cluster", "status"]).await?;
-        if status.starts_with(&wanted) {
+        if status.starts_with(&wanted) && connected(&status) && leased(&status) {
             return Ok(status);
         }
         anyhow::ensure!(
@@ -83,8 +91,7 @@ async fn a_node_killed_mid_load_loses_nothing() -> Result<()> {
     }
     let fingerprint = nodes[0].2.clone();
     assert!(nodes.iter().all(|n| n.2 == fingerprint), "one certificate");
-    let status = until_status(&dirs[0], 3, 3).await?;
-    assert!(status.contains("yes"), "connected to NATS:\n{status}");
+    until_status(&dirs[0], 3, 3).await?;
 
     // The agent on node 2 listens; the customer writes through node 1.
     let ann = Client::connect(
@@ -190,7 +197,14 @@ async fn a_node_killed_mid_load_loses_nothing() -> Result<()> {
     }
     assert_eq!(received, (1..=last).collect::<Vec<_>>());
 
+    // Its slots went to the two nodes left.
     let status = until_status(&dirs[0], 2, 3).await?;
     assert!(status.contains("down"), "{status}");
+    let held: Vec<usize> = status
+        .lines()
+        .filter(|line| line.contains("  up  "))
+        .filter_map(|line| line.split_whitespace().nth(6)?.parse().ok())
+        .collect();
+    assert_eq!(held.iter().sum::<usize>(), 64, "{status}");
     Ok(())
 }

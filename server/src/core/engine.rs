@@ -46,7 +46,7 @@ const RECENT_SENDS: usize = 65_536;
 const IDS_IN_HAND: i64 = 4096;
 
 /// Something a requester asks the engine to do.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Create a party (registration, or an operator's `kanald user|inbox add`).
     AddParty(NewParty),
@@ -73,6 +73,7 @@ pub enum Command {
         /// The sender.
         by: Party,
         /// Where to.
+        #[serde(with = "crate::model::text")]
         conversation: ConversationId,
         /// The sender's idempotency key.
         client_msg_id: String,
@@ -84,6 +85,7 @@ pub enum Command {
         /// Whose watermark.
         by: Party,
         /// Which conversation.
+        #[serde(with = "crate::model::text")]
         conversation: ConversationId,
         /// Delivered or read.
         kind: ReceiptKind,
@@ -129,7 +131,7 @@ pub(crate) enum Need {
 }
 
 /// The answer to a command.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     /// The party now exists.
     Party(Party),

@@ -22,3 +22,15 @@ pub struct NodeStatus {
     /// Batches it had to apply again because another node wrote first.
     pub conflicts: u64,
 }
+
+/// Slots conversations fall into; nodes hold leases on slots.
+pub const SLOTS: u32 = 64;
+
+/// Who holds a slot's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotLease {
+    /// The slot, `0..SLOTS`.
+    pub slot: u32,
+    /// The node holding it ([`NodeStatus::id`]), if its lease runs.
+    pub owner: Option<i64>,
+}

@@ -8,7 +8,7 @@ use super::party::Party;
 pub type ConversationKey = i64;
 
 /// What a message says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Body {
     /// Plain text, UTF-8.
@@ -46,9 +46,10 @@ impl ConversationRecord {
 }
 
 /// A conversation as one party sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConversationView {
     /// Public id.
+    #[serde(with = "super::text")]
     pub id: ConversationId,
     /// Subject line.
     pub subject: String,
@@ -101,9 +102,10 @@ pub struct Message {
 }
 
 /// The answer to a send: where the message is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sent {
     /// Its conversation.
+    #[serde(with = "super::text")]
     pub conversation: ConversationId,
     /// Its seq.
     pub seq: u64,

@@ -8,7 +8,7 @@ use super::conversation::{ConversationRecord, ConversationView, Message};
 use super::party::PartyId;
 
 /// Delivered or read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ReceiptKind {
     /// The party's client has the message.
     Delivered,

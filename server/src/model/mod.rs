@@ -8,9 +8,10 @@ mod event;
 mod invite;
 mod party;
 mod refusal;
+pub(crate) mod text;
 mod write;
 
-pub use cluster::NodeStatus;
+pub use cluster::{NodeStatus, SLOTS, SlotLease};
 pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
 };

@@ -6,7 +6,7 @@ use kanal_proto::address::Address;
 pub type PartyId = i64;
 
 /// What kind of party an address names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PartyKind {
     /// A customer or any other person with an account.
     User,
@@ -69,11 +69,12 @@ impl std::str::FromStr for PartyKind {
 /// A party known to this server: one of its own, or (once federation
 /// exists) a party of another server that takes part in a conversation
 /// here, known by its address, whose domain is that server's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Party {
     /// Row id on this server.
     pub id: PartyId,
     /// `local@domain`.
+    #[serde(with = "super::text")]
     pub address: Address,
     /// What it is.
     pub kind: PartyKind,
@@ -90,9 +91,10 @@ impl Party {
 }
 
 /// A party to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewParty {
     /// `local@domain`.
+    #[serde(with = "super::text")]
     pub address: Address,
     /// What it is.
     pub kind: PartyKind,

@@ -2,7 +2,7 @@
 //! and a message for people.
 
 /// What kind of refusal; each link maps it to its own wire code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RefusalCode {
     /// A field is missing or invalid.
     BadRequest,
@@ -31,7 +31,7 @@ pub enum RefusalCode {
 }
 
 /// A refused command.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{code:?}: {message}")]
 pub struct Refusal {
     /// What kind.

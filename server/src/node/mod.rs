@@ -68,6 +68,18 @@ impl Node {
         Ok((Arc::new(node), task))
     }
 
+    /// What this node's writer has done since it started: batches
+    /// committed, and batches applied again because another node wrote
+    /// first.
+    pub fn ordering(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        let stats = &self.writer.stats;
+        (
+            stats.batches.load(Ordering::Relaxed),
+            stats.conflicts.load(Ordering::Relaxed),
+        )
+    }
+
     /// A stored conversation and its audience by the one rule, read from
     /// the store (for links that act outside the writer, like typing).
     pub async fn audience(

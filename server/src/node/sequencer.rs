@@ -43,7 +43,13 @@ const NEED_ROUNDS: usize = 4;
 /// clients retry). Each try reloads everything it relies on, so one more
 /// conflict needs another node's commit in between: a node that conflicts
 /// this often is being outpaced, not stuck.
-const CONFLICT_TRIES: usize = 8;
+const CONFLICT_TRIES: u32 = 8;
+
+/// The wait before the first try again after a conflict; it doubles each
+/// time (about half a second over all tries), with jitter, so two nodes
+/// ordering the same conversation for a moment (while a slot changes
+/// hands) stop overtaking each other.
+const CONFLICT_BACKOFF: Duration = Duration::from_millis(2);
 
 /// How a batch ended.
 enum Outcome {
@@ -136,6 +142,8 @@ impl Sequencer {
                 "batch conflicted; applied again"
             );
             self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            let backoff = CONFLICT_BACKOFF * 2u32.pow(tries - 1);
+            tokio::time::sleep(backoff.mul_f64(rand::random_range(0.5..1.5))).await;
             self.reset().await;
             outcome = self.run_batch(commands, now_ms).await;
             tries += 1;

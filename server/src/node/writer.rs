@@ -16,8 +16,11 @@
 //! The writer owns the clock: it wakes on a command or at the engine's next
 //! deadline ([`Sequencer::poll_timeout`]), whichever comes first.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -39,12 +42,40 @@ struct Job {
     reply: oneshot::Sender<Reply>,
 }
 
-/// Submits commands to the writer task. Cheap to clone.
-#[derive(Clone, Debug)]
+/// Submits commands to the writer task, or to the node that orders them.
+/// Cheap to clone.
+#[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Job>,
     /// What the writer has done so far.
     pub(crate) stats: Arc<OrderingStats>,
+    /// With several nodes: where each command is ordered.
+    router: Arc<OnceLock<Arc<dyn Router>>>,
+}
+
+impl std::fmt::Debug for WriterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterHandle")
+            .field("routed", &self.router.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where commands are ordered when several nodes share the database.
+#[async_trait::async_trait]
+pub(crate) trait Router: Send + Sync {
+    /// Hands `command` to the node that orders its conversation, if that
+    /// is another node, or gives it back to be ordered here.
+    async fn route(&self, command: Command) -> Routed;
+}
+
+/// Where a command went.
+pub(crate) enum Routed {
+    /// To be ordered here.
+    Here(Command),
+    /// Handed to another node: the wait for its answer, or for the command
+    /// back if no node took it (then it is ordered here).
+    Away(BoxFuture<'static, Result<Reply, Command>>),
 }
 
 impl std::fmt::Debug for Job {
@@ -64,7 +95,41 @@ impl WriterHandle {
     /// Queues `command` (waiting for room in the queue) and returns the
     /// wait for its reply. Commands are applied in the order they were
     /// queued, so a caller that queues one after the other keeps its order.
-    pub async fn enqueue(&self, command: Command) -> impl Future<Output = Reply> + use<> {
+    /// With several nodes, a command of a conversation another node orders
+    /// is handed to that node (in order too).
+    pub async fn enqueue(&self, command: Command) -> BoxFuture<'static, Reply> {
+        let command = match self.router.get() {
+            None => command,
+            Some(router) => match router.route(command).await {
+                Routed::Here(command) => command,
+                Routed::Away(answer) => {
+                    let here = self.clone();
+                    return async move {
+                        match answer.await {
+                            Ok(reply) => reply,
+                            Err(command) => here.enqueue_here(command).await.await,
+                        }
+                    }
+                    .boxed();
+                }
+            },
+        };
+        self.enqueue_here(command).await.boxed()
+    }
+
+    /// Routes commands through `router` from now on.
+    pub(crate) fn set_router(&self, router: Arc<dyn Router>) {
+        if self.router.set(router).is_err() {
+            tracing::warn!("the writer has a router already; the new one is ignored");
+        }
+    }
+
+    /// [`WriterHandle::enqueue`] to this node's writer, whoever orders the
+    /// conversation (for commands other nodes handed here).
+    pub(crate) async fn enqueue_here(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Reply> + Send + use<> {
         let (reply, rx) = oneshot::channel();
         let queued = self.tx.send(Job { command, reply }).await.is_ok();
         async move {
@@ -86,7 +151,12 @@ pub(crate) async fn spawn(
     let stats = sequencer.stats();
     let (tx, rx) = mpsc::channel(QUEUE);
     let task = Writer { sequencer, hub, rx };
-    Ok((WriterHandle { tx, stats }, tokio::spawn(task.run())))
+    let handle = WriterHandle {
+        tx,
+        stats,
+        router: Arc::default(),
+    };
+    Ok((handle, tokio::spawn(task.run())))
 }
 
 struct Writer {

@@ -186,6 +186,12 @@ impl Server {
         self.node.clone()
     }
 
+    /// With several nodes: who this node believes holds each slot of
+    /// conversations (as of its last lease round, once a second), by slot.
+    pub fn slot_owners(&self) -> Option<Vec<Option<i64>>> {
+        self.cluster.as_ref().map(Cluster::slot_owners)
+    }
+
     /// The store, for reads while serving.
     pub fn store(&self) -> Arc<dyn Store> {
         self.node.store.clone()

@@ -17,8 +17,8 @@ use kanal_proto::address::{Address, ConversationId};
 use crate::model::Counters;
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, InboxHead, Invite, LogHead,
-    Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session, StoredSend,
-    Write,
+    Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session, SlotLease,
+    StoredSend, Write,
 };
 
 mod batch;
@@ -285,6 +285,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// What every node said of itself last, most recently started first.
     async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
+
+    /// Who holds each slot's lease at `now_ms`.
+    async fn slots(&self, _now_ms: i64) -> StoreResult<Vec<SlotLease>> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
+
+    /// Node `node` renews its slot leases for `lease_ms` from `now_ms`,
+    /// gives up those beyond `fair` and takes free or expired ones up to
+    /// it; returns who holds each slot now.
+    async fn lease_slots(
+        &self,
+        _node: i64,
+        _fair: u32,
+        _lease_ms: i64,
+        _now_ms: i64,
+    ) -> StoreResult<Vec<SlotLease>> {
         Err(StoreError::Unsupported(SEVERAL_NODES))
     }
 }

@@ -20,7 +20,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::columns::now_ms;
 use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
-use crate::model::{Counters, InboxHead, Invite, NewInvite, NodeStatus, PartyId, Session, Write};
+use crate::model::{
+    Counters, InboxHead, Invite, NewInvite, NodeStatus, PartyId, Session, SlotLease, Write,
+};
 
 mod claims;
 mod directory;
@@ -186,6 +188,20 @@ impl SqlBackend for PgStore {
 
     async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
         nodes::all(&self.reader).await
+    }
+
+    async fn slots(&self, now_ms: i64) -> StoreResult<Vec<SlotLease>> {
+        nodes::slots(&self.reader, now_ms).await
+    }
+
+    async fn lease_slots(
+        &self,
+        node: i64,
+        fair: u32,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<SlotLease>> {
+        nodes::lease_slots(&self.writer, node, fair, lease_ms, now_ms).await
     }
 
     async fn backup(&self, _to: &Path) -> StoreResult<()> {

@@ -14,7 +14,7 @@ use super::{SEVERAL_NODES, Store, StoreError, StoreResult};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Counters, Event, InboxHead, Invite,
     LogHead, Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session,
-    StoredSend, Write,
+    SlotLease, StoredSend, Write,
 };
 
 /// An SQL backend: its pool for reads, and its writes. Each method is the
@@ -70,6 +70,22 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
 
     /// [`Store::nodes`].
     async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
+
+    /// [`Store::slots`].
+    async fn slots(&self, _now_ms: i64) -> StoreResult<Vec<SlotLease>> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
+
+    /// [`Store::lease_slots`].
+    async fn lease_slots(
+        &self,
+        _node: i64,
+        _fair: u32,
+        _lease_ms: i64,
+        _now_ms: i64,
+    ) -> StoreResult<Vec<SlotLease>> {
         Err(StoreError::Unsupported(SEVERAL_NODES))
     }
 
@@ -246,5 +262,19 @@ impl<B: SqlBackend> Store for B {
 
     async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
         SqlBackend::nodes(self).await
+    }
+
+    async fn lease_slots(
+        &self,
+        node: i64,
+        fair: u32,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<SlotLease>> {
+        SqlBackend::lease_slots(self, node, fair, lease_ms, now_ms).await
+    }
+
+    async fn slots(&self, now_ms: i64) -> StoreResult<Vec<SlotLease>> {
+        SqlBackend::slots(self, now_ms).await
     }
 }

@@ -11,13 +11,16 @@
 //! compare their position with the database.
 //!
 //! Subjects, under the configured prefix (default `kanal.<domain>`):
-//! - `<prefix>.logs`: a node's commits, as (party, head) pairs;
-//! - `<prefix>.typing`: ephemeral datagrams for sessions on other nodes;
-//! - `<prefix>.sweep`: "news from me may have been lost: check".
+//! - `<prefix>.news.logs`: a node's commits, as (party, head) pairs;
+//! - `<prefix>.news.typing`: ephemeral datagrams for sessions on other nodes;
+//! - `<prefix>.news.sweep`: "news from me may have been lost: check";
+//! - `<prefix>.node.<id>.…`: commands handed to node `<id>` (`forward`).
 //!
-//! Messages start with the sending node's id, so a node skips its own.
+//! News starts with the sending node's id, so a node skips its own.
 //!
-//! Each node also reports itself in the database (`report`).
+//! Each node reports itself in the database (`report`), and leases the
+//! slots of conversations it orders (`slots`); commands of conversations
+//! another node orders are handed to it (`forward`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,11 +31,15 @@ use tokio::task::JoinHandle;
 use super::Node;
 use super::writer::now_ms;
 use crate::model::NodeStatus;
+use forward::Forwarder;
 use news::Outgoing;
 pub(crate) use report::{REPORT_EVERY, UP_WITHIN};
+use slots::Slots;
 
+mod forward;
 mod news;
 mod report;
+mod slots;
 
 /// How this node joins the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +77,7 @@ pub(crate) enum ClusterError {
 pub(crate) struct Cluster {
     /// A random id for this run of this node.
     pub(crate) node_id: u64,
+    slots: Arc<Slots>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -119,15 +127,32 @@ impl Cluster {
             .connect(config.nats.as_str())
             .await
             .map_err(|e| ClusterError::Address(e.to_string()))?;
-        let subjects = Subjects::new(&config.subject_prefix);
-        let incoming = client
-            .subscribe(format!("{}.>", config.subject_prefix))
-            .await
-            .map_err(|e| ClusterError::Subscribe(e.to_string()))?;
+        let prefix = &config.subject_prefix;
+        let subjects = Subjects::new(prefix);
+        // The bits of the random id, as the database's signed integer.
+        let me = i64::from_ne_bytes(node_id.to_ne_bytes());
+        let subscribe = async |subject: String| {
+            client
+                .subscribe(subject)
+                .await
+                .map_err(|e| ClusterError::Subscribe(e.to_string()))
+        };
+        let incoming = subscribe(format!("{prefix}.news.>")).await?;
+        let orders = subscribe(forward::order_subject(prefix, me)).await?;
+        let answers = subscribe(forward::reply_subjects(prefix, me)).await?;
         hub.set_announcer(outgoing.clone());
+        let slots = Arc::new(Slots::new(&node.domain));
+        let forwarder = Arc::new(Forwarder::new(
+            me,
+            prefix,
+            client.clone(),
+            node.clone(),
+            slots.clone(),
+        ));
+        node.writer.set_router(forwarder.clone());
+        let slots_view = slots.clone();
         let status = NodeStatus {
-            // The bits of the random id, as the database's signed integer.
-            id: i64::from_ne_bytes(node_id.to_ne_bytes()),
+            id: me,
             host: report::host_name(),
             listen: listen.to_string(),
             started_at_ms: now_ms(),
@@ -138,11 +163,27 @@ impl Cluster {
             conflicts: 0,
         };
         let tasks = vec![
-            tokio::spawn(news::send(client, subjects.clone(), outgoing.clone())),
+            tokio::spawn(news::send(
+                client.clone(),
+                subjects.clone(),
+                outgoing.clone(),
+            )),
             tokio::spawn(news::receive(incoming, subjects, node_id, hub)),
+            tokio::spawn(forward::take_orders(orders, node.writer.clone(), client)),
+            tokio::spawn(forward::take_answers(answers, forwarder)),
+            tokio::spawn(slots::lease(node.clone(), slots.clone(), me)),
             tokio::spawn(report::report(node, status, connected)),
         ];
-        Ok(Self { node_id, tasks })
+        Ok(Self {
+            node_id,
+            slots: slots_view,
+            tasks,
+        })
+    }
+
+    /// Who this node believes holds each slot (as of its last lease round).
+    pub(crate) fn slot_owners(&self) -> Vec<Option<i64>> {
+        self.slots.owners()
     }
 }
 
@@ -156,9 +197,9 @@ pub(super) struct Subjects {
 impl Subjects {
     fn new(prefix: &str) -> Self {
         Self {
-            logs: format!("{prefix}.logs"),
-            typing: format!("{prefix}.typing"),
-            sweep: format!("{prefix}.sweep"),
+            logs: format!("{prefix}.news.logs"),
+            typing: format!("{prefix}.news.typing"),
+            sweep: format!("{prefix}.news.sweep"),
         }
     }
 }
