@@ -64,10 +64,17 @@ impl TestCluster {
 
     /// Starts one more node, on 127.0.0.1 port 0.
     pub async fn add_node(&mut self) -> Result<&TestServer> {
+        let nats = self.nats.clone();
+        self.add_node_via(&nats).await
+    }
+
+    /// Starts one more node that reaches NATS at `nats` (the cluster's
+    /// server, through a [`NatsLink`] say).
+    pub async fn add_node_via(&mut self, nats: &str) -> Result<&TestServer> {
         let dir = Arc::new(tempfile::tempdir()?);
         let config = Config {
             database: self.database.url.clone(),
-            nats: self.nats.clone(),
+            nats: nats.to_owned(),
             nats_subject_prefix: self.subject_prefix.clone(),
             ..Config::default()
         };
@@ -189,5 +196,64 @@ impl PrivateNats {
     pub async fn stop(mut self) -> Result<()> {
         self.child.kill().await?;
         Ok(())
+    }
+}
+
+/// A TCP forwarder between a node and its NATS server that a test can cut
+/// and mend: a real partition of that node from NATS (its connections
+/// drop, new ones are refused), while everything else still reaches both.
+#[derive(Debug)]
+pub struct NatsLink {
+    /// Where the node connects.
+    pub addr: SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NatsLink {
+    /// Forwards connections on a port of 127.0.0.1 to `upstream`.
+    pub async fn to(upstream: SocketAddr) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(loopback(0)).await?;
+        let addr = listener.local_addr()?;
+        let (open, watch) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue; // cut: dropped at once
+                }
+                let mut cut = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|open| !open) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, open, task })
+    }
+
+    /// Its URL, for the node's `nats` key.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Drops every connection through it and refuses new ones.
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    pub fn mend(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for NatsLink {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -189,3 +189,77 @@ async fn each_conversation_is_ordered_by_one_node() -> anyhow::Result<()> {
     assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
     Ok(())
 }
+
+/// A node cut off from NATS but not from PostgreSQL goes on ordering what
+/// its clients send, and so does the other node for the same
+/// conversation: their commits never collide (seqs stay gapless and
+/// unique), and once the node is back every session learns what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_nats_orders_nothing_twice() -> anyhow::Result<()> {
+    let nats = PrivateNats::start().await?;
+    let mut cluster = TestCluster::start_on(1, &nats.url()).await?;
+    let link = NatsLink::to(nats.addr).await?;
+    cluster.add_node_via(&link.url()).await?;
+    cluster.until_slots_spread().await?;
+    let ann = cluster.node(0).agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let carla = cluster.node(1).register("carla").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    until_caught_up(&mut carla_events).await?;
+    let conversation = carla
+        .create_conversation(&["support@localhost"], "router")
+        .await?;
+
+    // Cut node 1 from NATS; wait until it says so itself.
+    link.cut();
+    let store = cluster.node(0).server.store();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let nodes = store.nodes().await?;
+        if nodes.len() == 2 && nodes.iter().filter(|n| n.nats_connected).count() == 1 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 never reported itself cut off"
+        );
+        // Nodes report themselves every two seconds.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Both nodes order the same conversation at once.
+    let write = async |client: &kanal_client::Client, who: &str| {
+        for n in 0..30 {
+            client
+                .send_text(&conversation.id, &format!("{who} {n}"))
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    let (a, c) = tokio::join!(write(&ann, "ann"), write(&carla, "carla"));
+    a?;
+    c?;
+    let history = ann.history(&conversation.id, 0, 100).await?;
+    let seqs: Vec<u64> = history.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>(), "gapless and unique");
+    for who in ["ann", "carla"] {
+        let mine: Vec<String> = history
+            .messages
+            .iter()
+            .map(text_of)
+            .filter(|text| text.starts_with(who))
+            .map(str::to_owned)
+            .collect();
+        let sent: Vec<String> = (0..30).map(|n| format!("{who} {n}")).collect();
+        assert_eq!(mine, sent, "each of {who}'s messages once, in her order");
+    }
+
+    // Mended: both sessions receive every message once, in order.
+    link.mend();
+    for events in [&mut ann_events, &mut carla_events] {
+        let (seqs, _) = messages_until(events, &conversation.id, 0, 60).await?;
+        assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+    }
+    Ok(())
+}
