@@ -163,7 +163,12 @@ impl PrivateNats {
     /// waits until it listens.
     pub async fn start_on(port: Option<u16>) -> Result<Self> {
         let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-        let mut child = tokio::process::Command::new("nats-server")
+        // Debian installs it in /usr/sbin, which a user's PATH may lack.
+        let program = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())
+            .unwrap_or("nats-server");
+        let mut child = tokio::process::Command::new(program)
             .args(["-a", "127.0.0.1", "-p", &port])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
