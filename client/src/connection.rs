@@ -5,6 +5,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -50,6 +51,10 @@ pub(crate) struct Dialer {
     quic: quinn::ClientConfig,
     config: ClientConfig,
     tls_name: String,
+    /// Connection attempts so far: each tries the next of the name's
+    /// addresses, so a client whose server (one node of several behind one
+    /// name) is gone reaches another.
+    attempts: AtomicUsize,
 }
 
 impl Dialer {
@@ -69,7 +74,7 @@ impl Dialer {
         quic.transport_config(Arc::new(transport));
         let (endpoint, shared_endpoint) = match &config.endpoint {
             Some(endpoint) => (endpoint.clone(), true),
-            None => (endpoint_for(resolve(&config, None).await?)?, false),
+            None => (endpoint_for(resolve(&config, None, 0).await?)?, false),
         };
         Ok(Self {
             endpoint,
@@ -77,6 +82,7 @@ impl Dialer {
             quic,
             config,
             tls_name,
+            attempts: AtomicUsize::new(0),
         })
     }
 
@@ -99,7 +105,8 @@ impl Dialer {
         generation: u64,
     ) -> Result<(Link, pb::Welcome), ClientError> {
         let family = self.endpoint.local_addr()?;
-        let addr = resolve(&self.config, Some(family)).await?;
+        let attempt = self.attempts.fetch_add(1, Ordering::Relaxed);
+        let addr = resolve(&self.config, Some(family), attempt).await?;
         let conn = self
             .endpoint
             .connect_with(self.quic.clone(), addr, &self.tls_name)?
@@ -287,10 +294,12 @@ async fn drain_control(mut reader: FrameReader<quinn::RecvStream>) {
     }
 }
 
-/// The server's address, preferring the family of `like` when given.
+/// The server's address for connection attempt `attempt`: its addresses in
+/// turn, those of the family of `like` when given and there are some.
 async fn resolve(
     config: &ClientConfig,
     like: Option<SocketAddr>,
+    attempt: usize,
 ) -> Result<SocketAddr, ClientError> {
     let (host, port) = config.host_port()?;
     let failed = |detail: String| ClientError::Resolve {
@@ -304,13 +313,42 @@ async fn resolve(
         .await
         .map_err(|e| failed(e.to_string()))?
         .collect();
-    let preferred = like.and_then(|like| {
-        addrs
+    pick(&addrs, like, attempt).ok_or_else(|| failed("no addresses".into()))
+}
+
+/// Address number `attempt` (in turn) among `addrs`, among those of the
+/// family of `like` if there are some.
+fn pick(addrs: &[SocketAddr], like: Option<SocketAddr>, attempt: usize) -> Option<SocketAddr> {
+    let same_family: Vec<SocketAddr> = match like {
+        Some(like) => addrs
             .iter()
-            .find(|addr| addr.is_ipv4() == like.is_ipv4())
+            .filter(|addr| addr.is_ipv4() == like.is_ipv4())
             .copied()
-    });
-    preferred
-        .or_else(|| addrs.first().copied())
-        .ok_or_else(|| failed("no addresses".into()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let choices = if same_family.is_empty() {
+        addrs
+    } else {
+        &same_family
+    };
+    choices.get(attempt % choices.len().max(1)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_go_round_the_addresses_of_the_family() {
+        let v4 = |last: u8| SocketAddr::from(([192, 0, 2, last], 7447));
+        let v6: SocketAddr = "[2001:db8::1]:7447".parse().expect("v6");
+        let addrs = [v6, v4(1), v4(2), v4(3)];
+        let like = Some(v4(9));
+        let picked: Vec<_> = (0..4).filter_map(|n| pick(&addrs, like, n)).collect();
+        assert_eq!(picked, [v4(1), v4(2), v4(3), v4(1)]);
+        assert_eq!(pick(&addrs, None, 0), Some(v6));
+        assert_eq!(pick(&[v6], like, 5), Some(v6), "another family if no other");
+        assert_eq!(pick(&[], like, 0), None);
+    }
 }
