@@ -372,6 +372,44 @@ pub async fn next_message(events: &mut Events) -> Result<pb::Message> {
     }
 }
 
+/// Every message of `conversation`, read page by page as `client` sees
+/// it: seq → client_msg_id.
+pub async fn stored_sends(
+    client: &Client,
+    conversation: &str,
+) -> Result<std::collections::BTreeMap<u64, String>> {
+    let mut stored = std::collections::BTreeMap::new();
+    let mut before = 0;
+    loop {
+        let page = client.history(conversation, before, 500).await?;
+        for m in &page.messages {
+            stored.insert(m.seq, m.client_msg_id.clone());
+        }
+        match page.messages.first() {
+            Some(first) if page.has_more => before = first.seq,
+            _ => return Ok(stored),
+        }
+    }
+}
+
+/// Asserts every acknowledged send (seq → client_msg_id) is stored under
+/// its seq, and the stored seqs run from 1 without a gap.
+pub fn assert_acked_stored(
+    acked: &std::collections::BTreeMap<u64, String>,
+    stored: &std::collections::BTreeMap<u64, String>,
+) {
+    for (seq, cmid) in acked {
+        assert_eq!(
+            stored.get(seq),
+            Some(cmid),
+            "acknowledged message {seq} ({cmid}) was lost"
+        );
+    }
+    let seqs: Vec<u64> = stored.keys().copied().collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "stored seqs are gapless");
+}
+
 /// Reads events until SyncComplete; returns the stored events before it.
 pub async fn until_caught_up(events: &mut Events) -> Result<Vec<pb::Event>> {
     let mut seen = Vec::new();

@@ -99,27 +99,7 @@ async fn acknowledged_messages_survive_kill_9() -> Result<()> {
         },
     )
     .await?;
-    let mut stored = BTreeMap::new();
-    let mut before = 0;
-    loop {
-        let page = reader.history(&conversation, before, 500).await?;
-        for m in &page.messages {
-            stored.insert(m.seq, m.client_msg_id.clone());
-        }
-        match page.messages.first() {
-            Some(first) if page.has_more => before = first.seq,
-            _ => break,
-        }
-    }
-    for (seq, cmid) in &acked {
-        assert_eq!(
-            stored.get(seq),
-            Some(cmid),
-            "acknowledged message {seq} ({cmid}) was lost"
-        );
-    }
-    let seqs: Vec<u64> = stored.keys().copied().collect();
-    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert_eq!(seqs, expected, "stored seqs are gapless");
+    let stored = stored_sends(&reader, &conversation).await?;
+    assert_acked_stored(&acked, &stored);
     Ok(())
 }

@@ -9,7 +9,8 @@ use kanal_client::Fingerprint;
 /// Options every scenario takes.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
-    /// The server under test, `host:port`
+    /// The server under test, `host:port`; several nodes of one cluster as
+    /// `host:port,host:port,…` (connections go to them in turn)
     #[arg(
         long,
         env = "KANAL_SERVER",

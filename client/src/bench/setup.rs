@@ -43,8 +43,10 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// The server under test and the UDP endpoints the bench's clients share.
 #[derive(Debug)]
 pub(crate) struct Target {
-    /// The server as given, `host:port`.
+    /// The server as given, `host:port` (the first, with several nodes).
     pub(crate) server: String,
+    /// Every node connections go to, in turn.
+    nodes: Vec<String>,
     config: ClientConfig,
     addr: SocketAddr,
     per_endpoint: usize,
@@ -155,7 +157,15 @@ pub(crate) struct Opened {
 impl Target {
     /// Checks the options and resolves the server once.
     pub(crate) async fn new(global: &Global) -> Result<Arc<Target>> {
-        let mut config = ClientConfig::new(global.server.clone())
+        let nodes: Vec<String> = global
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|node| !node.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let first = nodes.first().context("--server names no server")?.clone();
+        let mut config = ClientConfig::new(first.clone())
             .client_name(concat!("kanal-bench/", env!("CARGO_PKG_VERSION")));
         if let Some(pin) = global.pin {
             config = config.pin(pin);
@@ -163,24 +173,22 @@ impl Target {
         if let Some(name) = &global.server_name {
             config = config.server_name(name.clone());
         }
-        let addr = tokio::net::lookup_host(global.server.as_str())
+        let addr = tokio::net::lookup_host(first.as_str())
             .await
-            .with_context(|| format!("resolving `{}` (expected host:port)", global.server))?
+            .with_context(|| format!("resolving `{first}` (expected host:port)"))?
             .next()
-            .with_context(|| format!("`{}` has no address", global.server))?;
+            .with_context(|| format!("`{first}` has no address"))?;
         let run = format!("b{}", random_name(7));
         Ok(Arc::new(Target {
-            server: global.server.clone(),
+            server: first.clone(),
+            nodes,
             config,
             addr,
             per_endpoint: global.per_endpoint as usize,
             pin: global.pin,
             server_name: global.server_name.clone().unwrap_or_else(|| {
                 // The host part of host:port, without an IPv6 literal's brackets.
-                let host = global
-                    .server
-                    .rsplit_once(':')
-                    .map_or(global.server.as_str(), |(h, _)| h);
+                let host = first.rsplit_once(':').map_or(first.as_str(), |(h, _)| h);
                 host.trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_owned()
@@ -192,7 +200,8 @@ impl Target {
     }
 
     /// The client configuration of connection `index`: connections
-    /// `k·per_endpoint … (k+1)·per_endpoint − 1` share endpoint `k`.
+    /// `k·per_endpoint … (k+1)·per_endpoint − 1` share endpoint `k`, and
+    /// with several nodes connection `index` goes to node `index mod n`.
     pub(crate) fn config(&self, index: usize) -> Result<ClientConfig> {
         let slot = index / self.per_endpoint;
         let mut endpoints = self
@@ -202,7 +211,11 @@ impl Target {
         while endpoints.len() <= slot {
             endpoints.push(bind_endpoint(self.addr)?);
         }
-        Ok(self.config.clone().endpoint(endpoints[slot].clone()))
+        let mut config = self.config.clone().endpoint(endpoints[slot].clone());
+        if let Some(node) = self.nodes.get(index % self.nodes.len().max(1)) {
+            config.server.clone_from(node);
+        }
+        Ok(config)
     }
 
     /// A QUIC connection made by hand, with `transport` settings, for
