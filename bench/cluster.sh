@@ -48,7 +48,7 @@ run() {
     mkdir -p "$data"
     [ "$n" -gt 0 ] && cp "$root/node0/cert.pem" "$root/node0/key.pem" "$data/"
     "$bin/kanald" --data-dir "$data" init --database "$database" >/dev/null 2>&1
-    printf 'nats_subject_prefix = "%s"\n' "$prefix" >> "$data/kanald.toml"
+    sed -i "s/^nats_subject_prefix = .*/nats_subject_prefix = \"$prefix\"/" "$data/kanald.toml"
   done
   sync
   for n in $(seq 0 $((count - 1))); do
@@ -63,15 +63,22 @@ run() {
     servers+=("127.0.0.1:$port")
   done
   # Every node up, connected to NATS, and every slot leased.
+  local ready=
   for _ in $(seq 1 100); do
     local status
     status=$("$bin/kanald" --data-dir "$root/node0" cluster status 2>/dev/null)
     if [[ $status == "$count of $count nodes up"* && $status == *"Slots without a lease: 0 "* ]] \
       && ! grep -q '  up  .*  no  ' <<<"$status"; then
+      ready=1
       break
     fi
     sleep 0.2
   done
+  if [ -z "$ready" ]; then
+    echo "$name: the nodes never all came up: $status" >&2
+    kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null
+    return 1
+  fi
   local before after list
   list=$(IFS=,; echo "${servers[*]}")
   before=$(cpu_of "${pids[@]}")

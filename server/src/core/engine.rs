@@ -191,8 +191,10 @@ pub(crate) struct Engine {
     /// Where each inbox's log ends.
     inbox_heads: HashMap<PartyId, InboxHead>,
     /// What this batch assumed of each party log it writes: where the
-    /// log's last row was before the batch, and is after it.
-    log_claims: HashMap<PartyId, (u64, u64)>,
+    /// log's last row was before the batch, where it is after it, and
+    /// whether the batch only appended events of the party's own to it
+    /// (the store may move them after another node's).
+    log_claims: HashMap<PartyId, (u64, u64, bool)>,
     /// What this batch assumed of each inbox log it writes or leaves.
     inbox_claims: HashMap<PartyId, InboxClaim>,
     inbox_agents: HashMap<PartyId, Vec<PartyId>>,
@@ -410,6 +412,16 @@ impl Engine {
         self.heads.insert(party, head);
     }
 
+    /// Another node's rows came before this batch's in `party`'s log: the
+    /// store moved the batch's rows up by `by` seqs
+    /// ([`Committed::rebased`](crate::model::Committed::rebased)).
+    pub(crate) fn rebase(&mut self, party: PartyId, by: u64) {
+        if let Some(head) = self.heads.get_mut(&party) {
+            head.head += by;
+            head.last_row += by;
+        }
+    }
+
     /// Supplies where an inbox's log ends.
     pub(crate) fn load_inbox_head(&mut self, inbox: PartyId, head: InboxHead) {
         self.inbox_heads.insert(inbox, head);
@@ -445,7 +457,12 @@ impl Engine {
         let mut claims: Vec<Write> = self
             .log_claims
             .drain()
-            .map(|(party, (was, now))| Write::LogClaim { party, was, now })
+            .map(|(party, (was, now, rebasable))| Write::LogClaim {
+                party,
+                was,
+                now,
+                rebasable,
+            })
             .collect();
         for (inbox, claim) in self.inbox_claims.drain() {
             if claim.bump
@@ -863,7 +880,7 @@ impl Engine {
                 last_row: log.last_row,
             };
             if let Some(row) = row {
-                self.claim_row(party, &log, seq);
+                self.claim_row(party, &log, seq, matches!(row, Write::Event { .. }));
                 next.last_row = seq;
                 applied.writes.push(row);
             }
@@ -895,12 +912,17 @@ impl Engine {
 
     /// Claims a new row at `seq` of `party`'s log, which ended at `log`:
     /// the log's last row must still be where the engine thinks, and a
-    /// span the row closes must still end where the engine thinks.
-    fn claim_row(&mut self, party: PartyId, log: &LogHead, seq: u64) {
+    /// span the row closes must still end where the engine thinks. `event`:
+    /// the row is an event of the party's own (not a span).
+    fn claim_row(&mut self, party: PartyId, log: &LogHead, seq: u64, event: bool) {
+        let rebasable = event && log.follows.is_none();
         self.log_claims
             .entry(party)
-            .and_modify(|claim| claim.1 = seq)
-            .or_insert((log.last_row, seq));
+            .and_modify(|claim| {
+                claim.1 = seq;
+                claim.2 &= rebasable;
+            })
+            .or_insert((log.last_row, seq, rebasable));
         if let Some((inbox, next)) = log.follows {
             let claim = self.inbox_claim(inbox);
             let relied = next - 1;

@@ -19,4 +19,4 @@ pub use event::{Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};
 pub use invite::{Invite, NewInvite};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};
 pub use refusal::{Refusal, RefusalCode};
-pub use write::{Counters, InboxClaim, OutboxRow, Write};
+pub use write::{Committed, Counters, InboxClaim, OutboxRow, Write};

@@ -121,9 +121,25 @@ pub enum Write {
         was: u64,
         /// The seq of its last row after the batch.
         now: u64,
+        /// Whether the batch only appends events of the party's own to a
+        /// log that follows no inbox: then, if another node appended to it
+        /// meanwhile (its last row is still an event), the store may move
+        /// the batch's rows after those instead of refusing the batch, and
+        /// says so ([`Committed::rebased`]). A party's log is the merge of
+        /// what every node appends to it; only its order must be one.
+        rebasable: bool,
     },
     /// What the batch assumed of an inbox's log (see [`Write::LogClaim`]).
     InboxClaim(InboxClaim),
+}
+
+/// What a commit changed of the batch it was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Logs of rebasable claims that another node appended to since the
+    /// batch was made: the store moved the batch's rows of that log up by
+    /// this many seqs.
+    pub rebased: Vec<(PartyId, u64)>,
 }
 
 /// What a batch assumed of an inbox's log, and how it changes it.

@@ -17,7 +17,10 @@
 //! (claims), and the store commits it only if they still hold. A batch
 //! that another node's commit overtook ([`StoreError::Conflict`]) stored
 //! nothing; the engine forgets its cache and applies it again to what is
-//! stored now.
+//! stored now. Events a batch only appends to a party's own log (one that
+//! follows no inbox) need not be applied again: the store moves them after
+//! what the other node appended, and the sequencer renumbers what it
+//! publishes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -73,6 +76,9 @@ pub(crate) struct OrderingStats {
     pub(crate) batches: AtomicU64,
     /// Batches applied again because another node wrote first.
     pub(crate) conflicts: AtomicU64,
+    /// Batches whose events of some log were stored after another node's
+    /// (without applying them again).
+    pub(crate) rebased: AtomicU64,
 }
 
 /// The engine and its store: orders batches of commands. See the module docs.
@@ -225,7 +231,23 @@ impl Sequencer {
         let rows = writes.len();
         if rows > 0 {
             match self.store.commit(writes).await {
-                Ok(()) => {}
+                Ok(committed) => {
+                    // Another node appended to these logs first: this
+                    // batch's events of them were stored after its.
+                    for &(party, by) in &committed.rebased {
+                        self.engine.rebase(party, by);
+                        for event in &mut published {
+                            for (recipient, seq) in &mut event.recipients {
+                                if *recipient == party {
+                                    *seq += by;
+                                }
+                            }
+                        }
+                    }
+                    if !committed.rebased.is_empty() {
+                        self.stats.rebased.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Err(StoreError::DuplicateSend) => return Outcome::DuplicateSend,
                 Err(StoreError::Conflict) => return Outcome::Conflict,
                 Err(e) => {

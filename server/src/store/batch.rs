@@ -104,13 +104,26 @@ pub(crate) struct Rows<'a> {
     /// (peer, seq, payload)
     pub(crate) outbox: Vec<(&'a str, i64, &'a [u8])>,
     /// What the batch assumed of party logs: (party, seq of the last row
-    /// before the batch). Only a store several nodes write checks them.
-    pub(crate) log_claims: Vec<(i64, i64)>,
+    /// before the batch, whether the batch's rows of that log may move
+    /// after another node's). Only a store several nodes write checks them.
+    pub(crate) log_claims: Vec<(i64, i64, bool)>,
     /// What the batch assumed of inbox logs.
     pub(crate) inbox_claims: Vec<InboxClaim>,
 }
 
 impl<'a> Rows<'a> {
+    /// Moves the events of each log in `rebased` up by its count of seqs
+    /// (another node appended to the log first; see `Write::LogClaim`).
+    pub(crate) fn rebase(&mut self, rebased: &[(i64, u64)]) -> StoreResult<()> {
+        for (party, by) in rebased {
+            let by = seq_to_db(*by)?;
+            for event in self.events.iter_mut().filter(|e| e.party == *party) {
+                event.seq += by;
+            }
+        }
+        Ok(())
+    }
+
     /// Sorts a batch into rows per table, coalescing updates of one row.
     pub(crate) fn sort(batch: &'a [Write]) -> StoreResult<Self> {
         let mut rows = Rows::default();
@@ -194,8 +207,13 @@ impl<'a> Rows<'a> {
                 } => rows
                     .spans
                     .push((*party, seq_to_db(*seq)?, *inbox, seq_to_db(*iseq)?)),
-                Write::LogClaim { party, was, .. } => {
-                    rows.log_claims.push((*party, seq_to_db(*was)?));
+                Write::LogClaim {
+                    party,
+                    was,
+                    rebasable,
+                    ..
+                } => {
+                    rows.log_claims.push((*party, seq_to_db(*was)?, *rebasable));
                 }
                 Write::InboxClaim(claim) => rows.inbox_claims.push(*claim),
                 Write::Watermark {

@@ -31,7 +31,7 @@ pub use durability::{
 };
 pub use invites::invites_are_used_up_expire_and_revoke;
 pub use logs::logs_follow_inbox_logs;
-pub use writers::several_writers_keep_every_log_gapless;
+pub use writers::{rebasing_keeps_a_shared_log_gapless, several_writers_keep_every_log_gapless};
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an
 /// async fn returning `(guard, store)`: a fresh, empty store, and whatever

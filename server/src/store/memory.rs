@@ -21,9 +21,9 @@ use super::{Store, StoreError, StoreResult};
 use crate::core::audience;
 use crate::model::Counters;
 use crate::model::{
-    Body, ConversationKey, ConversationRecord, ConversationView, Event, EventRef, InboxHead,
-    Invite, LogHead, Message, NewInvite, OutboxRow, Party, PartyId, Receipt, ReceiptKind, Session,
-    StoredSend, Write,
+    Body, Committed, ConversationKey, ConversationRecord, ConversationView, Event, EventRef,
+    InboxHead, Invite, LogHead, Message, NewInvite, OutboxRow, Party, PartyId, Receipt,
+    ReceiptKind, Session, StoredSend, Write,
 };
 
 /// The in-memory store. See the module docs.
@@ -270,6 +270,37 @@ impl State {
                 up_to,
             }),
         })
+    }
+
+    /// Moves the rows of each rebasable claim's log after what another
+    /// writer appended to it, as PostgreSQL does (`store::postgres::claims`).
+    fn rebase(&self, batch: &mut [Write]) -> Vec<(PartyId, u64)> {
+        let mut rebased = Vec::new();
+        for write in batch.iter_mut() {
+            if let Write::LogClaim {
+                party,
+                was,
+                now,
+                rebasable: true,
+            } = write
+            {
+                let stored = self.log_head(*party);
+                if stored.follows.is_none() && stored.last_row > *was {
+                    let by = stored.last_row - *was;
+                    rebased.push((*party, by));
+                    *was += by;
+                    *now += by;
+                }
+            }
+        }
+        for write in batch.iter_mut() {
+            if let Write::Event { party, seq, .. } = write
+                && let Some((_, by)) = rebased.iter().find(|(p, _)| p == party)
+            {
+                *seq += by;
+            }
+        }
+        rebased
     }
 
     /// Refuses a batch that a database with SQLite's keys would refuse.
@@ -653,7 +684,7 @@ impl Store for MemoryStore {
         Ok(state.invites.len() < before)
     }
 
-    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
+    async fn commit(&self, mut batch: Vec<Write>) -> StoreResult<Committed> {
         if let Some(gate) = &self.gate {
             let _ = gate.entered.send(batch.len());
             gate.permits
@@ -666,9 +697,10 @@ impl Store for MemoryStore {
             return Err(StoreError::Aborted);
         }
         let mut state = self.lock();
+        let rebased = state.rebase(&mut batch);
         state.check(&batch)?;
         state.apply(batch);
-        Ok(())
+        Ok(Committed { rebased })
     }
 
     async fn load_conversation(
@@ -873,6 +905,13 @@ mod tests {
     }
 
     crate::store_conformance_tests!(fresh);
+
+    #[tokio::test]
+    async fn rebasing_keeps_a_shared_log_gapless() {
+        let store: std::sync::Arc<dyn crate::store::Store> =
+            std::sync::Arc::new(MemoryStore::new());
+        crate::store::conformance::rebasing_keeps_a_shared_log_gapless(store.clone(), store).await;
+    }
 
     #[tokio::test]
     async fn several_writers_keep_every_log_gapless() {

@@ -14,7 +14,7 @@
 use async_trait::async_trait;
 use kanal_proto::address::{Address, ConversationId};
 
-use crate::model::Counters;
+use crate::model::{Committed, Counters};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, InboxHead, Invite, LogHead,
     Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session, SlotLease,
@@ -158,8 +158,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commits a batch atomically and durably (fsync'd before it returns Ok).
     /// A message whose (conversation, sender, client_msg_id) is stored
-    /// already fails the whole batch with [`StoreError::DuplicateSend`].
-    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()>;
+    /// already fails the whole batch with [`StoreError::DuplicateSend`]; a
+    /// claim that no longer holds, with [`StoreError::Conflict`] (unless it
+    /// is rebasable: see [`Committed`]).
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed>;
 
     /// Loads a conversation with its members.
     async fn load_conversation(

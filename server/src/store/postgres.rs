@@ -21,7 +21,8 @@ use super::columns::now_ms;
 use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
-    Counters, InboxHead, Invite, NewInvite, NodeStatus, PartyId, Session, SlotLease, Write,
+    Committed, Counters, InboxHead, Invite, NewInvite, NodeStatus, PartyId, Session, SlotLease,
+    Write,
 };
 
 mod claims;
@@ -71,7 +72,12 @@ impl PgStore {
     /// as `?sslmode=require`), which must exist, and brings its schema up
     /// to date. The role needs to create tables in it the first time.
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let base = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+        let base = PgConnectOptions::from_str(url)?.options([
+            ("synchronous_commit", "on"),
+            // PostgreSQL's notices ("relation already exists, skipping") are
+            // not for Kanal's operators.
+            ("client_min_messages", "warning"),
+        ]);
         let read_only = base
             .clone()
             .options([("default_transaction_read_only", "on")]);
@@ -154,7 +160,7 @@ impl SqlBackend for PgStore {
         invites::revoke(&self.writer, id).await
     }
 
-    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed> {
         write::commit(&self.writer, &batch).await
     }
 

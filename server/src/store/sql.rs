@@ -12,9 +12,9 @@ use kanal_proto::address::{Address, ConversationId};
 use super::reads::{self, Reader};
 use super::{SEVERAL_NODES, Store, StoreError, StoreResult};
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Counters, Event, InboxHead, Invite,
-    LogHead, Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session,
-    SlotLease, StoredSend, Write,
+    Committed, ConversationKey, ConversationRecord, ConversationView, Counters, Event, InboxHead,
+    Invite, LogHead, Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind,
+    Session, SlotLease, StoredSend, Write,
 };
 
 /// An SQL backend: its pool for reads, and its writes. Each method is the
@@ -55,7 +55,7 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     async fn revoke_invite(&self, id: i64) -> StoreResult<bool>;
 
     /// [`Store::commit`].
-    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()>;
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed>;
 
     /// [`Store::counters`].
     async fn counters(&self) -> StoreResult<Counters>;
@@ -160,7 +160,7 @@ impl<B: SqlBackend> Store for B {
         SqlBackend::revoke_invite(self, id).await
     }
 
-    async fn commit(&self, batch: Vec<Write>) -> StoreResult<()> {
+    async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed> {
         SqlBackend::commit(self, batch).await
     }
 

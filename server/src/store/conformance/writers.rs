@@ -185,6 +185,84 @@ pub async fn several_writers_keep_every_log_gapless(first: Arc<dyn Store>, secon
     }
 }
 
+/// A customer's own log, appended to by two nodes (her conversations with
+/// two people, ordered on different nodes): a batch made with an old head
+/// of her log is not applied again, its events are stored after the other
+/// node's, and what it publishes carries the seqs they were stored at.
+pub async fn rebasing_keeps_a_shared_log_gapless(first: Arc<dyn Store>, second: Arc<dyn Store>) {
+    let mut one = Sequencer::new(first, DOMAIN.into())
+        .await
+        .expect("node one");
+    let mut two = Sequencer::new(second.clone(), DOMAIN.into())
+        .await
+        .expect("node two");
+    let alice = add(&mut one, "alice", PartyKind::User).await;
+    let bob = add(&mut one, "bob", PartyKind::User).await;
+    let carol = add(&mut two, "carol", PartyKind::User).await;
+    let with_bob = create(&mut one, &bob, &alice, "ab").await;
+    let with_carol = create(&mut two, &carol, &alice, "ac").await;
+    let send = |by: &Party, conversation: &ConversationId, id: &str| Command::Send {
+        by: by.clone(),
+        conversation: conversation.clone(),
+        client_msg_id: id.into(),
+        body: text(id),
+    };
+    // Node two knows where alice's log ends; node one then appends to it.
+    let stats = two.stats();
+    let (_, published) = two.order(&[send(&carol, &with_carol, "c1")], 1).await;
+    assert!(!published.is_empty());
+    for n in 0..3 {
+        let id = format!("b{n}");
+        assert!(matches!(
+            order_one(&mut one, send(&bob, &with_bob, &id)).await,
+            Reply::Sent(_)
+        ));
+    }
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    let (conflicts, rebased) = (stats.conflicts.load(ordering), stats.rebased.load(ordering));
+    let (replies, published) = two.order(&[send(&carol, &with_carol, "c2")], 1).await;
+    assert!(
+        matches!(replies.as_slice(), [Reply::Sent(_)]),
+        "{replies:?}"
+    );
+    assert_eq!(
+        stats.conflicts.load(ordering),
+        conflicts,
+        "not applied again"
+    );
+    assert_eq!(
+        stats.rebased.load(ordering),
+        rebased + 1,
+        "moved after node one's"
+    );
+
+    let store = second.as_ref();
+    let log = store
+        .events_since(alice.id, 0, 100, usize::MAX)
+        .await
+        .expect("log");
+    let seqs: Vec<u64> = log.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "gapless");
+    // Two conversations added, then c1, b0..b2, c2.
+    assert_eq!(log.len(), 7);
+    let (last, event) = log.last().expect("an event");
+    assert!(
+        matches!(event, Event::Message(m) if m.client_msg_id == "c2"),
+        "{event:?}"
+    );
+    let published_seq = published
+        .iter()
+        .flat_map(|p| &p.recipients)
+        .find(|(party, _)| *party == alice.id)
+        .map(|(_, seq)| *seq);
+    assert_eq!(
+        published_seq,
+        Some(*last),
+        "published at the seq it was stored at"
+    );
+    assert_eq!(store.event_head(alice.id).await.expect("head"), *last);
+}
+
 /// Orders one command on `node` and returns its reply.
 async fn order_one(node: &mut Sequencer, command: Command) -> Reply {
     let (mut replies, _) = node.order(&[command], 1).await;

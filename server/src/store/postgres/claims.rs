@@ -17,18 +17,19 @@ use crate::model::InboxClaim;
 use crate::store::{StoreError, StoreResult};
 
 /// Locks every claimed log and checks each claim; [`StoreError::Conflict`]
-/// if one no longer holds.
+/// if one no longer holds. Returns the rebasable logs another node
+/// appended to meanwhile, with how far the batch's rows must move up.
 pub(super) async fn check(
     conn: &mut PgConnection,
-    logs: &[(i64, i64)],
+    logs: &[(i64, i64, bool)],
     inboxes: &[InboxClaim],
-) -> StoreResult<()> {
+) -> StoreResult<Vec<(i64, u64)>> {
     if logs.is_empty() && inboxes.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut ids: Vec<i64> = logs
         .iter()
-        .map(|(party, _)| *party)
+        .map(|(party, ..)| *party)
         .chain(inboxes.iter().map(|claim| claim.inbox))
         .collect();
     ids.sort_unstable();
@@ -42,32 +43,51 @@ pub(super) async fn check(
     .bind(&ids)
     .execute(&mut *conn)
     .await?;
-    check_logs(conn, logs).await?;
-    check_inboxes(conn, inboxes).await
+    let rebased = check_logs(conn, logs).await?;
+    check_inboxes(conn, inboxes).await?;
+    Ok(rebased)
 }
 
-/// Each party log's last row (event or span) is where the claim says.
-async fn check_logs(conn: &mut PgConnection, logs: &[(i64, i64)]) -> StoreResult<()> {
+/// Each party log's last row (event or span) is where the claim says; or,
+/// for a rebasable claim, further on, at an event (the log follows no
+/// inbox): the batch's rows then move after it.
+async fn check_logs(
+    conn: &mut PgConnection,
+    logs: &[(i64, i64, bool)],
+) -> StoreResult<Vec<(i64, u64)>> {
     if logs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let parties: Vec<i64> = logs.iter().map(|(party, _)| *party).collect();
-    let was: Vec<i64> = logs.iter().map(|(_, was)| *was).collect();
-    let moved: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*)
+    let parties: Vec<i64> = logs.iter().map(|(party, ..)| *party).collect();
+    let was: Vec<i64> = logs.iter().map(|(_, was, _)| *was).collect();
+    // Only the logs that moved: (party, its last event, its last span).
+    let moved: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT c.party, l.event, l.span
          FROM UNNEST($1::bigint[], $2::bigint[]) AS c (party, was)
-         WHERE GREATEST((SELECT COALESCE(MAX(seq), 0) FROM events e WHERE e.party = c.party),
-                        (SELECT COALESCE(MAX(seq), 0) FROM event_spans s
-                         WHERE s.party = c.party)) <> c.was",
+         CROSS JOIN LATERAL (
+             SELECT (SELECT COALESCE(MAX(seq), 0) FROM events e WHERE e.party = c.party) AS event,
+                    (SELECT COALESCE(MAX(seq), 0) FROM event_spans s WHERE s.party = c.party)
+                        AS span) l
+         WHERE GREATEST(l.event, l.span) <> c.was",
     )
     .bind(&parties)
     .bind(&was)
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    if moved > 0 {
-        return Err(StoreError::Conflict);
+    let mut rebased = Vec::new();
+    for (party, event, span) in moved {
+        let Some(&(_, was, rebasable)) = logs.iter().find(|(p, ..)| *p == party) else {
+            continue;
+        };
+        // A log whose last row is a span follows an inbox: its seqs grow
+        // with the inbox's log, so the batch's cannot simply move.
+        if !rebasable || span > event || event < was {
+            return Err(StoreError::Conflict);
+        }
+        let by = u64::try_from(event - was).map_err(|_| StoreError::Conflict)?;
+        rebased.push((party, by));
     }
-    Ok(())
+    Ok(rebased)
 }
 
 /// Each inbox log's head and follower version are what the claim relied on.

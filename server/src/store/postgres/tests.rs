@@ -95,6 +95,19 @@ async fn fresh() -> (TestDatabase, PgStore) {
 
 crate::store_conformance_tests!(fresh);
 
+/// Two nodes' stores on one database: a shared log's rows move, not the batch.
+#[tokio::test]
+async fn rebasing_keeps_a_shared_log_gapless() {
+    let database = TestDatabase::create().await;
+    let first = PgStore::open(&database.url).await.expect("node one");
+    let second = PgStore::open(&database.url).await.expect("node two");
+    conformance::rebasing_keeps_a_shared_log_gapless(
+        first.for_writer().expect("writer store"),
+        second.for_writer().expect("writer store"),
+    )
+    .await;
+}
+
 /// Two nodes: two stores on one database, each with its own connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_writers_keep_every_log_gapless() {

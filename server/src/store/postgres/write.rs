@@ -15,7 +15,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::claims;
-use crate::model::Write;
+use crate::model::{Committed, Write};
 use crate::store::batch::Rows;
 use crate::store::{StoreError, StoreResult};
 
@@ -23,25 +23,26 @@ use crate::store::{StoreError, StoreResult};
 const CLIENT_MSG_ID: &str = "messages_by_client_msg_id";
 
 /// Commits `batch` atomically: all of it or, on any error, none of it.
-pub(super) async fn commit(writer: &PgPool, batch: &[Write]) -> StoreResult<()> {
+pub(super) async fn commit(writer: &PgPool, batch: &[Write]) -> StoreResult<Committed> {
     if batch.is_empty() {
-        return Ok(());
+        return Ok(Committed::default());
     }
     // Convert before touching the database, so a bad value costs nothing.
-    let rows = Rows::sort(batch)?;
+    let mut rows = Rows::sort(batch)?;
     let mut tx = writer.begin().await?;
     // On an error the transaction is dropped, which rolls it back before
     // its connection is used again.
-    claims::check(&mut tx, &rows.log_claims, &rows.inbox_claims)
+    let rebased = claims::check(&mut tx, &rows.log_claims, &rows.inbox_claims)
         .await
         .map_err(conflict)?;
+    rows.rebase(&rebased)?;
     write(&rows, &mut tx).await.map_err(duplicate_send)?;
     claims::bump(&mut tx, &rows.inbox_claims)
         .await
         .map_err(duplicate_send)?;
     // With synchronous_commit = on, COMMIT returns once the WAL is flushed.
     tx.commit().await?;
-    Ok(())
+    Ok(Committed { rebased })
 }
 
 /// Names a failure of [`CLIENT_MSG_ID`] for what it is: a send the engine
