@@ -1,0 +1,713 @@
+//! The device session: sans-IO, like quinn-proto. Feed it received
+//! datagrams ([`DeviceSession::handle_datagram`]) and the time; take the
+//! datagrams to send ([`DeviceSession::poll_transmit`]) and the next
+//! deadline ([`DeviceSession::poll_timeout`]). It owns no socket and reads
+//! no clock.
+//!
+//! Requests ([`open`](DeviceSession::open), [`append`](DeviceSession::append),
+//! [`poll_mailbox`](DeviceSession::poll_mailbox)) are encoded at once into a
+//! bounded outbox and retransmitted with exponential backoff until the
+//! server answers. Without a session the oldest waiting request rides in
+//! handshake message 1, so first contact is one round trip.
+
+use heapless::Vec;
+use kanal_proto::device::limits::{MAX_ACK_IDS, MAX_DATAGRAM, MAX_DIAGNOSTICS, MAX_FRAME};
+use kanal_proto::device::wire::{self, COOKIE, Datagram, MAC, TRANSPORT_HEADER};
+use kanal_proto::device::{
+    Append, Choice, DeviceAck, DeviceFrame, Diagnostic, ErrorCode, FrameError, Message, Open, Poll,
+    ReplayError, ReplayWindow, ServerFrame, WireError,
+};
+use rand_core::{CryptoRng, RngCore};
+
+use crate::crypto::{self, Handshake, Identity, Key};
+use crate::fmt::{debug, log_warn};
+use crate::outbox::Outbox;
+use crate::snapshot::Snapshot;
+use crate::time::Instant;
+
+/// How long a cookie from the server stays usable, in milliseconds
+/// (the server rotates its cookie secret every two minutes).
+const COOKIE_LIFETIME_MS: u64 = 120_000;
+
+/// What a device needs to talk to its server, and how patiently.
+#[derive(Clone)]
+pub struct DeviceConfig {
+    /// The device's static X25519 private key (generated at manufacture).
+    pub device_secret: [u8; 32],
+    /// The server's static X25519 public key.
+    pub server_public: [u8; 32],
+    /// Wait before the first retransmission of a request or a handshake, in
+    /// milliseconds. Default 1,000.
+    pub retransmit_initial_ms: u32,
+    /// Longest wait between retransmissions (the backoff doubles up to it),
+    /// in milliseconds. Default 64,000.
+    pub retransmit_max_ms: u32,
+    /// Start a new handshake once this many datagrams were sent in the
+    /// session. Default 2²⁰.
+    pub rekey_after_messages: u64,
+    /// Start a new handshake once the session is this old, in milliseconds.
+    /// Default 900,000 (15 minutes).
+    pub rekey_after_ms: u64,
+    /// Retransmissions without any authenticated answer after which the
+    /// session is presumed lost (the server restarted) and a new handshake
+    /// starts. Default 3.
+    pub silent_retransmits: u16,
+}
+
+impl DeviceConfig {
+    /// A configuration with the default timings.
+    pub const fn new(device_secret: [u8; 32], server_public: [u8; 32]) -> Self {
+        Self {
+            device_secret,
+            server_public,
+            retransmit_initial_ms: 1_000,
+            retransmit_max_ms: 64_000,
+            rekey_after_messages: 1 << 20,
+            rekey_after_ms: 900_000,
+            silent_retransmits: 3,
+        }
+    }
+}
+
+/// What a received datagram meant to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// An [`DeviceSession::open`] was accepted: the conversation exists.
+    Opened {
+        /// The open's device message id.
+        id: u32,
+        /// The conversation, for [`DeviceSession::append`].
+        conversation: u64,
+    },
+    /// Requests were accepted (an append stored, a poll answered).
+    Accepted {
+        /// Their device message ids.
+        ids: Vec<u32, MAX_ACK_IDS>,
+    },
+    /// A new mailbox message (an agent's reply), delivered once and in order.
+    Message(Message<'a>),
+    /// A request was refused for good; it left the outbox.
+    Refused {
+        /// Its device message id.
+        id: u32,
+        /// The [`ErrorCode`] value.
+        code: u16,
+        /// The code-specific detail.
+        detail: u32,
+    },
+}
+
+/// Why a request could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The outbox holds its capacity of unanswered requests; wait for
+    /// answers (or a larger `N`).
+    #[error("the outbox is full ({capacity} unanswered requests)")]
+    OutboxFull {
+        /// The outbox capacity.
+        capacity: usize,
+    },
+    /// The request does not fit the profile's limits.
+    #[error("the request exceeds a limit: {0}")]
+    Frame(#[from] FrameError),
+    /// More diagnostics than an open carries.
+    #[error("{len} diagnostics, at most {max}")]
+    TooManyDiagnostics {
+        /// How many were given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Why a received datagram was dropped. Dropping is always safe: nothing
+/// changed, and the session goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DatagramError {
+    /// Its wrapper is invalid.
+    #[error("invalid wrapper: {0}")]
+    Wire(#[from] WireError),
+    /// It names no session or handshake of this device.
+    #[error("no session with index {index}")]
+    UnknownIndex {
+        /// The receiver index it named.
+        index: u32,
+    },
+    /// Its counter was refused by the replay window.
+    #[error("replay window: {0}")]
+    Replay(#[from] ReplayError),
+    /// It did not authenticate.
+    #[error("datagram did not authenticate")]
+    Authentication,
+    /// It authenticated but its frame could not be decoded.
+    #[error("undecodable frame: {0}")]
+    Frame(#[from] FrameError),
+    /// A type a device never receives (an initiation).
+    #[error("unexpected message type")]
+    Unexpected,
+}
+
+/// Why no datagram could be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TransmitError {
+    /// The buffer is smaller than [`MAX_DATAGRAM`].
+    #[error("transmit buffer of {len} bytes, {MAX_DATAGRAM} needed")]
+    BufferTooSmall {
+        /// Its length.
+        len: usize,
+    },
+    /// The handshake could not be written (a broken static key).
+    #[error("the handshake could not be written")]
+    Handshake,
+}
+
+/// A device's session with its server; `N` is the outbox capacity
+/// (unanswered requests).
+pub struct DeviceSession<R, const N: usize> {
+    state: State<N>,
+    rng: R,
+    /// Decryption happens here, so events can borrow their text from it.
+    rx: [u8; MAX_DATAGRAM],
+}
+
+/// Everything but the receive buffer, so a decoded frame can borrow the
+/// buffer while the state changes.
+struct State<const N: usize> {
+    config: DeviceConfig,
+    identity: Identity,
+    current: Option<Transport>,
+    previous: Option<Transport>,
+    handshake: Option<PendingHandshake>,
+    cookie: Option<([u8; COOKIE], Instant)>,
+    outbox: Outbox<N>,
+    next_id: u32,
+    next_initiation: u32,
+    cursor: u64,
+    ack_due: bool,
+    unread: u16,
+    mail_waiting: bool,
+    /// Retransmissions since the last authenticated datagram.
+    silent: u16,
+    handshake_backoff_ms: u32,
+    next_handshake_at: Instant,
+}
+
+/// An established session's keys and counters.
+struct Transport {
+    local: u32,
+    remote: u32,
+    send: Key,
+    receive: Key,
+    sent: u64,
+    replay: ReplayWindow,
+    since: Instant,
+}
+
+/// An initiation sent and not yet answered.
+struct PendingHandshake {
+    state: Handshake,
+    local: u32,
+    mac1: [u8; MAC],
+}
+
+impl<R: RngCore + CryptoRng, const N: usize> DeviceSession<R, N> {
+    /// A session for a device that has never talked to its server (or lost
+    /// its saved state): nothing is sent until a request is queued.
+    pub fn new(config: DeviceConfig, rng: R) -> Self {
+        let identity = Identity::new(&config.device_secret, &config.server_public);
+        let backoff = config.retransmit_initial_ms;
+        Self {
+            state: State {
+                config,
+                identity,
+                current: None,
+                previous: None,
+                handshake: None,
+                cookie: None,
+                outbox: Outbox::new(),
+                next_id: 1,
+                next_initiation: 1,
+                cursor: 0,
+                ack_due: false,
+                unread: 0,
+                mail_waiting: false,
+                silent: 0,
+                handshake_backoff_ms: backoff,
+                next_handshake_at: Instant(0),
+            },
+            rng,
+            rx: [0; MAX_DATAGRAM],
+        }
+    }
+
+    /// A session restored after deep sleep from [`Self::snapshot`]. Session
+    /// keys are never saved, so the first datagram is a new handshake (no
+    /// counter can be reused); the unanswered requests are resent with
+    /// their ids, and a mailbox poll is queued (the reason to wake).
+    pub fn restore(config: DeviceConfig, rng: R, snapshot: &Snapshot<N>, now: Instant) -> Self {
+        let mut session = Self::new(config, rng);
+        let state = &mut session.state;
+        state.next_id = snapshot.next_id.max(1);
+        state.next_initiation = snapshot.next_initiation.max(1);
+        state.cursor = snapshot.cursor;
+        state.unread = snapshot.unread;
+        let backoff = state.config.retransmit_initial_ms;
+        for request in snapshot.requests() {
+            // The snapshot holds at most N requests, so this cannot fail.
+            let _ = state
+                .outbox
+                .push(request.id, request.is_poll, request.frame(), now, backoff);
+        }
+        let _ = session.poll_mailbox(now);
+        session
+    }
+
+    /// The state to keep across deep sleep: counters, the mailbox cursor,
+    /// unread count and unanswered requests (see [`Snapshot`]).
+    pub fn snapshot(&self) -> Snapshot<N> {
+        let state = &self.state;
+        let mut snapshot = Snapshot::new(
+            state.next_id,
+            state.next_initiation,
+            state.cursor,
+            state.unread,
+        );
+        for pending in state.outbox.iter() {
+            snapshot.push(pending.id, pending.is_poll, pending.frame());
+        }
+        snapshot
+    }
+
+    /// The device's static public key, as registered on the server.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.state.identity.public_key()
+    }
+
+    /// Opens a conversation; returns its device message id (the
+    /// [`Event::Opened`] answer names it).
+    pub fn open(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        text: &str,
+        diagnostics: &[Diagnostic<'_>],
+    ) -> Result<u32, SendError> {
+        let diagnostics =
+            Vec::from_slice(diagnostics).map_err(|_| SendError::TooManyDiagnostics {
+                len: diagnostics.len(),
+                max: MAX_DIAGNOSTICS,
+            })?;
+        self.state.queue(now, false, |id| {
+            DeviceFrame::Open(Open {
+                id,
+                topic,
+                text,
+                diagnostics,
+            })
+        })
+    }
+
+    /// Adds a message to a conversation this device opened; `choice` picks
+    /// a quick reply of a received message.
+    pub fn append(
+        &mut self,
+        now: Instant,
+        conversation: u64,
+        text: &str,
+        choice: Option<Choice>,
+    ) -> Result<u32, SendError> {
+        self.state.queue(now, false, |id| {
+            DeviceFrame::Append(Append {
+                id,
+                conversation,
+                text,
+                choice,
+            })
+        })
+    }
+
+    /// Asks the server for waiting mailbox messages (on wake, or when the
+    /// server said some are pending). A poll already waiting is reused.
+    pub fn poll_mailbox(&mut self, now: Instant) -> Result<u32, SendError> {
+        self.state.poll_mailbox(now)
+    }
+
+    /// Handles one received datagram (from any address: sessions are found
+    /// by index). Returns what it meant, if anything; an error only says
+    /// why it was dropped.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+    ) -> Result<Option<Event<'_>>, DatagramError> {
+        let len = self.state.decrypt(now, datagram, &mut self.rx)?;
+        let Some(len) = len else {
+            return Ok(None);
+        };
+        let frame = ServerFrame::decode(&self.rx[..len])?;
+        Ok(self.state.apply(now, frame))
+    }
+
+    /// Writes the next datagram to send into `out` (at least
+    /// [`MAX_DATAGRAM`] bytes) and returns its length; `None` when nothing
+    /// is due. Call until `None` after every input and at every deadline.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, TransmitError> {
+        if out.len() < MAX_DATAGRAM {
+            return Err(TransmitError::BufferTooSmall { len: out.len() });
+        }
+        self.state.transmit(now, &mut self.rng, out)
+    }
+
+    /// When [`Self::poll_transmit`] next has something to send, if ever
+    /// (nothing waits: the device may sleep).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let state = &self.state;
+        if state.current.is_none() {
+            // Requests wait for a session; the next initiation is the
+            // deadline.
+            return (!state.outbox.is_empty()).then_some(state.next_handshake_at);
+        }
+        if state.ack_due {
+            return Some(Instant(0));
+        }
+        state.outbox.earliest_due()
+    }
+
+    /// Whether an agent message waits unread: delivered and not yet
+    /// [`Self::mark_read`], or announced by the server and not yet fetched.
+    /// The notification LED shows this.
+    pub fn has_unread(&self) -> bool {
+        self.state.unread > 0 || self.state.mail_waiting
+    }
+
+    /// The user has read the delivered messages.
+    pub fn mark_read(&mut self) {
+        self.state.unread = 0;
+    }
+
+    /// Unanswered requests in the outbox.
+    pub fn outbox_len(&self) -> usize {
+        self.state.outbox.len()
+    }
+
+    /// Whether a session with the server is established.
+    pub fn is_established(&self) -> bool {
+        self.state.current.is_some()
+    }
+
+    /// The highest server message id delivered in order.
+    pub fn cursor(&self) -> u64 {
+        self.state.cursor
+    }
+}
+
+impl<const N: usize> State<N> {
+    fn queue<'f>(
+        &mut self,
+        now: Instant,
+        is_poll: bool,
+        frame: impl FnOnce(u32) -> DeviceFrame<'f>,
+    ) -> Result<u32, SendError> {
+        if self.outbox.is_full() {
+            return Err(SendError::OutboxFull { capacity: N });
+        }
+        let id = self.next_id;
+        let mut buf = [0u8; MAX_FRAME];
+        let encoded = frame(id).encode(&mut buf)?;
+        self.outbox
+            .push(id, is_poll, encoded, now, self.config.retransmit_initial_ms)
+            .map_err(|()| SendError::OutboxFull { capacity: N })?;
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        Ok(id)
+    }
+
+    fn poll_mailbox(&mut self, now: Instant) -> Result<u32, SendError> {
+        if let Some(id) = self.outbox.poll_id() {
+            return Ok(id);
+        }
+        let cursor = self.cursor;
+        self.queue(now, true, |id| DeviceFrame::Poll(Poll { id, cursor }))
+    }
+
+    /// Authenticates and decrypts a datagram into `rx`; returns the frame's
+    /// length, or `None` when the datagram carried no frame (a cookie).
+    fn decrypt(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        rx: &mut [u8; MAX_DATAGRAM],
+    ) -> Result<Option<usize>, DatagramError> {
+        match wire::parse(datagram)? {
+            Datagram::Transport(transport) => {
+                let session = match (&mut self.current, &mut self.previous) {
+                    (Some(current), _) if current.local == transport.receiver => current,
+                    (_, Some(previous)) if previous.local == transport.receiver => previous,
+                    _ => {
+                        return Err(DatagramError::UnknownIndex {
+                            index: transport.receiver,
+                        });
+                    }
+                };
+                session.replay.check(transport.counter)?;
+                let buf = &mut rx[..transport.ciphertext.len()];
+                buf.copy_from_slice(transport.ciphertext);
+                let len = crypto::open(&session.receive, transport.counter, buf)
+                    .map_err(|_| DatagramError::Authentication)?;
+                session.replay.mark(transport.counter)?;
+                self.silent = 0;
+                Ok(Some(len))
+            }
+            Datagram::Response(response) => {
+                // A response that fails to authenticate ends this attempt
+                // (the handshake state cannot be reused); the scheduled
+                // retry starts a new one.
+                let Some(pending) = self
+                    .handshake
+                    .take_if(|pending| pending.local == response.receiver)
+                else {
+                    return Err(DatagramError::UnknownIndex {
+                        index: response.receiver,
+                    });
+                };
+                let (len, send, receive) = crypto::read_response(pending.state, response.noise, rx)
+                    .map_err(|_| DatagramError::Authentication)?;
+                debug!("session {} established", pending.local);
+                self.previous = self.current.take();
+                self.current = Some(Transport {
+                    local: pending.local,
+                    remote: response.sender,
+                    send,
+                    receive,
+                    sent: 0,
+                    replay: ReplayWindow::new(),
+                    since: now,
+                });
+                self.silent = 0;
+                self.handshake_backoff_ms = self.config.retransmit_initial_ms;
+                // Requests that waited for the session go out at once.
+                self.outbox.make_all_due(now);
+                Ok(Some(len))
+            }
+            Datagram::CookieReply(reply) => {
+                let pending = match &self.handshake {
+                    Some(pending) if pending.local == reply.receiver => pending,
+                    _ => {
+                        return Err(DatagramError::UnknownIndex {
+                            index: reply.receiver,
+                        });
+                    }
+                };
+                let cookie = self
+                    .identity
+                    .open_cookie(reply.nonce, reply.sealed, &pending.mac1)
+                    .map_err(|_| DatagramError::Authentication)?;
+                debug!("cookie received; the next initiation carries mac2");
+                self.cookie = Some((cookie, now));
+                Ok(None)
+            }
+            Datagram::Initiation(_) => Err(DatagramError::Unexpected),
+        }
+    }
+
+    /// Applies a decrypted server frame.
+    fn apply<'a>(&mut self, now: Instant, frame: ServerFrame<'a>) -> Option<Event<'a>> {
+        match frame {
+            ServerFrame::Opened(opened) => self.outbox.remove(opened.id).then_some(Event::Opened {
+                id: opened.id,
+                conversation: opened.conversation,
+            }),
+            ServerFrame::Ack(ack) => {
+                let mut accepted = Vec::new();
+                for &id in &ack.ids {
+                    if self.outbox.remove(id) {
+                        // Capacity equals the ack's, so this cannot fail.
+                        let _ = accepted.push(id);
+                    }
+                }
+                self.mail_waiting = ack.pending > 0;
+                if self.mail_waiting {
+                    let _ = self.poll_mailbox(now);
+                }
+                (!accepted.is_empty()).then_some(Event::Accepted { ids: accepted })
+            }
+            ServerFrame::Message(message) => {
+                if message.prev == self.cursor && message.id > self.cursor {
+                    self.cursor = message.id;
+                    self.unread = self.unread.saturating_add(1);
+                    self.ack_due = true;
+                    Some(Event::Message(message))
+                } else {
+                    if message.id <= self.cursor {
+                        // Already delivered: our ack was lost; repeat it.
+                        self.ack_due = true;
+                    } else {
+                        // A message before it was lost: fetch again from
+                        // the cursor.
+                        self.mail_waiting = true;
+                        let _ = self.poll_mailbox(now);
+                    }
+                    None
+                }
+            }
+            ServerFrame::Error(error) => self.refused(now, error.id, error.code, error.detail),
+        }
+    }
+
+    fn refused<'a>(
+        &mut self,
+        now: Instant,
+        id: Option<u32>,
+        code: u16,
+        detail: u32,
+    ) -> Option<Event<'a>> {
+        let known = ErrorCode::from_value(code);
+        if known == Some(ErrorCode::StaleInitiation) {
+            // The server kept no session for this handshake: start another
+            // above the counter it last accepted.
+            log_warn!("stale initiation; the server last accepted {}", detail);
+            self.current = None;
+            self.next_initiation = detail.saturating_add(1).max(self.next_initiation);
+            self.next_handshake_at = now;
+            self.outbox.make_all_due(now);
+            return None;
+        }
+        let id = id?;
+        if known.is_some_and(ErrorCode::is_transient) {
+            if let Some(pending) = self.outbox.get_mut(id) {
+                pending.due = now.after_ms(u64::from(detail).saturating_mul(1_000));
+            }
+            return None;
+        }
+        self.outbox
+            .remove(id)
+            .then_some(Event::Refused { id, code, detail })
+    }
+
+    fn transmit<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut R,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, TransmitError> {
+        if self.silent >= self.config.silent_retransmits && self.current.is_some() {
+            log_warn!(
+                "no answer to {} retransmissions; new handshake",
+                self.silent
+            );
+            self.previous = self.current.take();
+            self.silent = 0;
+            self.next_handshake_at = now;
+        }
+        let needs_handshake = match &self.current {
+            None => true,
+            Some(current) => {
+                current.sent >= self.config.rekey_after_messages
+                    || now.since(current.since) >= self.config.rekey_after_ms
+            }
+        };
+        if needs_handshake && !self.outbox.is_empty() && now >= self.next_handshake_at {
+            return self.initiate(now, rng, out).map(Some);
+        }
+        let Some(current) = &mut self.current else {
+            return Ok(None);
+        };
+        if current.sent >= ReplayWindow::LIMIT {
+            // Unreachable in practice (rekeying comes far earlier); never
+            // send past the limit.
+            self.current = None;
+            return Ok(None);
+        }
+        if self.ack_due {
+            self.ack_due = false;
+            let ack = DeviceFrame::Ack(DeviceAck { upto: self.cursor });
+            let mut frame = [0u8; MAX_FRAME];
+            let Ok(encoded) = ack.encode(&mut frame) else {
+                return Ok(None);
+            };
+            return seal_transport(current, encoded, out).map(Some);
+        }
+        let Some(pending) = self.outbox.next_due(now) else {
+            return Ok(None);
+        };
+        if pending.sends > 0 {
+            self.silent = self.silent.saturating_add(1);
+        }
+        pending.sent(now, self.config.retransmit_max_ms);
+        seal_transport(current, pending.frame(), out).map(Some)
+    }
+
+    /// Writes an initiation carrying the oldest unanswered request.
+    fn initiate<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut R,
+        out: &mut [u8],
+    ) -> Result<usize, TransmitError> {
+        let cookie = self
+            .cookie
+            .filter(|(_, at)| now.since(*at) < COOKIE_LIFETIME_MS)
+            .map(|(cookie, _)| cookie);
+        let local = rng.next_u32();
+        let counter = self.next_initiation;
+        self.next_initiation = self.next_initiation.saturating_add(1);
+        let header = *wire::write_initiation_header(out, cookie.is_some(), local, counter)
+            .map_err(|_| TransmitError::Handshake)?;
+        let mut handshake = self
+            .identity
+            .start(rng, &header)
+            .map_err(|_| TransmitError::Handshake)?;
+        let Some(request) = self.outbox.oldest() else {
+            return Err(TransmitError::Handshake);
+        };
+        let noise_end = wire::INITIATION_HEADER
+            + crypto::write_initiation(
+                &mut handshake,
+                request.frame(),
+                &mut out[wire::INITIATION_HEADER..MAX_DATAGRAM - 2 * MAC],
+            )
+            .map_err(|_| TransmitError::Handshake)?;
+        request.sent(now, self.config.retransmit_max_ms);
+        let mac1 = self.identity.mac1(&out[..noise_end]);
+        out[noise_end..noise_end + MAC].copy_from_slice(&mac1);
+        let mut len = noise_end + MAC;
+        if let Some(cookie) = cookie {
+            let mac2 = crypto::mac2(&cookie, &out[..len]);
+            out[len..len + MAC].copy_from_slice(&mac2);
+            len += MAC;
+        }
+        debug!("initiation {} (counter {})", local, counter);
+        self.handshake = Some(PendingHandshake {
+            state: handshake,
+            local,
+            mac1,
+        });
+        self.next_handshake_at = now.after_ms(u64::from(self.handshake_backoff_ms));
+        self.handshake_backoff_ms = self
+            .handshake_backoff_ms
+            .saturating_mul(2)
+            .min(self.config.retransmit_max_ms);
+        Ok(len)
+    }
+}
+
+/// Writes a transport datagram carrying `frame` on `session`.
+fn seal_transport(
+    session: &mut Transport,
+    frame: &[u8],
+    out: &mut [u8],
+) -> Result<usize, TransmitError> {
+    let too_small = TransmitError::BufferTooSmall { len: out.len() };
+    let counter = session.sent;
+    wire::write_transport_header(out, session.remote, counter).map_err(|_| too_small)?;
+    let body = out.get_mut(TRANSPORT_HEADER..).ok_or(too_small)?;
+    body.get_mut(..frame.len())
+        .ok_or(too_small)?
+        .copy_from_slice(frame);
+    let sealed = crypto::seal(&session.send, counter, body, frame.len()).map_err(|_| too_small)?;
+    session.sent += 1;
+    Ok(TRANSPORT_HEADER + sealed)
+}
