@@ -6,6 +6,7 @@
 //! once.
 
 use heapless::Vec;
+use kanal_proto::device::DeviceFrame;
 use kanal_proto::device::limits::MAX_FRAME;
 
 use crate::time::Instant;
@@ -89,6 +90,28 @@ impl<const N: usize> Outbox<N> {
             .iter()
             .find(|entry| entry.is_poll)
             .map(|entry| entry.id)
+    }
+
+    /// Gives the frame `old` the id `new` (re-encoding it) and makes it due
+    /// at `now`; returns whether it was there.
+    pub(crate) fn renumber(&mut self, old: u32, new: u32, now: Instant) -> bool {
+        let Some(entry) = self.get_mut(old) else {
+            return false;
+        };
+        let stored = entry.bytes;
+        let Ok(mut frame) = DeviceFrame::decode(&stored[..usize::from(entry.len)]) else {
+            return false;
+        };
+        frame.set_id(new);
+        let mut bytes = [0u8; MAX_FRAME];
+        let Ok(encoded) = frame.encode(&mut bytes) else {
+            return false;
+        };
+        entry.len = encoded.len() as u16;
+        entry.bytes = bytes;
+        entry.id = new;
+        entry.due = now;
+        true
     }
 
     /// The oldest frame due at `now`.

@@ -86,6 +86,15 @@ pub enum Event<'a> {
     },
     /// A new mailbox message (an agent's reply), delivered once and in order.
     Message(Message<'a>),
+    /// The server had seen a request's id on a different request (this
+    /// device's saved state went back in time); the request was sent again
+    /// under a new id, which its answer will name.
+    Renumbered {
+        /// The id it had.
+        old: u32,
+        /// The id it has now.
+        new: u32,
+    },
     /// A request was refused for good; it left the outbox.
     Refused {
         /// Its device message id.
@@ -367,9 +376,12 @@ impl<R: RngCore + CryptoRng, const N: usize> DeviceSession<R, N> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let state = &self.state;
         if state.current.is_none() {
-            // Requests wait for a session; the next initiation is the
-            // deadline.
-            return (!state.outbox.is_empty()).then_some(state.next_handshake_at);
+            // Requests wait for a session: a new initiation is due with
+            // the oldest request, an unanswered one on its backoff.
+            return match state.handshake {
+                None => state.outbox.earliest_due(),
+                Some(_) => (!state.outbox.is_empty()).then_some(state.next_handshake_at),
+            };
         }
         if state.ack_due {
             return Some(Instant(0));
@@ -576,6 +588,15 @@ impl<const N: usize> State<N> {
             return None;
         }
         let id = id?;
+        if known == Some(ErrorCode::IdReused) {
+            let new = detail.saturating_add(1).max(self.next_id);
+            if self.outbox.renumber(id, new, now) {
+                log_warn!("id {} was used before; now {}", id, new);
+                self.next_id = new.checked_add(1).unwrap_or(1);
+                return Some(Event::Renumbered { old: id, new });
+            }
+            return None;
+        }
         if known.is_some_and(ErrorCode::is_transient) {
             if let Some(pending) = self.outbox.get_mut(id) {
                 pending.due = now.after_ms(u64::from(detail).saturating_mul(1_000));
@@ -609,7 +630,17 @@ impl<const N: usize> State<N> {
                     || now.since(current.since) >= self.config.rekey_after_ms
             }
         };
-        if needs_handshake && !self.outbox.is_empty() && now >= self.next_handshake_at {
+        // A new handshake starts at once; an unanswered one is retried on
+        // its backoff.
+        let handshake_due = self.handshake.is_none() || now >= self.next_handshake_at;
+        // Without a session the oldest request waits for one; with a session
+        // due for rekeying, the next request due starts the handshake.
+        let has_payload = if self.current.is_none() {
+            !self.outbox.is_empty()
+        } else {
+            self.outbox.next_due(now).is_some()
+        };
+        if needs_handshake && has_payload && handshake_due {
             return self.initiate(now, rng, out).map(Some);
         }
         let Some(current) = &mut self.current else {
@@ -640,7 +671,8 @@ impl<const N: usize> State<N> {
         seal_transport(current, pending.frame(), out).map(Some)
     }
 
-    /// Writes an initiation carrying the oldest unanswered request.
+    /// Writes an initiation carrying the next request due, or else the
+    /// oldest unanswered one.
     fn initiate<R: RngCore + CryptoRng>(
         &mut self,
         now: Instant,
@@ -660,7 +692,11 @@ impl<const N: usize> State<N> {
             .identity
             .start(rng, &header)
             .map_err(|_| TransmitError::Handshake)?;
-        let Some(request) = self.outbox.oldest() else {
+        let request = match self.outbox.next_due(now) {
+            Some(due) => Some(due),
+            None => self.outbox.oldest(),
+        };
+        let Some(request) = request else {
             return Err(TransmitError::Handshake);
         };
         let noise_end = wire::INITIATION_HEADER

@@ -85,9 +85,13 @@ pub fn server() -> Responder {
     server
 }
 
-/// An event the test can keep (the session's borrow its text).
+/// An event the test can keep (the session's events borrow their text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
+    Renumbered {
+        old: u32,
+        new: u32,
+    },
     Opened {
         id: u32,
         conversation: u64,
@@ -119,6 +123,7 @@ impl From<Event<'_>> for Seen {
                 replies: m.replies.iter().map(|r| (*r).to_owned()).collect(),
             },
             Event::Refused { id, code, .. } => Seen::Refused { id, code },
+            Event::Renumbered { old, new } => Seen::Renumbered { old, new },
         }
     }
 }
@@ -240,6 +245,11 @@ impl Pair {
             }
         }
         panic!("the link did not settle: a livelock");
+    }
+
+    /// The server indices of the live sessions.
+    pub fn server_indices(&self) -> Vec<u32> {
+        self.server.session_indices()
     }
 
     /// Runs until settled, with a ten-minute horizon.

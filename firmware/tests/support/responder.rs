@@ -47,8 +47,11 @@ pub struct DeviceRecord {
     /// The highest initiation counter accepted.
     pub last_initiation: u32,
     pub conversations: Vec<Conversation>,
-    /// The encoded first answer to each device message id acted on.
-    answered: HashMap<u32, Vec<u8>>,
+    /// Each device message id acted on: the frame (a gateway keeps a
+    /// digest) and the encoded first answer.
+    answered: HashMap<u32, (Vec<u8>, Vec<u8>)>,
+    /// The highest device message id seen.
+    pub highest_id: u32,
     /// Waiting agent messages by server message id: (conversation, text,
     /// quick replies).
     pub mailbox: BTreeMap<u64, (u64, String, Vec<String>)>,
@@ -149,6 +152,17 @@ impl Responder {
     /// The address the session with this server index answers to.
     pub fn peer_of_session(&self, index: u32) -> Option<SocketAddr> {
         self.sessions.get(&index).map(|s| s.peer)
+    }
+
+    pub fn session_indices(&self) -> Vec<u32> {
+        let mut indices: Vec<u32> = self.sessions.keys().copied().collect();
+        indices.sort_unstable();
+        indices
+    }
+
+    /// A restart that loses the sessions (the registry stays).
+    pub fn forget_sessions(&mut self) {
+        self.sessions.clear();
     }
 
     pub fn session_count(&self) -> usize {
@@ -293,9 +307,9 @@ impl Responder {
     }
 
     /// Acts on one device frame; returns the encoded answers.
-    fn act(&mut self, device: &[u8; 32], frame: &[u8]) -> Vec<Vec<u8>> {
+    fn act(&mut self, device: &[u8; 32], bytes: &[u8]) -> Vec<Vec<u8>> {
         let record = self.devices.get_mut(device).expect("registered");
-        let frame = match DeviceFrame::decode(frame) {
+        let frame = match DeviceFrame::decode(bytes) {
             Ok(frame) => frame,
             Err(err) => {
                 return vec![encode_server(&ServerFrame::Error(ErrorFrame {
@@ -305,14 +319,24 @@ impl Responder {
                 }))];
             }
         };
-        // A retransmission gets the first answer again; a poll is always
-        // answered afresh (it is idempotent by nature).
-        if let Some(answer) = frame
-            .id()
-            .and_then(|id| record.answered.get(&id))
-            .filter(|_| !matches!(frame, DeviceFrame::Poll(_)))
-        {
-            return vec![answer.clone()];
+        // A retransmission (same id, same bytes) gets the first answer
+        // again; the same id on other bytes is refused, so a device whose
+        // saved state went back in time renumbers instead of losing a
+        // message. A poll is answered afresh (idempotent by nature).
+        if let Some(id) = frame.id() {
+            if let Some((first, answer)) = record.answered.get(&id) {
+                if first.as_slice() != bytes {
+                    return vec![encode_server(&ServerFrame::Error(ErrorFrame {
+                        id: Some(id),
+                        code: ErrorCode::IdReused.value(),
+                        detail: record.highest_id,
+                    }))];
+                }
+                if !matches!(frame, DeviceFrame::Poll(_)) {
+                    return vec![answer.clone()];
+                }
+            }
+            record.highest_id = record.highest_id.max(id);
         }
         match frame {
             DeviceFrame::Open(open) => {
@@ -333,7 +357,9 @@ impl Responder {
                     id: open.id,
                     conversation: id,
                 }));
-                record.answered.insert(open.id, answer.clone());
+                record
+                    .answered
+                    .insert(open.id, (bytes.to_vec(), answer.clone()));
                 vec![answer]
             }
             DeviceFrame::Append(append) => {
@@ -356,11 +382,16 @@ impl Responder {
                         detail: 0,
                     })),
                 };
-                record.answered.insert(append.id, answer.clone());
+                record
+                    .answered
+                    .insert(append.id, (bytes.to_vec(), answer.clone()));
                 vec![answer]
             }
             DeviceFrame::Poll(poll) => {
                 self.acted.push(poll.id);
+                record
+                    .answered
+                    .insert(poll.id, (bytes.to_vec(), Vec::new()));
                 record.mailbox.retain(|&id, _| id > poll.cursor);
                 let mut answers = Vec::new();
                 let mut prev = poll.cursor;

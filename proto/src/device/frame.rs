@@ -196,6 +196,11 @@ pub enum ErrorCode {
     StaleInitiation = 6,
     /// The server failed. Transient. `detail`: seconds to wait.
     Internal = 7,
+    /// The id was already used for a different frame (a device that lost
+    /// or twice restored its saved state); nothing was done. The device
+    /// sends the frame again under a new id. `detail`: the highest device
+    /// message id the server has seen from this device.
+    IdReused = 8,
 }
 
 impl ErrorCode {
@@ -214,6 +219,7 @@ impl ErrorCode {
             5 => Self::RateLimited,
             6 => Self::StaleInitiation,
             7 => Self::Internal,
+            8 => Self::IdReused,
             _ => return None,
         })
     }
@@ -290,6 +296,16 @@ impl<'a> DeviceFrame<'a> {
             Self::Append(append) => Some(append.id),
             Self::Poll(poll) => Some(poll.id),
             Self::Ack(_) => None,
+        }
+    }
+
+    /// Gives the frame another device message id (a [`DeviceAck`] has none).
+    pub fn set_id(&mut self, id: u32) {
+        match self {
+            Self::Open(open) => open.id = id,
+            Self::Append(append) => append.id = id,
+            Self::Poll(poll) => poll.id = id,
+            Self::Ack(_) => {}
         }
     }
 
@@ -556,7 +572,7 @@ mod tests {
 
     #[test]
     fn error_codes_round_trip_and_unknown_ones_stay_numbers() {
-        for code in 1..=7 {
+        for code in 1..=8 {
             let known = ErrorCode::from_value(code).expect("defined");
             assert_eq!(known.value(), code);
         }
