@@ -6,15 +6,12 @@
 //! not through a stateful cipher, because datagrams may be lost or
 //! reordered and the receiver must decrypt by the counter it reads.
 
-use blake2::digest::consts::U16;
-use blake2::digest::{Digest, KeyInit, Mac};
-use blake2::{Blake2s256, Blake2sMac};
 use clatter::bytearray::ByteArray;
 use clatter::crypto::cipher::ChaChaPoly;
 use clatter::crypto::dh::X25519;
 use clatter::crypto::hash::Blake2s;
 use clatter::handshakepattern::noise_ik;
-use clatter::traits::{Cipher, Dh, Handshaker};
+use clatter::traits::{Cipher, Dh, Handshaker, Hash};
 use clatter::{KeyPair, NqHandshakeCore};
 use kanal_proto::device::wire::{self, COOKIE, MAC, TAG};
 use rand_core::{CryptoRng, RngCore};
@@ -49,7 +46,7 @@ pub(crate) struct Identity {
 impl Identity {
     pub(crate) fn new(device_secret: &[u8; 32], server_public: &[u8; 32]) -> Self {
         let secret = <X25519 as Dh>::PrivateKey::from_slice(device_secret);
-        let public = X25519::pubkey(&secret);
+        let public = public_key(device_secret);
         Self {
             keys: KeyPair::new(public, secret),
             server_public: *server_public,
@@ -73,8 +70,8 @@ impl Identity {
         let mut ephemeral = [0u8; 32];
         rng.fill_bytes(&mut ephemeral);
         let secret = <X25519 as Dh>::PrivateKey::from_slice(&ephemeral);
+        let public = public_key(&ephemeral);
         ephemeral.fill(0);
-        let public = X25519::pubkey(&secret);
         Handshake::new(
             noise_ik(),
             &wire::prologue(header),
@@ -171,22 +168,29 @@ pub(crate) fn open(key: &Key, counter: u64, buf: &mut [u8]) -> Result<usize, Cry
     ChaChaPoly::decrypt_in_place(key, counter, &[], buf, len).map_err(|_| CryptoError::Decrypt)
 }
 
-fn labelled_hash(label: &[u8], public: &[u8; 32]) -> [u8; 32] {
-    let mut hash = Blake2s256::new();
-    hash.update(label);
-    hash.update(public);
-    hash.finalize().into()
+/// The X25519 public key of a secret: the function applied to the base
+/// point, on the same Montgomery ladder the Diffie-Hellman steps use (the
+/// Edwards base-point code clatter's `pubkey` would pull in costs flash).
+fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    x25519_dalek::x25519(*secret, x25519_dalek::X25519_BASEPOINT_BYTES)
 }
 
+/// BLAKE2s-256(label ‖ public key).
+fn labelled_hash(label: &[u8; 8], public: &[u8; 32]) -> [u8; 32] {
+    let mut input = [0u8; 40];
+    input[..8].copy_from_slice(label);
+    input[8..].copy_from_slice(public);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(Blake2s::hash(&input).as_slice());
+    out
+}
+
+/// The first 16 bytes of HMAC-BLAKE2s(key, input): the HMAC the Noise
+/// handshake already needs, so the macs add no code.
 fn keyed_mac(key: &[u8], input: &[u8]) -> [u8; MAC] {
-    // Keys are 16 or 32 bytes, both valid BLAKE2s key lengths.
-    match <Blake2sMac<U16> as KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(input);
-            mac.finalize().into_bytes().into()
-        }
-        Err(_) => [0; MAC],
-    }
+    let mut mac = [0u8; MAC];
+    mac.copy_from_slice(&Blake2s::hmac(key, input).as_slice()[..MAC]);
+    mac
 }
 
 /// The RNG type clatter's handshake requires. The session always supplies

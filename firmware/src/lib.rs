@@ -27,5 +27,5 @@ pub use kanal_proto::device::{self as profile, Choice, Diagnostic, Message};
 pub use kanal_proto::limits;
 pub use kanal_proto::{ALPN_CLIENT, PROTOCOL_VERSION};
 pub use session::{DatagramError, DeviceConfig, DeviceSession, Event, SendError, TransmitError};
-pub use snapshot::{Snapshot, SnapshotError};
+pub use snapshot::SnapshotError;
 pub use time::Instant;

@@ -11,7 +11,7 @@
 //! handshake message 1, so first contact is one round trip.
 
 use heapless::Vec;
-use kanal_proto::device::limits::{MAX_ACK_IDS, MAX_DATAGRAM, MAX_DIAGNOSTICS, MAX_FRAME};
+use kanal_proto::device::limits::{MAX_ACK_IDS, MAX_DATAGRAM, MAX_DIAGNOSTICS};
 use kanal_proto::device::wire::{self, COOKIE, Datagram, MAC, TRANSPORT_HEADER};
 use kanal_proto::device::{
     Append, Choice, DeviceAck, DeviceFrame, Diagnostic, ErrorCode, FrameError, Message, Open, Poll,
@@ -22,7 +22,7 @@ use rand_core::{CryptoRng, RngCore};
 use crate::crypto::{self, Handshake, Identity, Key};
 use crate::fmt::{debug, log_warn};
 use crate::outbox::Outbox;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{self, SnapshotError};
 use crate::time::Instant;
 
 /// How long a cookie from the server stays usable, in milliseconds
@@ -249,42 +249,46 @@ impl<R: RngCore + CryptoRng, const N: usize> DeviceSession<R, N> {
         }
     }
 
-    /// A session restored after deep sleep from [`Self::snapshot`]. Session
-    /// keys are never saved, so the first datagram is a new handshake (no
-    /// counter can be reused); the unanswered requests are resent with
-    /// their ids, and a mailbox poll is queued (the reason to wake).
-    pub fn restore(config: DeviceConfig, rng: R, snapshot: &Snapshot<N>, now: Instant) -> Self {
+    /// Length of the saved state ([`Self::save`]) of this session type, in
+    /// bytes.
+    pub const SAVED_LEN: usize = snapshot::saved_len(N);
+
+    /// A session restored after deep sleep from [`Self::save`]d bytes.
+    /// Session keys are never saved, so the first datagram is a new
+    /// handshake (no counter can be reused); the unanswered requests are
+    /// resent with their ids, and a mailbox poll is queued (the reason to
+    /// wake).
+    pub fn restore(
+        config: DeviceConfig,
+        rng: R,
+        saved: &[u8],
+        now: Instant,
+    ) -> Result<Self, SnapshotError> {
         let mut session = Self::new(config, rng);
         let state = &mut session.state;
-        state.next_id = snapshot.next_id.max(1);
-        state.next_initiation = snapshot.next_initiation.max(1);
-        state.cursor = snapshot.cursor;
-        state.unread = snapshot.unread;
         let backoff = state.config.retransmit_initial_ms;
-        for request in snapshot.requests() {
-            // The snapshot holds at most N requests, so this cannot fail.
-            let _ = state
-                .outbox
-                .push(request.id, request.is_poll, request.frame(), now, backoff);
-        }
+        let counters = snapshot::restore(saved, &mut state.outbox, now, backoff)?;
+        state.next_id = counters.next_id.max(1);
+        state.next_initiation = counters.next_initiation.max(1);
+        state.cursor = counters.cursor;
+        state.unread = counters.unread;
+        // A full outbox already holds a poll or will poll after its answers.
         let _ = session.poll_mailbox(now);
-        session
+        Ok(session)
     }
 
-    /// The state to keep across deep sleep: counters, the mailbox cursor,
-    /// unread count and unanswered requests (see [`Snapshot`]).
-    pub fn snapshot(&self) -> Snapshot<N> {
+    /// Writes the state to keep across deep sleep into `out` (at least
+    /// [`Self::SAVED_LEN`] bytes): counters, the mailbox cursor, the unread
+    /// count and unanswered requests (see [`crate::snapshot`]).
+    pub fn save(&self, out: &mut [u8]) -> Result<usize, SnapshotError> {
         let state = &self.state;
-        let mut snapshot = Snapshot::new(
-            state.next_id,
-            state.next_initiation,
-            state.cursor,
-            state.unread,
-        );
-        for pending in state.outbox.iter() {
-            snapshot.push(pending.id, pending.is_poll, pending.frame());
-        }
-        snapshot
+        let counters = snapshot::Counters {
+            next_id: state.next_id,
+            next_initiation: state.next_initiation,
+            cursor: state.cursor,
+            unread: state.unread,
+        };
+        snapshot::save(&counters, &state.outbox, out)
     }
 
     /// The device's static public key, as registered on the server.
@@ -428,11 +432,13 @@ impl<const N: usize> State<N> {
             return Err(SendError::OutboxFull { capacity: N });
         }
         let id = self.next_id;
-        let mut buf = [0u8; MAX_FRAME];
-        let encoded = frame(id).encode(&mut buf)?;
+        let backoff = self.config.retransmit_initial_ms;
+        let frame = frame(id);
         self.outbox
-            .push(id, is_poll, encoded, now, self.config.retransmit_initial_ms)
-            .map_err(|()| SendError::OutboxFull { capacity: N })?;
+            .push_with(id, is_poll, now, backoff, |slot| {
+                frame.encode(slot).map(|encoded| encoded.len())
+            })?
+            .ok_or(SendError::OutboxFull { capacity: N })?;
         self.next_id = self.next_id.checked_add(1).unwrap_or(1);
         Ok(id)
     }
@@ -655,7 +661,8 @@ impl<const N: usize> State<N> {
         if self.ack_due {
             self.ack_due = false;
             let ack = DeviceFrame::Ack(DeviceAck { upto: self.cursor });
-            let mut frame = [0u8; MAX_FRAME];
+            // A variant byte and a varint of at most ten bytes.
+            let mut frame = [0u8; 11];
             let Ok(encoded) = ack.encode(&mut frame) else {
                 return Ok(None);
             };

@@ -14,153 +14,116 @@
 //! snapshot is restored twice, the reused initiation counter is answered
 //! with `StaleInitiation`, and the device continues above it.
 
-use heapless::Vec;
 use kanal_proto::device::limits::MAX_FRAME;
 
-/// The snapshot's format version, its first byte.
+use crate::outbox::Outbox;
+use crate::time::Instant;
+
+/// The saved state's format version, its first byte.
 pub const SNAPSHOT_FORMAT: u8 = 1;
 
-/// Bytes before the requests in an encoded snapshot.
+/// Bytes before the requests in saved state.
 const HEADER: usize = 20;
-/// Bytes of one encoded request record.
+/// Bytes of one saved request.
 const RECORD: usize = 4 + 1 + 2 + MAX_FRAME;
 
-/// A device session's durable state, for up to `N` unanswered requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot<const N: usize> {
-    pub(crate) next_id: u32,
-    pub(crate) next_initiation: u32,
-    pub(crate) cursor: u64,
-    pub(crate) unread: u16,
-    requests: Vec<SavedRequest, N>,
+/// Length of the saved state of a session with an outbox of `capacity`.
+///
+/// Layout (little-endian): format version (1), next device message id
+/// (4), next initiation counter (4), mailbox cursor (8), unread count (2),
+/// request count (1), then `capacity` records of request id (4), flags (1,
+/// bit 0: a poll), frame length (2) and the frame padded to `MAX_FRAME`
+/// bytes, oldest first.
+pub const fn saved_len(capacity: usize) -> usize {
+    HEADER + capacity * RECORD
 }
 
-/// One unanswered request in a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SavedRequest {
-    pub(crate) id: u32,
-    pub(crate) is_poll: bool,
-    len: u16,
-    bytes: [u8; MAX_FRAME],
-}
-
-impl SavedRequest {
-    pub(crate) fn frame(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-}
-
-/// Why a snapshot could not be encoded or decoded.
+/// Why saved state could not be written or read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
-    /// The buffer is smaller than [`Snapshot::ENCODED_LEN`].
-    #[error("snapshot buffer of {len} bytes, {needed} needed")]
+    /// The buffer is smaller than the saved state.
+    #[error("buffer of {len} bytes, {needed} needed")]
     BufferTooSmall {
         /// Its length.
         len: usize,
         /// The length needed.
         needed: usize,
     },
-    /// The bytes are not a snapshot of this format and capacity.
-    #[error("not a snapshot of this format and capacity")]
+    /// The bytes are not saved state of this format and capacity.
+    #[error("not saved state of this format and capacity")]
     Invalid,
 }
 
-impl<const N: usize> Snapshot<N> {
-    /// Length of an encoded snapshot, in bytes.
-    ///
-    /// Layout (little-endian): format version (1), next device message id
-    /// (4), next initiation counter (4), mailbox cursor (8), unread count
-    /// (2), request count (1), then `N` records of request id (4), flags
-    /// (1, bit 0: a poll), frame length (2) and the frame padded to
-    /// `MAX_FRAME` bytes.
-    pub const ENCODED_LEN: usize = HEADER + N * RECORD;
+/// The counters saved beside the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) next_id: u32,
+    pub(crate) next_initiation: u32,
+    pub(crate) cursor: u64,
+    pub(crate) unread: u16,
+}
 
-    pub(crate) fn new(next_id: u32, next_initiation: u32, cursor: u64, unread: u16) -> Self {
-        Self {
-            next_id,
-            next_initiation,
-            cursor,
-            unread,
-            requests: Vec::new(),
-        }
+/// Writes the counters and the outbox into `out`; returns the length.
+pub(crate) fn save<const N: usize>(
+    counters: &Counters,
+    outbox: &Outbox<N>,
+    out: &mut [u8],
+) -> Result<usize, SnapshotError> {
+    let needed = saved_len(N);
+    let len = out.len();
+    let Some(out) = out.get_mut(..needed) else {
+        return Err(SnapshotError::BufferTooSmall { len, needed });
+    };
+    out.fill(0);
+    out[0] = SNAPSHOT_FORMAT;
+    out[1..5].copy_from_slice(&counters.next_id.to_le_bytes());
+    out[5..9].copy_from_slice(&counters.next_initiation.to_le_bytes());
+    out[9..17].copy_from_slice(&counters.cursor.to_le_bytes());
+    out[17..19].copy_from_slice(&counters.unread.to_le_bytes());
+    let mut count = 0u8;
+    for (request, record) in outbox.iter().zip(out[HEADER..].chunks_mut(RECORD)) {
+        let frame = request.frame();
+        record[0..4].copy_from_slice(&request.id.to_le_bytes());
+        record[4] = u8::from(request.is_poll);
+        record[5..7].copy_from_slice(&(frame.len() as u16).to_le_bytes());
+        record[7..7 + frame.len()].copy_from_slice(frame);
+        count += 1;
     }
+    out[19] = count;
+    Ok(needed)
+}
 
-    /// Adds a request; the session never holds more than `N`.
-    pub(crate) fn push(&mut self, id: u32, is_poll: bool, frame: &[u8]) {
-        let len = frame.len().min(MAX_FRAME);
-        let mut bytes = [0u8; MAX_FRAME];
-        bytes[..len].copy_from_slice(&frame[..len]);
-        let _ = self.requests.push(SavedRequest {
-            id,
-            is_poll,
-            len: len as u16,
-            bytes,
-        });
+/// Reads saved state into `outbox` (requests due at `now`); returns the
+/// counters.
+pub(crate) fn restore<const N: usize>(
+    bytes: &[u8],
+    outbox: &mut Outbox<N>,
+    now: Instant,
+    backoff_ms: u32,
+) -> Result<Counters, SnapshotError> {
+    if bytes.len() != saved_len(N) || bytes[0] != SNAPSHOT_FORMAT {
+        return Err(SnapshotError::Invalid);
     }
-
-    pub(crate) fn requests(&self) -> impl Iterator<Item = &SavedRequest> {
-        self.requests.iter()
+    let count = usize::from(bytes[19]);
+    if count > N {
+        return Err(SnapshotError::Invalid);
     }
-
-    /// Unanswered requests held.
-    pub fn len(&self) -> usize {
-        self.requests.len()
-    }
-
-    /// Whether no request is held.
-    pub fn is_empty(&self) -> bool {
-        self.requests.is_empty()
-    }
-
-    /// Writes the snapshot into `out[..Self::ENCODED_LEN]`.
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, SnapshotError> {
-        let Some(out) = out.get_mut(..Self::ENCODED_LEN) else {
-            return Err(SnapshotError::BufferTooSmall {
-                len: out.len(),
-                needed: Self::ENCODED_LEN,
-            });
-        };
-        out.fill(0);
-        out[0] = SNAPSHOT_FORMAT;
-        out[1..5].copy_from_slice(&self.next_id.to_le_bytes());
-        out[5..9].copy_from_slice(&self.next_initiation.to_le_bytes());
-        out[9..17].copy_from_slice(&self.cursor.to_le_bytes());
-        out[17..19].copy_from_slice(&self.unread.to_le_bytes());
-        out[19] = self.requests.len() as u8;
-        for (request, record) in self.requests.iter().zip(out[HEADER..].chunks_mut(RECORD)) {
-            record[0..4].copy_from_slice(&request.id.to_le_bytes());
-            record[4] = u8::from(request.is_poll);
-            record[5..7].copy_from_slice(&request.len.to_le_bytes());
-            record[7..].copy_from_slice(&request.bytes);
-        }
-        Ok(Self::ENCODED_LEN)
-    }
-
-    /// Reads a snapshot written by [`Self::encode`] with the same `N`.
-    pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        if bytes.len() != Self::ENCODED_LEN || bytes[0] != SNAPSHOT_FORMAT {
+    for record in bytes[HEADER..].chunks(RECORD).take(count) {
+        let len = usize::from(u16::from_le_bytes([record[5], record[6]]));
+        if len > MAX_FRAME || record[4] > 1 {
             return Err(SnapshotError::Invalid);
         }
-        let count = usize::from(bytes[19]);
-        if count > N {
+        let id = u32_at(record, 0);
+        if !outbox.push(id, record[4] == 1, &record[7..7 + len], now, backoff_ms) {
             return Err(SnapshotError::Invalid);
         }
-        let mut snapshot = Self::new(
-            u32_at(bytes, 1),
-            u32_at(bytes, 5),
-            u64::from_le_bytes(array(&bytes[9..17])),
-            u16::from_le_bytes(array(&bytes[17..19])),
-        );
-        for record in bytes[HEADER..].chunks(RECORD).take(count) {
-            let len = usize::from(u16::from_le_bytes(array(&record[5..7])));
-            if len > MAX_FRAME || record[4] > 1 {
-                return Err(SnapshotError::Invalid);
-            }
-            snapshot.push(u32_at(record, 0), record[4] == 1, &record[7..7 + len]);
-        }
-        Ok(snapshot)
     }
+    Ok(Counters {
+        next_id: u32_at(bytes, 1),
+        next_initiation: u32_at(bytes, 5),
+        cursor: u64::from_le_bytes(array(&bytes[9..17])),
+        unread: u16::from_le_bytes([bytes[17], bytes[18]]),
+    })
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -178,30 +141,76 @@ fn array<const K: usize>(bytes: &[u8]) -> [u8; K] {
 mod tests {
     use super::*;
 
+    fn outbox() -> Outbox<3> {
+        let mut outbox = Outbox::new();
+        assert!(outbox.push(5, false, &[1, 2, 3], Instant(0), 1_000));
+        assert!(outbox.push(6, true, &[2, 6, 99], Instant(0), 1_000));
+        outbox
+    }
+
     #[test]
-    fn a_snapshot_round_trips_through_its_fixed_layout() {
-        let mut snapshot = Snapshot::<3>::new(7, 12, 99, 2);
-        snapshot.push(5, false, &[1, 2, 3]);
-        snapshot.push(6, true, &[2, 6, 99]);
-        let mut buf = [0u8; Snapshot::<3>::ENCODED_LEN];
-        assert_eq!(snapshot.encode(&mut buf), Ok(Snapshot::<3>::ENCODED_LEN));
+    fn saved_state_round_trips_through_its_fixed_layout() {
+        let counters = Counters {
+            next_id: 7,
+            next_initiation: 12,
+            cursor: 99,
+            unread: 2,
+        };
+        let mut buf = [0u8; saved_len(3)];
+        assert_eq!(save(&counters, &outbox(), &mut buf), Ok(saved_len(3)));
         assert_eq!(
             &buf[..20],
             &[1, 7, 0, 0, 0, 12, 0, 0, 0, 99, 0, 0, 0, 0, 0, 0, 0, 2, 0, 2]
         );
-        assert_eq!(Snapshot::<3>::decode(&buf), Ok(snapshot));
+        let mut restored = Outbox::<3>::new();
+        assert_eq!(
+            restore(&buf, &mut restored, Instant(9), 1_000),
+            Ok(counters)
+        );
+        let frames: heapless::Vec<(u32, bool, &[u8]), 3> = restored
+            .iter()
+            .map(|p| (p.id, p.is_poll, p.frame()))
+            .collect();
+        assert_eq!(
+            frames,
+            [(5, false, &[1, 2, 3][..]), (6, true, &[2, 6, 99][..])]
+        );
     }
 
     #[test]
-    fn a_foreign_or_damaged_snapshot_is_refused() {
-        let snapshot = Snapshot::<2>::new(1, 1, 0, 0);
-        let mut buf = [0u8; Snapshot::<2>::ENCODED_LEN];
-        snapshot.encode(&mut buf).expect("fits");
-        assert_eq!(Snapshot::<3>::decode(&buf), Err(SnapshotError::Invalid));
-        buf[19] = 3;
-        assert_eq!(Snapshot::<2>::decode(&buf), Err(SnapshotError::Invalid));
+    fn foreign_or_damaged_saved_state_is_refused() {
+        let counters = Counters {
+            next_id: 1,
+            next_initiation: 1,
+            cursor: 0,
+            unread: 0,
+        };
+        let mut buf = [0u8; saved_len(3)];
+        save(&counters, &Outbox::<3>::new(), &mut buf).expect("fits");
+        let mut two = Outbox::<2>::new();
+        assert_eq!(
+            restore(&buf, &mut two, Instant(0), 1),
+            Err(SnapshotError::Invalid),
+            "saved with another capacity"
+        );
+        let mut three = Outbox::<3>::new();
+        buf[19] = 4;
+        assert_eq!(
+            restore(&buf, &mut three, Instant(0), 1),
+            Err(SnapshotError::Invalid)
+        );
         buf[19] = 0;
         buf[0] = 9;
-        assert_eq!(Snapshot::<2>::decode(&buf), Err(SnapshotError::Invalid));
+        assert_eq!(
+            restore(&buf, &mut three, Instant(0), 1),
+            Err(SnapshotError::Invalid)
+        );
+        assert_eq!(
+            save(&counters, &three, &mut [0u8; 4]),
+            Err(SnapshotError::BufferTooSmall {
+                len: 4,
+                needed: saved_len(3)
+            })
+        );
     }
 }

@@ -6,19 +6,18 @@
 mod support;
 
 use kanal_firmware::profile::wire::{self, Datagram};
-use kanal_firmware::{DeviceSession, Instant, Snapshot};
-use support::{DEVICE_SECRET, OUTBOX, Pair, Seen, TestRng, config, opened_pair, public_of};
+use kanal_firmware::{DeviceSession, Instant};
+use support::{DEVICE_SECRET, Pair, Seen, TestRng, config, opened_pair, public_of};
 
-/// Saves the device's snapshot as bytes, as firmware would before sleep.
+/// Saves the device's state as bytes, as firmware would before sleep.
 fn save(pair: &Pair) -> Vec<u8> {
-    let mut bytes = vec![0u8; Snapshot::<OUTBOX>::ENCODED_LEN];
-    pair.device.snapshot().encode(&mut bytes).expect("fits");
+    let mut bytes = vec![0u8; support::Session::SAVED_LEN];
+    pair.device.save(&mut bytes).expect("fits");
     bytes
 }
 
 fn restore(bytes: &[u8], seed: u64, now: Instant) -> support::Session {
-    let snapshot = Snapshot::<OUTBOX>::decode(bytes).expect("valid");
-    DeviceSession::restore(config(), TestRng::new(seed), &snapshot, now)
+    DeviceSession::restore(config(), TestRng::new(seed), bytes, now).expect("valid")
 }
 
 fn initiation_counters(datagrams: &[Vec<u8>]) -> Vec<u32> {

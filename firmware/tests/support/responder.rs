@@ -18,9 +18,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-use blake2::digest::consts::U16;
-use blake2::digest::{Digest, Mac as _};
-use blake2::{Blake2s256, Blake2sMac};
+use blake2::Blake2s256;
+use blake2::digest::Digest;
 use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit};
 use kanal_firmware::profile::limits::{MAX_DATAGRAM, MAX_FRAME};
 use kanal_firmware::profile::wire::{self, COOKIE, COOKIE_REPLY, Datagram, MAC, TAG};
@@ -472,9 +471,21 @@ fn labelled_hash(label: &[u8], public: &[u8; 32]) -> [u8; 32] {
     hash.finalize().into()
 }
 
+/// The first 16 bytes of HMAC-BLAKE2s(key, input) (RFC 2104 with a
+/// 64-byte block), written out here as a gateway would with its own crates.
 fn keyed_mac(key: &[u8], input: &[u8]) -> [u8; MAC] {
-    let mut mac =
-        <Blake2sMac<U16> as blake2::digest::KeyInit>::new_from_slice(key).expect("key length");
-    mac.update(input);
-    mac.finalize().into_bytes().into()
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let pad = |byte: u8| block.map(|k| k ^ byte);
+    let inner = Blake2s256::new()
+        .chain_update(pad(0x36))
+        .chain_update(input)
+        .finalize();
+    let outer = Blake2s256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    let mut mac = [0u8; MAC];
+    mac.copy_from_slice(&outer[..MAC]);
+    mac
 }

@@ -57,9 +57,9 @@ pub const PROLOGUE_LABEL: &[u8] = b"kanal-device";
 /// Length of the Noise prologue.
 pub const PROLOGUE: usize = PROLOGUE_LABEL.len() + INITIATION_HEADER;
 /// Label hashed with the server's static public key into the mac1 key.
-pub const MAC1_LABEL: &[u8] = b"mac1----";
+pub const MAC1_LABEL: &[u8; 8] = b"mac1----";
 /// Label hashed with the server's static public key into the cookie key.
-pub const COOKIE_LABEL: &[u8] = b"cookie--";
+pub const COOKIE_LABEL: &[u8; 8] = b"cookie--";
 
 // The budgets: at most 32 bytes per message, and the largest frame still
 // fits an initiation (with mac2) in one datagram.
