@@ -66,6 +66,14 @@ impl<const N: usize> Outbox<N> {
         }
     }
 
+    /// Frees every slot.
+    pub(crate) fn clear(&mut self) {
+        for slot in &mut self.slots {
+            slot.order = 0;
+        }
+        self.next_order = 1;
+    }
+
     /// Queues a frame that `encode` writes into its slot (returning its
     /// length), due at `now`. Returns `Ok(None)` when the outbox is full.
     pub(crate) fn push_with<E>(

@@ -253,28 +253,40 @@ impl<R: RngCore + CryptoRng, const N: usize> DeviceSession<R, N> {
     /// bytes.
     pub const SAVED_LEN: usize = snapshot::saved_len(N);
 
-    /// A session restored after deep sleep from [`Self::save`]d bytes.
-    /// Session keys are never saved, so the first datagram is a new
-    /// handshake (no counter can be reused); the unanswered requests are
-    /// resent with their ids, and a mailbox poll is queued (the reason to
-    /// wake).
-    pub fn restore(
-        config: DeviceConfig,
-        rng: R,
-        saved: &[u8],
-        now: Instant,
-    ) -> Result<Self, SnapshotError> {
-        let mut session = Self::new(config, rng);
-        let state = &mut session.state;
+    /// Restores the state [`Self::save`]d before deep sleep into this
+    /// session (typically just created by [`Self::new`]; restoring in place
+    /// keeps a second session off the stack). Session keys are never saved,
+    /// so the first datagram is a new handshake (no counter can be reused);
+    /// the unanswered requests are resent with their ids, and a mailbox poll
+    /// is queued (the reason to wake). On an error the session is left as
+    /// new.
+    pub fn restore(&mut self, saved: &[u8], now: Instant) -> Result<(), SnapshotError> {
+        let state = &mut self.state;
+        state.current = None;
+        state.previous = None;
+        state.handshake = None;
+        state.cookie = None;
+        state.ack_due = false;
+        state.mail_waiting = false;
+        state.silent = 0;
+        state.handshake_backoff_ms = state.config.retransmit_initial_ms;
+        state.next_handshake_at = now;
+        state.outbox.clear();
         let backoff = state.config.retransmit_initial_ms;
-        let counters = snapshot::restore(saved, &mut state.outbox, now, backoff)?;
+        let counters = match snapshot::restore(saved, &mut state.outbox, now, backoff) {
+            Ok(counters) => counters,
+            Err(err) => {
+                state.outbox.clear();
+                return Err(err);
+            }
+        };
         state.next_id = counters.next_id.max(1);
         state.next_initiation = counters.next_initiation.max(1);
         state.cursor = counters.cursor;
         state.unread = counters.unread;
-        // A full outbox already holds a poll or will poll after its answers.
-        let _ = session.poll_mailbox(now);
-        Ok(session)
+        // A full outbox polls after its answers instead.
+        let _ = self.poll_mailbox(now);
+        Ok(())
     }
 
     /// Writes the state to keep across deep sleep into `out` (at least

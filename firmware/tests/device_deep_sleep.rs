@@ -17,7 +17,9 @@ fn save(pair: &Pair) -> Vec<u8> {
 }
 
 fn restore(bytes: &[u8], seed: u64, now: Instant) -> support::Session {
-    DeviceSession::restore(config(), TestRng::new(seed), bytes, now).expect("valid")
+    let mut session = DeviceSession::new(config(), TestRng::new(seed));
+    session.restore(bytes, now).expect("valid");
+    session
 }
 
 fn initiation_counters(datagrams: &[Vec<u8>]) -> Vec<u32> {
@@ -117,6 +119,11 @@ fn restoring_one_snapshot_twice_reuses_no_nonce_and_recovers_its_initiation_coun
 
     // The server refused the repeated counter without acting, and the device
     // went on above it.
+    assert_eq!(
+        support::device(1).restore(&second[0][..10], pair.now),
+        Err(kanal_firmware::SnapshotError::Invalid),
+        "not saved state"
+    );
     assert_eq!(pair.server.refusals.stale, 1);
     assert!(pair.device.is_established());
     pair.device

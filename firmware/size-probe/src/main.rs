@@ -86,13 +86,10 @@ pub extern "C" fn _start() -> ! {
 fn boot() -> &'static mut Session {
     let config = DeviceConfig::new(key(0), key(32));
     let saved = unsafe { &*(&raw const SAVED) };
+    let session = unsafe { (*(&raw mut SESSION)).write(DeviceSession::new(config, HardwareRng)) };
     // Waking from deep sleep restores; a first boot (or damaged state)
     // starts afresh.
-    let fresh = match DeviceSession::restore(config.clone(), HardwareRng, saved, Instant(0)) {
-        Ok(restored) => restored,
-        Err(_) => DeviceSession::new(config, HardwareRng),
-    };
-    let session = unsafe { (*(&raw mut SESSION)).write(fresh) };
+    let _ = session.restore(saved, Instant(0));
     let diagnostics = [Diagnostic {
         key: "err",
         value: "E42",
