@@ -12,7 +12,13 @@
 //! never do that, keeps no session key at rest, and costs no extra round
 //! trip because the first request rides in handshake message 1. If a
 //! snapshot is restored twice, the reused initiation counter is answered
-//! with `StaleInitiation`, and the device continues above it.
+//! with `StaleInitiation` (the device continues above it), and a device
+//! message id reused for a different request with `IdReused` (the device
+//! renumbers the request).
+//!
+//! The cost: one handshake per wake (five X25519 operations on the device:
+//! the ephemeral key, es, ss, ee, se; 93 bytes more than a transport
+//! datagram on the way up, 28 more on the way down).
 
 use kanal_proto::device::limits::MAX_FRAME;
 

@@ -505,6 +505,38 @@ mod tests {
         }
     }
 
+    /// DEVICES.md shows these bytes to strangers: they must be the real ones.
+    #[test]
+    #[cfg(feature = "std")]
+    fn the_documented_examples_are_the_encoded_bytes() {
+        let doc = include_str!("../../DEVICES.md")
+            .split_whitespace()
+            .collect::<std::vec::Vec<_>>()
+            .join(" ");
+        let hex = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .map(|b| std::format!("{b:02x}"))
+                .collect::<std::vec::Vec<_>>()
+                .join(" ")
+        };
+        let mut buf = [0u8; MAX_FRAME];
+        let open = filter_open().encode(&mut buf).expect("fits").to_vec();
+        assert!(doc.contains(&hex(&open)), "Open: {}", hex(&open));
+        let mut replies = Vec::new();
+        replies.push("Yes").expect("room");
+        replies.push("No").expect("room");
+        let message = ServerFrame::Message(Message {
+            id: 5,
+            prev: 0,
+            conversation: 4242,
+            text: "Replace it?",
+            replies,
+        });
+        let message = message.encode(&mut buf).expect("fits").to_vec();
+        assert!(doc.contains(&hex(&message)), "Message: {}", hex(&message));
+    }
+
     #[test]
     fn oversized_fields_are_refused_both_ways() {
         let long = core::str::from_utf8(&[b'x'; MAX_TEXT + 1]).expect("ascii");
