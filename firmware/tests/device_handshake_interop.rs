@@ -179,3 +179,45 @@ fn the_pair_settles_without_traffic() {
     assert!(pair.wire_log.is_empty());
     assert_eq!(pair.device.poll_timeout(), None);
 }
+
+#[test]
+fn message_1_is_byte_for_byte_what_snow_writes_as_initiator_with_the_same_keys() {
+    // The device draws its index, then its ephemeral key, from the RNG.
+    let mut rng = support::TestRng::new(42);
+    let _index = rand_core::RngCore::next_u32(&mut rng);
+    let mut ephemeral = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rng, &mut ephemeral);
+
+    let mut device = device(42);
+    let now = kanal_firmware::Instant(0);
+    device.poll_mailbox(now).expect("queued");
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let len = device
+        .poll_transmit(now, &mut buf)
+        .expect("ok")
+        .expect("an initiation");
+    let Ok(Datagram::Initiation(init)) = wire::parse(&buf[..len]) else {
+        panic!("an initiation");
+    };
+
+    let server_public = public_of(&support::SERVER_SECRET);
+    let prologue = wire::prologue(init.header);
+    let mut snow = snow::Builder::new(
+        kanal_firmware::profile::NOISE_PATTERN
+            .parse()
+            .expect("pattern"),
+    )
+    .local_private_key(&DEVICE_SECRET)
+    .and_then(|b| b.remote_public_key(&server_public))
+    .and_then(|b| b.prologue(&prologue))
+    .expect("keys")
+    .fixed_ephemeral_key_for_testing_only(&ephemeral)
+    .build_initiator()
+    .expect("an initiator");
+    // The payload is the poll frame: variant 2, id 1, cursor 0.
+    let mut expected = [0u8; MAX_DATAGRAM];
+    let n = snow
+        .write_message(&[2, 1, 0], &mut expected)
+        .expect("message 1");
+    assert_eq!(init.noise, &expected[..n]);
+}
