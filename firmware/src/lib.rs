@@ -17,7 +17,9 @@
 mod fmt;
 
 pub mod adapters;
+mod config;
 mod crypto;
+mod event;
 mod outbox;
 pub mod session;
 pub mod snapshot;

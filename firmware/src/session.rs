@@ -11,15 +11,17 @@
 //! handshake message 1, so first contact is one round trip.
 
 use heapless::Vec;
-use kanal_proto::device::limits::{MAX_ACK_IDS, MAX_DATAGRAM, MAX_DIAGNOSTICS};
+use kanal_proto::device::limits::{MAX_DATAGRAM, MAX_DIAGNOSTICS};
 use kanal_proto::device::wire::{self, COOKIE, Datagram, MAC, TRANSPORT_HEADER};
 use kanal_proto::device::{
-    Append, Choice, DeviceAck, DeviceFrame, Diagnostic, ErrorCode, FrameError, Message, Open, Poll,
-    ReplayError, ReplayWindow, ServerFrame, WireError,
+    Append, Choice, DeviceAck, DeviceFrame, Diagnostic, ErrorCode, Open, Poll, ReplayWindow,
+    ServerFrame,
 };
 use rand_core::{CryptoRng, RngCore};
 
+pub use crate::config::DeviceConfig;
 use crate::crypto::{self, Handshake, Identity, Key};
+pub use crate::event::{DatagramError, Event, SendError, TransmitError};
 use crate::fmt::{debug, log_warn};
 use crate::outbox::Outbox;
 use crate::snapshot::{self, SnapshotError};
@@ -28,147 +30,6 @@ use crate::time::Instant;
 /// How long a cookie from the server stays usable, in milliseconds
 /// (the server rotates its cookie secret every two minutes).
 const COOKIE_LIFETIME_MS: u64 = 120_000;
-
-/// What a device needs to talk to its server, and how patiently.
-#[derive(Clone)]
-pub struct DeviceConfig {
-    /// The device's static X25519 private key (generated at manufacture).
-    pub device_secret: [u8; 32],
-    /// The server's static X25519 public key.
-    pub server_public: [u8; 32],
-    /// Wait before the first retransmission of a request or a handshake, in
-    /// milliseconds. Default 1,000.
-    pub retransmit_initial_ms: u32,
-    /// Longest wait between retransmissions (the backoff doubles up to it),
-    /// in milliseconds. Default 64,000.
-    pub retransmit_max_ms: u32,
-    /// Start a new handshake once this many datagrams were sent in the
-    /// session. Default 2²⁰.
-    pub rekey_after_messages: u64,
-    /// Start a new handshake once the session is this old, in milliseconds.
-    /// Default 900,000 (15 minutes).
-    pub rekey_after_ms: u64,
-    /// Retransmissions without any authenticated answer after which the
-    /// session is presumed lost (the server restarted) and a new handshake
-    /// starts. Default 3.
-    pub silent_retransmits: u16,
-}
-
-impl DeviceConfig {
-    /// A configuration with the default timings.
-    pub const fn new(device_secret: [u8; 32], server_public: [u8; 32]) -> Self {
-        Self {
-            device_secret,
-            server_public,
-            retransmit_initial_ms: 1_000,
-            retransmit_max_ms: 64_000,
-            rekey_after_messages: 1 << 20,
-            rekey_after_ms: 900_000,
-            silent_retransmits: 3,
-        }
-    }
-}
-
-/// What a received datagram meant to the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event<'a> {
-    /// An [`DeviceSession::open`] was accepted: the conversation exists.
-    Opened {
-        /// The open's device message id.
-        id: u32,
-        /// The conversation, for [`DeviceSession::append`].
-        conversation: u64,
-    },
-    /// Requests were accepted (an append stored, a poll answered).
-    Accepted {
-        /// Their device message ids.
-        ids: Vec<u32, MAX_ACK_IDS>,
-    },
-    /// A new mailbox message (an agent's reply), delivered once and in order.
-    Message(Message<'a>),
-    /// The server had seen a request's id on a different request (this
-    /// device's saved state went back in time); the request was sent again
-    /// under a new id, which its answer will name.
-    Renumbered {
-        /// The id it had.
-        old: u32,
-        /// The id it has now.
-        new: u32,
-    },
-    /// A request was refused for good; it left the outbox.
-    Refused {
-        /// Its device message id.
-        id: u32,
-        /// The [`ErrorCode`] value.
-        code: u16,
-        /// The code-specific detail.
-        detail: u32,
-    },
-}
-
-/// Why a request could not be queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The outbox holds its capacity of unanswered requests; wait for
-    /// answers (or a larger `N`).
-    #[error("the outbox is full ({capacity} unanswered requests)")]
-    OutboxFull {
-        /// The outbox capacity.
-        capacity: usize,
-    },
-    /// The request does not fit the profile's limits.
-    #[error("the request exceeds a limit: {0}")]
-    Frame(#[from] FrameError),
-    /// More diagnostics than an open carries.
-    #[error("{len} diagnostics, at most {max}")]
-    TooManyDiagnostics {
-        /// How many were given.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-}
-
-/// Why a received datagram was dropped. Dropping is always safe: nothing
-/// changed, and the session goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DatagramError {
-    /// Its wrapper is invalid.
-    #[error("invalid wrapper: {0}")]
-    Wire(#[from] WireError),
-    /// It names no session or handshake of this device.
-    #[error("no session with index {index}")]
-    UnknownIndex {
-        /// The receiver index it named.
-        index: u32,
-    },
-    /// Its counter was refused by the replay window.
-    #[error("replay window: {0}")]
-    Replay(#[from] ReplayError),
-    /// It did not authenticate.
-    #[error("datagram did not authenticate")]
-    Authentication,
-    /// It authenticated but its frame could not be decoded.
-    #[error("undecodable frame: {0}")]
-    Frame(#[from] FrameError),
-    /// A type a device never receives (an initiation).
-    #[error("unexpected message type")]
-    Unexpected,
-}
-
-/// Why no datagram could be written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TransmitError {
-    /// The buffer is smaller than [`MAX_DATAGRAM`].
-    #[error("transmit buffer of {len} bytes, {MAX_DATAGRAM} needed")]
-    BufferTooSmall {
-        /// Its length.
-        len: usize,
-    },
-    /// The handshake could not be written (a broken static key).
-    #[error("the handshake could not be written")]
-    Handshake,
-}
 
 /// A device's session with its server; `N` is the outbox capacity
 /// (unanswered requests).
