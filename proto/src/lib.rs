@@ -3,14 +3,18 @@
 //! This crate is the contract between every Kanal implementation: the protobuf
 //! schemas (`schemas/kanal.proto`, compiled into [`pb`]), the length-prefixed
 //! [`frame`] codec, the protocol [`limits`], ALPN ids, the QUIC close and reset
-//! codes in [`codes`], and the [`address`] grammar. Without the `std` feature
-//! only the allocation-free parts remain (limits, codes, ALPN ids), for firmware. `PROTOCOL.md` beside this
+//! codes in [`codes`], the [`address`] grammar, and (feature `device`) the
+//! device profile in `device`. Without the `std` feature only the
+//! allocation-free parts remain (limits, codes, ALPN ids, the device
+//! profile), for firmware. `PROTOCOL.md` beside this
 //! crate explains how the pieces fit together on the wire.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 #[cfg(feature = "std")]
 pub mod address;
 pub mod codes;
+#[cfg(feature = "device")]
+pub mod device;
 #[cfg(feature = "std")]
 pub mod frame;
 #[cfg(feature = "tokio")]
