@@ -263,3 +263,30 @@ async fn a_node_cut_from_nats_orders_nothing_twice() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Typing crosses nodes too (best effort, never stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_reaches_a_party_on_another_node() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(2).await?;
+    let ann = cluster.node(0).agent("ann").await?;
+    let carla = cluster.node(1).register("carla").await?;
+    let conversation = carla
+        .create_conversation(&["support@localhost"], "oven")
+        .await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    // Datagrams are unreliable by design; resend until one arrives.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let typing = loop {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no typing arrived");
+        carla.typing(&conversation.id, true)?;
+        match tokio::time::timeout(std::time::Duration::from_millis(200), ann_events.next()).await {
+            Ok(Some(kanal_client::ClientEvent::Typing(typing))) => break typing,
+            Ok(Some(_)) | Err(_) => continue,
+            Ok(None) => anyhow::bail!("event stream ended"),
+        }
+    };
+    assert_eq!(typing.from, "carla@localhost");
+    assert_eq!(typing.conversation, conversation.id);
+    Ok(())
+}
