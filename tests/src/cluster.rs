@@ -22,7 +22,7 @@ pub const DEFAULT_NATS: &str = "nats://127.0.0.1:4222";
 
 /// The PostgreSQL server when `KANAL_E2E_POSTGRES` is not set: cluster
 /// tests always run on PostgreSQL.
-pub(crate) const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Nodes on one database.
 #[derive(Debug)]

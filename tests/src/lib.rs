@@ -19,7 +19,7 @@ use kanal_server::{Server, admin, datadir};
 mod bystander;
 mod cluster;
 pub use bystander::{Bystander, Report};
-pub use cluster::{DEFAULT_NATS, NATS_ENV, NatsLink, PrivateNats, TestCluster};
+pub use cluster::{DEFAULT_NATS, DEFAULT_POSTGRES, NATS_ENV, NatsLink, PrivateNats, TestCluster};
 
 /// Password every test account uses.
 pub const PASSWORD: &str = "correct horse battery";

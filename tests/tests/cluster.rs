@@ -290,3 +290,40 @@ async fn typing_reaches_a_party_on_another_node() -> anyhow::Result<()> {
     assert_eq!(typing.conversation, conversation.id);
     Ok(())
 }
+
+/// A node without `nats` uses its database alone: a second one on the same
+/// database, or a clustered one, is refused at start and says why; once the
+/// lone node stops, another may start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_keeps_its_database_to_itself() -> anyhow::Result<()> {
+    let server = FreshDatabase::wanted()?.unwrap_or_else(|| DEFAULT_POSTGRES.to_owned());
+    let database = std::sync::Arc::new(FreshDatabase::create(&server).await?);
+    let init = |nats: &str| {
+        let database = database.clone();
+        let nats = nats.to_owned();
+        async move {
+            let dir = std::sync::Arc::new(tempfile::tempdir()?);
+            let config = kanal_server::config::Config {
+                database: database.url.clone(),
+                nats,
+                ..Default::default()
+            };
+            kanal_server::datadir::init(dir.path(), &config).await?;
+            anyhow::Ok(dir)
+        }
+    };
+    let lone = TestServer::start_in(init("").await?, Some(database.clone()), loopback(0)).await?;
+    let second = TestServer::start_in(init("").await?, Some(database.clone()), loopback(0)).await;
+    let refused = second.expect_err("a second lone node");
+    assert!(refused.to_string().contains("database"), "{refused:#}");
+    assert!(format!("{refused:#}").contains("`nats`"), "{refused:#}");
+    let clustered = init(DEFAULT_NATS).await?;
+    let refused = TestServer::start_in(clustered.clone(), Some(database.clone()), loopback(0))
+        .await
+        .expect_err("a clustered node beside a lone one");
+    assert!(format!("{refused:#}").contains("alone"), "{refused:#}");
+    lone.server.shutdown().await;
+    let joined = TestServer::start_in(clustered, Some(database.clone()), loopback(0)).await?;
+    joined.server.shutdown().await;
+    Ok(())
+}

@@ -130,6 +130,14 @@ impl Server {
             path: admin_socket.clone(),
             source,
         })?;
+        let tenancy = match config.nats.as_str() {
+            "" => node.store.use_alone().await,
+            _ => node.store.use_with_others().await,
+        };
+        tenancy.map_err(|source| StartError::Store {
+            database: database_name(data_dir, &config),
+            source,
+        })?;
         let cluster = match config.nats.as_str() {
             "" => None,
             nats => {
@@ -220,8 +228,11 @@ impl Server {
         // Gone with the server: operator commands now open the directory.
         let _ = std::fs::remove_file(&admin_socket);
         drop(endpoint);
+        let store = node.store.clone();
         drop(node);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, writer).await;
+        // Committed what it accepted: another node may use the database now.
+        store.stop_using().await;
         // quinn releases the socket when its driver task next runs after the
         // last handle is gone; wait for that, boundedly.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;

@@ -279,6 +279,22 @@ pub trait Store: Send + Sync + 'static {
 
     // --- several nodes ----------------------------------------------------------
 
+    /// This node will use the store alone, for as long as it runs: refused
+    /// if another node uses it; other nodes are refused from now on. (A
+    /// file the data directory's lock guards needs nothing more.)
+    async fn use_alone(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// This node will use the store together with other nodes that do too
+    /// (through NATS): refused if a node uses it alone.
+    async fn use_with_others(&self) -> StoreResult<()> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
+
+    /// This node stops using the store (it shuts down): another may start.
+    async fn stop_using(&self) {}
+
     /// Records what a node says of itself (it does so every few seconds),
     /// and forgets nodes not heard of for a day.
     async fn report_node(&self, _status: &NodeStatus) -> StoreResult<()> {

@@ -12,7 +12,11 @@
 use std::path::Path;
 use std::str::FromStr as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -30,6 +34,7 @@ mod directory;
 mod invites;
 mod nodes;
 mod read;
+mod tenancy;
 mod write;
 
 #[cfg(test)]
@@ -64,6 +69,13 @@ pub struct PgStore {
     /// Read-only connections only the writer's loads use (see
     /// [`Store::for_writer`]).
     writer_reader: PgPool,
+    /// How to connect (for the connection holding the tenancy lock).
+    options: Arc<PgConnectOptions>,
+    /// Whether commits check their claims: unless this node uses the
+    /// database alone (`tenancy`).
+    checks_claims: Arc<AtomicBool>,
+    /// Gives the tenancy lock back (answering once it is).
+    tenancy: Arc<Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>>,
 }
 
 impl PgStore {
@@ -105,7 +117,18 @@ impl PgStore {
             writer,
             reader: pool(READERS, &read_only),
             writer_reader: pool(WRITER_READERS, &read_only),
+            options: Arc::new(base),
+            checks_claims: Arc::new(AtomicBool::new(true)),
+            tenancy: Arc::default(),
         })
+    }
+
+    /// Takes the tenancy lock (`tenancy`), kept until [`Store::stop_using`].
+    async fn hold(&self, shared: bool) -> StoreResult<()> {
+        let (release, released) = oneshot::channel();
+        tenancy::hold(&self.options, shared, self.checks_claims.clone(), released).await?;
+        *self.tenancy.lock().unwrap_or_else(PoisonError::into_inner) = Some(release);
+        Ok(())
     }
 
     /// Closes every connection, waiting for those in use to be returned.
@@ -161,7 +184,30 @@ impl SqlBackend for PgStore {
     }
 
     async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed> {
-        write::commit(&self.writer, &batch).await
+        let checks = self.checks_claims.load(Ordering::Acquire);
+        write::commit(&self.writer, &batch, checks).await
+    }
+
+    async fn use_alone(&self) -> StoreResult<()> {
+        self.hold(false).await
+    }
+
+    async fn use_with_others(&self) -> StoreResult<()> {
+        self.hold(true).await
+    }
+
+    async fn stop_using(&self) {
+        let release = self
+            .tenancy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(release) = release {
+            let (done, released) = oneshot::channel();
+            if release.send(done).is_ok() {
+                let _ = released.await;
+            }
+        }
     }
 
     async fn counters(&self) -> StoreResult<Counters> {

@@ -63,6 +63,19 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// [`Store::inbox_head`].
     async fn inbox_head(&self, inbox: PartyId) -> StoreResult<InboxHead>;
 
+    /// [`Store::use_alone`].
+    async fn use_alone(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// [`Store::use_with_others`].
+    async fn use_with_others(&self) -> StoreResult<()> {
+        Err(StoreError::Unsupported(SEVERAL_NODES))
+    }
+
+    /// [`Store::stop_using`].
+    async fn stop_using(&self) {}
+
     /// [`Store::report_node`].
     async fn report_node(&self, _status: &NodeStatus) -> StoreResult<()> {
         Err(StoreError::Unsupported(SEVERAL_NODES))
@@ -258,6 +271,18 @@ impl<B: SqlBackend> Store for B {
 
     async fn report_node(&self, status: &NodeStatus) -> StoreResult<()> {
         SqlBackend::report_node(self, status).await
+    }
+
+    async fn use_alone(&self) -> StoreResult<()> {
+        SqlBackend::use_alone(self).await
+    }
+
+    async fn use_with_others(&self) -> StoreResult<()> {
+        SqlBackend::use_with_others(self).await
+    }
+
+    async fn stop_using(&self) {
+        SqlBackend::stop_using(self).await;
     }
 
     async fn nodes(&self) -> StoreResult<Vec<NodeStatus>> {
