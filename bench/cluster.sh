@@ -15,13 +15,15 @@
 # scenario runs; the nodes' CPU time (all of them, from /proc) is written
 # beside its report, with `kanald cluster status` after it. The latency
 # scenario's rate is KANAL_BENCH_RATE (default 10000 messages/s, as
-# bench/suite.sh). Reports go to OUTDIR/LABEL-SCENARIO-ROUND.txt (default
+# bench/suite.sh); KANAL_BENCH_ONLY=tp-pipe|tp-stream|lat runs one
+# scenario. Reports go to OUTDIR/LABEL-SCENARIO-ROUND.txt (default
 # OUTDIR: /tmp/kanal-bench).
 set -u
 label=$1; bin=$2; round=$3; count=$4; out=${5:-/tmp/kanal-bench}
 postgres=${KANAL_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 nats=${KANAL_BENCH_NATS:-nats://127.0.0.1:4222}
 rate=${KANAL_BENCH_RATE:-10000}
+only=${KANAL_BENCH_ONLY:-}
 root=$(mktemp -d)
 mkdir -p "$out"
 ulimit -n 65536 2>/dev/null || true
@@ -39,6 +41,7 @@ cpu_of() {
 
 run() {
   local name=$1; shift
+  [ -n "$only" ] && [ "$only" != "$name" ] && return 0
   rm -rf "$root"/node*
   psql -q "$postgres/postgres" -c 'DROP DATABASE IF EXISTS kanal_bench_cluster WITH (FORCE)' \
     -c 'CREATE DATABASE kanal_bench_cluster'
