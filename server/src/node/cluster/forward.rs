@@ -58,8 +58,27 @@ pub(super) struct Forwarder {
     client: async_nats::Client,
     node: Arc<Node>,
     slots: Arc<Slots>,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Commands handed on and not answered yet (each leaves within
+    /// [`ANSWER_WITHIN`], answered or not).
+    waiting: Arc<Mutex<Waiting>>,
     next: AtomicU64,
+}
+
+type Waiting = HashMap<u64, oneshot::Sender<Answer>>;
+
+/// Takes command `n` off the waiting list when dropped.
+struct Unlist {
+    n: u64,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+impl Drop for Unlist {
+    fn drop(&mut self) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.n);
+    }
 }
 
 impl Forwarder {
@@ -76,12 +95,12 @@ impl Forwarder {
             client,
             node,
             slots,
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Arc::default(),
             next: AtomicU64::new(1),
         }
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -133,8 +152,15 @@ impl Router for Forwarder {
             tracing::warn!(error = %e, "handing a command to its node failed; ordered here");
             return Routed::Here(command);
         }
+        // Answered, timed out or given up by its requester: it waits no more.
+        let unlisted = Unlist {
+            n,
+            waiting: self.waiting.clone(),
+        };
         let answer = async move {
-            match tokio::time::timeout(ANSWER_WITHIN, rx).await {
+            let answered = tokio::time::timeout(ANSWER_WITHIN, rx).await;
+            drop(unlisted);
+            match answered {
                 Ok(Ok(Answer::Reply(reply))) => Ok(reply),
                 Ok(Ok(Answer::NoOneListens)) => Err(command),
                 // The holder took it but did not answer in time: whether it
