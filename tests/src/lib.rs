@@ -291,10 +291,9 @@ pub fn set_config_key(data: &Path, key: &str, value: &str) -> Result<()> {
 }
 
 /// Most memory an abuse test's process may reach, in MiB: the server, its
-/// attackers and its bystanders together (each test file is a process of
-/// its own, and nextest runs each test in a process of its own), in a debug
-/// build. Before the hardening, typing, login and handshake floods took the
-/// server alone to 0.8–10 GB.
+/// attackers and its bystanders together (nextest runs each test in a
+/// process of its own), in a debug build. Before the hardening, typing,
+/// login and handshake floods took the server alone to 0.8–10 GB.
 pub const ABUSE_MEMORY_MIB: u64 = 640;
 
 /// This process's peak resident memory so far (`VmHWM`), in MiB.
@@ -312,9 +311,20 @@ pub fn peak_memory_mib() -> Result<u64> {
 
 /// Fails if this process's memory ever passed [`ABUSE_MEMORY_MIB`]; prints
 /// the peak, so the test's output says what it measured.
+///
+/// The peak is this test's only when the process runs nothing else: under
+/// nextest (a process per test, as CI runs the suite). Under `cargo test`,
+/// where every test of the binary shares one process, it is printed and not
+/// asserted.
 pub fn assert_memory_bounded(what: &str) -> Result<()> {
     let peak = peak_memory_mib()?;
     println!("{what}: peak resident memory of the test process {peak} MiB");
+    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() != Ok("process-per-test") {
+        println!(
+            "{what}: memory bound not asserted: other tests share this process (run under cargo nextest)"
+        );
+        return Ok(());
+    }
     anyhow::ensure!(
         peak <= ABUSE_MEMORY_MIB,
         "{what}: the process peaked at {peak} MiB, above {ABUSE_MEMORY_MIB} MiB"
