@@ -4,6 +4,7 @@
 
 mod cluster;
 mod conversation;
+mod device;
 mod event;
 mod invite;
 mod party;
@@ -15,6 +16,7 @@ pub use cluster::{NodeStatus, SLOTS, SlotLease};
 pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
 };
+pub use device::{Device, NewDevice};
 pub use event::{Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};
 pub use invite::{Invite, NewInvite};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};

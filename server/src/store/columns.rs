@@ -10,8 +10,8 @@ use kanal_proto::address::{Address, ConversationId};
 
 use super::{StoreError, StoreResult, body};
 use crate::model::{
-    ConversationRecord, ConversationView, Event, Invite, LogHead, Message, NewInvite, OutboxRow,
-    Party, PartyId, PartyKind, Receipt, ReceiptKind, Session, StoredSend,
+    ConversationRecord, ConversationView, Device, Event, Invite, LogHead, Message, NewDevice,
+    NewInvite, OutboxRow, Party, PartyId, PartyKind, Receipt, ReceiptKind, Session, StoredSend,
 };
 
 /// Event kinds as stored in `events.kind` and `inbox_events.kind`.
@@ -114,6 +114,62 @@ pub(crate) fn invite((id, uses_left, expires_at_ms, created_at_ms, note): Invite
         created_at_ms,
         note,
     }
+}
+
+/// A `devices` row: key, party, serial, model, inbox, owner, revoked_at_ms,
+/// last_initiation, added_at_ms.
+pub(crate) type DeviceColumns = (
+    Vec<u8>,
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    i64,
+);
+
+/// A stored device.
+pub(crate) fn device(
+    (key, party, serial, model, inbox, owner, revoked_at_ms, last_initiation, added_at_ms): DeviceColumns,
+) -> StoreResult<Device> {
+    Ok(Device {
+        key: key
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("the key of device {serial}")))?,
+        party,
+        serial,
+        model,
+        inbox,
+        owner,
+        revoked_at_ms,
+        last_initiation: u32::try_from(last_initiation)
+            .map_err(|_| StoreError::Corrupt(format!("initiation counter {last_initiation}")))?,
+        added_at_ms,
+    })
+}
+
+/// The device stored for `device` at `now_ms`.
+pub(crate) fn added_device(device: NewDevice, now_ms: i64) -> Device {
+    Device {
+        key: device.key,
+        party: device.party,
+        serial: device.serial,
+        model: device.model,
+        inbox: device.inbox,
+        owner: device.owner,
+        revoked_at_ms: None,
+        last_initiation: 0,
+        added_at_ms: now_ms,
+    }
+}
+
+/// The refusal of a device whose key or serial is registered.
+pub(crate) fn device_taken(serial: &str) -> StoreError {
+    StoreError::DeviceTaken(format!(
+        "a device with serial {serial} or with its key is registered already"
+    ))
 }
 
 /// The invite stored as `id` for `invite`, issued at `now_ms`.

@@ -14,6 +14,7 @@ use crate::model::{
 
 mod audience;
 mod conversations;
+mod devices;
 mod directory;
 mod durability;
 mod invites;
@@ -25,6 +26,7 @@ pub use conversations::{
     commit_and_load, conversations_of_ordering_and_visibility, events_since_rebuilds_each_kind,
     history_pages_backwards, watermarks_never_lower,
 };
+pub use devices::devices_register_revoke_link_and_count_initiations;
 pub use directory::{inbox_agents, parties, sessions_and_acks};
 pub use durability::{
     failed_batch_leaves_nothing, reused_client_msg_id_is_a_duplicate_send, survives_reopen,
@@ -54,6 +56,7 @@ macro_rules! store_conformance_tests {
             failed_batch_leaves_nothing,
             reused_client_msg_id_is_a_duplicate_send,
             invites_are_used_up_expire_and_revoke,
+            devices_register_revoke_link_and_count_initiations,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {

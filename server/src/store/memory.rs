@@ -17,13 +17,13 @@ use bytes::Bytes;
 use kanal_proto::address::{Address, ConversationId};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, columns};
 use crate::core::audience;
 use crate::model::Counters;
 use crate::model::{
-    Body, Committed, ConversationKey, ConversationRecord, ConversationView, Event, EventRef,
-    InboxHead, Invite, LogHead, Message, NewInvite, OutboxRow, Party, PartyId, Receipt,
-    ReceiptKind, Session, StoredSend, Write,
+    Body, Committed, ConversationKey, ConversationRecord, ConversationView, Device, Event,
+    EventRef, InboxHead, Invite, LogHead, Message, NewDevice, NewInvite, OutboxRow, Party, PartyId,
+    Receipt, ReceiptKind, Session, StoredSend, Write,
 };
 
 /// The in-memory store. See the module docs.
@@ -95,6 +95,8 @@ struct State {
     watermarks: HashMap<(ConversationKey, PartyId, ReceiptKind), u64>,
     outbox: BTreeMap<(String, u64), Bytes>,
     invites: Vec<([u8; 32], Invite)>,
+    /// The device registry, by key.
+    devices: BTreeMap<[u8; 32], Device>,
     /// Each inbox's follower version (see [`InboxClaim`]).
     inbox_versions: HashMap<PartyId, u64>,
 }
@@ -619,6 +621,54 @@ impl Store for MemoryStore {
             .ok_or_else(|| StoreError::NotFound(format!("session {session}")))?;
         stored.session.acked_seq = stored.session.acked_seq.max(seq);
         Ok(())
+    }
+
+    async fn add_device(&self, device: NewDevice, now_ms: i64) -> StoreResult<Device> {
+        let mut state = self.lock();
+        if state.devices.contains_key(&device.key)
+            || state.devices.values().any(|d| d.serial == device.serial)
+        {
+            return Err(columns::device_taken(&device.serial));
+        }
+        let stored = columns::added_device(device, now_ms);
+        state.devices.insert(stored.key, stored.clone());
+        Ok(stored)
+    }
+
+    async fn devices(&self) -> StoreResult<Vec<Device>> {
+        let mut devices: Vec<Device> = self.lock().devices.values().cloned().collect();
+        devices.sort_by(|a, b| a.serial.cmp(&b.serial));
+        Ok(devices)
+    }
+
+    async fn device_by_key(&self, key: [u8; 32]) -> StoreResult<Option<Device>> {
+        Ok(self.lock().devices.get(&key).cloned())
+    }
+
+    async fn revoke_device(&self, serial: &str, now_ms: i64) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let device = state
+            .devices
+            .values_mut()
+            .find(|d| d.serial == serial && d.revoked_at_ms.is_none());
+        Ok(device.map(|d| d.revoked_at_ms = Some(now_ms)).is_some())
+    }
+
+    async fn link_device(&self, serial: &str, owner: Option<PartyId>) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let device = state.devices.values_mut().find(|d| d.serial == serial);
+        Ok(device.map(|d| d.owner = owner).is_some())
+    }
+
+    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
+        let mut state = self.lock();
+        match state.devices.get_mut(&key) {
+            Some(device) if device.last_initiation < counter => {
+                device.last_initiation = counter;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite> {

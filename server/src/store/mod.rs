@@ -14,7 +14,7 @@
 use async_trait::async_trait;
 use kanal_proto::address::{Address, ConversationId};
 
-use crate::model::{Committed, Counters};
+use crate::model::{Committed, Counters, Device, NewDevice};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, InboxHead, Invite, LogHead,
     Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session, SlotLease,
@@ -35,6 +35,9 @@ pub mod sqlite;
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Registering a device whose key or serial is registered already.
+    #[error("{0}")]
+    DeviceTaken(String),
     /// Creating a party whose address exists already.
     #[error("address {0} is taken")]
     AddressTaken(Address),
@@ -153,6 +156,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes invite `id`; whether it existed.
     async fn revoke_invite(&self, id: i64) -> StoreResult<bool>;
+
+    // --- devices ---------------------------------------------------------------
+
+    /// Registers a device (its party exists already), at `now_ms`. Refused
+    /// with [`StoreError::DeviceTaken`] if its key or serial is registered.
+    async fn add_device(&self, device: NewDevice, now_ms: i64) -> StoreResult<Device>;
+
+    /// Every registered device, revoked ones too, by serial.
+    async fn devices(&self) -> StoreResult<Vec<Device>>;
+
+    /// The device registered with static key `key`, if any.
+    async fn device_by_key(&self, key: [u8; 32]) -> StoreResult<Option<Device>>;
+
+    /// Revokes the device with `serial` at `now_ms`; whether it was
+    /// registered and not revoked yet.
+    async fn revoke_device(&self, serial: &str, now_ms: i64) -> StoreResult<bool>;
+
+    /// Links the device with `serial` to its owner's account (`None`:
+    /// unlinks it); whether the device is registered.
+    async fn link_device(&self, serial: &str, owner: Option<PartyId>) -> StoreResult<bool>;
+
+    /// Accepts handshake initiation `counter` of the device with key `key`
+    /// if it is above the last one accepted, in one statement (two nodes
+    /// cannot both accept the same counter); whether it was.
+    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool>;
 
     // --- the engine's writes and loads ---------------------------------------
 

@@ -25,11 +25,12 @@ use super::columns::now_ms;
 use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
-    Committed, Counters, InboxHead, Invite, NewInvite, NodeStatus, PartyId, Session, SlotLease,
-    Write,
+    Committed, Counters, Device, InboxHead, Invite, NewDevice, NewInvite, NodeStatus, PartyId,
+    Session, SlotLease, Write,
 };
 
 mod claims;
+mod devices;
 mod directory;
 mod invites;
 mod nodes;
@@ -169,6 +170,22 @@ impl SqlBackend for PgStore {
 
     async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite> {
         invites::create(&self.writer, &invite, now_ms).await
+    }
+
+    async fn add_device(&self, device: NewDevice, now_ms: i64) -> StoreResult<Device> {
+        devices::add(&self.writer, device, now_ms).await
+    }
+
+    async fn revoke_device(&self, serial: &str, now_ms: i64) -> StoreResult<bool> {
+        devices::revoke(&self.writer, serial, now_ms).await
+    }
+
+    async fn link_device(&self, serial: &str, owner: Option<PartyId>) -> StoreResult<bool> {
+        devices::link(&self.writer, serial, owner).await
+    }
+
+    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
+        devices::advance_initiation(&self.writer, key, counter).await
     }
 
     async fn take_invite(&self, code_hash: [u8; 32], now_ms: i64) -> StoreResult<bool> {

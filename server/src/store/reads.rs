@@ -16,12 +16,12 @@ use sqlx::sqlite::SqliteRow;
 
 use super::StoreResult;
 use super::columns::{
-    self, EventColumns, InviteColumns, LogHeadColumns, MessageColumns, PartyColumns, RecordColumns,
-    SessionColumns, ViewColumns, seq_from_db, seq_to_db,
+    self, DeviceColumns, EventColumns, InviteColumns, LogHeadColumns, MessageColumns, PartyColumns,
+    RecordColumns, SessionColumns, ViewColumns, seq_from_db, seq_to_db,
 };
 use crate::model::{
-    ConversationKey, ConversationRecord, ConversationView, Counters, Event, Invite, LogHead,
-    Message, OutboxRow, Party, PartyId, PartyKind, ReceiptKind, Session, StoredSend,
+    ConversationKey, ConversationRecord, ConversationView, Counters, Device, Event, Invite,
+    LogHead, Message, OutboxRow, Party, PartyId, PartyKind, ReceiptKind, Session, StoredSend,
 };
 
 /// A value bound to a statement's parameter.
@@ -228,6 +228,36 @@ pub(crate) async fn invites(reader: &impl Reader, now_ms: i64) -> StoreResult<Ve
         )
         .await?;
     Ok(rows.into_iter().map(columns::invite).collect())
+}
+
+/// Every registered device, by serial.
+pub(crate) async fn devices(reader: &impl Reader) -> StoreResult<Vec<Device>> {
+    let rows = reader
+        .rows::<DeviceColumns>(
+            "SELECT key, party, serial, model, inbox, owner, revoked_at_ms, last_initiation,
+                    added_at_ms
+             FROM devices ORDER BY serial",
+            &[],
+        )
+        .await?;
+    rows.into_iter().map(columns::device).collect()
+}
+
+/// The device registered with `key`.
+pub(crate) async fn device_by_key(
+    reader: &impl Reader,
+    key: [u8; 32],
+) -> StoreResult<Option<Device>> {
+    row::<DeviceColumns>(
+        reader,
+        "SELECT key, party, serial, model, inbox, owner, revoked_at_ms, last_initiation,
+                added_at_ms
+         FROM devices WHERE key = $1",
+        &[Param::Bytes(&key)],
+    )
+    .await?
+    .map(columns::device)
+    .transpose()
 }
 
 // --- the engine's loads ------------------------------------------------------------

@@ -12,9 +12,9 @@ use kanal_proto::address::{Address, ConversationId};
 use super::reads::{self, Reader};
 use super::{SEVERAL_NODES, Store, StoreError, StoreResult};
 use crate::model::{
-    Committed, ConversationKey, ConversationRecord, ConversationView, Counters, Event, InboxHead,
-    Invite, LogHead, Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind,
-    Session, SlotLease, StoredSend, Write,
+    Committed, ConversationKey, ConversationRecord, ConversationView, Counters, Device, Event,
+    InboxHead, Invite, LogHead, Message, NewDevice, NewInvite, NodeStatus, OutboxRow, Party,
+    PartyId, ReceiptKind, Session, SlotLease, StoredSend, Write,
 };
 
 /// An SQL backend: its pool for reads, and its writes. Each method is the
@@ -53,6 +53,18 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
 
     /// [`Store::revoke_invite`].
     async fn revoke_invite(&self, id: i64) -> StoreResult<bool>;
+
+    /// [`Store::add_device`].
+    async fn add_device(&self, device: NewDevice, now_ms: i64) -> StoreResult<Device>;
+
+    /// [`Store::revoke_device`].
+    async fn revoke_device(&self, serial: &str, now_ms: i64) -> StoreResult<bool>;
+
+    /// [`Store::link_device`].
+    async fn link_device(&self, serial: &str, owner: Option<PartyId>) -> StoreResult<bool>;
+
+    /// [`Store::advance_initiation`].
+    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool>;
 
     /// [`Store::commit`].
     async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed>;
@@ -171,6 +183,30 @@ impl<B: SqlBackend> Store for B {
 
     async fn revoke_invite(&self, id: i64) -> StoreResult<bool> {
         SqlBackend::revoke_invite(self, id).await
+    }
+
+    async fn add_device(&self, device: NewDevice, now_ms: i64) -> StoreResult<Device> {
+        SqlBackend::add_device(self, device, now_ms).await
+    }
+
+    async fn devices(&self) -> StoreResult<Vec<Device>> {
+        reads::devices(self.reader()).await
+    }
+
+    async fn device_by_key(&self, key: [u8; 32]) -> StoreResult<Option<Device>> {
+        reads::device_by_key(self.reader(), key).await
+    }
+
+    async fn revoke_device(&self, serial: &str, now_ms: i64) -> StoreResult<bool> {
+        SqlBackend::revoke_device(self, serial, now_ms).await
+    }
+
+    async fn link_device(&self, serial: &str, owner: Option<PartyId>) -> StoreResult<bool> {
+        SqlBackend::link_device(self, serial, owner).await
+    }
+
+    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
+        SqlBackend::advance_initiation(self, key, counter).await
     }
 
     async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed> {

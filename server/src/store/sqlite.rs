@@ -19,9 +19,12 @@ use super::columns::now_ms;
 use super::reads;
 use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
-use crate::model::{Committed, Counters, InboxHead, Invite, NewInvite, PartyId, Session, Write};
+use crate::model::{
+    Committed, Counters, Device, InboxHead, Invite, NewDevice, NewInvite, PartyId, Session, Write,
+};
 
 mod checkpoint;
+mod devices;
 mod directory;
 mod invites;
 mod read;
@@ -200,6 +203,32 @@ impl SqlBackend for SqliteStore {
     async fn revoke_invite(&self, id: i64) -> StoreResult<bool> {
         self.writer
             .call(move |conn| invites::revoke(conn, id))
+            .await
+    }
+
+    async fn add_device(&self, device: NewDevice, now_ms: i64) -> StoreResult<Device> {
+        self.writer
+            .call(move |conn| devices::add(conn, device, now_ms))
+            .await
+    }
+
+    async fn revoke_device(&self, serial: &str, now_ms: i64) -> StoreResult<bool> {
+        let serial = serial.to_owned();
+        self.writer
+            .call(move |conn| devices::revoke(conn, &serial, now_ms))
+            .await
+    }
+
+    async fn link_device(&self, serial: &str, owner: Option<PartyId>) -> StoreResult<bool> {
+        let serial = serial.to_owned();
+        self.writer
+            .call(move |conn| devices::link(conn, &serial, owner))
+            .await
+    }
+
+    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
+        self.writer
+            .call(move |conn| devices::advance_initiation(conn, key, counter))
             .await
     }
 
