@@ -45,9 +45,7 @@ fn text_of(event: &ClientEvent) -> Option<&str> {
         ClientEvent::Event(pb::Event {
             kind: Some(pb::event::Kind::Message(message)),
             ..
-        }) => match message.body.as_ref()?.kind.as_ref()? {
-            pb::body::Kind::Text(text) => Some(text),
-        },
+        }) => message.body.as_ref()?.text(),
         _ => None,
     }
 }

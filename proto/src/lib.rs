@@ -12,6 +12,8 @@
 
 #[cfg(feature = "std")]
 pub mod address;
+#[cfg(feature = "std")]
+mod body;
 pub mod codes;
 #[cfg(feature = "device")]
 pub mod device;

@@ -349,10 +349,7 @@ pub fn config_for(addr: SocketAddr, fingerprint: &str) -> ClientConfig {
 
 /// The text of a message body.
 pub fn text_of(message: &pb::Message) -> &str {
-    match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
-        Some(pb::body::Kind::Text(text)) => text,
-        None => "",
-    }
+    message.body.as_ref().and_then(pb::Body::text).unwrap_or("")
 }
 
 /// Waits for the next client event.

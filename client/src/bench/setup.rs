@@ -502,10 +502,7 @@ pub(crate) fn message_of(event: &ClientEvent) -> Option<&pb::Message> {
 
 /// The text of a message.
 pub(crate) fn text_of(message: &pb::Message) -> &str {
-    match message.body.as_ref().and_then(|body| body.kind.as_ref()) {
-        Some(pb::body::Kind::Text(text)) => text,
-        None => "",
-    }
+    message.body.as_ref().and_then(pb::Body::text).unwrap_or("")
 }
 
 /// `len` random characters valid in an address's local part.

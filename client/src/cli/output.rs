@@ -19,8 +19,25 @@ pub(crate) fn message_line(message: &pb::Message) -> String {
         message.seq,
         clock(message.sent_at_ms),
         message.sender,
-        body_text(message.body.as_ref()).unwrap_or("<unsupported message body>")
+        shown_body(message.body.as_ref())
     )
+}
+
+/// A body for people: its text, then a prompt's replies or a device's
+/// diagnostics.
+fn shown_body(body: Option<&pb::Body>) -> String {
+    let Some(text) = body.and_then(pb::Body::text) else {
+        return "<unsupported message body>".into();
+    };
+    let mut shown = text.to_owned();
+    let body = body.expect("it has a text");
+    if !body.replies().is_empty() {
+        shown.push_str(&format!(" [replies: {}]", body.replies().join(" | ")));
+    }
+    for diagnostic in body.diagnostics() {
+        shown.push_str(&format!(" [{} = {}]", diagnostic.key, diagnostic.value));
+    }
+    shown
 }
 
 /// A message as JSON; `event_seq` when it came from the event stream.
@@ -30,10 +47,23 @@ pub(crate) fn message_json(message: &pb::Message, event_seq: Option<u64>) -> Val
         "conversation": message.conversation,
         "seq": message.seq,
         "sender": message.sender,
-        "text": body_text(message.body.as_ref()),
+        "text": message.body.as_ref().and_then(pb::Body::text),
         "client_msg_id": message.client_msg_id,
         "sent_at_ms": message.sent_at_ms,
     });
+    if let (Some(body), Some(object)) = (&message.body, value.as_object_mut()) {
+        if !body.replies().is_empty() {
+            object.insert("replies".into(), json!(body.replies()));
+        }
+        if !body.diagnostics().is_empty() {
+            let diagnostics: serde_json::Map<String, Value> = body
+                .diagnostics()
+                .iter()
+                .map(|d| (d.key.clone(), Value::from(d.value.clone())))
+                .collect();
+            object.insert("diagnostics".into(), Value::Object(diagnostics));
+        }
+    }
     if let (Some(seq), Some(object)) = (event_seq, value.as_object_mut()) {
         object.insert("event_seq".into(), seq.into());
     }
@@ -135,14 +165,6 @@ pub(crate) fn typing_json(typing: &pb::Typing) -> Value {
         "from": typing.from,
         "active": typing.active,
     })
-}
-
-/// The text of a body, if it is text.
-fn body_text(body: Option<&pb::Body>) -> Option<&str> {
-    match body.and_then(|body| body.kind.as_ref()) {
-        Some(pb::body::Kind::Text(text)) => Some(text),
-        None => None,
-    }
 }
 
 /// ` "subject"`, or nothing when there is none.

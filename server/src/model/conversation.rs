@@ -13,6 +13,29 @@ pub type ConversationKey = i64;
 pub enum Body {
     /// Plain text, UTF-8.
     Text(String),
+    /// Text offering quick replies (labels a device shows as buttons).
+    Prompt {
+        /// What it says.
+        text: String,
+        /// The labels offered.
+        replies: Vec<String>,
+    },
+    /// What a device reported when it opened a conversation.
+    DeviceReport {
+        /// What it says.
+        text: String,
+        /// Its diagnostics, `(key, value)`, in the device's order.
+        diagnostics: Vec<(String, String)>,
+    },
+}
+
+impl Body {
+    /// The text it says, whatever its kind.
+    pub fn text(&self) -> &str {
+        match self {
+            Body::Text(text) | Body::Prompt { text, .. } | Body::DeviceReport { text, .. } => text,
+        }
+    }
 }
 
 /// The engine's view of a stored conversation, loaded when first touched.

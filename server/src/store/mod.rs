@@ -22,7 +22,7 @@ use crate::model::{
 };
 
 mod batch;
-mod body;
+pub(crate) mod body;
 mod columns;
 #[cfg(test)]
 pub mod conformance;

@@ -40,17 +40,12 @@ pub(crate) fn receipt_kind(kind: ReceiptKind) -> pb::ReceiptKind {
 
 /// A body on the wire.
 pub(crate) fn body(body: &Body) -> pb::Body {
-    let kind = match body {
-        Body::Text(text) => pb::body::Kind::Text(text.clone()),
-    };
-    pb::Body { kind: Some(kind) }
+    crate::store::body::to_pb(body)
 }
 
 /// A body from the wire, if it has a kind this server knows.
 pub(crate) fn parse_body(body: pb::Body) -> Option<Body> {
-    match body.kind? {
-        pb::body::Kind::Text(text) => Some(Body::Text(text)),
-    }
+    crate::store::body::from_pb(body)
 }
 
 /// A conversation on the wire.

@@ -274,13 +274,7 @@ fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Command, R
             "the message has no body",
         ));
     };
-    let crate::model::Body::Text(text) = &body;
-    if text.len() > limits::MAX_TEXT {
-        return Err(Refusal::new(
-            RefusalCode::TooLarge,
-            format!("text of {} bytes exceeds {}", text.len(), limits::MAX_TEXT),
-        ));
-    }
+    check_body(party, &body)?;
     node.limits.send(party.id)?;
     local_host(node, &id)?;
     Ok(Command::Send {
@@ -289,6 +283,48 @@ fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Command, R
         client_msg_id: send.client_msg_id,
         body,
     })
+}
+
+/// Refuses a body that breaks its kind's limits, or that its sender may not
+/// send (a device report from anything but a device).
+fn check_body(party: &Party, body: &crate::model::Body) -> Result<(), Refusal> {
+    use crate::model::Body;
+    use kanal_proto::device::limits::{MAX_QUICK_REPLIES, MAX_QUICK_REPLY};
+    let text = body.text();
+    if text.len() > limits::MAX_TEXT {
+        return Err(Refusal::new(
+            RefusalCode::TooLarge,
+            format!("text of {} bytes exceeds {}", text.len(), limits::MAX_TEXT),
+        ));
+    }
+    match body {
+        Body::Text(_) => Ok(()),
+        Body::Prompt { replies, .. } => {
+            if replies.is_empty() || replies.len() > MAX_QUICK_REPLIES {
+                return Err(Refusal::new(
+                    RefusalCode::BadRequest,
+                    format!("a prompt offers 1 to {MAX_QUICK_REPLIES} replies"),
+                ));
+            }
+            match replies
+                .iter()
+                .find(|r| r.is_empty() || r.len() > MAX_QUICK_REPLY)
+            {
+                Some(reply) => Err(Refusal::new(
+                    RefusalCode::TooLarge,
+                    format!(
+                        "a reply label is 1 to {MAX_QUICK_REPLY} bytes, not {}",
+                        reply.len()
+                    ),
+                )),
+                None => Ok(()),
+            }
+        }
+        Body::DeviceReport { .. } => Err(Refusal::new(
+            RefusalCode::BadRequest,
+            format!("{}: only devices send device reports", party.address),
+        )),
+    }
 }
 
 /// The writer command of a valid MarkReceipt.
