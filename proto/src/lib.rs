@@ -41,3 +41,7 @@ pub const ALPN_FEDERATION: &[u8] = b"kanal-fed/1";
 
 /// The UDP port a server listens on when none is configured.
 pub const DEFAULT_PORT: u16 = 7447;
+
+/// The UDP port a server's device gateway (`DEVICES.md`) listens on when
+/// none is configured.
+pub const DEFAULT_DEVICE_PORT: u16 = 7448;

@@ -23,6 +23,7 @@ mod ops;
 mod sim;
 pub mod store;
 
+pub use links::device::Counters as DeviceCounters;
 pub use node::Node;
 pub use node::directory as admin;
 pub use node::limits::{Policy, Registration};

@@ -18,6 +18,7 @@ use kanal_server::{Server, admin, datadir};
 
 mod bystander;
 mod cluster;
+pub mod device;
 pub use bystander::{Bystander, Report};
 pub use cluster::{DEFAULT_NATS, DEFAULT_POSTGRES, NATS_ENV, NatsLink, PrivateNats, TestCluster};
 
@@ -76,6 +77,7 @@ impl TestServer {
     ) -> Result<Self> {
         let mut config = Config::load(dir.path())?;
         config.listen = listen;
+        config.device_listen = loopback(0);
         let server = Server::start(dir.path(), config).await?;
         Ok(Self {
             server,
@@ -590,6 +592,8 @@ pub async fn spawn_kanald(
         .arg("run")
         .arg("--listen")
         .arg(listen.to_string())
+        .arg("--device-listen")
+        .arg(loopback(0).to_string())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

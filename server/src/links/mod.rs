@@ -2,4 +2,5 @@
 //! and renders events back; none holds policy.
 
 pub(crate) mod admin;
+pub(crate) mod device;
 pub(crate) mod quic;

@@ -8,7 +8,7 @@ use kanal_proto::address::Address;
 use super::accounts::{check_password, create_party};
 use super::{Node, auth};
 use crate::core::engine::{Command, Reply};
-use crate::model::{Invite, NewInvite, NewParty, Party, PartyKind, Refusal};
+use crate::model::{Device, Invite, NewDevice, NewInvite, NewParty, Party, PartyKind, Refusal};
 use crate::store::StoreError;
 
 /// Why an operator action failed.
@@ -146,5 +146,152 @@ pub async fn add_agent(
     match node.writer.submit(command).await {
         Reply::Refused(refusal) => Err(refusal.into()),
         _ => Ok(agent),
+    }
+}
+
+/// A device to register, as an operator names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// The maker's serial number; the device's address is its lowercase
+    /// form `@domain`.
+    pub serial: String,
+    /// The maker's model name.
+    pub model: String,
+    /// Its static X25519 public key.
+    pub key: [u8; 32],
+    /// Local part of the inbox its conversations land in.
+    pub inbox: String,
+    /// Local part of its owner's account, if linked.
+    pub owner: Option<String>,
+}
+
+/// Longest model name, in bytes.
+pub const MAX_MODEL: usize = 64;
+
+/// Registers a device: creates its party (`serial@domain`, kind device)
+/// and its registry row; from then its handshakes are accepted.
+pub async fn add_device(node: &Node, spec: DeviceSpec) -> Result<Device, AdminError> {
+    if spec.model.is_empty() || spec.model.len() > MAX_MODEL {
+        return Err(AdminError::Invalid(format!(
+            "device {}: a model name is 1 to {MAX_MODEL} bytes",
+            spec.serial
+        )));
+    }
+    let address = Address::new(&spec.serial.to_ascii_lowercase(), &node.domain)?;
+    let inbox = inbox_named(node, &spec.inbox).await?;
+    let owner = match &spec.owner {
+        Some(local) => Some(account_named(node, local).await?.id),
+        None => None,
+    };
+    if node.devices.get(&spec.key).is_some() {
+        return Err(StoreError::DeviceTaken(format!(
+            "device {}: its key is registered already",
+            spec.serial
+        ))
+        .into());
+    }
+    let party = match node.store.party_by_address(&address).await? {
+        // A party left by a registration that failed half-way.
+        Some(p) if p.kind == PartyKind::Device && node.devices.get_by_party(p.id).is_none() => p,
+        Some(p) => {
+            return Err(StoreError::DeviceTaken(format!(
+                "device {}: {} exists already as a {}",
+                spec.serial,
+                p.address,
+                crate::links::admin::kind_name(p.kind)
+            ))
+            .into());
+        }
+        None => {
+            let party = NewParty {
+                address,
+                kind: PartyKind::Device,
+                display_name: format!("{} {}", spec.model, spec.serial),
+                password_hash: None,
+            };
+            create_party(node, party).await?
+        }
+    };
+    let device = NewDevice {
+        key: spec.key,
+        party: party.id,
+        serial: spec.serial,
+        model: spec.model,
+        inbox: inbox.id,
+        owner,
+    };
+    let stored = node
+        .store
+        .add_device(device, super::writer::now_ms())
+        .await?;
+    node.devices.put(stored.clone());
+    Ok(stored)
+}
+
+/// Revokes the device with `serial`: its handshakes and sessions are
+/// refused from now on (its conversations stay).
+pub async fn revoke_device(node: &Node, serial: &str) -> Result<Device, AdminError> {
+    if !node
+        .store
+        .revoke_device(serial, super::writer::now_ms())
+        .await?
+    {
+        return Err(AdminError::Invalid(format!(
+            "no device {serial}, or it is revoked already"
+        )));
+    }
+    reread_device(node, serial).await
+}
+
+/// Links the device with `serial` to the account `owner` (`None`:
+/// unlinks it): the conversations it opens from now on include its owner.
+pub async fn link_device(
+    node: &Node,
+    serial: &str,
+    owner: Option<&str>,
+) -> Result<Device, AdminError> {
+    let owner = match owner {
+        Some(local) => Some(account_named(node, local).await?.id),
+        None => None,
+    };
+    if !node.store.link_device(serial, owner).await? {
+        return Err(AdminError::Invalid(format!("no device {serial}")));
+    }
+    reread_device(node, serial).await
+}
+
+/// The device with `serial` as the store holds it, recorded in the
+/// registry.
+async fn reread_device(node: &Node, serial: &str) -> Result<Device, AdminError> {
+    let device = node
+        .store
+        .devices()
+        .await?
+        .into_iter()
+        .find(|d| d.serial == serial)
+        .ok_or_else(|| AdminError::Invalid(format!("no device {serial}")))?;
+    node.devices.put(device.clone());
+    Ok(device)
+}
+
+/// The inbox `local@domain`.
+async fn inbox_named(node: &Node, local: &str) -> Result<Party, AdminError> {
+    let address = Address::new(local, &node.domain)?;
+    match node.store.party_by_address(&address).await? {
+        Some(p) if p.kind == PartyKind::Inbox => Ok(p),
+        _ => Err(AdminError::NotAnInbox(address)),
+    }
+}
+
+/// The user account `local@domain` (a device's owner).
+async fn account_named(node: &Node, local: &str) -> Result<Party, AdminError> {
+    let address = Address::new(local, &node.domain)?;
+    match node.store.party_by_address(&address).await? {
+        Some(p) if p.kind == PartyKind::User => Ok(p),
+        Some(p) => Err(AdminError::WrongKind {
+            address,
+            kind: p.kind,
+        }),
+        None => Err(AdminError::Invalid(format!("no account {address}"))),
     }
 }

@@ -6,6 +6,7 @@
 pub(crate) mod accounts;
 pub(crate) mod auth;
 pub(crate) mod cluster;
+pub(crate) mod devices;
 pub mod directory;
 pub(crate) mod hub;
 pub(crate) mod limits;
@@ -36,6 +37,8 @@ pub struct Node {
     pub hub: Arc<Hub>,
     /// What sources and accounts may still attempt.
     pub(crate) limits: limits::Limits,
+    /// Registered devices, by key.
+    pub(crate) devices: devices::DeviceRegistry,
 }
 
 impl std::fmt::Debug for Node {
@@ -57,6 +60,8 @@ impl Node {
         let hub = Arc::new(Hub::default());
         let writer_store = store.for_writer().unwrap_or_else(|| store.clone());
         let (writer, task) = writer::spawn(writer_store, hub.clone(), domain.clone()).await?;
+        let devices = devices::DeviceRegistry::default();
+        devices.reload(store.as_ref()).await?;
         let node = Node {
             domain,
             policy,
@@ -64,6 +69,7 @@ impl Node {
             writer,
             hub,
             limits: limits::Limits::new(&policy),
+            devices,
         };
         Ok((Arc::new(node), task))
     }

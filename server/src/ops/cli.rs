@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::links::admin::{self, AdminRequest, AdminResponse, PartyInfo};
+use crate::links::admin::{self, AdminRequest, AdminResponse, DeviceSpecInfo, PartyInfo};
 use crate::ops::cluster;
 use crate::ops::config::{Config, Registration};
 use crate::ops::datadir;
@@ -60,6 +60,9 @@ enum Command {
     /// Manage invite codes (for `registration = "invite"`).
     #[command(subcommand)]
     Invite(InviteCommand),
+    /// Manage devices (products that speak the device profile).
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Write a consistent copy of the database to a new file, while the
     /// server runs (see the README for restoring it).
     Backup {
@@ -130,6 +133,21 @@ struct RunArgs {
     /// database through this NATS server).
     #[arg(long)]
     nats: Option<String>,
+    /// Overrides `device_listen` (UDP address of the device gateway).
+    #[arg(long)]
+    device_listen: Option<SocketAddr>,
+    /// Overrides `device_requests_per_minute` (0: unlimited).
+    #[arg(long)]
+    device_requests_per_minute: Option<u32>,
+    /// Overrides `device_request_burst`.
+    #[arg(long)]
+    device_request_burst: Option<u32>,
+    /// Overrides `device_mail_expiry_hours`.
+    #[arg(long)]
+    device_mail_expiry_hours: Option<u32>,
+    /// Overrides `device_cookie_threshold`.
+    #[arg(long)]
+    device_cookie_threshold: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +181,64 @@ enum AgentCommand {
         #[arg(long, default_value = "")]
         display_name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Generate a device's static key pair, for provisioning: the secret
+    /// goes into the device, the public key into `kanald device add`.
+    Keygen,
+    /// Print the gateway's static public key, which devices are built with.
+    ServerKey,
+    /// Register a device, or (with --csv) every device of a CSV file with
+    /// the header `serial,model,public_key,inbox,owner` (owner may be empty).
+    Add {
+        /// The maker's serial number (its address is its lowercase form).
+        #[arg(required_unless_present = "csv")]
+        serial: Option<String>,
+        /// The model name.
+        #[arg(long, required_unless_present = "csv")]
+        model: Option<String>,
+        /// Its static public key, 64 hex digits.
+        #[arg(long, required_unless_present = "csv")]
+        key: Option<String>,
+        /// Local part of the inbox its conversations land in.
+        #[arg(long, default_value = "support")]
+        inbox: String,
+        /// Local part of its owner's account.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Register every device of this CSV file instead.
+        #[arg(long, conflicts_with_all = ["serial", "model", "key", "owner"])]
+        csv: Option<PathBuf>,
+    },
+    /// List the registered devices.
+    List,
+    /// Revoke a device: its handshakes are refused from now on.
+    Revoke {
+        /// Its serial.
+        serial: String,
+    },
+    /// Link a device to its owner's account (or, without --owner, unlink
+    /// it): the conversations it opens from then include the owner.
+    Link {
+        /// Its serial.
+        serial: String,
+        /// Local part of the owner's account.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+}
+
+/// One row of a device CSV file.
+#[derive(Debug, serde::Deserialize)]
+struct DeviceRow {
+    serial: String,
+    model: String,
+    public_key: String,
+    inbox: String,
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +385,7 @@ async fn real_main() -> Result<()> {
             }
         }
         Command::Invite(command) => invite(&cli.data_dir, command).await,
+        Command::Device(command) => device(&cli.data_dir, command).await,
         Command::Cluster(ClusterCommand::Status { database }) => {
             print!(
                 "{}",
@@ -378,6 +455,101 @@ fn utc(ms: i64) -> String {
 
 /// Carries out an operator command through the server running on
 /// `data_dir`, or, when none runs, through a node of this process.
+/// `kanald device …`.
+async fn device(data_dir: &Path, command: DeviceCommand) -> Result<()> {
+    let request = match command {
+        DeviceCommand::Keygen => {
+            let keys = snow::Builder::new(kanal_proto::device::NOISE_PATTERN.parse()?)
+                .generate_keypair()?;
+            println!("secret {}", hex::encode(&keys.private));
+            println!("public {}", hex::encode(&keys.public));
+            return Ok(());
+        }
+        DeviceCommand::ServerKey => {
+            if !datadir::is_initialised(data_dir) {
+                bail!(
+                    "{} is not initialised: run `kanald init` first",
+                    data_dir.display()
+                );
+            }
+            let (_, public) = datadir::device_key(data_dir)
+                .with_context(|| format!("the device key of {}", data_dir.display()))?;
+            println!("{}", hex::encode(public));
+            return Ok(());
+        }
+        DeviceCommand::Add {
+            csv: Some(path), ..
+        } => {
+            let mut reader = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_path(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut devices = Vec::new();
+            for (line, row) in reader.deserialize::<DeviceRow>().enumerate() {
+                // Line 1 is the header.
+                let row = row.with_context(|| format!("{} line {}", path.display(), line + 2))?;
+                devices.push(DeviceSpecInfo {
+                    serial: row.serial,
+                    model: row.model,
+                    key: row.public_key,
+                    inbox: row.inbox,
+                    owner: row.owner.filter(|o| !o.is_empty()),
+                });
+            }
+            AdminRequest::AddDevices { devices }
+        }
+        DeviceCommand::Add {
+            serial,
+            model,
+            key,
+            inbox,
+            owner,
+            csv: None,
+        } => AdminRequest::AddDevices {
+            devices: vec![DeviceSpecInfo {
+                serial: serial.unwrap_or_default(),
+                model: model.unwrap_or_default(),
+                key: key.unwrap_or_default(),
+                inbox,
+                owner,
+            }],
+        },
+        DeviceCommand::List => AdminRequest::Devices,
+        DeviceCommand::Revoke { serial } => AdminRequest::RevokeDevice { serial },
+        DeviceCommand::Link { serial, owner } => AdminRequest::LinkDevice { serial, owner },
+    };
+    let listing = matches!(request, AdminRequest::Devices);
+    match administer(data_dir, request).await? {
+        AdminResponse::Devices { devices, refused } => {
+            for device in &devices {
+                println!(
+                    "{:<20} {:<16} {:<28} inbox {} owner {}{}  key {}",
+                    device.serial,
+                    device.model,
+                    device.address,
+                    device.inbox,
+                    device.owner.as_deref().unwrap_or("-"),
+                    if device.revoked { "  REVOKED" } else { "" },
+                    device.key,
+                );
+            }
+            for reason in &refused {
+                eprintln!("refused {reason}");
+            }
+            if !listing {
+                println!("{} registered, {} refused", devices.len(), refused.len());
+            }
+            if refused.is_empty() {
+                Ok(())
+            } else {
+                bail!("{} devices were refused", refused.len())
+            }
+        }
+        AdminResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
 async fn administer(data_dir: &Path, request: AdminRequest) -> Result<AdminResponse> {
     let answered = admin::call(data_dir, &request)
         .await
@@ -475,6 +647,21 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     if let Some(v) = args.max_connections_per_account {
         config.max_connections_per_account = v;
     }
+    if let Some(v) = args.device_listen {
+        config.device_listen = v;
+    }
+    if let Some(v) = args.device_requests_per_minute {
+        config.device_requests_per_minute = v;
+    }
+    if let Some(v) = args.device_request_burst {
+        config.device_request_burst = v;
+    }
+    if let Some(v) = args.device_mail_expiry_hours {
+        config.device_mail_expiry_hours = v;
+    }
+    if let Some(v) = args.device_cookie_threshold {
+        config.device_cookie_threshold = v;
+    }
     config.validate()?;
     let server = Server::start(data_dir, config).await?;
     // One line on stdout that scripts (and tests) can read.
@@ -483,6 +670,11 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
         server.local_addr(),
         server.domain(),
         server.fingerprint()
+    );
+    println!(
+        "kanald devices on {} key {}",
+        server.device_addr(),
+        hex::encode(server.device_public_key())
     );
     shutdown_signal().await?;
     eprintln!("shutting down");

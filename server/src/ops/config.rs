@@ -92,6 +92,18 @@ pub struct Config {
     /// The prefix of the NATS subjects the nodes use, so that several Kanal
     /// clusters can share one NATS. Empty (the default): `kanal.<domain>`.
     pub nats_subject_prefix: String,
+    /// UDP address the device gateway listens on. Default: `0.0.0.0:7448`.
+    pub device_listen: SocketAddr,
+    /// Requests (open, append, poll) one device may make per minute,
+    /// sustained; 0: unlimited. Default: 30.
+    pub device_requests_per_minute: u32,
+    /// Requests one device may make at once above that rate. Default: 10.
+    pub device_request_burst: u32,
+    /// Hours an agent's message waits in a device's mailbox. Default: 168.
+    pub device_mail_expiry_hours: u32,
+    /// Device handshakes per second above which the gateway first asks
+    /// every sender to prove its address (a cookie). Default: 500.
+    pub device_cookie_threshold: u32,
 }
 
 impl Default for Config {
@@ -114,6 +126,11 @@ impl Default for Config {
             max_connections_per_account: policy.max_connections_per_account,
             nats: String::new(),
             nats_subject_prefix: String::new(),
+            device_listen: SocketAddr::from(([0, 0, 0, 0], kanal_proto::DEFAULT_DEVICE_PORT)),
+            device_requests_per_minute: 30,
+            device_request_burst: 10,
+            device_mail_expiry_hours: 168,
+            device_cookie_threshold: 500,
         }
     }
 }
@@ -220,6 +237,28 @@ impl Config {
                 ),
             });
         }
+        if self.device_requests_per_minute > 0 && self.device_request_burst == 0 {
+            return Err(ConfigError::Invalid {
+                key: "device_request_burst",
+                problem: "must be at least 1 while device_requests_per_minute limits requests"
+                    .into(),
+            });
+        }
+        if self.device_mail_expiry_hours == 0 {
+            return Err(ConfigError::Invalid {
+                key: "device_mail_expiry_hours",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.device_listen == self.listen && self.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                key: "device_listen",
+                problem: format!(
+                    "{} is `listen` already: give devices a port of their own",
+                    self.device_listen
+                ),
+            });
+        }
         if self.sends_per_second_per_party > 0 && self.send_burst_per_party == 0 {
             return Err(ConfigError::Invalid {
                 key: "send_burst_per_party",
@@ -278,6 +317,16 @@ idle_timeout_secs = {idle}
 nats = "{nats}"
 # The prefix of their NATS subjects; empty: "kanal.<domain>".
 nats_subject_prefix = "{nats_subject_prefix}"
+
+# Devices (proto/DEVICES.md): the UDP address of the device gateway, how
+# many requests one device may make per minute (0: unlimited) and at once,
+# how many hours an agent's reply waits in a device's mailbox, and the
+# handshakes per second above which senders must first prove their address.
+device_listen = "{device_listen}"
+device_requests_per_minute = {device_rate}
+device_request_burst = {device_burst}
+device_mail_expiry_hours = {device_expiry}
+device_cookie_threshold = {device_cookies}
 "#,
             domain = self.domain,
             listen = self.listen,
@@ -295,6 +344,11 @@ nats_subject_prefix = "{nats_subject_prefix}"
             idle = self.idle_timeout_secs,
             nats = self.nats,
             nats_subject_prefix = self.nats_subject_prefix,
+            device_listen = self.device_listen,
+            device_rate = self.device_requests_per_minute,
+            device_burst = self.device_request_burst,
+            device_expiry = self.device_mail_expiry_hours,
+            device_cookies = self.device_cookie_threshold,
         )
     }
 }

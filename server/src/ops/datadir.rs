@@ -46,29 +46,64 @@ pub const RESET_KEY_FILE: &str = "reset.key";
 /// derived from it too (`links/quic/endpoint.rs`): without that, the restarted server
 /// would drop the old connections' packets before considering a reset.
 pub fn reset_key(data_dir: &Path) -> std::io::Result<[u8; 64]> {
-    let path = data_dir.join(RESET_KEY_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() == 64 => {
-            let mut key = [0u8; 64];
-            key.copy_from_slice(&bytes);
-            return Ok(key);
-        }
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} must hold exactly 64 bytes", path.display()),
-            ));
+    secret_file(&data_dir.join(RESET_KEY_FILE), || {
+        let mut key = [0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        key
+    })
+}
+
+/// The file holding the device gateway's static key pair.
+pub const DEVICE_KEY_FILE: &str = "device.key";
+
+/// The device gateway's static X25519 key pair `(secret, public)`, created
+/// on first use: every device is built knowing the public half
+/// (`kanald device server-key` prints it), so it must survive restarts.
+pub fn device_key(data_dir: &Path) -> std::io::Result<([u8; 32], [u8; 32])> {
+    let pair = secret_file(&data_dir.join(DEVICE_KEY_FILE), || {
+        let keys = snow::Builder::new(
+            kanal_proto::device::NOISE_PATTERN
+                .parse()
+                .expect("a valid pattern"),
+        )
+        .generate_keypair()
+        .expect("X25519 keys generate");
+        let mut pair = [0u8; 64];
+        pair[..32].copy_from_slice(&keys.private);
+        pair[32..].copy_from_slice(&keys.public);
+        pair
+    })?;
+    let (secret, public) = pair.split_at(32);
+    Ok((
+        secret.try_into().expect("32 bytes"),
+        public.try_into().expect("32 bytes"),
+    ))
+}
+
+/// The `N` bytes of the secret file at `path`, made by `generate` and
+/// written (mode 0600) if it does not exist.
+fn secret_file<const N: usize>(
+    path: &Path,
+    generate: impl FnOnce() -> [u8; N],
+) -> std::io::Result<[u8; N]> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            return bytes.try_into().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} must hold exactly {N} bytes", path.display()),
+                )
+            });
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut key = [0u8; 64];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let key = generate();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(&path)?, &key)?;
+    std::io::Write::write_all(&mut options.open(path)?, &key)?;
     Ok(key)
 }
 

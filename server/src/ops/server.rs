@@ -15,6 +15,7 @@ use super::config::{Config, ConfigError};
 use super::database::OpenStore;
 use super::datadir;
 use crate::links::admin;
+use crate::links::device::{self, Gateway};
 use crate::links::quic::endpoint::{self, Endpoint, EndpointError};
 use crate::node::Node;
 use crate::node::cluster::{Cluster, ClusterConfig, ClusterError};
@@ -37,6 +38,14 @@ pub enum StartError {
         database: String,
         /// Why.
         source: StoreError,
+    },
+    /// The device gateway's UDP address could not be bound.
+    #[error("device_listen {addr}: {source}")]
+    DeviceListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
     },
     /// The configuration names no usable database.
     #[error(transparent)]
@@ -76,6 +85,10 @@ pub struct Server {
     writer: JoinHandle<()>,
     /// The other nodes, when there are.
     cluster: Option<Cluster>,
+    /// Devices.
+    gateway: Gateway,
+    /// The gateway's static public key.
+    device_public: [u8; 32],
     _lock: File,
 }
 
@@ -151,6 +164,36 @@ impl Server {
                 Some(joined.map_err(|e: ClusterError| StartError::Cluster(e.to_string()))?)
             }
         };
+        let (secret, device_public) =
+            datadir::device_key(data_dir).map_err(|source| StartError::DataDir {
+                path: data_dir.join(datadir::DEVICE_KEY_FILE),
+                source,
+            })?;
+        let device_socket = std::net::UdpSocket::bind(config.device_listen)
+            .and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                tokio::net::UdpSocket::from_std(socket)
+            })
+            .map_err(|source| StartError::DeviceListen {
+                addr: config.device_listen,
+                source,
+            })?;
+        let gateway = Gateway::serve(
+            device_socket,
+            node.clone(),
+            device::Settings {
+                secret,
+                public: device_public,
+                requests_per_minute: config.device_requests_per_minute,
+                request_burst: config.device_request_burst,
+                mail_expiry: Duration::from_secs(u64::from(config.device_mail_expiry_hours) * 3600),
+                cookie_threshold: config.device_cookie_threshold,
+            },
+        )
+        .map_err(|source| StartError::DeviceListen {
+            addr: config.device_listen,
+            source,
+        })?;
         let admin = tokio::spawn(admin::serve(socket, node.clone()));
         let accept = endpoint.serve(node.clone(), config.max_connections);
         tracing::info!(
@@ -169,6 +212,8 @@ impl Server {
             admin_socket,
             writer,
             cluster,
+            gateway,
+            device_public,
             _lock: lock,
         })
     }
@@ -181,6 +226,21 @@ impl Server {
     /// SHA-256 fingerprint of the certificate, lowercase hex.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The address the device gateway listens on.
+    pub fn device_addr(&self) -> SocketAddr {
+        self.gateway.local_addr
+    }
+
+    /// The device gateway's static public key, which devices are built with.
+    pub fn device_public_key(&self) -> [u8; 32] {
+        self.device_public
+    }
+
+    /// What the device gateway refused and did since it started.
+    pub fn device_counters(&self) -> &device::Counters {
+        &self.gateway.counters
     }
 
     /// The domain the server answers for.
@@ -217,9 +277,11 @@ impl Server {
             admin_socket,
             writer,
             cluster,
+            gateway,
             ..
         } = self;
         drop(cluster);
+        drop(gateway);
         let local_addr = endpoint.local_addr;
         endpoint.close(SHUTDOWN_GRACE).await;
         let _ = accept.await;

@@ -9,6 +9,7 @@ mod client_limits;
 mod cluster;
 mod cluster_processes;
 mod control_stream;
+mod devices;
 mod durability;
 mod handshake_flood;
 mod history_paging;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::model::{Invite, Party, PartyKind};
+use crate::model::{Device, Invite, Party, PartyKind};
 use crate::node::{Node, directory};
 
 /// The socket's file name in the data directory.
@@ -71,6 +71,25 @@ pub(crate) enum AdminRequest {
         /// Its id.
         id: i64,
     },
+    /// Register devices (all that are valid; each is reported).
+    AddDevices {
+        /// The devices.
+        devices: Vec<DeviceSpecInfo>,
+    },
+    /// List the registered devices.
+    Devices,
+    /// Revoke a device.
+    RevokeDevice {
+        /// Its serial.
+        serial: String,
+    },
+    /// Link a device to its owner's account, or unlink it.
+    LinkDevice {
+        /// Its serial.
+        serial: String,
+        /// Local part of the owner's account; none: unlink.
+        owner: Option<String>,
+    },
     /// Write a consistent copy of the database to `to`, an absolute path
     /// that does not exist yet.
     Backup {
@@ -117,6 +136,13 @@ pub(crate) enum AdminResponse {
         /// Its size in bytes.
         bytes: u64,
     },
+    /// Devices, as registered now.
+    Devices {
+        /// The devices.
+        devices: Vec<DeviceInfo>,
+        /// Why each device that was not registered was refused.
+        refused: Vec<String>,
+    },
     /// The command failed; nothing changed.
     Error {
         /// Why, for the operator.
@@ -146,6 +172,40 @@ impl From<&Invite> for InviteInfo {
             note: invite.note.clone(),
         }
     }
+}
+
+/// A device to register, as the admin link carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeviceSpecInfo {
+    /// The maker's serial number.
+    pub serial: String,
+    /// The model name.
+    pub model: String,
+    /// Its static public key, 64 hex digits.
+    pub key: String,
+    /// Local part of the inbox its conversations land in.
+    pub inbox: String,
+    /// Local part of its owner's account.
+    pub owner: Option<String>,
+}
+
+/// A registered device as the admin link shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeviceInfo {
+    /// The maker's serial number.
+    pub serial: String,
+    /// The model name.
+    pub model: String,
+    /// Its static public key, hex.
+    pub key: String,
+    /// Its address.
+    pub address: String,
+    /// Its inbox's address.
+    pub inbox: String,
+    /// Its owner's address, if linked.
+    pub owner: Option<String>,
+    /// Whether it is revoked.
+    pub revoked: bool,
 }
 
 /// A party as the admin link shows it.
@@ -313,6 +373,57 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
                 },
             };
         }
+        AdminRequest::AddDevices { devices } => {
+            let mut added = Vec::new();
+            let mut refused = Vec::new();
+            for spec in devices {
+                let serial = spec.serial.clone();
+                let result = match parse_key(&spec.key) {
+                    Ok(key) => {
+                        let spec = directory::DeviceSpec {
+                            serial: spec.serial,
+                            model: spec.model,
+                            key,
+                            inbox: spec.inbox,
+                            owner: spec.owner,
+                        };
+                        directory::add_device(node, spec)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(device) => added.push(device),
+                    Err(e) => refused.push(format!("{serial}: {e}")),
+                }
+            }
+            return devices_response(node, &added, refused).await;
+        }
+        AdminRequest::Devices => {
+            return match node.store.devices().await {
+                Ok(devices) => devices_response(node, &devices, Vec::new()).await,
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            };
+        }
+        AdminRequest::RevokeDevice { serial } => {
+            return match directory::revoke_device(node, &serial).await {
+                Ok(device) => devices_response(node, &[device], Vec::new()).await,
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            };
+        }
+        AdminRequest::LinkDevice { serial, owner } => {
+            return match directory::link_device(node, &serial, owner.as_deref()).await {
+                Ok(device) => devices_response(node, &[device], Vec::new()).await,
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            };
+        }
         AdminRequest::Parties => {
             return match node.store.parties().await {
                 Ok(parties) => AdminResponse::Parties {
@@ -331,6 +442,43 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
         Err(e) => AdminResponse::Error {
             message: e.to_string(),
         },
+    }
+}
+
+/// A device public key from 64 hex digits.
+fn parse_key(text: &str) -> Result<[u8; 32], String> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| format!("the key `{text}` is not 64 hex digits"))?;
+    Ok(key)
+}
+
+/// `devices` shown with their parties' addresses.
+async fn devices_response(node: &Node, devices: &[Device], refused: Vec<String>) -> AdminResponse {
+    let mut shown = Vec::with_capacity(devices.len());
+    for device in devices {
+        let address = |id| async move {
+            match node.store.party_by_id(id).await {
+                Ok(Some(party)) => party.address.to_string(),
+                _ => format!("party {id}"),
+            }
+        };
+        shown.push(DeviceInfo {
+            serial: device.serial.clone(),
+            model: device.model.clone(),
+            key: hex::encode(device.key),
+            address: address(device.party).await,
+            inbox: address(device.inbox).await,
+            owner: match device.owner {
+                Some(owner) => Some(address(owner).await),
+                None => None,
+            },
+            revoked: device.revoked_at_ms.is_some(),
+        });
+    }
+    AdminResponse::Devices {
+        devices: shown,
+        refused,
     }
 }
 
