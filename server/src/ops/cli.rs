@@ -518,7 +518,7 @@ async fn device(data_dir: &Path, command: DeviceCommand) -> Result<()> {
         DeviceCommand::Revoke { serial } => AdminRequest::RevokeDevice { serial },
         DeviceCommand::Link { serial, owner } => AdminRequest::LinkDevice { serial, owner },
     };
-    let listing = matches!(request, AdminRequest::Devices);
+    let adding = matches!(request, AdminRequest::AddDevices { .. });
     match administer(data_dir, request).await? {
         AdminResponse::Devices { devices, refused } => {
             for device in &devices {
@@ -536,7 +536,7 @@ async fn device(data_dir: &Path, command: DeviceCommand) -> Result<()> {
             for reason in &refused {
                 eprintln!("refused {reason}");
             }
-            if !listing {
+            if adding {
                 println!("{} registered, {} refused", devices.len(), refused.len());
             }
             if refused.is_empty() {
