@@ -154,6 +154,23 @@ impl TestDevice {
         .context("the conversation was not opened")
     }
 
+    /// Appends to a conversation and waits until the server stored it.
+    pub async fn append(
+        &mut self,
+        conversation: u64,
+        text: &str,
+        choice: Option<kanal_firmware::Choice>,
+    ) -> Result<()> {
+        let now = self.now();
+        let id = self.session.append(now, conversation, text, choice)?;
+        self.until(PATIENCE, |event| match event {
+            Event::Accepted { ids } if ids.contains(&id) => Some(()),
+            _ => None,
+        })
+        .await
+        .context("the append was not accepted")
+    }
+
     /// Polls the mailbox until a message arrives; returns its
     /// (conversation, text, quick replies).
     pub async fn next_mail(&mut self) -> Result<(u64, String, Vec<String>)> {
