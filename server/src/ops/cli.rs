@@ -671,7 +671,8 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
         server.domain(),
         server.fingerprint()
     );
-    println!(
+    // On stderr: scripts read the one line on stdout, and may stop reading.
+    eprintln!(
         "kanald devices on {} key {}",
         server.device_addr(),
         hex::encode(server.device_public_key())
