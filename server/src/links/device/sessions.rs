@@ -2,7 +2,7 @@
 //! by address (`DEVICES.md` §3): a device whose address changes keeps its
 //! session, and answers go where its last authenticated datagram came from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 use kanal_proto::device::ReplayWindow;
 use kanal_proto::device::wire::{self, TAG};
 use rand::RngCore as _;
+
+/// Sessions kept per device: the newest and the one before it (which may
+/// still carry late datagrams, §4). An older one is forgotten when a new one
+/// is made, so however often a device handshakes it holds at most this many.
+pub(crate) const PER_DEVICE: usize = 2;
 
 /// A session idle this long is forgotten (the device's next datagram
 /// starts a new handshake).
@@ -52,17 +57,38 @@ pub(crate) enum Dropped {
 /// The live sessions, by the server's index.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    by_index: Mutex<HashMap<u32, Session>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_index: HashMap<u32, Session>,
+    /// Each device's live sessions, oldest first.
+    by_device: HashMap<[u8; 32], VecDeque<u32>>,
+}
+
+impl Table {
+    fn remove(&mut self, index: u32) {
+        let Some(session) = self.by_index.remove(&index) else {
+            return;
+        };
+        if let Some(indices) = self.by_device.get_mut(&session.device) {
+            indices.retain(|i| *i != index);
+            if indices.is_empty() {
+                self.by_device.remove(&session.device);
+            }
+        }
+    }
 }
 
 impl Sessions {
     /// A server index for a new session: random, so indices say nothing
     /// of how many sessions there are, and unused among the live ones.
     pub(crate) fn pick_index(&self) -> u32 {
-        let sessions = self.lock();
+        let table = self.lock();
         loop {
             let index = rand::rng().next_u32();
-            if !sessions.contains_key(&index) {
+            if !table.by_index.contains_key(&index) {
                 return index;
             }
         }
@@ -70,7 +96,8 @@ impl Sessions {
 
     /// Keeps a session just established with `device` under the server's
     /// `index` (from [`Self::pick_index`]); the device's index is `remote`,
-    /// its address `peer`.
+    /// its address `peer`. The device's oldest session goes if it has
+    /// [`PER_DEVICE`] already.
     pub(crate) fn insert(
         &self,
         index: u32,
@@ -79,7 +106,17 @@ impl Sessions {
         remote: u32,
         peer: SocketAddr,
     ) {
-        self.lock().insert(
+        let mut table = self.lock();
+        table.remove(index);
+        let indices = table.by_device.entry(device).or_default();
+        indices.push_back(index);
+        let oldest = (indices.len() > PER_DEVICE)
+            .then(|| indices.pop_front())
+            .flatten();
+        if let Some(oldest) = oldest {
+            table.remove(oldest);
+        }
+        table.by_index.insert(
             index,
             Session {
                 device,
@@ -101,8 +138,9 @@ impl Sessions {
         datagram: &wire::Transport<'_>,
         out: &mut [u8],
     ) -> Result<Opened, Dropped> {
-        let mut sessions = self.lock();
-        let session = sessions
+        let mut table = self.lock();
+        let session = table
+            .by_index
             .get_mut(&datagram.receiver)
             .ok_or(Dropped::UnknownIndex)?;
         session
@@ -132,8 +170,8 @@ impl Sessions {
         index: u32,
         frames: &[Vec<u8>],
     ) -> Option<(SocketAddr, Vec<Vec<u8>>)> {
-        let mut sessions = self.lock();
-        let session = sessions.get_mut(&index)?;
+        let mut table = self.lock();
+        let session = table.by_index.get_mut(&index)?;
         let mut datagrams = Vec::with_capacity(frames.len());
         for frame in frames {
             let counter = session.sent;
@@ -151,17 +189,25 @@ impl Sessions {
 
     /// Forgets session `index` (its device was revoked).
     pub(crate) fn forget(&self, index: u32) {
-        self.lock().remove(&index);
+        self.lock().remove(index);
     }
 
     /// Forgets sessions idle for [`IDLE`]; returns how many remain.
     pub(crate) fn sweep(&self) -> usize {
-        let mut sessions = self.lock();
-        sessions.retain(|_, session| session.last_seen.elapsed() < IDLE);
-        sessions.len()
+        let mut table = self.lock();
+        let idle: Vec<u32> = table
+            .by_index
+            .iter()
+            .filter(|(_, session)| session.last_seen.elapsed() >= IDLE)
+            .map(|(index, _)| *index)
+            .collect();
+        for index in idle {
+            table.remove(index);
+        }
+        table.by_index.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Session>> {
-        self.by_index.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
