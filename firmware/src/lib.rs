@@ -10,7 +10,9 @@
 //!
 //! Adapters, each behind a feature: `nal` drives a session over an
 //! embedded-nal UDP stack; `hal` waits with an embedded-hal `DelayNs` and
-//! wires a service button and a notification LED. Logging goes through
+//! wires a service button and a notification LED; `std` drives it over a
+//! `std::net::UdpSocket` on a host with an operating system (and is what
+//! the fleet simulator and the tests run). Logging goes through
 //! `defmt` or `log` (feature of that name), or nowhere.
 #![no_std]
 

@@ -220,3 +220,68 @@ async fn what_the_gateway_must_refuse_changes_nothing() -> anyhow::Result<()> {
     assert_eq!(texts, ["E42", "second", "third"]);
     Ok(())
 }
+
+/// The firmware's `std` adapter (a blocking `std::net::UdpSocket` and the
+/// monotonic clock), as a product running an operating system uses it:
+/// first contact opens the conversation, and the agent's answer arrives on
+/// a poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_on_the_std_adapter_opens_and_reads_its_mail() -> anyhow::Result<()> {
+    use kanal_firmware::adapters::udp::{StdClock, StdUdpLink};
+    use kanal_firmware::{DeviceConfig, DeviceSession, Event};
+    use rand_core::{OsRng, RngCore as _};
+
+    let server = TestServer::start().await?;
+    let ann = server.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let config = DeviceConfig::new(secret, server.server.device_public_key());
+    let mut session: DeviceSession<OsRng, 4> = DeviceSession::new(config, OsRng);
+    register(&server, "RT-0001", session.public_key()).await?;
+    let gateway = server.server.device_addr();
+
+    // The device's own loop, on a thread of its own as on a product.
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let device = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let clock = StdClock::new();
+        let mut link = StdUdpLink::connect(gateway)?;
+        let id = session.open(clock.now(), "wan", "Uplink lost twice today", &[])?;
+        let deadline = std::time::Instant::now() + kanal_tests::PATIENCE;
+        let mut opened_tx = Some(opened_tx);
+        let mut next_poll = clock.now();
+        while std::time::Instant::now() < deadline {
+            let step = std::time::Duration::from_millis(200);
+            match link.step(&mut session, &clock, step)? {
+                Some(Event::Opened { id: opened, .. }) if opened == id => {
+                    if let Some(tx) = opened_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Some(Event::Message(message)) => return Ok(message.text.to_owned()),
+                _ => {}
+            }
+            // Wakes to poll every half second, as a device on a timer does.
+            if opened_tx.is_none() && session.outbox_len() == 0 && clock.now() >= next_poll {
+                session.poll_mailbox(clock.now())?;
+                next_poll = kanal_firmware::Instant(clock.now().0 + 500);
+            }
+        }
+        anyhow::bail!("no mail within {:?}", kanal_tests::PATIENCE)
+    });
+
+    tokio::time::timeout(kanal_tests::PATIENCE, opened_rx).await??;
+    let report = next_message(&mut ann_events).await?;
+    assert_eq!(report.sender, "rt-0001@localhost");
+    assert_eq!(kanal_tests::text_of(&report), "Uplink lost twice today");
+    ann.send_text(
+        &report.conversation,
+        "We see it too: the line is being repaired.",
+    )
+    .await?;
+    let mail = device.await??;
+    assert_eq!(mail, "We see it too: the line is being repaired.");
+    Ok(())
+}
