@@ -19,6 +19,8 @@
 //! kanal-bench sync --events 10000
 //! ```
 //!
+//! Devices go to the gateway's UDP port instead: see [`devices`].
+//!
 //! `abuse` runs against a server on its default limits instead: the
 //! attacks are what those limits are for.
 //!
@@ -31,6 +33,7 @@
 //! exit with status 1.
 
 mod abuse;
+mod devices;
 mod global;
 mod idle;
 mod latency;
@@ -82,6 +85,15 @@ pub(crate) enum Scenario {
     /// One attack while a well-behaved pair converses: the pair's latency
     /// and losses, the server's peak memory and CPU
     Abuse(abuse::Options),
+    /// Writes a device fleet's registration CSV, for `kanald device add --csv`
+    DeviceKeys(devices::KeysOptions),
+    /// A fleet of device sessions (the real firmware session over UDP):
+    /// each opens a conversation, then polls; first contact, server memory
+    /// per session, CPU per open and per poll
+    Devices(devices::fleet::Options),
+    /// What the device gateway must refuse, at a fixed rate: its CPU per
+    /// refused datagram
+    DeviceFlood(devices::flood::Options),
 }
 
 /// Runs `kanal-bench` with the process's arguments; returns its exit code.
@@ -133,6 +145,9 @@ async fn run(cli: &Cli) -> anyhow::Result<Summary> {
         Scenario::Storm(options) => storm::run(&target, &cli.global, options).await,
         Scenario::Sync(options) => sync::run(&target, &cli.global, options).await,
         Scenario::Abuse(options) => abuse::run(&target, &cli.global, options).await,
+        Scenario::DeviceKeys(options) => devices::keys(options),
+        Scenario::Devices(options) => devices::fleet::run(&cli.global, options).await,
+        Scenario::DeviceFlood(options) => devices::flood::run(&cli.global, options).await,
     };
     target.shutdown().await;
     outcome
