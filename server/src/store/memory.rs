@@ -660,15 +660,18 @@ impl Store for MemoryStore {
         Ok(device.map(|d| d.owner = owner).is_some())
     }
 
-    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
+    async fn advance_initiations(&self, batch: Vec<([u8; 32], u32)>) -> StoreResult<Vec<bool>> {
         let mut state = self.lock();
-        match state.devices.get_mut(&key) {
-            Some(device) if device.last_initiation < counter => {
-                device.last_initiation = counter;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(batch
+            .into_iter()
+            .map(|(key, counter)| match state.devices.get_mut(&key) {
+                Some(device) if device.last_initiation < counter => {
+                    device.last_initiation = counter;
+                    true
+                }
+                _ => false,
+            })
+            .collect())
     }
 
     async fn create_invite(&self, invite: NewInvite, now_ms: i64) -> StoreResult<Invite> {

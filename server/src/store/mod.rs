@@ -177,10 +177,19 @@ pub trait Store: Send + Sync + 'static {
     /// unlinks it); whether the device is registered.
     async fn link_device(&self, serial: &str, owner: Option<PartyId>) -> StoreResult<bool>;
 
-    /// Accepts handshake initiation `counter` of the device with key `key`
-    /// if it is above the last one accepted, in one statement (two nodes
-    /// cannot both accept the same counter); whether it was.
-    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool>;
+    /// Accepts each handshake initiation `(key, counter)` whose counter is
+    /// above the last one accepted for that device key, one statement per
+    /// device (two nodes cannot both accept the same counter), all in one
+    /// commit: a gateway under a burst of handshakes pays one fsync for
+    /// many. Whether each was accepted, in order (a key twice in a batch:
+    /// as if one after the other).
+    async fn advance_initiations(&self, batch: Vec<([u8; 32], u32)>) -> StoreResult<Vec<bool>>;
+
+    /// [`Self::advance_initiations`] for one initiation.
+    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
+        let accepted = self.advance_initiations(vec![(key, counter)]).await?;
+        Ok(accepted.first().copied().unwrap_or(false))
+    }
 
     // --- the engine's writes and loads ---------------------------------------
 

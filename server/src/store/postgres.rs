@@ -184,8 +184,8 @@ impl SqlBackend for PgStore {
         devices::link(&self.writer, serial, owner).await
     }
 
-    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
-        devices::advance_initiation(&self.writer, key, counter).await
+    async fn advance_initiations(&self, batch: Vec<([u8; 32], u32)>) -> StoreResult<Vec<bool>> {
+        devices::advance_initiations(&self.writer, &batch).await
     }
 
     async fn take_invite(&self, code_hash: [u8; 32], now_ms: i64) -> StoreResult<bool> {

@@ -63,8 +63,8 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// [`Store::link_device`].
     async fn link_device(&self, serial: &str, owner: Option<PartyId>) -> StoreResult<bool>;
 
-    /// [`Store::advance_initiation`].
-    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool>;
+    /// [`Store::advance_initiations`].
+    async fn advance_initiations(&self, batch: Vec<([u8; 32], u32)>) -> StoreResult<Vec<bool>>;
 
     /// [`Store::commit`].
     async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed>;
@@ -205,8 +205,8 @@ impl<B: SqlBackend> Store for B {
         SqlBackend::link_device(self, serial, owner).await
     }
 
-    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
-        SqlBackend::advance_initiation(self, key, counter).await
+    async fn advance_initiations(&self, batch: Vec<([u8; 32], u32)>) -> StoreResult<Vec<bool>> {
+        SqlBackend::advance_initiations(self, batch).await
     }
 
     async fn commit(&self, batch: Vec<Write>) -> StoreResult<Committed> {

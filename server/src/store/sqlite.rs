@@ -226,9 +226,9 @@ impl SqlBackend for SqliteStore {
             .await
     }
 
-    async fn advance_initiation(&self, key: [u8; 32], counter: u32) -> StoreResult<bool> {
+    async fn advance_initiations(&self, batch: Vec<([u8; 32], u32)>) -> StoreResult<Vec<bool>> {
         self.writer
-            .call(move |conn| devices::advance_initiation(conn, key, counter))
+            .call(move |conn| devices::advance_initiations(conn, &batch))
             .await
     }
 

@@ -8,6 +8,7 @@
 //! frame asks is done by [`act`], through the node like any client.
 
 mod act;
+mod initiations;
 mod macs;
 mod sessions;
 
@@ -28,6 +29,7 @@ use crate::model::Device;
 use crate::node::Node;
 use crate::node::limits::Buckets;
 use act::{Actor, Memory};
+use initiations::Initiations;
 use macs::Macs;
 use sessions::Sessions;
 
@@ -90,6 +92,7 @@ pub(crate) struct Gateway {
     pub counters: Arc<Counters>,
     task: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    initiations: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -102,7 +105,9 @@ impl Gateway {
         let local_addr = socket.local_addr()?;
         let counters = Arc::new(Counters::default());
         let per_minute = f64::from(settings.requests_per_minute.max(1));
+        let (initiations, committer) = Initiations::start(node.store.clone());
         let shared = Arc::new(Shared {
+            initiations,
             macs: Macs::new(&settings.public),
             node,
             socket: Arc::new(socket),
@@ -130,6 +135,7 @@ impl Gateway {
             counters,
             task,
             upkeep,
+            initiations: committer,
         })
     }
 
@@ -137,6 +143,7 @@ impl Gateway {
     pub(crate) fn stop(&self) {
         self.task.abort();
         self.upkeep.abort();
+        self.initiations.abort();
     }
 }
 
@@ -149,6 +156,8 @@ impl Drop for Gateway {
 /// What the receive loop and the tasks acting on frames share.
 struct Shared {
     node: Arc<Node>,
+    /// Where handshakes advance their device's counter, group-committed.
+    initiations: Initiations,
     socket: Arc<UdpSocket>,
     macs: Macs,
     sessions: Sessions,
@@ -291,12 +300,7 @@ impl Shared {
     ) {
         let memory = self.memory(&device.key);
         let mut memory = memory.lock().await;
-        let fresh = match self
-            .node
-            .store
-            .advance_initiation(device.key, counter)
-            .await
-        {
+        let fresh = match self.initiations.advance(device.key, counter).await {
             Ok(fresh) => fresh,
             Err(e) => {
                 tracing::warn!(error = %e, "recording a device's initiation failed");

@@ -61,12 +61,24 @@ pub async fn devices_register_revoke_link_and_count_initiations<S: Store>(store:
     assert!(!store.advance_initiation([2; 32], 4).await.expect("below"));
     assert!(store.advance_initiation([2; 32], 6).await.expect("above"));
     assert!(!store.advance_initiation([9; 32], 1).await.expect("unknown"));
+    // A batch: in order, one commit; a key twice as if one after the other.
+    let batch = vec![([2; 32], 8), ([9; 32], 1), ([2; 32], 7), ([2; 32], 9)];
+    assert_eq!(
+        store.advance_initiations(batch).await.expect("a batch"),
+        [true, false, false, true]
+    );
+    assert!(
+        !store
+            .advance_initiation([2; 32], 9)
+            .await
+            .expect("after the batch")
+    );
     let heater_now = store
         .device_by_key([2; 32])
         .await
         .expect("read")
         .expect("there");
-    assert_eq!(heater_now.last_initiation, 6);
+    assert_eq!(heater_now.last_initiation, 9);
 
     assert!(
         store

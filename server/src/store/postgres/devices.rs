@@ -56,20 +56,26 @@ pub(super) async fn link(
     Ok(changed > 0)
 }
 
-/// Accepts an initiation counter above the last one, in one statement (the
-/// row lock orders two nodes' updates); whether it was.
-pub(super) async fn advance_initiation(
+/// Accepts each initiation counter above its device's last one, one
+/// statement per device (the row lock orders two nodes' updates), in one
+/// transaction; whether each was.
+pub(super) async fn advance_initiations(
     writer: &PgPool,
-    key: [u8; 32],
-    counter: u32,
-) -> StoreResult<bool> {
-    let changed = sqlx::query(
-        "UPDATE devices SET last_initiation = $2 WHERE key = $1 AND last_initiation < $2",
-    )
-    .bind(&key[..])
-    .bind(i64::from(counter))
-    .execute(writer)
-    .await?
-    .rows_affected();
-    Ok(changed > 0)
+    batch: &[([u8; 32], u32)],
+) -> StoreResult<Vec<bool>> {
+    let mut tx = writer.begin().await?;
+    let mut accepted = Vec::with_capacity(batch.len());
+    for (key, counter) in batch {
+        let changed = sqlx::query(
+            "UPDATE devices SET last_initiation = $2 WHERE key = $1 AND last_initiation < $2",
+        )
+        .bind(&key[..])
+        .bind(i64::from(*counter))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        accepted.push(changed > 0);
+    }
+    tx.commit().await?;
+    Ok(accepted)
 }

@@ -50,16 +50,22 @@ pub(super) fn link(
     Ok(changed > 0)
 }
 
-/// Accepts an initiation counter above the last one; whether it was.
-pub(super) fn advance_initiation(
+/// Accepts each initiation counter above its device's last one, in one
+/// transaction; whether each was.
+pub(super) fn advance_initiations(
     writer: &mut Connection,
-    key: [u8; 32],
-    counter: u32,
-) -> StoreResult<bool> {
-    let changed = writer
-        .prepare_cached(
+    batch: &[([u8; 32], u32)],
+) -> StoreResult<Vec<bool>> {
+    let tx = writer.transaction()?;
+    let mut accepted = Vec::with_capacity(batch.len());
+    {
+        let mut update = tx.prepare_cached(
             "UPDATE devices SET last_initiation = ?2 WHERE key = ?1 AND last_initiation < ?2",
-        )?
-        .execute(params![&key[..], counter])?;
-    Ok(changed > 0)
+        )?;
+        for (key, counter) in batch {
+            accepted.push(update.execute(params![&key[..], counter])? > 0);
+        }
+    }
+    tx.commit()?;
+    Ok(accepted)
 }
