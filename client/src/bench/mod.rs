@@ -94,6 +94,9 @@ pub(crate) enum Scenario {
     /// What the device gateway must refuse, at a fixed rate: its CPU per
     /// refused datagram
     DeviceFlood(devices::flood::Options),
+    /// The same fleet as idle MQTT clients of a broker (Mosquitto): the
+    /// broker's memory per client and the bytes of one report
+    MqttIdle(devices::mqtt::Options),
 }
 
 /// Runs `kanal-bench` with the process's arguments; returns its exit code.
@@ -148,6 +151,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Summary> {
         Scenario::DeviceKeys(options) => devices::keys(options),
         Scenario::Devices(options) => devices::fleet::run(&cli.global, options).await,
         Scenario::DeviceFlood(options) => devices::flood::run(&cli.global, options).await,
+        Scenario::MqttIdle(options) => devices::mqtt::run(&cli.global, options).await,
     };
     target.shutdown().await;
     outcome

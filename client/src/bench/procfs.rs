@@ -72,15 +72,37 @@ impl CpuMeter {
 }
 
 impl CpuUsage {
+    /// The window's wall-clock length.
+    pub(crate) fn wall(&self) -> Duration {
+        self.wall
+    }
+
+    /// The server's CPU time in the window, when its pid is known.
+    pub(crate) fn server(&self) -> Option<Duration> {
+        self.server
+    }
+
     /// Adds, for the server (when its pid is known) and for the bench, the
     /// cores used on average and the CPU time per operation (`unit` names
     /// one, e.g. "msg").
     pub(crate) fn report(&self, summary: &mut Summary, operations: u64, unit: &str) {
+        self.report_as(summary, "", operations, unit);
+    }
+
+    /// [`Self::report`] under JSON keys starting with `prefix`, for a
+    /// scenario that measures several windows.
+    pub(crate) fn report_as(
+        &self,
+        summary: &mut Summary,
+        prefix: &str,
+        operations: u64,
+        unit: &str,
+    ) {
         let wall = self.wall.as_secs_f64().max(f64::EPSILON);
         for (who, used) in [("server", self.server), ("bench", self.bench)] {
             let Some(used) = used else {
                 summary.field(
-                    &format!("{who}_cpu"),
+                    &format!("{prefix}{who}_cpu"),
                     &format!("{who} CPU"),
                     serde_json::Value::Null,
                     "unknown (pass --server-pid)",
@@ -91,7 +113,7 @@ impl CpuUsage {
             let cores = used / wall;
             let per_op_us = used * 1e6 / operations.max(1) as f64;
             summary.field(
-                &format!("{who}_cpu"),
+                &format!("{prefix}{who}_cpu"),
                 &format!("{who} CPU"),
                 serde_json::json!({
                     "cores": (cores * 100.0).round() / 100.0,

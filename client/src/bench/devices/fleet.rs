@@ -78,6 +78,8 @@ struct Counts {
     mail: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
+    sent_bytes: AtomicU64,
+    received_bytes: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -171,6 +173,8 @@ pub(crate) async fn run(global: &Global, options: &Options) -> Result<Summary> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let open_elapsed = open_started.elapsed();
+    let open_bytes =
+        counts.sent_bytes.load(Ordering::Relaxed) + counts.received_bytes.load(Ordering::Relaxed);
     let open_cpu = open_cpu.stop();
     progress.finish();
     let opened = counts.opened.load(Ordering::Relaxed);
@@ -181,10 +185,15 @@ pub(crate) async fn run(global: &Global, options: &Options) -> Result<Summary> {
 
     // Holding: every open device polls.
     let polls_before = counts.polls_answered.load(Ordering::Relaxed);
+    let bytes_before =
+        counts.sent_bytes.load(Ordering::Relaxed) + counts.received_bytes.load(Ordering::Relaxed);
     let hold_cpu = CpuMeter::start(pid);
     tokio::time::sleep(hold).await;
     let hold_cpu = hold_cpu.stop();
     let polls = counts.polls_answered.load(Ordering::Relaxed) - polls_before;
+    let poll_bytes = counts.sent_bytes.load(Ordering::Relaxed)
+        + counts.received_bytes.load(Ordering::Relaxed)
+        - bytes_before;
     let _ = stop_tx.send(true);
     let mut first_contact = report::histogram();
     while let Some(joined) = tasks.join_next().await {
@@ -218,7 +227,12 @@ pub(crate) async fn run(global: &Global, options: &Options) -> Result<Summary> {
         "open/s",
     );
     summary.latency("first_contact", "open → Opened", &first_contact);
-    open_cpu.report(&mut summary, opened, "open");
+    open_cpu.report_as(&mut summary, "open_", opened, "open");
+    summary.count(
+        "bytes_per_open",
+        "UDP payload bytes per open, both ways, retransmissions included",
+        open_bytes / opened.max(1),
+    );
     summary.section("memory");
     if let (Some(before), Some(after)) = (server_before, server_after) {
         let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
@@ -253,7 +267,12 @@ pub(crate) async fn run(global: &Global, options: &Options) -> Result<Summary> {
         polls as f64 / hold.as_secs_f64().max(f64::EPSILON),
         "poll/s",
     );
-    hold_cpu.report(&mut summary, polls, "poll");
+    hold_cpu.report_as(&mut summary, "poll_", polls, "poll");
+    summary.count(
+        "bytes_per_poll",
+        "UDP payload bytes per poll, both ways",
+        poll_bytes / polls.max(1),
+    );
     summary.section("datagrams");
     summary.count("sent", "sent", counts.sent.load(Ordering::Relaxed));
     summary.count(
@@ -314,6 +333,7 @@ async fn group(
                     by_index.insert(init.sender, n);
                 }
                 counts.sent.fetch_add(1, Ordering::Relaxed);
+                counts.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 // A full socket buffer loses the datagram, as a radio would.
                 let _ = socket.send_to(&buf[..len], gateway).await;
             }
@@ -332,6 +352,7 @@ async fn group(
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, _)) = received else { continue };
                 counts.received.fetch_add(1, Ordering::Relaxed);
+                counts.received_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 let receiver = match wire::parse(&buf[..len]) {
                     Ok(Datagram::Response(r)) => r.receiver,
                     Ok(Datagram::Transport(t)) => t.receiver,

@@ -92,6 +92,12 @@ pub(crate) async fn run(global: &Global, options: &Options) -> Result<Summary> {
         });
     }
 
+    // The server's own background (upkeep, registry reloads, live
+    // sessions) over a window as long as the flood's, subtracted below.
+    let idle = CpuMeter::start(global.server_pid);
+    tokio::time::sleep(duration).await;
+    let idle = idle.stop();
+
     let cpu = CpuMeter::start(global.server_pid);
     let started = tokio::time::Instant::now();
     let mut sent = 0usize;
@@ -135,6 +141,22 @@ pub(crate) async fn run(global: &Global, options: &Options) -> Result<Summary> {
         answers.load(Ordering::Relaxed),
     );
     cpu.report(&mut summary, sent as u64, "datagram");
+    if let (Some(busy), Some(background)) = (cpu.server(), idle.server()) {
+        // Scaled to the flood's window, which ran a little longer.
+        let scale = cpu.wall().as_secs_f64() / idle.wall().as_secs_f64().max(f64::EPSILON);
+        let net = (busy.as_secs_f64() - background.as_secs_f64() * scale).max(0.0);
+        summary.duration(
+            "server_idle_cpu",
+            "server CPU idle, same window",
+            background,
+        );
+        summary.field(
+            "server_net_us_per_datagram",
+            "server CPU per datagram, idle subtracted",
+            (net * 1e7 / sent.max(1) as f64).round() / 10.0,
+            format!("{:.1} µs", net * 1e6 / sent.max(1) as f64),
+        );
+    }
     Ok(summary)
 }
 

@@ -9,6 +9,8 @@
 //!   memory per session and its CPU per open and per poll.
 //! - `device-flood` ([`flood`]) sends what the gateway must refuse and
 //!   reports its CPU per refused datagram.
+//! - `mqtt-idle` ([`mqtt`]) holds the same fleet as MQTT clients of a
+//!   broker, for the side-by-side figures.
 //!
 //! ```text
 //! kanal-bench device-keys --count 100000 --seed 7 --out /tmp/fleet.csv
@@ -25,6 +27,7 @@
 
 pub(crate) mod fleet;
 pub(crate) mod flood;
+pub(crate) mod mqtt;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
