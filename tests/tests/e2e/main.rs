@@ -20,6 +20,7 @@ mod login_flood;
 mod offline_sync;
 mod operator_changes;
 mod pipelined_requests;
+mod qemu;
 mod replay;
 mod server_restart;
 mod service_conversation;
