@@ -54,10 +54,16 @@ pub fn encode(datagram: &[u8], out: &mut [u8]) -> Result<usize, BufferTooSmall> 
         });
     }
     let mut at = 0;
-    let mut put = |byte: u8| {
+    write_frame(datagram, |byte| {
         out[at] = byte;
         at += 1;
-    };
+    });
+    Ok(at)
+}
+
+/// Writes `datagram` as one frame, a byte at a time, to `put` (a UART's
+/// transmit register): no frame buffer at all.
+pub fn write_frame(datagram: &[u8], mut put: impl FnMut(u8)) {
     put(END);
     for &byte in datagram {
         match byte {
@@ -73,7 +79,6 @@ pub fn encode(datagram: &[u8], out: &mut [u8]) -> Result<usize, BufferTooSmall> 
         }
     }
     put(END);
-    Ok(at)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

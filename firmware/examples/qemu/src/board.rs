@@ -69,14 +69,12 @@ impl Uart {
         }
     }
 
-    /// Sends `bytes`, waiting while the transmit FIFO is full.
-    pub fn write_all(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            // SAFETY: UART0's registers, owned by this value.
-            unsafe {
-                while read_volatile(FR) & FR_TXFF != 0 {}
-                write_volatile(DR, u32::from(byte));
-            }
+    /// Sends `byte`, waiting while the transmit FIFO is full.
+    pub fn write(&mut self, byte: u8) {
+        // SAFETY: UART0's registers, owned by this value.
+        unsafe {
+            while read_volatile(FR) & FR_TXFF != 0 {}
+            write_volatile(DR, u32::from(byte));
         }
     }
 }

@@ -36,9 +36,33 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 type Session = DeviceSession<ChaCha20Rng, OUTBOX>;
 
+/// What the loop works with: the session and its buffers, in statics.
+struct Device {
+    session: &'static mut Session,
+    tx: &'static mut [u8; MAX_DATAGRAM],
+    decoder: &'static mut SlipDecoder<MAX_DATAGRAM>,
+    clock: Clock,
+    uart: Uart,
+    poll_ms: u32,
+    exit_after: u32,
+}
+
 #[entry]
 fn main() -> ! {
     stack::paint();
+    let device = boot();
+    let boot_peak = stack::peak();
+    // The loop's own figure: boot's frames (the session built before it
+    // moves into its static) are gone.
+    stack::paint();
+    run(device, boot_peak)
+}
+
+/// Reads the provisioning page, starts the clock and the UART, and builds
+/// the session in its static. Not inlined: its temporaries leave the stack
+/// when it returns.
+#[inline(never)]
+fn boot() -> Device {
     let Some(page) = Provision::read() else {
         hprintln!(
             "kanal: no provisioning page at {:#x}: nothing to connect with",
@@ -47,27 +71,36 @@ fn main() -> ! {
         exit(false);
     };
     let core = cortex_m::Peripherals::take().expect("taken once, at boot");
-    let clock = Clock::start(core.SYST);
-    let mut uart = Uart::init();
-
     let config = DeviceConfig::new(page.device_secret, page.server_public);
     let rng = ChaCha20Rng::from_seed(page.seed);
-    let session: &'static mut Session =
-        singleton!(: Session = DeviceSession::new(config, rng)).expect("made once, at boot");
-    let tx: &'static mut [u8; MAX_DATAGRAM] =
-        singleton!(: [u8; MAX_DATAGRAM] = [0; MAX_DATAGRAM]).expect("made once, at boot");
-    let line: &'static mut [u8; slip::max_encoded_len(MAX_DATAGRAM)] =
-        singleton!(: [u8; slip::max_encoded_len(MAX_DATAGRAM)] = [0; slip::max_encoded_len(MAX_DATAGRAM)])
-            .expect("made once, at boot");
-    let decoder: &'static mut SlipDecoder<MAX_DATAGRAM> =
-        singleton!(: SlipDecoder<MAX_DATAGRAM> = SlipDecoder::new()).expect("made once, at boot");
-
+    let device = Device {
+        session: singleton!(: Session = DeviceSession::new(config, rng)).expect("made once"),
+        tx: singleton!(: [u8; MAX_DATAGRAM] = [0; MAX_DATAGRAM]).expect("made once"),
+        decoder: singleton!(: SlipDecoder<MAX_DATAGRAM> = SlipDecoder::new()).expect("made once"),
+        clock: Clock::start(core.SYST),
+        uart: Uart::init(),
+        poll_ms: page.poll_ms,
+        exit_after: page.exit_after,
+    };
     let mut key = Hex::<64>::new();
-    for byte in session.public_key() {
+    for byte in device.session.public_key() {
         let _ = write!(key, "{byte:02x}");
     }
     hprintln!("kanal: device {}", key.as_str());
+    device
+}
 
+/// Opens the conversation, then serves the line and polls the mailbox.
+fn run(device: Device, boot_peak: usize) -> ! {
+    let Device {
+        session,
+        tx,
+        decoder,
+        clock,
+        mut uart,
+        poll_ms,
+        exit_after,
+    } = device;
     let diagnostics = [
         Diagnostic {
             key: "err",
@@ -86,8 +119,6 @@ fn main() -> ! {
             &diagnostics,
         )
         .expect("an empty outbox takes the open");
-    let boot_peak = stack::peak();
-    stack::paint();
 
     let mut opened = false;
     let mut received = 0u32;
@@ -98,10 +129,10 @@ fn main() -> ! {
             .poll_transmit(now, tx)
             .expect("the buffer is MAX_DATAGRAM")
         {
-            let framed = slip::encode(&tx[..len], line).expect("the line buffer fits any datagram");
-            uart.write_all(&line[..framed]);
+            // Straight into the UART: no frame buffer.
+            slip::write_frame(&tx[..len], |byte| uart.write(byte));
         }
-        if page.exit_after > 0 && received >= page.exit_after {
+        if exit_after > 0 && received >= exit_after {
             // Every acknowledgement is on the line: done.
             break;
         }
@@ -142,7 +173,7 @@ fn main() -> ! {
         if opened && session.outbox_len() == 0 && now >= next_poll {
             // Woken by its timer: asks for mail, as a device does on wake.
             let _ = session.poll_mailbox(now);
-            next_poll = now.after_ms(u64::from(page.poll_ms));
+            next_poll = now.after_ms(u64::from(poll_ms));
         }
         if idle && session.poll_timeout().is_none_or(|at| at > now) {
             // Until the next SysTick (a millisecond) or UART byte.
