@@ -225,7 +225,10 @@ impl<const N: usize> Outbox<N> {
                 .iter()
                 .filter(|other| !other.is_free() && other.order < slot.order)
                 .count();
-            ordered[at] = Some(slot);
+            // `at` < N: fewer than N other slots can be older.
+            if let Some(place) = ordered.get_mut(at) {
+                *place = Some(slot);
+            }
         }
         ordered.into_iter().flatten()
     }

@@ -305,8 +305,19 @@ impl<const N: usize> State<N> {
             return Err(SendError::OutboxFull { capacity: N });
         }
         let id = self.next_id;
+        self.queue_frame(now, is_poll, &frame(id))
+    }
+
+    /// Encodes `frame` (numbered `next_id`) into a free outbox slot; one
+    /// copy of this code serves every kind of request.
+    fn queue_frame(
+        &mut self,
+        now: Instant,
+        is_poll: bool,
+        frame: &DeviceFrame<'_>,
+    ) -> Result<u32, SendError> {
+        let id = self.next_id;
         let backoff = self.config.retransmit_initial_ms;
-        let frame = frame(id);
         self.outbox
             .push_with(id, is_poll, now, backoff, |slot| {
                 frame.encode(slot).map(|encoded| encoded.len())

@@ -87,7 +87,7 @@ pub(crate) fn save<const N: usize>(
     out[9..17].copy_from_slice(&counters.cursor.to_le_bytes());
     out[17..19].copy_from_slice(&counters.unread.to_le_bytes());
     let mut count = 0u8;
-    for (request, record) in outbox.iter().zip(out[HEADER..].chunks_mut(RECORD)) {
+    for (request, record) in outbox.iter().zip(out[HEADER..].chunks_exact_mut(RECORD)) {
         let frame = request.frame();
         record[0..4].copy_from_slice(&request.id.to_le_bytes());
         record[4] = u8::from(request.is_poll);
@@ -114,7 +114,7 @@ pub(crate) fn restore<const N: usize>(
     if count > N {
         return Err(SnapshotError::Invalid);
     }
-    for record in bytes[HEADER..].chunks(RECORD).take(count) {
+    for record in bytes[HEADER..].chunks_exact(RECORD).take(count) {
         let len = usize::from(u16::from_le_bytes([record[5], record[6]]));
         if len > MAX_FRAME || record[4] > 1 {
             return Err(SnapshotError::Invalid);
