@@ -64,6 +64,18 @@ pub(crate) trait Announcer: Send + Sync {
     fn datagram(&self, parties: &[PartyId], datagram: &Bytes);
 }
 
+/// Told where logs end after every commit, here or on another node, so a
+/// reader can tell "nothing new" without reading the store (the device
+/// gateway's mailboxes).
+pub(crate) trait LogObserver: Send + Sync {
+    /// `heads`: (party, its log's new head).
+    fn advanced(&self, heads: &[(PartyId, u64)]);
+
+    /// News may have been lost (the bus between nodes was down): nothing
+    /// observed so far can be relied on.
+    fn unreliable(&self);
+}
+
 /// Where a session takes ephemeral datagrams (typing): best effort, never
 /// blocking, like QUIC datagrams.
 pub(crate) type DatagramSink = Box<dyn Fn(Bytes) + Send + Sync>;
@@ -74,6 +86,7 @@ pub struct Hub {
     listeners: Mutex<HashMap<PartyId, Vec<Listener>>>,
     next_id: AtomicU64,
     announcer: OnceLock<Arc<dyn Announcer>>,
+    observer: OnceLock<Arc<dyn LogObserver>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -143,6 +156,13 @@ impl Hub {
         }
     }
 
+    /// Tells `observer` where logs end after every commit, from now on.
+    pub(crate) fn set_observer(&self, observer: Arc<dyn LogObserver>) {
+        if self.observer.set(observer).is_err() {
+            tracing::warn!("the hub has a log observer already; the new one is ignored");
+        }
+    }
+
     /// Hands committed events to their recipients' listening sessions, and
     /// tells other nodes where the recipients' logs end now.
     pub fn publish(&self, published: Vec<Published>) {
@@ -150,6 +170,8 @@ impl Hub {
             return;
         }
         let announcer = self.announcer.get();
+        let observer = self.observer.get();
+        let want_heads = announcer.is_some() || observer.is_some();
         let mut heads: HashMap<PartyId, u64> = HashMap::new();
         let listeners = self.lock();
         for Published { event, recipients } in published {
@@ -158,7 +180,7 @@ impl Hub {
                 rendered: OnceLock::new(),
             });
             for (party, seq) in recipients {
-                if announcer.is_some() {
+                if want_heads {
                     let head = heads.entry(party).or_insert(seq);
                     *head = (*head).max(seq);
                 }
@@ -174,15 +196,23 @@ impl Hub {
             }
         }
         drop(listeners);
-        if let Some(announcer) = announcer {
+        if want_heads {
             let heads: Vec<(PartyId, u64)> = heads.into_iter().collect();
-            announcer.logs_advanced(&heads);
+            if let Some(observer) = observer {
+                observer.advanced(&heads);
+            }
+            if let Some(announcer) = announcer {
+                announcer.logs_advanced(&heads);
+            }
         }
     }
 
     /// News from another node: `party`'s log now ends at `head`. Its
     /// sessions here read what they have not sent from the store.
     pub(crate) fn advance(&self, party: PartyId, head: u64) {
+        if let Some(observer) = self.observer.get() {
+            observer.advanced(&[(party, head)]);
+        }
         let listeners = self.lock();
         for listener in listeners.get(&party).into_iter().flatten() {
             listener.offer(LiveEvent {
@@ -195,6 +225,9 @@ impl Hub {
     /// News may have been lost (the bus between nodes was down): every
     /// session here compares its position with the store.
     pub(crate) fn check_all(&self) {
+        if let Some(observer) = self.observer.get() {
+            observer.unreliable();
+        }
         let listeners = self.lock();
         for listener in listeners.values().flatten() {
             listener.offer(LiveEvent {

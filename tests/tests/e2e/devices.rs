@@ -285,3 +285,53 @@ async fn a_device_on_the_std_adapter_opens_and_reads_its_mail() -> anyhow::Resul
     assert_eq!(mail, "We see it too: the line is being repaired.");
     Ok(())
 }
+
+/// An empty mailbox is answered from what the gateway knows of the
+/// device's log (no read of the store); mail committed after such polls,
+/// and after the device's own messages, still arrives on the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_after_empty_polls_arrives_on_the_next_poll() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let ann = server.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let (mut device, key) = TestDevice::new(&server).await?;
+    register(&server, "HP-0002", key).await?;
+    let conversation = device.open("filter", "Filter clogged", &[]).await?;
+    let report = next_message(&mut ann_events).await?;
+
+    async fn empty_polls(device: &mut TestDevice, count: usize) -> anyhow::Result<()> {
+        for _ in 0..count {
+            let now = device.now();
+            let id = device.session().poll_mailbox(now)?;
+            device
+                .until(kanal_tests::PATIENCE, |event| match event {
+                    kanal_firmware::Event::Accepted { ids } if ids.contains(&id) => Some(()),
+                    kanal_firmware::Event::Message(m) => panic!("unexpected mail {m:?}"),
+                    _ => None,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    empty_polls(&mut device, 3).await?;
+    ann.send_text(&report.conversation, "one").await?;
+    let (_, text, _) = device.next_mail().await?;
+    assert_eq!(text, "one");
+
+    // Its own message grows its log; that is not mail.
+    let now = device.now();
+    let id = device.session().append(now, conversation, "ok", None)?;
+    device
+        .until(kanal_tests::PATIENCE, |event| match event {
+            kanal_firmware::Event::Accepted { ids } if ids.contains(&id) => Some(()),
+            _ => None,
+        })
+        .await?;
+    empty_polls(&mut device, 2).await?;
+    ann.send_text(&report.conversation, "two").await?;
+    let (_, text, _) = device.next_mail().await?;
+    assert_eq!(text, "two");
+    Ok(())
+}

@@ -23,6 +23,8 @@ use crate::core::engine::{Command, Reply};
 use crate::model::{Body, Device, Event, Party, Refusal, RefusalCode};
 use crate::node::Node;
 
+use super::mailheads::{Clear, MailHeads};
+
 /// Mailbox messages sent per poll answer.
 pub(crate) const POLL_BATCH: usize = 4;
 
@@ -42,6 +44,8 @@ pub(crate) struct Memory {
     highest_id: u32,
     /// The highest mailbox id the device said it has.
     cursor: u64,
+    /// The part of its log its last poll found without mail.
+    clear: Option<Clear>,
 }
 
 /// How the gateway acts for devices.
@@ -49,6 +53,8 @@ pub(crate) struct Actor<'a> {
     pub node: &'a Node,
     /// How long an agent's message waits in a mailbox.
     pub mail_expiry: Duration,
+    /// Where the devices' logs end, so an empty mailbox costs no read.
+    pub mail: &'a MailHeads,
 }
 
 impl Actor<'_> {
@@ -211,10 +217,23 @@ impl Actor<'_> {
 
     async fn poll(&self, device: &Device, memory: &mut Memory, poll: &Poll) -> Vec<Vec<u8>> {
         memory.cursor = memory.cursor.max(poll.cursor);
-        let (messages, pending) = match self.mailbox(device, poll.cursor).await {
+        // Watched before the read: what is committed during it is seen.
+        let epoch = self.mail.watch(device.party);
+        if self
+            .mail
+            .nothing_new(device.party, poll.cursor, memory.clear)
+        {
+            return vec![ack(poll.id, 0)];
+        }
+        let (messages, pending, through) = match self.mailbox(device, poll.cursor).await {
             Ok(found) => found,
             Err(refusal) => return vec![refused(poll.id, &refusal)],
         };
+        memory.clear = (messages.is_empty() && pending == 0).then_some(Clear {
+            from: poll.cursor,
+            through,
+            epoch,
+        });
         let mut answers = Vec::with_capacity(messages.len() + 1);
         let mut prev = poll.cursor;
         for (id, conversation, body) in &messages {
@@ -248,7 +267,7 @@ impl Actor<'_> {
         &self,
         device: &Device,
         cursor: u64,
-    ) -> Result<(Vec<(u64, u64, Body)>, u32), Refusal> {
+    ) -> Result<(Vec<(u64, u64, Body)>, u32, u64), Refusal> {
         let node = self.node;
         // Its own messages are not mail. Its address is its serial at this
         // domain (`add_device`): no read of its party per poll.
@@ -266,6 +285,7 @@ impl Actor<'_> {
             .await
             .map_err(internal)?;
         let scanned_all = events.len() < POLL_SCAN as usize;
+        let through = events.last().map_or(cursor, |(seq, _)| *seq);
         let oldest = crate::node::writer::now_ms()
             - i64::try_from(self.mail_expiry.as_millis()).unwrap_or(i64::MAX);
         let mut mail = events.into_iter().filter_map(|(seq, event)| match event {
@@ -279,7 +299,7 @@ impl Actor<'_> {
         let more = mail.count();
         // More events than one scan: at least one more may wait.
         let pending = if scanned_all { more } else { more.max(1) };
-        Ok((batch, u32::try_from(pending).unwrap_or(u32::MAX)))
+        Ok((batch, u32::try_from(pending).unwrap_or(u32::MAX), through))
     }
 
     /// Stores `body` from `party` under a client_msg_id derived from the

@@ -10,6 +10,7 @@
 mod act;
 mod initiations;
 mod macs;
+mod mailheads;
 mod sessions;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use crate::node::limits::Buckets;
 use act::{Actor, Memory};
 use initiations::Initiations;
 use macs::Macs;
+use mailheads::MailHeads;
 use sessions::Sessions;
 
 /// Frames being acted on at once; a datagram that finds none free is
@@ -106,9 +108,12 @@ impl Gateway {
         let counters = Arc::new(Counters::default());
         let per_minute = f64::from(settings.requests_per_minute.max(1));
         let (initiations, committer) = Initiations::start(node.store.clone());
+        let mail = Arc::new(MailHeads::default());
+        node.hub.set_observer(mail.clone());
         let shared = Arc::new(Shared {
             initiations,
             macs: Macs::new(&settings.public),
+            mail,
             node,
             socket: Arc::new(socket),
             sessions: Sessions::default(),
@@ -164,6 +169,8 @@ struct Shared {
     /// Per device, what its next frame must be checked against; a device's
     /// frames are acted on one at a time.
     memories: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<Memory>>>>,
+    /// Where the devices' logs end (an empty mailbox costs no read).
+    mail: Arc<MailHeads>,
     requests: Option<Buckets<[u8; 32]>>,
     sources: Buckets<IpAddr>,
     in_flight: Arc<Semaphore>,
@@ -391,6 +398,7 @@ impl Shared {
         let actor = Actor {
             node: &self.node,
             mail_expiry: self.settings.mail_expiry,
+            mail: &self.mail,
         };
         let allow = || match &self.requests {
             Some(buckets) => buckets
