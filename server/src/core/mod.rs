@@ -1,6 +1,7 @@
-//! The sans-IO core: the conversation engine and the audience rule. No
-//! sockets, no clock, no runtime: commands and the time come in; writes,
-//! replies, events and the next deadline go out.
+//! The sans-IO core: the conversation engine, the audience rule and the
+//! service desk. No sockets, no clock, no runtime: commands and the time
+//! come in; writes, replies, events and the next deadline go out.
 
 pub(crate) mod audience;
+pub(crate) mod desk;
 pub(crate) mod engine;

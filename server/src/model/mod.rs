@@ -4,6 +4,7 @@
 
 mod cluster;
 mod conversation;
+mod desk;
 mod device;
 mod event;
 mod invite;
@@ -15,6 +16,10 @@ mod write;
 pub use cluster::{NodeStatus, SLOTS, SlotLease};
 pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
+};
+pub use desk::{
+    Actor, Availability, DeskChange, DeskSettings, Owner, Priority, RequeueReason, Routing, Status,
+    Ticket,
 };
 pub use device::{Device, NewDevice};
 pub use event::{Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};

@@ -1,0 +1,630 @@
+//! One inbox's desk: its tickets, its agents' seats, its waiting queue and
+//! its timers, as a sans-IO state machine.
+//!
+//! Every operation takes `now` and appends the changes it made to `out`,
+//! in order, each with its ticket's key; the engine stores the tickets
+//! those changes name and tells the agents. Routing re-runs after every
+//! change that can free or add room (an agent comes online, a ticket is
+//! resolved, snoozed or transferred, a capacity is raised), so a waiting
+//! ticket never stays waiting while an agent has room for it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::queue::Queue;
+use super::seats::{Seat, Seats};
+use crate::model::{
+    Actor, Availability, ConversationKey, DeskChange, DeskSettings, Owner, PartyId, Priority,
+    RequeueReason, Routing, Status, Ticket,
+};
+
+/// Changes made, each with the key of the ticket it changed.
+pub(crate) type Changes = Vec<(ConversationKey, DeskChange)>;
+
+/// Where a customer's message belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// In the conversation it was sent to (reopened if it was resolved).
+    Here,
+    /// In a new conversation continuing this one: it was resolved longer
+    /// ago than the inbox's reopen window.
+    Continuation,
+}
+
+/// Why a desk operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DeskError {
+    /// The conversation is not on this desk.
+    #[error("the conversation is not on this inbox's desk")]
+    NoTicket,
+    /// The agent does not answer for the inbox.
+    #[error("{0} does not answer for this inbox")]
+    NotAnAgent(PartyId),
+    /// The team has no agent of this inbox.
+    #[error("team `{0}` has no agent of this inbox")]
+    EmptyTeam(String),
+    /// The change does not apply to a resolved conversation.
+    #[error("the conversation is resolved")]
+    Resolved,
+    /// A snooze must end in the future.
+    #[error("a snooze must end after now")]
+    SnoozeInPast,
+}
+
+/// One inbox's desk. See the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct InboxDesk {
+    inbox: PartyId,
+    settings: DeskSettings,
+    seats: Seats,
+    queue: Queue,
+    tickets: HashMap<ConversationKey, Ticket>,
+    /// Teams by name, with their members.
+    teams: HashMap<String, Vec<PartyId>>,
+    /// Every ticket's next timer (snooze end, answer timeout), in order.
+    timers: BTreeSet<(i64, ConversationKey)>,
+    timer_of: HashMap<ConversationKey, i64>,
+}
+
+impl InboxDesk {
+    /// The desk of `inbox`, with no agents and no tickets yet.
+    pub(crate) fn new(inbox: PartyId, settings: DeskSettings) -> Self {
+        Self {
+            inbox,
+            settings,
+            seats: Seats::default(),
+            queue: Queue::default(),
+            tickets: HashMap::new(),
+            teams: HashMap::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+        }
+    }
+
+    /// The inbox.
+    pub(crate) fn inbox(&self) -> PartyId {
+        self.inbox
+    }
+
+    /// How the desk works.
+    pub(crate) fn settings(&self) -> &DeskSettings {
+        &self.settings
+    }
+
+    /// Supplies an agent's seat as stored (its `held` is counted from the
+    /// tickets, whatever it says).
+    pub(crate) fn load_seat(&mut self, mut seat: Seat) {
+        seat.held = self
+            .tickets
+            .values()
+            .filter(|t| t.owner == Owner::Agent(seat.agent) && t.status.holds_a_seat())
+            .count() as u32;
+        self.seats.add(seat);
+    }
+
+    /// Supplies a team's members.
+    pub(crate) fn load_team(&mut self, name: String, members: Vec<PartyId>) {
+        self.teams.insert(name, members);
+    }
+
+    /// Supplies a stored ticket.
+    pub(crate) fn load_ticket(&mut self, ticket: Ticket) {
+        let key = ticket.key;
+        if let Some(old) = self.tickets.remove(&key) {
+            self.release(&old);
+        }
+        self.occupy(&ticket);
+        if ticket.owner == Owner::Nobody && !ticket.status.is_resolved() {
+            let since = ticket.queued_at_ms.unwrap_or(0);
+            self.queue.push(key, ticket.priority, since);
+        }
+        self.tickets.insert(key, ticket);
+        self.reschedule(key);
+    }
+
+    /// The ticket of conversation `key`, if it is on this desk.
+    pub(crate) fn ticket(&self, key: ConversationKey) -> Option<&Ticket> {
+        self.tickets.get(&key)
+    }
+
+    /// The seat of `agent`, if it answers for the inbox.
+    pub(crate) fn seat(&self, agent: PartyId) -> Option<&Seat> {
+        self.seats.get(agent)
+    }
+
+    /// Every seat, in the order the agents were added.
+    pub(crate) fn seats(&self) -> impl Iterator<Item = &Seat> {
+        self.seats.iter()
+    }
+
+    /// The tickets nobody owns, first served first.
+    pub(crate) fn queue(&self) -> impl Iterator<Item = ConversationKey> + '_ {
+        self.queue.in_order()
+    }
+
+    /// How many tickets the desk holds in memory.
+    pub(crate) fn len(&self) -> usize {
+        self.tickets.len()
+    }
+
+    /// Drops resolved tickets from memory (they are stored; the engine
+    /// loads one again when its conversation is written to).
+    pub(crate) fn forget_resolved(&mut self) {
+        self.tickets.retain(|_, t| !t.status.is_resolved());
+    }
+
+    /// An agent now answers for the inbox (offline until it says otherwise).
+    pub(crate) fn add_agent(&mut self, agent: PartyId) {
+        self.seats.add(Seat::new(agent));
+    }
+
+    /// Changes how the desk works; routing re-runs.
+    pub(crate) fn set_settings(&mut self, now: i64, settings: DeskSettings, out: &mut Changes) {
+        self.settings = settings;
+        let keys: Vec<ConversationKey> = self.tickets.keys().copied().collect();
+        for key in keys {
+            self.reschedule(key);
+        }
+        self.route(now, out);
+    }
+
+    /// A new conversation of the inbox: its first responder bot owns it,
+    /// or it joins the queue and routing runs.
+    pub(crate) fn open(&mut self, now: i64, key: ConversationKey, out: &mut Changes) {
+        let mut ticket = Ticket::new(key, self.inbox);
+        ticket.waiting_since_ms = Some(now);
+        self.tickets.insert(key, ticket);
+        match self.settings.first_responder {
+            Some(bot) => self.set_owner(now, key, Owner::Bot(bot), Actor::Desk, out),
+            None => self.enqueue(now, key, None, out),
+        }
+        self.route(now, out);
+    }
+
+    /// The customer (any party not of the desk) wrote in conversation
+    /// `key`: a pending or snoozed ticket opens; a resolved one reopens
+    /// inside the window, or its message belongs in a continuation after
+    /// it. The customer now waits for an answer.
+    pub(crate) fn customer_wrote(
+        &mut self,
+        now: i64,
+        key: ConversationKey,
+        out: &mut Changes,
+    ) -> Arrival {
+        let Some(ticket) = self.tickets.get(&key) else {
+            // A conversation from before the desk: it starts here.
+            self.open(now, key, out);
+            return Arrival::Here;
+        };
+        let status = ticket.status;
+        if let Status::Resolved { at_ms } = status
+            && now - at_ms > self.settings.reopen_window_ms
+        {
+            return Arrival::Continuation;
+        }
+        if status != Status::Open {
+            self.change(key, |t| t.status = Status::Open);
+            out.push((
+                key,
+                DeskChange::Status {
+                    from: status,
+                    to: Status::Open,
+                    by: Actor::Desk,
+                },
+            ));
+        }
+        self.change(key, |t| {
+            t.waiting_since_ms.get_or_insert(now);
+        });
+        self.reopened(now, key, out);
+        self.route(now, out);
+        Arrival::Here
+    }
+
+    /// `sender`, an agent or bot of the desk, wrote in conversation `key`:
+    /// the customer no longer waits. An agent answering a ticket nobody
+    /// owns takes it.
+    pub(crate) fn desk_wrote(
+        &mut self,
+        now: i64,
+        key: ConversationKey,
+        sender: PartyId,
+        out: &mut Changes,
+    ) {
+        let Some(ticket) = self.tickets.get(&key) else {
+            return;
+        };
+        if ticket.owner == Owner::Nobody
+            && !ticket.status.is_resolved()
+            && self.seats.get(sender).is_some()
+        {
+            self.set_owner(now, key, Owner::Agent(sender), Actor::Party(sender), out);
+        }
+        self.change(key, |t| t.waiting_since_ms = None);
+    }
+
+    /// An agent's availability changed: coming online lets routing give it
+    /// waiting tickets; going offline sends its open tickets back to the
+    /// queue, for someone online.
+    pub(crate) fn set_availability(
+        &mut self,
+        now: i64,
+        agent: PartyId,
+        availability: Availability,
+        out: &mut Changes,
+    ) -> Result<(), DeskError> {
+        let seat = self
+            .seats
+            .get_mut(agent)
+            .ok_or(DeskError::NotAnAgent(agent))?;
+        seat.availability = availability;
+        if availability == Availability::Offline {
+            let mut open: Vec<&Ticket> = self
+                .tickets
+                .values()
+                .filter(|t| t.owner == Owner::Agent(agent) && t.status == Status::Open)
+                .collect();
+            open.sort_by_key(|t| (t.waiting_since_ms.unwrap_or(i64::MAX), t.key));
+            let keys: Vec<ConversationKey> = open.iter().map(|t| t.key).collect();
+            for key in keys {
+                self.enqueue(now, key, Some(RequeueReason::OwnerOffline), out);
+            }
+        }
+        self.route(now, out);
+        Ok(())
+    }
+
+    /// An agent's own capacity changed (`None`: the inbox's); routing re-runs.
+    pub(crate) fn set_capacity(
+        &mut self,
+        now: i64,
+        agent: PartyId,
+        capacity: Option<u32>,
+        out: &mut Changes,
+    ) -> Result<(), DeskError> {
+        self.seats
+            .get_mut(agent)
+            .ok_or(DeskError::NotAnAgent(agent))?
+            .capacity = capacity;
+        self.route(now, out);
+        Ok(())
+    }
+
+    /// Gives conversation `key` to `owner` by hand (capacity does not
+    /// apply to a person's choice), or back to the queue with
+    /// [`Owner::Nobody`].
+    pub(crate) fn assign(
+        &mut self,
+        now: i64,
+        key: ConversationKey,
+        owner: Owner,
+        by: Actor,
+        out: &mut Changes,
+    ) -> Result<(), DeskError> {
+        let ticket = self.tickets.get(&key).ok_or(DeskError::NoTicket)?;
+        if ticket.status.is_resolved() {
+            return Err(DeskError::Resolved);
+        }
+        if let Owner::Agent(agent) = owner
+            && self.seats.get(agent).is_none()
+        {
+            return Err(DeskError::NotAnAgent(agent));
+        }
+        if ticket.owner == owner {
+            return Ok(());
+        }
+        match owner {
+            Owner::Nobody => self.enqueue(now, key, Some(RequeueReason::Transfer), out),
+            owner => {
+                self.change(key, |t| t.team = None);
+                self.set_owner(now, key, owner, by, out);
+            }
+        }
+        self.route(now, out);
+        Ok(())
+    }
+
+    /// Transfers conversation `key` to a team: it waits for the first of
+    /// the team's agents with room.
+    pub(crate) fn transfer_to_team(
+        &mut self,
+        now: i64,
+        key: ConversationKey,
+        team: &str,
+        out: &mut Changes,
+    ) -> Result<(), DeskError> {
+        let ticket = self.tickets.get(&key).ok_or(DeskError::NoTicket)?;
+        if ticket.status.is_resolved() {
+            return Err(DeskError::Resolved);
+        }
+        let has_agent = self
+            .teams
+            .get(team)
+            .is_some_and(|m| m.iter().any(|a| self.seats.get(*a).is_some()));
+        if !has_agent {
+            return Err(DeskError::EmptyTeam(team.to_owned()));
+        }
+        self.change(key, |t| {
+            t.team = Some(team.to_owned());
+            t.passed_over.clear();
+        });
+        self.enqueue(now, key, Some(RequeueReason::Transfer), out);
+        self.route(now, out);
+        Ok(())
+    }
+
+    /// Changes conversation `key`'s status. Resolving or snoozing frees
+    /// its owner's seat; routing re-runs.
+    pub(crate) fn set_status(
+        &mut self,
+        now: i64,
+        key: ConversationKey,
+        status: Status,
+        by: Actor,
+        out: &mut Changes,
+    ) -> Result<(), DeskError> {
+        let ticket = self.tickets.get(&key).ok_or(DeskError::NoTicket)?;
+        let from = ticket.status;
+        if let Status::Snoozed { until_ms } = status
+            && until_ms <= now
+        {
+            return Err(DeskError::SnoozeInPast);
+        }
+        if from == status || (from.is_resolved() && status.is_resolved()) {
+            return Ok(());
+        }
+        self.change(key, |t| {
+            t.status = status;
+            if status.is_resolved() {
+                t.waiting_since_ms = None;
+                t.passed_over.clear();
+            }
+        });
+        if status.is_resolved() {
+            self.queue.remove(key);
+        }
+        out.push((
+            key,
+            DeskChange::Status {
+                from,
+                to: status,
+                by,
+            },
+        ));
+        if status == Status::Open {
+            self.reopened(now, key, out);
+        }
+        self.route(now, out);
+        Ok(())
+    }
+
+    /// Changes conversation `key`'s priority (its place in the queue too).
+    pub(crate) fn set_priority(
+        &mut self,
+        key: ConversationKey,
+        priority: Priority,
+        by: Actor,
+        out: &mut Changes,
+    ) -> Result<(), DeskError> {
+        let ticket = self.tickets.get(&key).ok_or(DeskError::NoTicket)?;
+        if ticket.priority == priority {
+            return Ok(());
+        }
+        let queued = ticket.queued_at_ms;
+        self.change(key, |t| t.priority = priority);
+        if self.queue.contains(key) {
+            self.queue.push(key, priority, queued.unwrap_or(0));
+        }
+        out.push((key, DeskChange::Priority { to: priority, by }));
+        Ok(())
+    }
+
+    /// `bot` hands conversation `key` to the agents. Idempotent: unless
+    /// `bot` owns it, nothing changes, so a retried or repeated hand-off
+    /// happens once. Whether it changed anything.
+    pub(crate) fn hand_off(
+        &mut self,
+        now: i64,
+        key: ConversationKey,
+        bot: PartyId,
+        out: &mut Changes,
+    ) -> Result<bool, DeskError> {
+        let ticket = self.tickets.get(&key).ok_or(DeskError::NoTicket)?;
+        if ticket.owner != Owner::Bot(bot) || ticket.status.is_resolved() {
+            return Ok(false);
+        }
+        self.enqueue(now, key, Some(RequeueReason::HandOff), out);
+        self.route(now, out);
+        Ok(true)
+    }
+
+    /// The earliest timer of the desk (ms since the Unix epoch), if any.
+    pub(crate) fn poll_timeout(&self) -> Option<i64> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// Handles every timer due at `now`: snoozes end, and owners that let
+    /// a customer wait past the answer timeout lose the ticket to the queue.
+    pub(crate) fn handle_timeout(&mut self, now: i64, out: &mut Changes) {
+        while let Some(&(at, key)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, key));
+            self.timer_of.remove(&key);
+            let Some(ticket) = self.tickets.get(&key) else {
+                continue;
+            };
+            match (ticket.status, ticket.owner) {
+                (Status::Snoozed { .. }, _) => {
+                    let from = ticket.status;
+                    self.change(key, |t| t.status = Status::Open);
+                    out.push((
+                        key,
+                        DeskChange::Status {
+                            from,
+                            to: Status::Open,
+                            by: Actor::Desk,
+                        },
+                    ));
+                    self.reopened(now, key, out);
+                }
+                (Status::Open, Owner::Agent(agent)) => {
+                    self.change(key, |t| {
+                        if !t.passed_over.contains(&agent) {
+                            t.passed_over.push(agent);
+                        }
+                    });
+                    self.enqueue(now, key, Some(RequeueReason::NoAnswer), out);
+                }
+                _ => self.reschedule(key),
+            }
+        }
+        self.route(now, out);
+    }
+
+    /// A ticket open (again): its agent keeps it if online, otherwise it
+    /// waits for someone who is; nobody's ticket waits in the queue.
+    fn reopened(&mut self, now: i64, key: ConversationKey, out: &mut Changes) {
+        let Some(ticket) = self.tickets.get(&key) else {
+            return;
+        };
+        match ticket.owner {
+            Owner::Agent(agent)
+                if self.seats.get(agent).map(|s| s.availability) != Some(Availability::Online) =>
+            {
+                self.enqueue(now, key, Some(RequeueReason::OwnerOffline), out);
+            }
+            Owner::Nobody if !self.queue.contains(key) => self.enqueue(now, key, None, out),
+            _ => {}
+        }
+    }
+
+    /// Routing: while tickets wait and agents have room, the first waiting
+    /// ticket goes to the agent the inbox's routing picks. A ticket only a
+    /// busy team may take does not hold up the ones behind it.
+    fn route(&mut self, now: i64, out: &mut Changes) {
+        let routing = self.settings.routing;
+        if routing == Routing::Manual || self.queue.is_empty() {
+            return;
+        }
+        let waiting: Vec<ConversationKey> = self.queue.in_order().collect();
+        for key in waiting {
+            if !self.seats.any_room(self.settings.capacity) {
+                return;
+            }
+            let Some(ticket) = self.tickets.get(&key) else {
+                self.queue.remove(key);
+                continue;
+            };
+            if ticket.status != Status::Open && ticket.status != Status::Pending {
+                continue;
+            }
+            let team = ticket.team.as_ref().and_then(|t| self.teams.get(t));
+            let in_team = |agent: PartyId| team.is_none_or(|m| m.contains(&agent));
+            let passed = &ticket.passed_over;
+            let capacity = self.settings.capacity;
+            // Someone who has not let it wait before, if anyone can take it.
+            let agent = self
+                .seats
+                .pick(routing, capacity, |a| in_team(a) && !passed.contains(&a))
+                .or_else(|| self.seats.pick(routing, capacity, in_team));
+            if let Some(agent) = agent {
+                self.set_owner(now, key, Owner::Agent(agent), Actor::Desk, out);
+            }
+        }
+    }
+
+    /// Puts `key` in the queue, owned by nobody.
+    fn enqueue(
+        &mut self,
+        now: i64,
+        key: ConversationKey,
+        reason: Option<RequeueReason>,
+        out: &mut Changes,
+    ) {
+        self.change(key, |t| {
+            t.owner = Owner::Nobody;
+            t.assigned_at_ms = None;
+            t.queued_at_ms = Some(now);
+        });
+        if let Some(ticket) = self.tickets.get(&key) {
+            self.queue.push(key, ticket.priority, now);
+        }
+        out.push((key, DeskChange::Queued { reason }));
+    }
+
+    /// Gives `key` to `owner` (not nobody: see [`InboxDesk::enqueue`]).
+    fn set_owner(
+        &mut self,
+        now: i64,
+        key: ConversationKey,
+        owner: Owner,
+        by: Actor,
+        out: &mut Changes,
+    ) {
+        self.queue.remove(key);
+        self.change(key, |t| {
+            t.owner = owner;
+            t.assigned_at_ms = Some(now);
+            t.queued_at_ms = None;
+        });
+        if let Some(seat) = owner.agent().and_then(|a| self.seats.get_mut(a)) {
+            seat.last_assigned_ms = now;
+        }
+        out.push((key, DeskChange::Assigned { owner, by }));
+    }
+
+    /// Changes ticket `key` by `f`, keeping seat counts and timers right.
+    fn change(&mut self, key: ConversationKey, f: impl FnOnce(&mut Ticket)) {
+        let Some(mut ticket) = self.tickets.remove(&key) else {
+            return;
+        };
+        self.release(&ticket);
+        f(&mut ticket);
+        self.occupy(&ticket);
+        self.tickets.insert(key, ticket);
+        self.reschedule(key);
+    }
+
+    fn release(&mut self, ticket: &Ticket) {
+        if let (Some(agent), true) = (ticket.owner.agent(), ticket.status.holds_a_seat())
+            && let Some(seat) = self.seats.get_mut(agent)
+        {
+            seat.held = seat.held.saturating_sub(1);
+        }
+    }
+
+    fn occupy(&mut self, ticket: &Ticket) {
+        if let (Some(agent), true) = (ticket.owner.agent(), ticket.status.holds_a_seat())
+            && let Some(seat) = self.seats.get_mut(agent)
+        {
+            seat.held += 1;
+        }
+    }
+
+    /// Sets ticket `key`'s timer to what its state calls for.
+    fn reschedule(&mut self, key: ConversationKey) {
+        if let Some(at) = self.timer_of.remove(&key) {
+            self.timers.remove(&(at, key));
+        }
+        let Some(ticket) = self.tickets.get(&key) else {
+            return;
+        };
+        let at = match (ticket.status, ticket.owner) {
+            (Status::Snoozed { until_ms }, _) => Some(until_ms),
+            (Status::Open, Owner::Agent(_)) => self.settings.answer_timeout_ms.and_then(|wait| {
+                let since = ticket.waiting_since_ms?.max(ticket.assigned_at_ms?);
+                Some(since.saturating_add(wait))
+            }),
+            _ => None,
+        };
+        if let Some(at) = at {
+            self.timers.insert((at, key));
+            self.timer_of.insert(key, at);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "inbox/tests.rs"]
+mod tests;

@@ -1,0 +1,18 @@
+//! The service desk's sans-IO logic: each inbox's tickets, its agents'
+//! seats, its waiting queue, its routing and its timers. The engine holds
+//! one [`InboxDesk`] per inbox it has touched and feeds it what happens
+//! in the inbox's conversations; what the desk changes, the engine stores
+//! and tells.
+
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "the engine drives the desk from the next change on"
+)]
+
+mod inbox;
+mod queue;
+mod seats;
+
+pub(crate) use inbox::{Arrival, Changes, DeskError, InboxDesk};
+pub(crate) use seats::Seat;
