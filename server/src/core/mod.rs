@@ -3,4 +3,5 @@
 //! replies, events and the next deadline go out.
 
 pub(crate) mod audience;
+pub(crate) mod desk;
 pub(crate) mod engine;
