@@ -1,8 +1,8 @@
 //! The service desk's sans-IO logic: each inbox's tickets, its agents'
-//! seats, its waiting queue, its routing and its timers. The engine holds
-//! one [`InboxDesk`] per inbox it has touched and feeds it what happens
-//! in the inbox's conversations; what the desk changes, the engine stores
-//! and tells.
+//! seats, its waiting queue, its routing and its timers, and the business
+//! hours its SLA clock counts in. The engine holds one [`InboxDesk`] per
+//! inbox it has touched and feeds it what happens in the inbox's
+//! conversations; what the desk changes, the engine stores and tells.
 
 #![allow(
     dead_code,
@@ -10,6 +10,7 @@
     reason = "the engine drives the desk from the next change on"
 )]
 
+pub(crate) mod hours;
 mod inbox;
 mod queue;
 mod seats;
