@@ -338,6 +338,35 @@ pub enum Actor {
     Party(PartyId),
 }
 
+/// One of the three targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Target {
+    /// The desk's first answer.
+    FirstResponse,
+    /// The desk's answer to a later customer message.
+    NextResponse,
+    /// Resolve.
+    Resolution,
+}
+
+/// What the clock says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SlaEvent {
+    /// A target will be breached in the policy's warning lead.
+    Warning(Target),
+    /// A target was breached.
+    Breach(Target),
+    /// A target was met; `in_time` unless it was breached first.
+    Met {
+        /// Which.
+        target: Target,
+        /// Whether before its breach.
+        in_time: bool,
+        /// Business ms it took.
+        used_ms: i64,
+    },
+}
+
 /// One change of a ticket, as the desk's system events tell it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeskChange {
@@ -362,6 +391,8 @@ pub enum DeskChange {
         /// Who changed it.
         by: Actor,
     },
+    /// Its SLA clock gave a warning, a breach, or met a target.
+    Sla(SlaEvent),
     /// Its priority changed.
     Priority {
         /// The new priority.

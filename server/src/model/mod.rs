@@ -18,8 +18,8 @@ pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
 };
 pub use desk::{
-    Actor, Availability, DeskChange, DeskSettings, Owner, Priority, RequeueReason, Routing, Status,
-    Ticket,
+    Actor, Availability, DeskChange, DeskSettings, Owner, Priority, RequeueReason, Routing,
+    SlaEvent, Status, Target, Ticket,
 };
 pub use device::{Device, NewDevice};
 pub use event::{Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};

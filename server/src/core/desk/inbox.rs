@@ -10,11 +10,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::hours::BusinessHours;
 use super::queue::Queue;
 use super::seats::{Seat, Seats};
+use super::sla::{SlaClock, SlaPolicy};
 use crate::model::{
     Actor, Availability, ConversationKey, DeskChange, DeskSettings, Owner, PartyId, Priority,
-    RequeueReason, Routing, Status, Ticket,
+    RequeueReason, Routing, SlaEvent, Status, Ticket,
 };
 
 /// Changes made, each with the key of the ticket it changed.
@@ -60,7 +62,14 @@ pub(crate) struct InboxDesk {
     tickets: HashMap<ConversationKey, Ticket>,
     /// Teams by name, with their members.
     teams: HashMap<String, Vec<PartyId>>,
-    /// Every ticket's next timer (snooze end, answer timeout), in order.
+    /// When the desk is open: the SLA clocks count in these hours.
+    hours: BusinessHours,
+    /// The SLA targets (none by default).
+    sla: SlaPolicy,
+    /// Each ticket's SLA clock.
+    clocks: HashMap<ConversationKey, SlaClock>,
+    /// Every ticket's next timer (snooze end, answer timeout, SLA warning
+    /// or breach), in order.
     timers: BTreeSet<(i64, ConversationKey)>,
     timer_of: HashMap<ConversationKey, i64>,
 }
@@ -75,6 +84,9 @@ impl InboxDesk {
             queue: Queue::default(),
             tickets: HashMap::new(),
             teams: HashMap::new(),
+            hours: BusinessHours::always_open(),
+            sla: SlaPolicy::default(),
+            clocks: HashMap::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
         }
@@ -106,9 +118,10 @@ impl InboxDesk {
         self.teams.insert(name, members);
     }
 
-    /// Supplies a stored ticket.
-    pub(crate) fn load_ticket(&mut self, ticket: Ticket) {
+    /// Supplies a stored ticket and its SLA clock.
+    pub(crate) fn load_ticket(&mut self, ticket: Ticket, clock: SlaClock) {
         let key = ticket.key;
+        self.clocks.insert(key, clock);
         if let Some(old) = self.tickets.remove(&key) {
             self.release(&old);
         }
@@ -124,6 +137,11 @@ impl InboxDesk {
     /// The ticket of conversation `key`, if it is on this desk.
     pub(crate) fn ticket(&self, key: ConversationKey) -> Option<&Ticket> {
         self.tickets.get(&key)
+    }
+
+    /// The SLA clock of conversation `key`'s ticket.
+    pub(crate) fn clock(&self, key: ConversationKey) -> Option<&SlaClock> {
+        self.clocks.get(&key)
     }
 
     /// The seat of `agent`, if it answers for the inbox.
@@ -150,6 +168,8 @@ impl InboxDesk {
     /// loads one again when its conversation is written to).
     pub(crate) fn forget_resolved(&mut self) {
         self.tickets.retain(|_, t| !t.status.is_resolved());
+        let tickets = &self.tickets;
+        self.clocks.retain(|key, _| tickets.contains_key(key));
     }
 
     /// An agent now answers for the inbox (offline until it says otherwise).
@@ -160,6 +180,24 @@ impl InboxDesk {
     /// Changes how the desk works; routing re-runs.
     pub(crate) fn set_settings(&mut self, now: i64, settings: DeskSettings, out: &mut Changes) {
         self.settings = settings;
+        self.retime(now, out);
+    }
+
+    /// Changes the business hours and SLA targets the clocks count by.
+    pub(crate) fn set_sla(
+        &mut self,
+        now: i64,
+        hours: BusinessHours,
+        sla: SlaPolicy,
+        out: &mut Changes,
+    ) {
+        self.hours = hours;
+        self.sla = sla;
+        self.retime(now, out);
+    }
+
+    /// Every timer again, after the settings changed; routing re-runs.
+    fn retime(&mut self, now: i64, out: &mut Changes) {
         let keys: Vec<ConversationKey> = self.tickets.keys().copied().collect();
         for key in keys {
             self.reschedule(key);
@@ -173,6 +211,7 @@ impl InboxDesk {
         let mut ticket = Ticket::new(key, self.inbox);
         ticket.waiting_since_ms = Some(now);
         self.tickets.insert(key, ticket);
+        self.clocks.entry(key).or_default().opened(now);
         match self.settings.first_responder {
             Some(bot) => self.set_owner(now, key, Owner::Bot(bot), Actor::Desk, out),
             None => self.enqueue(now, key, None, out),
@@ -203,6 +242,12 @@ impl InboxDesk {
         }
         if status != Status::Open {
             self.change(key, |t| t.status = Status::Open);
+            let clock = self.clocks.entry(key).or_default();
+            if status.is_resolved() {
+                clock.reopened(now);
+            } else {
+                clock.resume(now);
+            }
             out.push((
                 key,
                 DeskChange::Status {
@@ -215,6 +260,7 @@ impl InboxDesk {
         self.change(key, |t| {
             t.waiting_since_ms.get_or_insert(now);
         });
+        self.clocks.entry(key).or_default().customer_wrote(now);
         self.reopened(now, key, out);
         self.route(now, out);
         Arrival::Here
@@ -239,6 +285,11 @@ impl InboxDesk {
         {
             self.set_owner(now, key, Owner::Agent(sender), Actor::Party(sender), out);
         }
+        let mut met = Vec::new();
+        if let Some(clock) = self.clocks.get_mut(&key) {
+            clock.desk_answered(now, &self.hours, &mut met);
+        }
+        out.extend(met.into_iter().map(|e| (key, DeskChange::Sla(e))));
         self.change(key, |t| t.waiting_since_ms = None);
     }
 
@@ -390,6 +441,16 @@ impl InboxDesk {
                 by,
             },
         ));
+        let clock = self.clocks.entry(key).or_default();
+        let mut met = Vec::new();
+        match status {
+            Status::Resolved { .. } => clock.resolved(now, &self.hours, &mut met),
+            Status::Pending | Status::Snoozed { .. } => clock.pause(now, &self.hours),
+            Status::Open if from.is_resolved() => clock.reopened(now),
+            Status::Open => clock.resume(now),
+        }
+        out.extend(met.into_iter().map(|e| (key, DeskChange::Sla(e))));
+        self.reschedule(key);
         if status == Status::Open {
             self.reopened(now, key, out);
         }
@@ -442,8 +503,9 @@ impl InboxDesk {
         self.timers.first().map(|&(at, _)| at)
     }
 
-    /// Handles every timer due at `now`: snoozes end, and owners that let
-    /// a customer wait past the answer timeout lose the ticket to the queue.
+    /// Handles every timer due at `now`: snoozes end, owners that let a
+    /// customer wait past the answer timeout lose the ticket to the queue,
+    /// and SLA clocks warn, breach and escalate.
     pub(crate) fn handle_timeout(&mut self, now: i64, out: &mut Changes) {
         while let Some(&(at, key)) = self.timers.first() {
             if at > now {
@@ -451,35 +513,77 @@ impl InboxDesk {
             }
             self.timers.remove(&(at, key));
             self.timer_of.remove(&key);
-            let Some(ticket) = self.tickets.get(&key) else {
-                continue;
-            };
-            match (ticket.status, ticket.owner) {
-                (Status::Snoozed { .. }, _) => {
-                    let from = ticket.status;
-                    self.change(key, |t| t.status = Status::Open);
-                    out.push((
-                        key,
-                        DeskChange::Status {
-                            from,
-                            to: Status::Open,
-                            by: Actor::Desk,
-                        },
-                    ));
-                    self.reopened(now, key, out);
-                }
-                (Status::Open, Owner::Agent(agent)) => {
-                    self.change(key, |t| {
-                        if !t.passed_over.contains(&agent) {
-                            t.passed_over.push(agent);
-                        }
-                    });
-                    self.enqueue(now, key, Some(RequeueReason::NoAnswer), out);
-                }
-                _ => self.reschedule(key),
+            if self.status_timer(key).is_some_and(|t| t <= now) {
+                self.status_timeout(now, key, out);
             }
+            self.sla_timeout(now, key, out);
+            self.reschedule(key);
         }
         self.route(now, out);
+    }
+
+    /// A ticket's due snooze end or answer timeout.
+    fn status_timeout(&mut self, now: i64, key: ConversationKey, out: &mut Changes) {
+        let Some(ticket) = self.tickets.get(&key) else {
+            return;
+        };
+        match (ticket.status, ticket.owner) {
+            (Status::Snoozed { .. }, _) => {
+                let from = ticket.status;
+                self.change(key, |t| t.status = Status::Open);
+                self.clocks.entry(key).or_default().resume(now);
+                out.push((
+                    key,
+                    DeskChange::Status {
+                        from,
+                        to: Status::Open,
+                        by: Actor::Desk,
+                    },
+                ));
+                self.reopened(now, key, out);
+            }
+            (Status::Open, Owner::Agent(agent)) => {
+                self.change(key, |t| {
+                    if !t.passed_over.contains(&agent) {
+                        t.passed_over.push(agent);
+                    }
+                });
+                self.enqueue(now, key, Some(RequeueReason::NoAnswer), out);
+            }
+            _ => {}
+        }
+    }
+
+    /// A ticket's due SLA warnings and breaches; a breach escalates as the
+    /// policy says.
+    fn sla_timeout(&mut self, now: i64, key: ConversationKey, out: &mut Changes) {
+        let Some(clock) = self.clocks.get_mut(&key) else {
+            return;
+        };
+        let mut events = Vec::new();
+        clock.handle_timeout(now, &self.sla, &self.hours, &mut events);
+        for event in events {
+            out.push((key, DeskChange::Sla(event)));
+            if !matches!(event, SlaEvent::Breach(_)) {
+                continue;
+            }
+            let escalation = self.sla.escalation.clone();
+            if escalation.raise_priority
+                && let Some(priority) = self.tickets.get(&key).map(|t| t.priority.raised())
+            {
+                // Only fails for a ticket that is gone.
+                let _ = self.set_priority(key, priority, Actor::Desk, out);
+            }
+            if let Some(team) = escalation.to_team
+                && self
+                    .tickets
+                    .get(&key)
+                    .is_some_and(|t| t.team.as_ref() != Some(&team))
+            {
+                // A team without agents here cannot take it: it stays put.
+                let _ = self.transfer_to_team(now, key, &team, out);
+            }
+        }
     }
 
     /// A ticket open (again): its agent keeps it if online, otherwise it
@@ -602,25 +706,35 @@ impl InboxDesk {
         }
     }
 
-    /// Sets ticket `key`'s timer to what its state calls for.
+    /// Sets ticket `key`'s timer to the earliest its state calls for.
     fn reschedule(&mut self, key: ConversationKey) {
         if let Some(at) = self.timer_of.remove(&key) {
             self.timers.remove(&(at, key));
         }
-        let Some(ticket) = self.tickets.get(&key) else {
-            return;
+        let sla = self
+            .clocks
+            .get(&key)
+            .and_then(|c| c.next_instant(&self.sla, &self.hours));
+        let at = match (self.status_timer(key), sla) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        let at = match (ticket.status, ticket.owner) {
+        if let Some(at) = at {
+            self.timers.insert((at, key));
+            self.timer_of.insert(key, at);
+        }
+    }
+
+    /// When ticket `key`'s snooze ends or its answer timeout runs out.
+    fn status_timer(&self, key: ConversationKey) -> Option<i64> {
+        let ticket = self.tickets.get(&key)?;
+        match (ticket.status, ticket.owner) {
             (Status::Snoozed { until_ms }, _) => Some(until_ms),
             (Status::Open, Owner::Agent(_)) => self.settings.answer_timeout_ms.and_then(|wait| {
                 let since = ticket.waiting_since_ms?.max(ticket.assigned_at_ms?);
                 Some(since.saturating_add(wait))
             }),
             _ => None,
-        };
-        if let Some(at) = at {
-            self.timers.insert((at, key));
-            self.timer_of.insert(key, at);
         }
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod hours;
 mod inbox;
 mod queue;
 mod seats;
+mod sla;
 
 pub(crate) use inbox::{Arrival, Changes, DeskError, InboxDesk};
 pub(crate) use seats::Seat;

@@ -1,6 +1,7 @@
 //! The desk's routing, queue, statuses and timers, in virtual time.
 
 use super::*;
+use crate::core::desk::sla::SlaClock;
 
 const MIN: i64 = 60_000;
 const A: PartyId = 101;
@@ -402,7 +403,7 @@ fn a_loaded_desk_counts_seats_and_timers_from_its_tickets() {
     let mut waiting = Ticket::new(3, 1);
     waiting.queued_at_ms = Some(7);
     for ticket in [held_open, snoozed, waiting] {
-        desk.load_ticket(ticket);
+        desk.load_ticket(ticket, SlaClock::default());
     }
     let mut seat = Seat::new(A);
     seat.availability = Availability::Online;
