@@ -351,10 +351,7 @@ impl InboxDesk {
         by: Actor,
         out: &mut Changes,
     ) -> Result<(), DeskError> {
-        let ticket = self.tickets.get(&key).ok_or(DeskError::NoTicket)?;
-        if ticket.status.is_resolved() {
-            return Err(DeskError::Resolved);
-        }
+        let ticket = self.unresolved(key)?;
         if let Owner::Agent(agent) = owner
             && self.seats.get(agent).is_none()
         {
@@ -383,10 +380,7 @@ impl InboxDesk {
         team: &str,
         out: &mut Changes,
     ) -> Result<(), DeskError> {
-        let ticket = self.tickets.get(&key).ok_or(DeskError::NoTicket)?;
-        if ticket.status.is_resolved() {
-            return Err(DeskError::Resolved);
-        }
+        self.unresolved(key)?;
         let has_agent = self
             .teams
             .get(team)
@@ -505,13 +499,14 @@ impl InboxDesk {
 
     /// Handles every timer due at `now`: snoozes end, owners that let a
     /// customer wait past the answer timeout lose the ticket to the queue,
-    /// and SLA clocks warn, breach and escalate.
+    /// and SLA clocks warn, breach and escalate. Each due ticket is handled
+    /// once per call: a timer its handling sets at or before `now` (an
+    /// answer timeout of zero) waits for the next call, so no setting can
+    /// keep the desk in here.
     pub(crate) fn handle_timeout(&mut self, now: i64, out: &mut Changes) {
-        while let Some(&(at, key)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.remove(&(at, key));
+        let later = self.timers.split_off(&(now.saturating_add(1), i64::MIN));
+        let due = std::mem::replace(&mut self.timers, later);
+        for (_, key) in due {
             self.timer_of.remove(&key);
             if self.status_timer(key).is_some_and(|t| t <= now) {
                 self.status_timeout(now, key, out);
@@ -520,6 +515,15 @@ impl InboxDesk {
             self.reschedule(key);
         }
         self.route(now, out);
+    }
+
+    /// The ticket of conversation `key`, unless it is resolved or missing.
+    fn unresolved(&self, key: ConversationKey) -> Result<&Ticket, DeskError> {
+        let ticket = self.tickets.get(&key).ok_or(DeskError::NoTicket)?;
+        if ticket.status.is_resolved() {
+            return Err(DeskError::Resolved);
+        }
+        Ok(ticket)
     }
 
     /// A ticket's due snooze end or answer timeout.
@@ -609,6 +613,9 @@ impl InboxDesk {
     fn route(&mut self, now: i64, out: &mut Changes) {
         let routing = self.settings.routing;
         if routing == Routing::Manual || self.queue.is_empty() {
+            return;
+        }
+        if !self.seats.any_room(self.settings.capacity) {
             return;
         }
         let waiting: Vec<ConversationKey> = self.queue.in_order().collect();

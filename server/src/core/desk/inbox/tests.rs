@@ -413,3 +413,21 @@ fn a_loaded_desk_counts_seats_and_timers_from_its_tickets() {
     assert_eq!(desk.queue().collect::<Vec<_>>(), [3]);
     assert_eq!(desk.poll_timeout(), Some(10 + MIN));
 }
+
+#[test]
+fn an_answer_timeout_of_zero_requeues_once_per_tick_and_returns() {
+    let mut desk = desk(Routing::RoundRobin, None, &[A]);
+    let mut settings = desk.settings().clone();
+    settings.answer_timeout_ms = Some(0);
+    desk.set_settings(0, settings, &mut Vec::new());
+    desk.open(MIN, 1, &mut Vec::new());
+    let mut out = Vec::new();
+    desk.handle_timeout(MIN, &mut out);
+    let requeues = out
+        .iter()
+        .filter(|(_, c)| matches!(c, DeskChange::Queued { .. }))
+        .count();
+    assert_eq!(requeues, 1, "{out:?}");
+    assert_eq!(owner(&desk, 1), Owner::Agent(A));
+    assert_eq!(desk.poll_timeout(), Some(MIN), "due again at the next tick");
+}
