@@ -60,6 +60,10 @@ pub(crate) fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
         response::Kind::HistoryPage(_) => "HistoryPage",
         response::Kind::ConversationList(_) => "ConversationList",
         response::Kind::Done(_) => "Done",
+        response::Kind::Ticket(_) => "Ticket",
+        response::Kind::TicketList(_) => "TicketList",
+        response::Kind::NoteAdded(_) => "NoteAdded",
+        response::Kind::DeskHistoryPage(_) => "DeskHistoryPage",
     };
     ClientError::Protocol(format!("expected a {wanted} response, got {got}"))
 }

@@ -124,8 +124,150 @@ pub(crate) fn event_line(event: &pb::Event) -> String {
             receipt_verb(receipt.kind),
             receipt.up_to_seq
         ),
+        Some(pb::event::Kind::Desk(entry)) => desk_line(entry),
         None => format!("(event #{} of an unknown kind)", event.seq),
     }
+}
+
+/// An entry of a conversation's desk log, for people.
+pub(crate) fn desk_line(entry: &pb::DeskEvent) -> String {
+    use pb::desk_event::Kind;
+    let actor = if entry.actor.is_empty() {
+        "desk"
+    } else {
+        &entry.actor
+    };
+    let what = match &entry.kind {
+        Some(Kind::Note(text)) => format!("note by {actor}: {text}"),
+        Some(Kind::Assigned(assigned)) if assigned.owner.is_empty() => {
+            format!("unassigned by {actor}")
+        }
+        Some(Kind::Assigned(assigned)) => {
+            let bot = if assigned.bot { " (bot)" } else { "" };
+            format!("assigned to {}{bot} by {actor}", assigned.owner)
+        }
+        Some(Kind::Queued(queued)) => format!("queued ({})", queue_reason(queued.reason)),
+        Some(Kind::Status(status)) => {
+            let until = match status.snoozed_until_ms {
+                0 => String::new(),
+                ms => format!(" until {ms}"),
+            };
+            format!(
+                "{} -> {}{until} by {actor}",
+                ticket_status(status.from),
+                ticket_status(status.to)
+            )
+        }
+        Some(Kind::Priority(priority)) => {
+            format!("priority {} by {actor}", priority_name(*priority))
+        }
+        Some(Kind::Sla(sla)) => {
+            let target = sla_target(sla.target);
+            match pb::SlaAlert::try_from(sla.alert) {
+                Ok(pb::SlaAlert::Warning) => format!("SLA warning: {target} due soon"),
+                Ok(pb::SlaAlert::Breach) => format!("SLA breach: {target}"),
+                Ok(pb::SlaAlert::Met) if sla.in_time => {
+                    format!("SLA met: {target} in {} s", sla.business_ms / 1000)
+                }
+                Ok(pb::SlaAlert::Met) => format!("SLA met late: {target}"),
+                _ => format!("SLA: {target}"),
+            }
+        }
+        Some(Kind::Labels(labels)) => format!("labels [{}] by {actor}", labels.labels.join(", ")),
+        Some(Kind::Team(team)) => format!("transferred to team {team} by {actor}"),
+        Some(Kind::Continues(old)) => format!("continues {old}"),
+        None => "(desk entry of an unknown kind)".to_owned(),
+    };
+    format!("[{} desk #{}] {what}", entry.conversation, entry.dseq)
+}
+
+/// A ticket status's name, as the CLI spells it.
+pub(crate) fn ticket_status(status: i32) -> &'static str {
+    match pb::TicketStatus::try_from(status) {
+        Ok(pb::TicketStatus::Open) => "open",
+        Ok(pb::TicketStatus::Pending) => "pending",
+        Ok(pb::TicketStatus::Snoozed) => "snoozed",
+        Ok(pb::TicketStatus::Resolved) => "resolved",
+        _ => "unknown",
+    }
+}
+
+/// A priority's name, as the CLI spells it.
+pub(crate) fn priority_name(priority: i32) -> &'static str {
+    match pb::Priority::try_from(priority) {
+        Ok(pb::Priority::Low) => "low",
+        Ok(pb::Priority::Normal) => "normal",
+        Ok(pb::Priority::High) => "high",
+        Ok(pb::Priority::Urgent) => "urgent",
+        _ => "unknown",
+    }
+}
+
+fn sla_target(target: i32) -> &'static str {
+    match pb::SlaTarget::try_from(target) {
+        Ok(pb::SlaTarget::FirstResponse) => "first response",
+        Ok(pb::SlaTarget::NextResponse) => "next response",
+        Ok(pb::SlaTarget::Resolution) => "resolution",
+        _ => "unknown target",
+    }
+}
+
+fn queue_reason(reason: i32) -> &'static str {
+    match pb::QueueReason::try_from(reason) {
+        Ok(pb::QueueReason::OwnerOffline) => "its owner went offline",
+        Ok(pb::QueueReason::NoAnswer) => "its owner did not answer in time",
+        Ok(pb::QueueReason::HandOff) => "the bot handed it off",
+        Ok(pb::QueueReason::Transfer) => "transferred",
+        Ok(pb::QueueReason::OwnerLeft) => "its owner left the inbox",
+        _ => "new",
+    }
+}
+
+/// An entry of a desk log as JSON: the protobuf message's fields.
+pub(crate) fn desk_json(entry: &pb::DeskEvent, event_seq: Option<u64>) -> Value {
+    use pb::desk_event::Kind;
+    let mut value = json!({
+        "type": "desk",
+        "conversation": entry.conversation,
+        "dseq": entry.dseq,
+        "at_ms": entry.at_ms,
+        "actor": entry.actor,
+    });
+    let detail = match &entry.kind {
+        Some(Kind::Note(text)) => json!({ "kind": "note", "text": text }),
+        Some(Kind::Assigned(a)) => json!({ "kind": "assigned", "owner": a.owner, "bot": a.bot }),
+        Some(Kind::Queued(q)) => json!({ "kind": "queued", "reason": queue_reason(q.reason) }),
+        Some(Kind::Status(s)) => json!({
+            "kind": "status",
+            "from": ticket_status(s.from),
+            "to": ticket_status(s.to),
+            "snoozed_until_ms": s.snoozed_until_ms,
+        }),
+        Some(Kind::Priority(p)) => json!({ "kind": "priority", "priority": priority_name(*p) }),
+        Some(Kind::Sla(s)) => json!({
+            "kind": "sla",
+            "target": sla_target(s.target),
+            "alert": match pb::SlaAlert::try_from(s.alert) {
+                Ok(pb::SlaAlert::Warning) => "warning",
+                Ok(pb::SlaAlert::Breach) => "breach",
+                Ok(pb::SlaAlert::Met) => "met",
+                _ => "unknown",
+            },
+            "in_time": s.in_time,
+            "business_ms": s.business_ms,
+        }),
+        Some(Kind::Labels(l)) => json!({ "kind": "labels", "labels": l.labels }),
+        Some(Kind::Team(team)) => json!({ "kind": "team", "team": team }),
+        Some(Kind::Continues(old)) => json!({ "kind": "continues", "continues": old }),
+        None => json!({ "kind": "unknown" }),
+    };
+    if let (Some(object), Value::Object(detail)) = (value.as_object_mut(), detail) {
+        object.extend(detail);
+        if let Some(seq) = event_seq {
+            object.insert("event_seq".into(), seq.into());
+        }
+    }
+    value
 }
 
 /// An event from the stream, as JSON.
@@ -143,6 +285,7 @@ pub(crate) fn event_json(event: &pb::Event) -> Value {
             "kind": receipt_name(receipt.kind),
             "up_to_seq": receipt.up_to_seq,
         }),
+        Some(pb::event::Kind::Desk(entry)) => desk_json(entry, Some(event.seq)),
         None => json!({ "type": "unknown", "event_seq": event.seq }),
     }
 }

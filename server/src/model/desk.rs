@@ -401,3 +401,137 @@ pub enum DeskChange {
         by: Actor,
     },
 }
+
+impl Status {
+    /// Stable number stored in the database, with the time it carries
+    /// (snoozed until, resolved at).
+    pub const fn as_i64(self) -> (i64, Option<i64>) {
+        match self {
+            Status::Open => (1, None),
+            Status::Pending => (2, None),
+            Status::Snoozed { until_ms } => (3, Some(until_ms)),
+            Status::Resolved { at_ms } => (4, Some(at_ms)),
+        }
+    }
+
+    /// The status for a stored number and time.
+    pub const fn from_i64(code: i64, at_ms: Option<i64>) -> Option<Self> {
+        Some(match (code, at_ms) {
+            (1, _) => Status::Open,
+            (2, _) => Status::Pending,
+            (3, Some(until_ms)) => Status::Snoozed { until_ms },
+            (4, Some(at_ms)) => Status::Resolved { at_ms },
+            _ => return None,
+        })
+    }
+}
+
+impl Owner {
+    /// Stable number stored in the database (0 nobody, 1 agent, 2 bot),
+    /// with the owner's id.
+    pub const fn as_i64(self) -> (i64, Option<PartyId>) {
+        match self {
+            Owner::Nobody => (0, None),
+            Owner::Agent(agent) => (1, Some(agent)),
+            Owner::Bot(bot) => (2, Some(bot)),
+        }
+    }
+
+    /// The owner for a stored number and id.
+    pub const fn from_i64(kind: i64, id: Option<PartyId>) -> Option<Self> {
+        Some(match (kind, id) {
+            (0, _) => Owner::Nobody,
+            (1, Some(agent)) => Owner::Agent(agent),
+            (2, Some(bot)) => Owner::Bot(bot),
+            _ => return None,
+        })
+    }
+}
+
+// --- as the store keeps it ------------------------------------------------------
+
+/// A ticket as stored: typed columns for the store's listings, and the
+/// desk's whole state of it (SLA clock, queue times, labels, ...) as the
+/// engine wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTicket {
+    /// The conversation.
+    pub key: ConversationKey,
+    /// The inbox whose desk it is on.
+    pub inbox: PartyId,
+    /// Where it stands.
+    pub status: Status,
+    /// Who owns it.
+    pub owner: Owner,
+    /// Its urgency.
+    pub priority: Priority,
+    /// The highest dseq of the conversation's desk log (0: empty).
+    pub last_dseq: u64,
+    /// When it last changed, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// The engine's whole state of the ticket (JSON); opaque to the store.
+    pub state: String,
+}
+
+/// An agent's seat at an inbox's desk, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSeat {
+    /// The inbox.
+    pub inbox: PartyId,
+    /// The agent.
+    pub agent: PartyId,
+    /// Whether it takes new conversations.
+    pub availability: Availability,
+    /// Its own limit of open conversations (over the inbox's).
+    pub capacity: Option<u32>,
+    /// When it was last given a conversation, ms since the Unix epoch (0:
+    /// never).
+    pub last_assigned_ms: i64,
+}
+
+/// One entry of a conversation's desk log (a note or a system event), as
+/// stored: only the agents of its inbox ever read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeskEntry {
+    /// The conversation.
+    pub key: ConversationKey,
+    /// Gapless per conversation, from 1.
+    pub dseq: u64,
+    /// The inbox whose desk it is on (reports read an inbox's entries).
+    pub inbox: PartyId,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Who made it; `None`: the desk itself.
+    pub actor: Option<PartyId>,
+    /// For a note: its author's idempotency key (unique per conversation
+    /// and author); empty for system events.
+    pub client_note_id: String,
+    /// The encoded `kanal.v1.DeskEvent`: the same bytes every agent's
+    /// client receives.
+    pub payload: bytes::Bytes,
+}
+
+/// What the store holds of one inbox's desk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredDesk {
+    /// Its settings as the engine wrote them (JSON); `None`: never set.
+    pub settings: Option<String>,
+    /// Its agents' seats.
+    pub seats: Vec<StoredSeat>,
+    /// Its tickets that are not resolved.
+    pub tickets: Vec<StoredTicket>,
+}
+
+/// Which tickets a listing wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketFilter {
+    /// Tickets of these inboxes.
+    pub inboxes: Vec<PartyId>,
+    /// Of these stored status numbers ([`Status::as_i64`]); empty: every
+    /// status but resolved.
+    pub statuses: Vec<i64>,
+    /// Owned by this agent or bot.
+    pub owner: Option<PartyId>,
+    /// Owned by nobody.
+    pub unowned: bool,
+}

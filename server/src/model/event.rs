@@ -61,6 +61,19 @@ pub enum Event {
     ConversationAdded(ConversationView),
     /// A party's watermark moved.
     Receipt(Receipt),
+    /// An entry of a conversation's desk log, for the agents of its inbox.
+    Desk(DeskRecord),
+}
+
+/// An entry of a conversation's desk log as its agents receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeskRecord {
+    /// The conversation.
+    pub conversation: kanal_proto::address::ConversationId,
+    /// Its dseq in the conversation's desk log.
+    pub dseq: u64,
+    /// The encoded `kanal.v1.DeskEvent`, as stored.
+    pub payload: bytes::Bytes,
 }
 
 impl Event {
@@ -96,6 +109,11 @@ pub enum EventRef {
         kind: ReceiptKind,
         /// The new watermark.
         up_to: u64,
+    },
+    /// Entry `dseq` of the conversation's desk log.
+    Desk {
+        /// Its dseq.
+        dseq: u64,
     },
 }
 

@@ -18,11 +18,11 @@ pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
 };
 pub use desk::{
-    Actor, Availability, DeskChange, DeskSettings, Owner, Priority, RequeueReason, Routing,
-    SlaEvent, Status, Target, Ticket,
+    Actor, Availability, DeskChange, DeskEntry, DeskSettings, Owner, Priority, RequeueReason,
+    Routing, SlaEvent, Status, StoredDesk, StoredSeat, StoredTicket, Target, Ticket, TicketFilter,
 };
 pub use device::{Device, NewDevice};
-pub use event::{Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};
+pub use event::{DeskRecord, Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};
 pub use invite::{Invite, NewInvite};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};
 pub use refusal::{Refusal, RefusalCode};

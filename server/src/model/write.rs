@@ -4,6 +4,7 @@
 use kanal_proto::address::ConversationId;
 
 use super::conversation::{Body, ConversationKey};
+use super::desk::{DeskEntry, StoredSeat, StoredTicket};
 use super::event::{EventRef, ReceiptKind};
 use super::party::{NewParty, PartyId};
 
@@ -131,6 +132,21 @@ pub enum Write {
     },
     /// What the batch assumed of an inbox's log (see [`Write::LogClaim`]).
     InboxClaim(InboxClaim),
+    /// Insert or replace a conversation's ticket.
+    Ticket(StoredTicket),
+    /// Insert or replace an agent's seat at an inbox's desk.
+    Seat(StoredSeat),
+    /// Insert or replace an inbox's desk settings (JSON, opaque to the store).
+    DeskSettings {
+        /// The inbox.
+        inbox: PartyId,
+        /// As the engine wrote them.
+        settings: String,
+    },
+    /// Append to a conversation's desk log. A note whose (conversation,
+    /// actor, client_note_id) is stored already fails the batch with
+    /// `StoreError::DuplicateSend`, as a message does.
+    DeskEntry(DeskEntry),
 }
 
 /// What a commit changed of the batch it was given.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use super::columns::{event_kind, seq_to_db};
-use super::{StoreResult, body};
+use super::{NO_DESK_YET, StoreError, StoreResult, body};
 use crate::model::{EventRef, InboxClaim, ReceiptKind, Write};
 
 /// A conversation row.
@@ -64,6 +64,7 @@ impl EventRow {
             EventRef::ConversationAdded { last_seq } => {
                 (event_kind::CONVERSATION_ADDED, seq_to_db(last_seq)?, None)
             }
+            EventRef::Desk { dseq } => (event_kind::DESK, seq_to_db(dseq)?, None),
             EventRef::Receipt { party, kind, up_to } => {
                 let kind = match kind {
                     ReceiptKind::Delivered => event_kind::DELIVERED,
@@ -216,6 +217,10 @@ impl<'a> Rows<'a> {
                     rows.log_claims.push((*party, seq_to_db(*was)?, *rebasable));
                 }
                 Write::InboxClaim(claim) => rows.inbox_claims.push(*claim),
+                Write::Ticket(_)
+                | Write::Seat(_)
+                | Write::DeskSettings { .. }
+                | Write::DeskEntry(_) => return Err(StoreError::Unsupported(NO_DESK_YET)),
                 Write::Watermark {
                     key,
                     party,

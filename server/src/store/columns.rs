@@ -25,6 +25,8 @@ pub(crate) mod event_kind {
     pub(crate) const DELIVERED: i64 = 3;
     /// `actor`'s read watermark moved to `ref_seq`.
     pub(crate) const READ: i64 = 4;
+    /// An entry of the conversation's desk log; `ref_seq` is its dseq.
+    pub(crate) const DESK: i64 = 5;
 }
 
 /// The current time, ms since the Unix epoch.

@@ -257,6 +257,7 @@ impl State {
         let conversation = self.conversations.get(&stored.key).ok_or_else(corrupt)?;
         Ok(match stored.what {
             EventRef::Message { seq } => Event::Message(self.message(stored.key, seq)?),
+            EventRef::Desk { .. } => return Err(StoreError::Unsupported(super::NO_DESK_YET)),
             EventRef::ConversationAdded { last_seq } => {
                 let record = self.record(stored.key)?.ok_or_else(corrupt)?;
                 Event::conversation_added(&record, last_seq, stored.at_ms)
@@ -415,6 +416,10 @@ impl State {
                         return Err(conflict(format!("outbox {}/{}", row.peer, row.seq)));
                     }
                 }
+                Write::Ticket(_)
+                | Write::Seat(_)
+                | Write::DeskSettings { .. }
+                | Write::DeskEntry(_) => return Err(StoreError::Unsupported(super::NO_DESK_YET)),
             }
         }
         Ok(())
@@ -523,6 +528,11 @@ impl State {
                         *self.inbox_versions.entry(claim.inbox).or_insert(0) += 1;
                     }
                 }
+                // `check` refused them.
+                Write::Ticket(_)
+                | Write::Seat(_)
+                | Write::DeskSettings { .. }
+                | Write::DeskEntry(_) => {}
             }
         }
     }

@@ -14,7 +14,8 @@
 use async_trait::async_trait;
 use kanal_proto::address::{Address, ConversationId};
 
-use crate::model::{Committed, Counters, Device, NewDevice};
+use crate::model::TicketFilter;
+use crate::model::{Committed, Counters, DeskEntry, Device, NewDevice, StoredDesk, StoredTicket};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, InboxHead, Invite, LogHead,
     Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session, SlotLease,
@@ -84,6 +85,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
         StoreError::Backend(Box::new(error))
     }
 }
+
+/// Why a store has no service-desk tables yet.
+pub(crate) const NO_DESK_YET: &str = "this store keeps no service-desk tables yet";
 
 /// Why a store has no cluster of nodes.
 pub(crate) const SEVERAL_NODES: &str = "several nodes share a PostgreSQL database, not this one";
@@ -257,6 +261,52 @@ pub trait Store: Send + Sync + 'static {
             }
         }
         Ok(found)
+    }
+
+    // --- the service desk ------------------------------------------------------
+
+    /// What is stored of `inbox`'s desk: settings, seats, unresolved tickets.
+    async fn desk(&self, _inbox: PartyId) -> StoreResult<StoredDesk> {
+        Err(StoreError::Unsupported(NO_DESK_YET))
+    }
+
+    /// The ticket of conversation `key`, whatever its status.
+    async fn ticket(&self, _key: ConversationKey) -> StoreResult<Option<StoredTicket>> {
+        Err(StoreError::Unsupported(NO_DESK_YET))
+    }
+
+    /// Up to `limit` tickets that `filter` wants, most recently changed
+    /// first, after skipping `offset`; and whether more exist.
+    async fn tickets(
+        &self,
+        _filter: &TicketFilter,
+        _limit: u32,
+        _offset: u32,
+    ) -> StoreResult<(Vec<StoredTicket>, bool)> {
+        Err(StoreError::Unsupported(NO_DESK_YET))
+    }
+
+    /// Up to `limit` entries of conversation `key`'s desk log with dseq <
+    /// `before` (any if `before` is 0), oldest first, and whether older
+    /// ones exist.
+    async fn desk_entries(
+        &self,
+        _key: ConversationKey,
+        _before: u64,
+        _limit: u32,
+    ) -> StoreResult<(Vec<DeskEntry>, bool)> {
+        Err(StoreError::Unsupported(NO_DESK_YET))
+    }
+
+    /// The note `actor` stored under `client_note_id` in conversation
+    /// `key`, if any: its dseq and time.
+    async fn find_note(
+        &self,
+        _key: ConversationKey,
+        _actor: PartyId,
+        _client_note_id: &str,
+    ) -> StoreResult<Option<(u64, i64)>> {
+        Err(StoreError::Unsupported(NO_DESK_YET))
     }
 
     // --- reads for clients --------------------------------------------------

@@ -54,6 +54,7 @@ async fn every_kind_of_event_replays_as_it_was_delivered_live() -> Result<()> {
             Some(pb::event::Kind::ConversationAdded(_)) => "added",
             Some(pb::event::Kind::Message(_)) => "message",
             Some(pb::event::Kind::Receipt(_)) => "receipt",
+            Some(pb::event::Kind::Desk(_)) => "desk",
             None => "none",
         })
         .collect();

@@ -89,6 +89,11 @@ pub(crate) fn event_kind(event: &Event) -> pb::event::Kind {
     match event {
         Event::Message(m) => pb::event::Kind::Message(message(m)),
         Event::ConversationAdded(view) => pb::event::Kind::ConversationAdded(conversation(view)),
+        // Stored as the encoded message itself; the engine wrote it, so it
+        // decodes (an entry that did not would be rendered empty).
+        Event::Desk(record) => pb::event::Kind::Desk(
+            <pb::DeskEvent as prost::Message>::decode(&record.payload[..]).unwrap_or_default(),
+        ),
         Event::Receipt(Receipt {
             conversation,
             party,

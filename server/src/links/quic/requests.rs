@@ -210,6 +210,22 @@ async fn handle(node: &Node, party: &Party, request: pb::Request) -> Answer {
             )))
         }
         Some(Kind::MarkReceipt(mark)) => submit(node, receipt_command(node, party, mark)?).await,
+        Some(
+            Kind::GetTicket(_)
+            | Kind::ListTickets(_)
+            | Kind::Assign(_)
+            | Kind::Transfer(_)
+            | Kind::SetStatus(_)
+            | Kind::SetPriority(_)
+            | Kind::SetLabels(_)
+            | Kind::AddNote(_)
+            | Kind::DeskHistory(_)
+            | Kind::SetAvailability(_)
+            | Kind::HandOff(_),
+        ) => Err(Refusal::new(
+            RefusalCode::BadRequest,
+            "this server does not serve service-desk requests yet",
+        )),
         None => Err(Refusal::new(RefusalCode::BadRequest, "request has no kind")),
     }
 }
