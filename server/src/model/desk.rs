@@ -525,13 +525,14 @@ pub struct StoredDesk {
 /// Which tickets a listing wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TicketFilter {
-    /// Tickets of these inboxes.
+    /// Tickets of these inboxes (none: no tickets).
     pub inboxes: Vec<PartyId>,
     /// Of these stored status numbers ([`Status::as_i64`]); empty: every
     /// status but resolved.
     pub statuses: Vec<i64>,
     /// Owned by this agent or bot.
     pub owner: Option<PartyId>,
-    /// Owned by nobody.
+    /// Owned by nobody. (Every condition must hold: with `owner` too, no
+    /// ticket is wanted.)
     pub unowned: bool,
 }

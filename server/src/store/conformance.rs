@@ -14,6 +14,7 @@ use crate::model::{
 
 mod audience;
 mod conversations;
+mod desk;
 mod devices;
 mod directory;
 mod durability;
@@ -25,6 +26,11 @@ pub use audience::{listings_follow_the_audience_rule, replicas_remote_parties_an
 pub use conversations::{
     commit_and_load, conversations_of_ordering_and_visibility, events_since_rebuilds_each_kind,
     history_pages_backwards, watermarks_never_lower,
+};
+pub use desk::{
+    desk_entries_page_backwards_and_notes_are_found, desk_events_replay_from_party_and_inbox_logs,
+    desk_rows_upsert_and_read_back, reused_client_note_id_is_a_duplicate_send,
+    ticket_listings_filter_page_and_order,
 };
 pub use devices::devices_register_revoke_link_and_count_initiations;
 pub use directory::{inbox_agents, parties, sessions_and_acks};
