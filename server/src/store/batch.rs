@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use super::columns::{event_kind, seq_to_db};
-use super::{NO_DESK_YET, StoreError, StoreResult, body};
-use crate::model::{EventRef, InboxClaim, ReceiptKind, Write};
+use super::{StoreResult, body};
+use crate::model::{DeskEntry, EventRef, InboxClaim, ReceiptKind, StoredSeat, StoredTicket, Write};
 
 /// A conversation row.
 pub(crate) struct ConversationRow<'a> {
@@ -37,6 +37,114 @@ pub(crate) struct MessageRow<'a> {
     pub(crate) client_msg_id: &'a str,
     pub(crate) sent_at_ms: i64,
     pub(crate) body: Vec<u8>,
+}
+
+/// A `tickets` row.
+pub(crate) struct TicketRow<'a> {
+    pub(crate) key: i64,
+    pub(crate) inbox: i64,
+    pub(crate) status: i64,
+    pub(crate) status_at_ms: Option<i64>,
+    pub(crate) owner_kind: i64,
+    pub(crate) owner: Option<i64>,
+    pub(crate) priority: i64,
+    pub(crate) last_dseq: i64,
+    pub(crate) updated_at_ms: i64,
+    pub(crate) state: &'a str,
+}
+
+impl<'a> TicketRow<'a> {
+    fn new(ticket: &'a StoredTicket) -> StoreResult<Self> {
+        let (status, status_at_ms) = ticket.status.as_i64();
+        let (owner_kind, owner) = ticket.owner.as_i64();
+        Ok(Self {
+            key: ticket.key,
+            inbox: ticket.inbox,
+            status,
+            status_at_ms,
+            owner_kind,
+            owner,
+            priority: ticket.priority.as_i64(),
+            last_dseq: seq_to_db(ticket.last_dseq)?,
+            updated_at_ms: ticket.updated_at_ms,
+            state: &ticket.state,
+        })
+    }
+}
+
+/// A `seats` row.
+pub(crate) struct SeatRow {
+    pub(crate) inbox: i64,
+    pub(crate) agent: i64,
+    pub(crate) availability: i64,
+    pub(crate) capacity: Option<i64>,
+    pub(crate) last_assigned_ms: i64,
+}
+
+impl SeatRow {
+    fn new(seat: &StoredSeat) -> Self {
+        Self {
+            inbox: seat.inbox,
+            agent: seat.agent,
+            availability: seat.availability.as_i64(),
+            capacity: seat.capacity.map(i64::from),
+            last_assigned_ms: seat.last_assigned_ms,
+        }
+    }
+}
+
+/// A `desk_entries` row.
+pub(crate) struct DeskEntryRow<'a> {
+    pub(crate) key: i64,
+    pub(crate) dseq: i64,
+    pub(crate) inbox: i64,
+    pub(crate) at_ms: i64,
+    pub(crate) actor: Option<i64>,
+    pub(crate) client_note_id: &'a str,
+    pub(crate) payload: &'a [u8],
+}
+
+impl<'a> DeskEntryRow<'a> {
+    fn new(entry: &'a DeskEntry) -> StoreResult<Self> {
+        Ok(Self {
+            key: entry.key,
+            dseq: seq_to_db(entry.dseq)?,
+            inbox: entry.inbox,
+            at_ms: entry.at_ms,
+            actor: entry.actor,
+            client_note_id: &entry.client_note_id,
+            payload: &entry.payload,
+        })
+    }
+}
+
+/// Rows of an upserted table, the last write of each row winning (one
+/// statement cannot update a row twice).
+pub(crate) struct Upserts<K, T> {
+    at: HashMap<K, usize>,
+    pub(crate) rows: Vec<T>,
+}
+
+impl<K, T> Default for Upserts<K, T> {
+    fn default() -> Self {
+        Self {
+            at: HashMap::new(),
+            rows: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, T> Upserts<K, T> {
+    /// Adds `row` under `key`, replacing an earlier row of the batch.
+    fn put(&mut self, key: K, row: T) {
+        match self.at.entry(key) {
+            Entry::Occupied(at) => self.rows[*at.get()] = row,
+            Entry::Vacant(at) => {
+                at.insert(self.rows.len());
+                self.rows.push(row);
+            }
+        }
+    }
 }
 
 /// An event row.
@@ -110,6 +218,13 @@ pub(crate) struct Rows<'a> {
     pub(crate) log_claims: Vec<(i64, i64, bool)>,
     /// What the batch assumed of inbox logs.
     pub(crate) inbox_claims: Vec<InboxClaim>,
+    /// Tickets, by conversation key.
+    pub(crate) tickets: Upserts<i64, TicketRow<'a>>,
+    /// Seats, by (inbox, agent).
+    pub(crate) seats: Upserts<(i64, i64), SeatRow>,
+    /// (inbox, settings), by inbox.
+    pub(crate) desk_settings: Upserts<i64, (i64, &'a str)>,
+    pub(crate) desk_entries: Vec<DeskEntryRow<'a>>,
 }
 
 impl<'a> Rows<'a> {
@@ -217,10 +332,12 @@ impl<'a> Rows<'a> {
                     rows.log_claims.push((*party, seq_to_db(*was)?, *rebasable));
                 }
                 Write::InboxClaim(claim) => rows.inbox_claims.push(*claim),
-                Write::Ticket(_)
-                | Write::Seat(_)
-                | Write::DeskSettings { .. }
-                | Write::DeskEntry(_) => return Err(StoreError::Unsupported(NO_DESK_YET)),
+                Write::Ticket(ticket) => rows.tickets.put(ticket.key, TicketRow::new(ticket)?),
+                Write::Seat(seat) => rows.seats.put((seat.inbox, seat.agent), SeatRow::new(seat)),
+                Write::DeskSettings { inbox, settings } => {
+                    rows.desk_settings.put(*inbox, (*inbox, settings.as_str()));
+                }
+                Write::DeskEntry(entry) => rows.desk_entries.push(DeskEntryRow::new(entry)?),
                 Write::Watermark {
                     key,
                     party,

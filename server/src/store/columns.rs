@@ -10,6 +10,9 @@ use kanal_proto::address::{Address, ConversationId};
 
 use super::{StoreError, StoreResult, body};
 use crate::model::{
+    Availability, DeskEntry, DeskRecord, Owner, Priority, Status, StoredSeat, StoredTicket,
+};
+use crate::model::{
     ConversationRecord, ConversationView, Device, Event, Invite, LogHead, Message, NewDevice,
     NewInvite, OutboxRow, Party, PartyId, PartyKind, Receipt, ReceiptKind, Session, StoredSend,
 };
@@ -311,6 +314,94 @@ pub(crate) fn outbox_row(peer: &str, seq: i64, payload: Vec<u8>) -> StoreResult<
     })
 }
 
+// --- the service desk ------------------------------------------------------------
+
+/// Columns `key, inbox, status, status_at_ms, owner_kind, owner, priority,
+/// last_dseq, updated_at_ms, state` of `tickets`.
+pub(crate) type TicketColumns = (
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    String,
+);
+
+/// A ticket from its `tickets` columns.
+pub(crate) fn ticket(
+    (
+        key,
+        inbox,
+        status,
+        status_at_ms,
+        owner_kind,
+        owner,
+        priority,
+        last_dseq,
+        updated_at_ms,
+        state,
+    ): TicketColumns,
+) -> StoreResult<StoredTicket> {
+    let corrupt = |what: String| StoreError::Corrupt(format!("ticket {key}: {what}"));
+    Ok(StoredTicket {
+        key,
+        inbox,
+        status: Status::from_i64(status, status_at_ms)
+            .ok_or_else(|| corrupt(format!("status {status} at {status_at_ms:?}")))?,
+        owner: Owner::from_i64(owner_kind, owner)
+            .ok_or_else(|| corrupt(format!("owner kind {owner_kind} with id {owner:?}")))?,
+        priority: Priority::from_i64(priority)
+            .ok_or_else(|| corrupt(format!("priority {priority}")))?,
+        last_dseq: seq_from_db(last_dseq, "tickets.last_dseq")?,
+        updated_at_ms,
+        state,
+    })
+}
+
+/// Columns `inbox, agent, availability, capacity, last_assigned_ms` of
+/// `seats`.
+pub(crate) type SeatColumns = (i64, i64, i64, Option<i64>, i64);
+
+/// A seat from its `seats` columns.
+pub(crate) fn seat(
+    (inbox, agent, availability, capacity, last_assigned_ms): SeatColumns,
+) -> StoreResult<StoredSeat> {
+    let corrupt = |what: String| StoreError::Corrupt(format!("seat {inbox}/{agent}: {what}"));
+    Ok(StoredSeat {
+        inbox,
+        agent,
+        availability: Availability::from_i64(availability)
+            .ok_or_else(|| corrupt(format!("availability {availability}")))?,
+        capacity: capacity
+            .map(|c| u32::try_from(c).map_err(|_| corrupt(format!("capacity {c}"))))
+            .transpose()?,
+        last_assigned_ms,
+    })
+}
+
+/// Columns `key, dseq, inbox, at_ms, actor, client_note_id, payload` of
+/// `desk_entries`.
+pub(crate) type DeskEntryColumns = (i64, i64, i64, i64, Option<i64>, String, Vec<u8>);
+
+/// A desk entry from its `desk_entries` columns.
+pub(crate) fn desk_entry(
+    (key, dseq, inbox, at_ms, actor, client_note_id, payload): DeskEntryColumns,
+) -> StoreResult<DeskEntry> {
+    Ok(DeskEntry {
+        key,
+        dseq: seq_from_db(dseq, "desk_entries.dseq")?,
+        inbox,
+        at_ms,
+        actor,
+        client_note_id,
+        payload: payload.into(),
+    })
+}
+
 // --- logs -------------------------------------------------------------------------
 
 /// Where a party's log ends, as one statement reads it: the highest seq of
@@ -350,8 +441,9 @@ pub(crate) fn log_head(
 }
 
 /// One event of a party's log as `events_since` reads it: `seq, kind,
-/// at_ms, ref_seq`, the conversation's id, the actor's address, and for a
-/// message its sender's address, `client_msg_id`, `sent_at_ms` and `body`.
+/// at_ms, ref_seq`, the conversation's id, the actor's address, for a
+/// message its sender's address, `client_msg_id`, `sent_at_ms` and `body`,
+/// and for a desk entry its `payload`.
 pub(crate) type EventColumns = (
     i64,
     i64,
@@ -362,6 +454,7 @@ pub(crate) type EventColumns = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<Vec<u8>>,
     Option<Vec<u8>>,
 );
 
@@ -389,8 +482,19 @@ pub(crate) fn events(
     records: &HashMap<ConversationId, ConversationRecord>,
 ) -> StoreResult<Vec<(u64, Event)>> {
     let mut events = Vec::with_capacity(rows.len());
-    for (seq, kind, at_ms, ref_seq, conversation, actor, sender, client_msg_id, sent_at_ms, body) in
-        rows
+    for (
+        seq,
+        kind,
+        at_ms,
+        ref_seq,
+        conversation,
+        actor,
+        sender,
+        client_msg_id,
+        sent_at_ms,
+        body,
+        desk_payload,
+    ) in rows
     {
         let seq = seq_from_db(seq, "events.seq")?;
         let ref_seq = seq_from_db(ref_seq, "events.ref_seq")?;
@@ -430,6 +534,14 @@ pub(crate) fn events(
                     party: address(&actor)?,
                     kind,
                     up_to: ref_seq,
+                })
+            }
+            event_kind::DESK => {
+                let payload = desk_payload.ok_or_else(|| corrupt("its desk entry is missing"))?;
+                Event::Desk(DeskRecord {
+                    conversation,
+                    dseq: ref_seq,
+                    payload: payload.into(),
                 })
             }
             other => return Err(corrupt(&format!("unknown kind {other}"))),

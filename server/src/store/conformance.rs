@@ -63,6 +63,11 @@ macro_rules! store_conformance_tests {
             reused_client_msg_id_is_a_duplicate_send,
             invites_are_used_up_expire_and_revoke,
             devices_register_revoke_link_and_count_initiations,
+            desk_rows_upsert_and_read_back,
+            ticket_listings_filter_page_and_order,
+            desk_entries_page_backwards_and_notes_are_found,
+            reused_client_note_id_is_a_duplicate_send,
+            desk_events_replay_from_party_and_inbox_logs,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {

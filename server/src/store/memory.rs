@@ -1138,15 +1138,6 @@ mod tests {
 
     crate::store_conformance_tests!(fresh);
 
-    // The desk's checks, until every backend keeps its tables.
-    crate::store_conformance_tests!(@each fresh;
-        desk_rows_upsert_and_read_back,
-        ticket_listings_filter_page_and_order,
-        desk_entries_page_backwards_and_notes_are_found,
-        reused_client_note_id_is_a_duplicate_send,
-        desk_events_replay_from_party_and_inbox_logs,
-    );
-
     #[tokio::test]
     async fn rebasing_keeps_a_shared_log_gapless() {
         let store: std::sync::Arc<dyn crate::store::Store> =

@@ -86,9 +86,6 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-/// Why a store has no service-desk tables yet.
-pub(crate) const NO_DESK_YET: &str = "this store keeps no service-desk tables yet";
-
 /// Why a store has no cluster of nodes.
 pub(crate) const SEVERAL_NODES: &str = "several nodes share a PostgreSQL database, not this one";
 
@@ -265,49 +262,41 @@ pub trait Store: Send + Sync + 'static {
 
     // --- the service desk ------------------------------------------------------
 
-    /// What is stored of `inbox`'s desk: settings, seats, unresolved tickets.
-    async fn desk(&self, _inbox: PartyId) -> StoreResult<StoredDesk> {
-        Err(StoreError::Unsupported(NO_DESK_YET))
-    }
+    /// What is stored of `inbox`'s desk: its settings, its seats (by
+    /// agent id) and its tickets that are not resolved (by conversation key).
+    async fn desk(&self, inbox: PartyId) -> StoreResult<StoredDesk>;
 
     /// The ticket of conversation `key`, whatever its status.
-    async fn ticket(&self, _key: ConversationKey) -> StoreResult<Option<StoredTicket>> {
-        Err(StoreError::Unsupported(NO_DESK_YET))
-    }
+    async fn ticket(&self, key: ConversationKey) -> StoreResult<Option<StoredTicket>>;
 
     /// Up to `limit` tickets that `filter` wants, most recently changed
-    /// first, after skipping `offset`; and whether more exist.
+    /// first (then by key, descending), after skipping `offset`; and
+    /// whether more exist.
     async fn tickets(
         &self,
-        _filter: &TicketFilter,
-        _limit: u32,
-        _offset: u32,
-    ) -> StoreResult<(Vec<StoredTicket>, bool)> {
-        Err(StoreError::Unsupported(NO_DESK_YET))
-    }
+        filter: &TicketFilter,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<StoredTicket>, bool)>;
 
     /// Up to `limit` entries of conversation `key`'s desk log with dseq <
     /// `before` (any if `before` is 0), oldest first, and whether older
     /// ones exist.
     async fn desk_entries(
         &self,
-        _key: ConversationKey,
-        _before: u64,
-        _limit: u32,
-    ) -> StoreResult<(Vec<DeskEntry>, bool)> {
-        Err(StoreError::Unsupported(NO_DESK_YET))
-    }
+        key: ConversationKey,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<DeskEntry>, bool)>;
 
-    /// The note `actor` stored under `client_note_id` in conversation
-    /// `key`, if any: its dseq and time.
+    /// The note `actor` stored under `client_note_id` (not empty) in
+    /// conversation `key`, if any: its dseq and time.
     async fn find_note(
         &self,
-        _key: ConversationKey,
-        _actor: PartyId,
-        _client_note_id: &str,
-    ) -> StoreResult<Option<(u64, i64)>> {
-        Err(StoreError::Unsupported(NO_DESK_YET))
-    }
+        key: ConversationKey,
+        actor: PartyId,
+        client_note_id: &str,
+    ) -> StoreResult<Option<(u64, i64)>>;
 
     // --- reads for clients --------------------------------------------------
 
@@ -327,8 +316,9 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` events of `party`'s log with seq > `since`, in seq
     /// order, each built by the same constructor as when it happened (the
     /// party's own rows and, through its spans, rows of inbox logs); after
-    /// the first, no more than `max_body_bytes` of stored message bodies in
-    /// all, so a page's memory is bounded whatever the messages hold.
+    /// the first, no more than `max_body_bytes` of stored message bodies and
+    /// desk entry payloads in all, so a page's memory is bounded whatever
+    /// the messages hold.
     async fn events_since(
         &self,
         party: PartyId,

@@ -19,10 +19,12 @@ use super::columns::{
     self, DeviceColumns, EventColumns, InviteColumns, LogHeadColumns, MessageColumns, PartyColumns,
     RecordColumns, SessionColumns, ViewColumns, seq_from_db, seq_to_db,
 };
+use super::columns::{DeskEntryColumns, SeatColumns, TicketColumns};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Counters, Device, Event, Invite,
     LogHead, Message, OutboxRow, Party, PartyId, PartyKind, ReceiptKind, Session, StoredSend,
 };
+use crate::model::{DeskEntry, StoredDesk, StoredTicket, TicketFilter};
 
 /// A value bound to a statement's parameter.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +63,10 @@ pub(crate) trait Reader: Send + Sync {
     /// The statement of [`events_since`] in the backend's SQL (see
     /// [`events_since_sql`]).
     fn events_since_sql(&self) -> &'static str;
+
+    /// The statement of [`tickets`] in the backend's SQL (see
+    /// [`tickets_sql`]).
+    fn tickets_sql(&self) -> &'static str;
 
     /// The stored sends among `wanted` (see [`Store::find_sends`]), in as
     /// few statements as the backend allows.
@@ -454,6 +460,7 @@ pub(crate) async fn events_since(
                 Param::Int(columns::event_kind::MESSAGE),
                 Param::Int(i64::from(limit)),
                 Param::Int(i64::try_from(max_body_bytes).unwrap_or(i64::MAX)),
+                Param::Int(columns::event_kind::DESK),
             ],
         )
         .await?;
@@ -472,19 +479,20 @@ pub(crate) async fn events_since(
 /// the process's lifetime, as sqlx takes statement texts as `&'static str`.
 ///
 /// It takes the party (`$1`), `since` (`$2`), the message event kind
-/// (`$3`), `limit` (`$4`) and the page's budget of body bytes (`$5`), and
-/// returns [`EventColumns`] in seq order.
+/// (`$3`), `limit` (`$4`), the page's budget of body bytes (`$5`) and the
+/// desk event kind (`$6`), and returns [`EventColumns`] in seq order.
 ///
 /// The page's rows come from the party's own events and, through its spans,
 /// from inbox logs: a span starting at seq `s` over inbox event `i` maps
 /// inbox event `i + n` to seq `s + n`, up to the party's next row. Only the
 /// spans that can reach into the page are read: the last one starting at or
 /// before `since + 1`, and those starting inside the page. The page ends at
-/// `limit` events, or before the event whose body would pass the budget
-/// (the first event always comes).
+/// `limit` events, or before the event whose body (or desk entry's
+/// payload) would pass the budget (the first event always comes).
 pub(crate) fn events_since_sql(greatest: &str, least: &str, octet_length: &str) -> &'static str {
     let text = format!(
-        "SELECT seq, kind, at_ms, ref_seq, id, actor, sender, client_msg_id, sent_at_ms, body
+        "SELECT seq, kind, at_ms, ref_seq, id, actor, sender, client_msg_id, sent_at_ms, body,
+                desk_payload
          FROM (WITH
                spans AS (
                    SELECT s.seq, s.inbox, s.iseq,
@@ -510,19 +518,208 @@ pub(crate) fn events_since_sql(greatest: &str, least: &str, octet_length: &str) 
                                    AND sp.iseq + (sp.last - sp.seq))
                SELECT e.seq, e.kind, e.at_ms, e.ref_seq, c.id, actor.address AS actor,
                       sender.address AS sender, m.client_msg_id, m.sent_at_ms, m.body,
-                      SUM(COALESCE({octet_length}(m.body), 0)) OVER (ORDER BY e.seq) AS running,
+                      d.payload AS desk_payload,
+                      SUM(COALESCE({octet_length}(m.body), 0)
+                          + COALESCE({octet_length}(d.payload), 0))
+                          OVER (ORDER BY e.seq) AS running,
                       ROW_NUMBER() OVER (ORDER BY e.seq) AS n
                FROM log e
                JOIN conversations c ON c.key = e.key
                LEFT JOIN parties actor ON actor.id = e.actor
                LEFT JOIN messages m ON e.kind = $3 AND m.key = e.key AND m.seq = e.ref_seq
                LEFT JOIN parties sender ON sender.id = m.sender
+               LEFT JOIN desk_entries d ON e.kind = $6 AND d.key = e.key AND d.dseq = e.ref_seq
                ORDER BY e.seq
                LIMIT $4) AS page
          WHERE n = 1 OR running <= $5
          ORDER BY seq"
     );
     Box::leak(text.into_boxed_str())
+}
+
+// --- the service desk --------------------------------------------------------------
+
+/// The columns of [`TicketColumns`], of `tickets`.
+const TICKET: &str = "key, inbox, status, status_at_ms, owner_kind, owner, priority, last_dseq, \
+                      updated_at_ms, state";
+
+/// The stored number of a resolved ticket's status.
+const RESOLVED: i64 = 4;
+
+/// What is stored of `inbox`'s desk: settings, seats by agent, unresolved
+/// tickets by key.
+pub(crate) async fn desk(reader: &impl Reader, inbox: PartyId) -> StoreResult<StoredDesk> {
+    let settings = row::<(String,)>(
+        reader,
+        "SELECT settings FROM desk_settings WHERE inbox = $1",
+        &[Param::Int(inbox)],
+    )
+    .await?
+    .map(|(settings,)| settings);
+    let seats = reader
+        .rows::<SeatColumns>(
+            "SELECT inbox, agent, availability, capacity, last_assigned_ms FROM seats
+             WHERE inbox = $1 ORDER BY agent",
+            &[Param::Int(inbox)],
+        )
+        .await?
+        .into_iter()
+        .map(columns::seat)
+        .collect::<StoreResult<_>>()?;
+    let tickets = reader
+        .rows::<TicketColumns>(
+            "SELECT key, inbox, status, status_at_ms, owner_kind, owner, priority, last_dseq,
+                    updated_at_ms, state
+             FROM tickets WHERE inbox = $1 AND status != $2 ORDER BY key",
+            &[Param::Int(inbox), Param::Int(RESOLVED)],
+        )
+        .await?
+        .into_iter()
+        .map(columns::ticket)
+        .collect::<StoreResult<_>>()?;
+    Ok(StoredDesk {
+        settings,
+        seats,
+        tickets,
+    })
+}
+
+/// The ticket of conversation `key`.
+pub(crate) async fn ticket(
+    reader: &impl Reader,
+    key: ConversationKey,
+) -> StoreResult<Option<StoredTicket>> {
+    row::<TicketColumns>(
+        reader,
+        "SELECT key, inbox, status, status_at_ms, owner_kind, owner, priority, last_dseq,
+                updated_at_ms, state
+         FROM tickets WHERE key = $1",
+        &[Param::Int(key)],
+    )
+    .await?
+    .map(columns::ticket)
+    .transpose()
+}
+
+/// Up to `limit` tickets `filter` wants after `offset`, most recently
+/// changed first, and whether more exist.
+pub(crate) async fn tickets(
+    reader: &impl Reader,
+    filter: &TicketFilter,
+    limit: u32,
+    offset: u32,
+) -> StoreResult<(Vec<StoredTicket>, bool)> {
+    let json = |values: &[i64]| {
+        serde_json::to_string(values).map_err(|e| super::StoreError::Backend(Box::new(e)))
+    };
+    let (inboxes, statuses) = (json(&filter.inboxes)?, json(&filter.statuses)?);
+    let mut rows = reader
+        .rows::<TicketColumns>(
+            reader.tickets_sql(),
+            &[
+                Param::Text(&inboxes),
+                Param::Int(i64::from(filter.statuses.is_empty())),
+                Param::Text(&statuses),
+                Param::Int(RESOLVED),
+                Param::Int(i64::from(filter.owner.is_some())),
+                Param::Int(filter.owner.unwrap_or(0)),
+                Param::Int(i64::from(filter.unowned)),
+                Param::Int(i64::from(limit) + 1),
+                Param::Int(i64::from(offset)),
+            ],
+        )
+        .await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let tickets = rows
+        .into_iter()
+        .map(columns::ticket)
+        .collect::<StoreResult<_>>()?;
+    Ok((tickets, has_more))
+}
+
+/// The statement of [`tickets`], with the backend's way of reading the
+/// integers of a JSON array bound as text (`{}` stands for the parameter).
+/// Built once per backend and kept for the process's lifetime.
+///
+/// It takes the inboxes (`$1`, a JSON array), whether any status is wanted
+/// but resolved (`$2`), the statuses wanted otherwise (`$3`, a JSON array),
+/// the resolved status (`$4`), whether an owner is wanted (`$5`) and which
+/// (`$6`), whether only unowned tickets are (`$7`), the limit (`$8`) and
+/// the offset (`$9`).
+pub(crate) fn tickets_sql(json_integers: &str) -> &'static str {
+    let list = |param: &str| json_integers.replace("{}", param);
+    let text = format!(
+        "SELECT {TICKET} FROM tickets
+         WHERE inbox IN ({inboxes})
+           AND (($2 = 1 AND status != $4) OR ($2 = 0 AND status IN ({statuses})))
+           AND ($5 = 0 OR owner = $6)
+           AND ($7 = 0 OR owner_kind = 0)
+         ORDER BY updated_at_ms DESC, key DESC
+         LIMIT $8 OFFSET $9",
+        inboxes = list("$1"),
+        statuses = list("$3"),
+    );
+    Box::leak(text.into_boxed_str())
+}
+
+/// Up to `limit` entries of `key`'s desk log before `before` (0: the
+/// newest), oldest first, and whether older ones exist.
+pub(crate) async fn desk_entries(
+    reader: &impl Reader,
+    key: ConversationKey,
+    before: u64,
+    limit: u32,
+) -> StoreResult<(Vec<DeskEntry>, bool)> {
+    let before = if before == 0 {
+        i64::MAX
+    } else {
+        seq_to_db(before)?
+    };
+    let mut rows = reader
+        .rows::<DeskEntryColumns>(
+            "SELECT key, dseq, inbox, at_ms, actor, client_note_id, payload FROM desk_entries
+             WHERE key = $1 AND dseq < $2
+             ORDER BY dseq DESC
+             LIMIT $3",
+            &[
+                Param::Int(key),
+                Param::Int(before),
+                Param::Int(i64::from(limit) + 1),
+            ],
+        )
+        .await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let entries = rows
+        .into_iter()
+        .rev()
+        .map(columns::desk_entry)
+        .collect::<StoreResult<_>>()?;
+    Ok((entries, has_more))
+}
+
+/// The note `actor` stored under `client_note_id` in `key`: its dseq and
+/// time.
+pub(crate) async fn find_note(
+    reader: &impl Reader,
+    key: ConversationKey,
+    actor: PartyId,
+    client_note_id: &str,
+) -> StoreResult<Option<(u64, i64)>> {
+    row::<(i64, i64)>(
+        reader,
+        "SELECT dseq, at_ms FROM desk_entries
+         WHERE key = $1 AND actor = $2 AND client_note_id = $3 AND client_note_id != ''",
+        &[
+            Param::Int(key),
+            Param::Int(actor),
+            Param::Text(client_note_id),
+        ],
+    )
+    .await?
+    .map(|(dseq, at_ms)| Ok((seq_from_db(dseq, "desk_entries.dseq")?, at_ms)))
+    .transpose()
 }
 
 /// Up to `limit` outbox rows toward `peer` after `after`, in seq order.

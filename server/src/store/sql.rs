@@ -16,6 +16,7 @@ use crate::model::{
     InboxHead, Invite, LogHead, Message, NewDevice, NewInvite, NodeStatus, OutboxRow, Party,
     PartyId, ReceiptKind, Session, SlotLease, StoredSend, Write,
 };
+use crate::model::{DeskEntry, StoredDesk, StoredTicket, TicketFilter};
 
 /// An SQL backend: its pool for reads, and its writes. Each method is the
 /// [`Store`] method of the same name.
@@ -255,6 +256,41 @@ impl<B: SqlBackend> Store for B {
         wanted: &[(ConversationKey, PartyId, String)],
     ) -> StoreResult<Vec<((ConversationKey, PartyId, String), StoredSend)>> {
         self.reader().find_sends(wanted).await
+    }
+
+    async fn desk(&self, inbox: PartyId) -> StoreResult<StoredDesk> {
+        reads::desk(self.reader(), inbox).await
+    }
+
+    async fn ticket(&self, key: ConversationKey) -> StoreResult<Option<StoredTicket>> {
+        reads::ticket(self.reader(), key).await
+    }
+
+    async fn tickets(
+        &self,
+        filter: &TicketFilter,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<StoredTicket>, bool)> {
+        reads::tickets(self.reader(), filter, limit, offset).await
+    }
+
+    async fn desk_entries(
+        &self,
+        key: ConversationKey,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<DeskEntry>, bool)> {
+        reads::desk_entries(self.reader(), key, before, limit).await
+    }
+
+    async fn find_note(
+        &self,
+        key: ConversationKey,
+        actor: PartyId,
+        client_note_id: &str,
+    ) -> StoreResult<Option<(u64, i64)>> {
+        reads::find_note(self.reader(), key, actor, client_note_id).await
     }
 
     async fn can_see(&self, key: ConversationKey, party: PartyId) -> StoreResult<bool> {

@@ -26,6 +26,10 @@ impl Reader for PgPool {
         &EVENTS_SINCE
     }
 
+    fn tickets_sql(&self) -> &'static str {
+        &TICKETS
+    }
+
     async fn find_sends(&self, wanted: &[SendKey]) -> StoreResult<Vec<(SendKey, StoredSend)>> {
         find_sends(self, wanted).await
     }
@@ -34,6 +38,11 @@ impl Reader for PgPool {
 /// [`reads::events_since_sql`] in PostgreSQL's SQL.
 static EVENTS_SINCE: LazyLock<&'static str> =
     LazyLock::new(|| reads::events_since_sql("GREATEST", "LEAST", "octet_length"));
+
+/// [`reads::tickets_sql`] in PostgreSQL's SQL.
+static TICKETS: LazyLock<&'static str> = LazyLock::new(|| {
+    reads::tickets_sql("SELECT value::bigint FROM jsonb_array_elements_text(({})::jsonb)")
+});
 
 /// The stored sends among `wanted`, in one statement for the whole set.
 async fn find_sends(

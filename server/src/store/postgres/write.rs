@@ -5,10 +5,11 @@
 //! parameters and its statements stay few and prepared.
 //!
 //! Tables are written parents first (parties, inbox agents, conversations,
-//! members, messages, events, inbox events, spans, watermarks, outbox), so
-//! foreign keys hold whatever the order of the batch. Within a batch,
-//! watermarks keep their maximum (`store::batch`); across batches, the
-//! stored one only rises.
+//! members, messages, events, inbox events, spans, watermarks, outbox,
+//! then the desk's tickets, seats, settings and entries), so foreign keys
+//! hold whatever the order of the batch. Within a batch, watermarks keep
+//! their maximum and the desk's upserted rows their last write
+//! (`store::batch`); across batches, a stored watermark only rises.
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -21,6 +22,9 @@ use crate::store::{StoreError, StoreResult};
 
 /// The unique constraint on (key, sender, client_msg_id) of `messages`.
 const CLIENT_MSG_ID: &str = "messages_by_client_msg_id";
+
+/// The unique index on (key, actor, client_note_id) of `desk_entries`.
+const CLIENT_NOTE_ID: &str = "desk_entries_by_client_note_id";
 
 /// Commits `batch` atomically: all of it or, on any error, none of it.
 /// `checks`: whether claims are checked (unless this node uses the database
@@ -55,12 +59,15 @@ pub(super) async fn commit(
     Ok(Committed { rebased })
 }
 
-/// Names a failure of [`CLIENT_MSG_ID`] for what it is: a send the engine
-/// took for new was stored before. Any other key taken, a serialization
+/// Names a failure of [`CLIENT_MSG_ID`] (or [`CLIENT_NOTE_ID`]) for what
+/// it is: a send (a note) the engine took for new was stored before. Any other key taken, a serialization
 /// failure or a deadlock means another node wrote first: a conflict.
 fn duplicate_send(error: sqlx::Error) -> StoreError {
     match error.as_database_error() {
-        Some(e) if e.is_unique_violation() && e.constraint() == Some(CLIENT_MSG_ID) => {
+        Some(e)
+            if e.is_unique_violation()
+                && matches!(e.constraint(), Some(CLIENT_MSG_ID | CLIENT_NOTE_ID)) =>
+        {
             StoreError::DuplicateSend
         }
         Some(e) if e.is_unique_violation() => StoreError::Conflict,
@@ -262,6 +269,89 @@ async fn write(rows: &Rows<'_>, conn: &mut PgConnection) -> sqlx::Result<()> {
             q.bind(column(outbox, |o| o.0))
                 .bind(column(outbox, |o| o.1))
                 .bind(column(outbox, |o| o.2))
+        },
+    )
+    .await?;
+    write_desk(rows, conn).await
+}
+
+/// Writes the desk's rows: tickets, seats and settings replace stored ones
+/// (a batch holds one of each row, see `store::batch`), entries are new.
+async fn write_desk(rows: &Rows<'_>, conn: &mut PgConnection) -> sqlx::Result<()> {
+    let tickets = &rows.tickets.rows;
+    insert(
+        conn,
+        tickets,
+        "INSERT INTO tickets (key, inbox, status, status_at_ms, owner_kind, owner, priority,
+                              last_dseq, updated_at_ms, state)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                              $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+                              $9::bigint[], $10::text[])
+         ON CONFLICT (key) DO UPDATE SET inbox = excluded.inbox, status = excluded.status,
+             status_at_ms = excluded.status_at_ms, owner_kind = excluded.owner_kind,
+             owner = excluded.owner, priority = excluded.priority,
+             last_dseq = excluded.last_dseq, updated_at_ms = excluded.updated_at_ms,
+             state = excluded.state",
+        |q| {
+            q.bind(column(tickets, |t| t.key))
+                .bind(column(tickets, |t| t.inbox))
+                .bind(column(tickets, |t| t.status))
+                .bind(column(tickets, |t| t.status_at_ms))
+                .bind(column(tickets, |t| t.owner_kind))
+                .bind(column(tickets, |t| t.owner))
+                .bind(column(tickets, |t| t.priority))
+                .bind(column(tickets, |t| t.last_dseq))
+                .bind(column(tickets, |t| t.updated_at_ms))
+                .bind(column(tickets, |t| t.state))
+        },
+    )
+    .await?;
+    let seats = &rows.seats.rows;
+    insert(
+        conn,
+        seats,
+        "INSERT INTO seats (inbox, agent, availability, capacity, last_assigned_ms)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                              $5::bigint[])
+         ON CONFLICT (inbox, agent) DO UPDATE SET availability = excluded.availability,
+             capacity = excluded.capacity, last_assigned_ms = excluded.last_assigned_ms",
+        |q| {
+            q.bind(column(seats, |s| s.inbox))
+                .bind(column(seats, |s| s.agent))
+                .bind(column(seats, |s| s.availability))
+                .bind(column(seats, |s| s.capacity))
+                .bind(column(seats, |s| s.last_assigned_ms))
+        },
+    )
+    .await?;
+    let settings = &rows.desk_settings.rows;
+    insert(
+        conn,
+        settings,
+        "INSERT INTO desk_settings (inbox, settings)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[])
+         ON CONFLICT (inbox) DO UPDATE SET settings = excluded.settings",
+        |q| {
+            q.bind(column(settings, |s| s.0))
+                .bind(column(settings, |s| s.1))
+        },
+    )
+    .await?;
+    let entries = &rows.desk_entries;
+    insert(
+        conn,
+        entries,
+        "INSERT INTO desk_entries (key, dseq, inbox, at_ms, actor, client_note_id, payload)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                              $5::bigint[], $6::text[], $7::bytea[])",
+        |q| {
+            q.bind(column(entries, |d| d.key))
+                .bind(column(entries, |d| d.dseq))
+                .bind(column(entries, |d| d.inbox))
+                .bind(column(entries, |d| d.at_ms))
+                .bind(column(entries, |d| d.actor))
+                .bind(column(entries, |d| d.client_note_id))
+                .bind(column(entries, |d| d.payload))
         },
     )
     .await

@@ -26,6 +26,10 @@ impl Reader for SqlitePool {
         &EVENTS_SINCE
     }
 
+    fn tickets_sql(&self) -> &'static str {
+        &TICKETS
+    }
+
     async fn find_sends(&self, wanted: &[SendKey]) -> StoreResult<Vec<(SendKey, StoredSend)>> {
         find_sends(self, wanted).await
     }
@@ -35,6 +39,11 @@ impl Reader for SqlitePool {
 /// take several arguments.
 static EVENTS_SINCE: LazyLock<&'static str> =
     LazyLock::new(|| reads::events_since_sql("MAX", "MIN", "length"));
+
+/// [`reads::tickets_sql`] in SQLite's SQL: a JSON array's values are
+/// the rows of `json_each`.
+static TICKETS: LazyLock<&'static str> =
+    LazyLock::new(|| reads::tickets_sql("SELECT value FROM json_each({})"));
 
 /// Triples per lookup statement, largest first; a lookup is split greedily
 /// into these sizes so only a few statement texts exist (all stay prepared).

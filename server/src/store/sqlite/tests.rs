@@ -374,6 +374,90 @@ async fn undecodable_body_is_corrupt() {
     );
 }
 
+/// Desk rows with values this version never writes, and a desk event whose
+/// entry is gone, are refused as corrupt.
+#[tokio::test]
+async fn corrupt_desk_rows_are_corrupt() {
+    use crate::model::{
+        Availability, DeskEntry, Owner, Priority, Status, StoredSeat, StoredTicket, TicketFilter,
+    };
+    let (_dir, store) = fresh().await;
+    let party = create_user(&store, "a@kanal.test").await;
+    let mut batch = conversation(1, party.id);
+    batch.extend([
+        Write::Ticket(StoredTicket {
+            key: 1,
+            inbox: party.id,
+            status: Status::Open,
+            owner: Owner::Agent(party.id),
+            priority: Priority::High,
+            last_dseq: 1,
+            updated_at_ms: 5,
+            state: "{}".into(),
+        }),
+        Write::Seat(StoredSeat {
+            inbox: party.id,
+            agent: party.id,
+            availability: Availability::Online,
+            capacity: Some(2),
+            last_assigned_ms: 0,
+        }),
+        Write::DeskEntry(DeskEntry {
+            key: 1,
+            dseq: 1,
+            inbox: party.id,
+            at_ms: 5,
+            actor: None,
+            client_note_id: String::new(),
+            payload: vec![1, 2, 3].into(),
+        }),
+        Write::Event {
+            party: party.id,
+            seq: 1,
+            key: 1,
+            what: EventRef::Desk { dseq: 1 },
+            at_ms: 5,
+        },
+    ]);
+    store.commit(batch).await.expect("commit");
+    let tamper = async |sql: &'static str| {
+        store
+            .writer
+            .call(move |conn| {
+                conn.execute(sql, [])?;
+                Ok(())
+            })
+            .await
+            .expect("tamper");
+    };
+    let corrupt = |what: &str, result: StoreResult<()>| {
+        assert!(
+            matches!(result, Err(StoreError::Corrupt(_))),
+            "{what}: {result:?}"
+        );
+    };
+    // A snoozed ticket without its time, an owner without an id.
+    tamper("UPDATE tickets SET status = 3, status_at_ms = NULL").await;
+    corrupt("status", store.ticket(1).await.map(drop));
+    tamper("UPDATE tickets SET status = 1, owner = NULL").await;
+    corrupt("owner", store.desk(party.id).await.map(drop));
+    let everyone = TicketFilter {
+        inboxes: vec![party.id],
+        ..TicketFilter::default()
+    };
+    corrupt("listing", store.tickets(&everyone, 10, 0).await.map(drop));
+    tamper("UPDATE seats SET availability = 9").await;
+    corrupt("availability", store.desk(party.id).await.map(drop));
+    tamper("DELETE FROM desk_entries").await;
+    corrupt(
+        "desk event",
+        store
+            .events_since(party.id, 0, 10, usize::MAX)
+            .await
+            .map(drop),
+    );
+}
+
 #[tokio::test]
 async fn seq_beyond_i64_is_refused_before_writing() {
     let (_dir, store) = fresh().await;

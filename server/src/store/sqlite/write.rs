@@ -9,9 +9,11 @@
 //! statements.
 //!
 //! Tables are written parents first (parties, inbox agents, conversations,
-//! members, messages, events, inbox events, spans, watermarks, outbox), so
-//! foreign keys hold whatever the order of the batch. Within a batch,
-//! watermarks keep their maximum, as if the writes had run one by one.
+//! members, messages, events, inbox events, spans, watermarks, outbox,
+//! then the desk's tickets, seats, settings and entries), so foreign keys
+//! hold whatever the order of the batch. Within a batch, watermarks keep
+//! their maximum, and the desk's upserted rows the last write of each, as
+//! if the writes had run one by one.
 
 use std::sync::LazyLock;
 
@@ -43,13 +45,15 @@ pub(super) fn commit(conn: &mut Connection, batch: &[Write]) -> StoreResult<()> 
     Ok(())
 }
 
-/// Names a failure of `messages_by_client_msg_id` for what it is: a send
-/// the engine took for new was stored before.
+/// Names a failure of `messages_by_client_msg_id` (or of
+/// `desk_entries_by_client_note_id`) for what it is: a send (a note) the
+/// engine took for new was stored before.
 fn duplicate_send(error: rusqlite::Error) -> StoreError {
     match &error {
         rusqlite::Error::SqliteFailure(e, Some(message))
             if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                && message.contains("messages.client_msg_id") =>
+                && (message.contains("messages.client_msg_id")
+                    || message.contains("desk_entries.client_note_id")) =>
         {
             StoreError::DuplicateSend
         }
@@ -149,6 +153,46 @@ fn write(rows: &Rows<'_>, conn: &Connection) -> rusqlite::Result<()> {
         conn.prepare_cached("INSERT INTO outbox (peer, seq, payload) VALUES (?1, ?2, ?3)")?
             .execute(rusqlite::params![peer, seq, payload])?;
     }
+    chunked(conn, &TICKETS, &rows.tickets.rows, |s, t| {
+        s.put(t.key)?
+            .put(t.inbox)?
+            .put(t.status)?
+            .put(t.status_at_ms)?
+            .put(t.owner_kind)?
+            .put(t.owner)?
+            .put(t.priority)?
+            .put(t.last_dseq)?
+            .put(t.updated_at_ms)?
+            .put(t.state)?;
+        Ok(())
+    })?;
+    chunked(conn, &SEATS, &rows.seats.rows, |s, seat| {
+        s.put(seat.inbox)?
+            .put(seat.agent)?
+            .put(seat.availability)?
+            .put(seat.capacity)?
+            .put(seat.last_assigned_ms)?;
+        Ok(())
+    })?;
+    chunked(
+        conn,
+        &DESK_SETTINGS,
+        &rows.desk_settings.rows,
+        |s, &(inbox, settings)| {
+            s.put(inbox)?.put(settings)?;
+            Ok(())
+        },
+    )?;
+    chunked(conn, &DESK_ENTRIES, &rows.desk_entries, |s, d| {
+        s.put(d.key)?
+            .put(d.dseq)?
+            .put(d.inbox)?
+            .put(d.at_ms)?
+            .put(d.actor)?
+            .put(d.client_note_id)?
+            .put(d.payload)?;
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -209,6 +253,44 @@ static WATERMARKS: LazyLock<MultiRow> = LazyLock::new(|| {
         "INSERT INTO watermarks (key, party, kind, up_to)",
         4,
         " ON CONFLICT (key, party, kind) DO UPDATE SET up_to = MAX(up_to, excluded.up_to)",
+    )
+});
+
+static TICKETS: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO tickets (key, inbox, status, status_at_ms, owner_kind, owner, priority,
+                              last_dseq, updated_at_ms, state)",
+        10,
+        " ON CONFLICT (key) DO UPDATE SET inbox = excluded.inbox, status = excluded.status,
+              status_at_ms = excluded.status_at_ms, owner_kind = excluded.owner_kind,
+              owner = excluded.owner, priority = excluded.priority,
+              last_dseq = excluded.last_dseq, updated_at_ms = excluded.updated_at_ms,
+              state = excluded.state",
+    )
+});
+
+static SEATS: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO seats (inbox, agent, availability, capacity, last_assigned_ms)",
+        5,
+        " ON CONFLICT (inbox, agent) DO UPDATE SET availability = excluded.availability,
+              capacity = excluded.capacity, last_assigned_ms = excluded.last_assigned_ms",
+    )
+});
+
+static DESK_SETTINGS: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO desk_settings (inbox, settings)",
+        2,
+        " ON CONFLICT (inbox) DO UPDATE SET settings = excluded.settings",
+    )
+});
+
+static DESK_ENTRIES: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO desk_entries (key, dseq, inbox, at_ms, actor, client_note_id, payload)",
+        7,
+        "",
     )
 });
 
