@@ -570,8 +570,10 @@ pub(crate) async fn desk(reader: &impl Reader, inbox: PartyId) -> StoreResult<St
         .rows::<TicketColumns>(
             "SELECT key, inbox, status, status_at_ms, owner_kind, owner, priority, last_dseq,
                     updated_at_ms, state
-             FROM tickets WHERE inbox = $1 AND status != $2 ORDER BY key",
-            &[Param::Int(inbox), Param::Int(RESOLVED)],
+             FROM tickets WHERE inbox = $1 AND status != 4 ORDER BY key",
+            // `status != 4` as the partial index `tickets_unresolved` has
+            // it (a bound value would not let the planner use it).
+            &[Param::Int(inbox)],
         )
         .await?
         .into_iter()
