@@ -3,7 +3,9 @@
 use super::{
     add_agent, added, conversation_id, event, message, new_conversation, new_party, text, watermark,
 };
-use crate::model::{EventRef, PartyKind, ReceiptKind};
+use crate::model::{
+    DeskEntry, EventRef, Owner, PartyKind, Priority, ReceiptKind, Status, StoredTicket, Write,
+};
 use crate::store::{Store, StoreError};
 
 /// A batch that fails leaves nothing behind, and the store goes on working.
@@ -129,9 +131,34 @@ pub async fn survives_reopen<S: Store>(mut open: impl AsyncFnMut() -> S) {
         message(1, 1, alice.id, "d1", 6, "still here"),
         event(alice.id, 2, 1, EventRef::Message { seq: 1 }, 6),
         watermark(1, alice.id, ReceiptKind::Read, 1),
+        Write::Ticket(StoredTicket {
+            key: 1,
+            inbox: inbox.id,
+            status: Status::Open,
+            owner: Owner::Agent(alice.id),
+            priority: Priority::Normal,
+            last_dseq: 1,
+            updated_at_ms: 6,
+            state: "{}".into(),
+        }),
+        Write::DeskSettings {
+            inbox: inbox.id,
+            settings: "{}".into(),
+        },
+        Write::DeskEntry(DeskEntry {
+            key: 1,
+            dseq: 1,
+            inbox: inbox.id,
+            at_ms: 6,
+            actor: Some(alice.id),
+            client_note_id: "note-1".into(),
+            payload: vec![7, 0, 7].into(),
+        }),
     ]);
     store.commit(batch).await.expect("commit");
     let record = store.load_conversation(&id).await.expect("load");
+    let desk = store.desk(inbox.id).await.expect("desk");
+    let entries = store.desk_entries(1, 0, 10).await.expect("desk log");
     let events = store
         .events_since(alice.id, 0, 10, usize::MAX)
         .await
@@ -150,6 +177,17 @@ pub async fn survives_reopen<S: Store>(mut open: impl AsyncFnMut() -> S) {
     let resumed = store.session_by_token_hash([7; 32]).await.expect("session");
     assert_eq!(resumed.map(|s| s.acked_seq), Some(2));
     assert_eq!(store.load_conversation(&id).await.expect("load"), record);
+    assert_eq!(store.desk(inbox.id).await.expect("desk"), desk);
+    assert_eq!(desk.tickets.len(), 1);
+    assert_eq!(
+        store.desk_entries(1, 0, 10).await.expect("desk log"),
+        entries
+    );
+    assert_eq!(entries.0.len(), 1);
+    assert_eq!(
+        store.find_note(1, alice.id, "note-1").await.expect("note"),
+        Some((1, 6))
+    );
     assert_eq!(
         store
             .events_since(alice.id, 0, 10, usize::MAX)
