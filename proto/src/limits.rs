@@ -25,8 +25,20 @@ pub const MAX_PIPELINED_REQUESTS: usize = 64;
 /// Largest text body, in bytes of UTF-8.
 pub const MAX_TEXT: usize = 16 * 1024;
 
-/// Longest `client_msg_id`, in bytes.
+/// Longest `client_msg_id` (and `client_note_id`), in bytes.
 pub const MAX_CLIENT_MSG_ID: usize = 64;
+
+/// Longest internal note, in bytes of UTF-8 (as a text body).
+pub const MAX_NOTE: usize = MAX_TEXT;
+
+/// Most labels on one ticket.
+pub const MAX_LABELS: usize = 32;
+
+/// Longest label, in bytes of UTF-8.
+pub const MAX_LABEL: usize = 64;
+
+/// Furthest ahead a snooze may end, in milliseconds: 366 days.
+pub const MAX_SNOOZE_MS: i64 = 366 * 24 * 3600 * 1000;
 
 /// Longest conversation subject, in bytes.
 pub const MAX_SUBJECT: usize = 256;

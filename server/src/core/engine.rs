@@ -20,10 +20,14 @@ use kanal_proto::address::{Address, ConversationId};
 
 use super::audience::Audience;
 use crate::model::{
-    Body, ConversationKey, ConversationRecord, ConversationView, Counters, Event, EventRef,
-    InboxClaim, InboxHead, LogHead, Message, NewParty, Party, PartyId, Receipt, ReceiptKind,
-    Refusal, RefusalCode, Sent, StoredSend, Write,
+    Availability, Body, ConversationKey, ConversationRecord, ConversationView, Counters, Event,
+    EventRef, InboxClaim, InboxHead, LogHead, Message, NewParty, Party, PartyId, Receipt,
+    ReceiptKind, Refusal, RefusalCode, Sent, StoredSend, TicketView, Write,
 };
+
+mod desk;
+
+pub(crate) use desk::{DeskRequest, LoadedDesk, LoadedTicket};
 
 /// Most conversations (and, separately, event-log heads and parties) the
 /// engine keeps cached. Past it the cache is dropped between batches and
@@ -92,6 +96,38 @@ pub enum Command {
         /// New watermark.
         up_to: u64,
     },
+    /// A service-desk request of an agent (or the bot) of the
+    /// conversation's inbox.
+    Desk {
+        /// Who asks.
+        by: Party,
+        /// Which conversation.
+        #[serde(with = "crate::model::text")]
+        conversation: ConversationId,
+        /// What.
+        request: DeskRequest,
+    },
+    /// An agent's availability at one inbox's desk.
+    SetAvailability {
+        /// The agent.
+        agent: Party,
+        /// The inbox.
+        inbox: Party,
+        /// Online, away or offline.
+        availability: Availability,
+    },
+    /// Sets up or changes an inbox's desk (an operator's change).
+    ConfigureDesk {
+        /// The inbox.
+        inbox: Party,
+        /// Routing, hours, SLA targets, teams.
+        config: Box<crate::core::desk::DeskConfig>,
+        /// The parties it names (its bot, its teams' members).
+        named: Vec<Party>,
+    },
+    /// Handles the desk timers that are due (the driver sends it at the
+    /// engine's deadline, so timers commit like any change).
+    DeskTick,
 }
 
 /// State the engine must have before it can apply a command.
@@ -119,6 +155,19 @@ pub(crate) enum Need {
     /// A new block of ids to number conversations and parties with (only
     /// from a store that several nodes write).
     Ids,
+    /// What the store holds of an inbox's desk.
+    Desk(PartyId),
+    /// A conversation's ticket, whatever its status.
+    Ticket(ConversationKey),
+    /// Whether the author already stored a note under this id.
+    PriorNote {
+        /// The conversation.
+        key: ConversationKey,
+        /// The author.
+        author: PartyId,
+        /// The idempotency key.
+        client_note_id: String,
+    },
     /// Whether the sender already stored this client message id.
     PriorSend {
         /// The conversation.
@@ -141,6 +190,20 @@ pub enum Reply {
     Sent(Sent),
     /// Done, nothing to return.
     Done,
+    /// A conversation's ticket, after the change.
+    Ticket(Box<TicketView>),
+    /// The note is stored.
+    NoteAdded {
+        /// The conversation.
+        #[serde(with = "crate::model::text")]
+        conversation: ConversationId,
+        /// Its dseq in the desk log.
+        dseq: u64,
+        /// When.
+        at_ms: i64,
+        /// A retry of a stored note.
+        duplicate: bool,
+    },
     /// Refused.
     Refused(Refusal),
 }
@@ -219,6 +282,16 @@ pub(crate) struct Engine {
     /// send older than its memory: the driver then resets the engine, calls
     /// [`Engine::verify_sends_until`] and applies the batch again.
     verify_until: Option<i64>,
+    /// The desk of each inbox whose conversations the engine has touched.
+    desks: HashMap<PartyId, desk::DeskState>,
+    /// Inboxes whose operator has not set up a desk.
+    no_desk: HashSet<PartyId>,
+    /// Conversations whose ticket was looked up in the store.
+    tickets_checked: HashSet<ConversationKey>,
+    /// Notes stored, by (conversation, author, client_note_id): dseq and time.
+    notes: HashMap<SendKey, (u64, i64)>,
+    /// Note lookups answered in this batch.
+    notes_checked: HashSet<SendKey>,
 }
 
 impl Engine {
@@ -247,6 +320,11 @@ impl Engine {
             checked_sends: HashSet::new(),
             complete: HashSet::new(),
             verify_until: None,
+            desks: HashMap::new(),
+            no_desk: HashSet::new(),
+            tickets_checked: HashSet::new(),
+            notes: HashMap::new(),
+            notes_checked: HashSet::new(),
         }
     }
 
@@ -287,7 +365,16 @@ impl Engine {
     /// The engine's next deadline (ms since the Unix epoch), if it has one:
     /// the driver calls [`Engine::handle_timeout`] at or after it.
     pub(crate) fn poll_timeout(&self) -> Option<i64> {
-        self.verify_until
+        match (self.verify_until, self.desk_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a desk timer is due at `now_ms`: the driver then applies
+    /// [`Command::DeskTick`].
+    pub(crate) fn desk_due(&self, now_ms: i64) -> bool {
+        self.desk_timeout().is_some_and(|at| at <= now_ms)
     }
 
     /// Handles every deadline due at `now_ms`.
@@ -323,9 +410,35 @@ impl Engine {
             Command::CreateConversation { by, to, .. } => {
                 let members: Vec<Party> = std::iter::once(by).chain(to).cloned().collect();
                 self.audience_needs(&members, &mut needs);
+                self.desk_needs(&members, None, &mut needs);
                 if self.ids_low() {
                     needs.push(Need::Ids);
                 }
+            }
+            Command::Desk {
+                by,
+                conversation,
+                request,
+            } => {
+                let Some(state) = self.conversations.get(conversation) else {
+                    needs.push(Need::Conversation(conversation.clone()));
+                    return needs;
+                };
+                if let DeskRequest::Note { client_note_id, .. } = request {
+                    let triple = (state.record.key, by.id, client_note_id.clone());
+                    if !self.notes.contains_key(&triple) && !self.notes_checked.contains(&triple) {
+                        needs.push(Need::PriorNote {
+                            key: triple.0,
+                            author: triple.1,
+                            client_note_id: triple.2,
+                        });
+                    }
+                }
+                self.conversation_needs(state, &mut needs);
+                self.desk_needs(&state.record.members, Some(state.record.key), &mut needs);
+            }
+            Command::SetAvailability { .. } | Command::ConfigureDesk { .. } | Command::DeskTick => {
+                self.desk_command_needs(cmd, &mut needs);
             }
             Command::Send {
                 by,
@@ -350,6 +463,7 @@ impl Engine {
                     });
                 }
                 self.conversation_needs(state, &mut needs);
+                self.desk_needs(&state.record.members, Some(state.record.key), &mut needs);
             }
             Command::MarkReceipt {
                 by,
@@ -481,6 +595,20 @@ impl Engine {
         self.log_claims.clear();
         self.inbox_claims.clear();
         self.checked_sends.clear();
+        self.notes_checked.clear();
+        if self.notes.len() > RECENT_SENDS {
+            self.notes.clear();
+        }
+        if self.tickets_checked.len() > MAX_CACHED {
+            self.tickets_checked.clear();
+        }
+        let held: usize = self.desks.values().map(|d| d.desk.len()).sum();
+        if held > MAX_CACHED {
+            for state in self.desks.values_mut() {
+                state.forget_resolved();
+            }
+            self.tickets_checked.clear();
+        }
         // Dropping cached state is always safe between batches: needs()
         // asks for it again. Sends stay deduplicated: `recent_sends` and
         // `complete` are kept.
@@ -537,13 +665,43 @@ impl Engine {
                 conversation,
                 client_msg_id,
                 body,
-            } => self.send(now_ms, by, conversation, client_msg_id, body, &mut applied),
+            } => self.send(
+                now_ms,
+                by,
+                conversation,
+                client_msg_id,
+                body,
+                0,
+                &mut applied,
+            ),
             Command::MarkReceipt {
                 by,
                 conversation,
                 kind,
                 up_to,
             } => self.mark(now_ms, by, conversation, *kind, *up_to, &mut applied),
+            Command::Desk {
+                by,
+                conversation,
+                request,
+            } => self.desk_request(now_ms, by, conversation, request, &mut applied),
+            Command::SetAvailability {
+                agent,
+                inbox,
+                availability,
+            } => self.set_availability(now_ms, agent, inbox, *availability, &mut applied),
+            Command::ConfigureDesk {
+                inbox,
+                config,
+                named,
+            } => {
+                let reply = self.configure_desk(now_ms, inbox, config, &mut applied);
+                for party in named {
+                    self.desk_knows(inbox.id, party);
+                }
+                reply
+            }
+            Command::DeskTick => self.desk_tick(now_ms, &mut applied),
         };
         (reply, applied)
     }
@@ -593,6 +751,7 @@ impl Engine {
         if !agents.contains(&agent.id) {
             agents.push(agent.id);
             self.agents_version += 1;
+            self.desk_agent_added(inbox.id, agent);
             applied.writes.push(Write::InboxAgent {
                 inbox: inbox.id,
                 agent: agent.id,
@@ -611,6 +770,22 @@ impl Engine {
         to: &[Party],
         subject: &str,
         opaque: &str,
+        applied: &mut Applied,
+    ) -> Reply {
+        self.create_continuing(now_ms, by, to, subject, opaque, None, applied)
+    }
+
+    /// [`Engine::create`] for a conversation that may continue a resolved
+    /// one (`continues`) on its inbox's desk.
+    #[expect(clippy::too_many_arguments, reason = "a conversation's whole start")]
+    fn create_continuing(
+        &mut self,
+        now_ms: i64,
+        by: &Party,
+        to: &[Party],
+        subject: &str,
+        opaque: &str,
+        continues: Option<ConversationKey>,
         applied: &mut Applied,
     ) -> Reply {
         let id = match ConversationId::new(&self.domain, opaque) {
@@ -656,12 +831,17 @@ impl Engine {
         let view = ConversationView::of(&record, 0, 0);
         let event = Event::conversation_added(&record, 0, now_ms);
         let audience = self.audience(&record.members);
+        let members = record.members.clone();
         self.load_conversation(record);
         let what = EventRef::ConversationAdded { last_seq: 0 };
         self.fan_out(key, &audience, what, now_ms, event, applied);
+        self.desk_opened(now_ms, key, &id, &members, continues, applied);
         Reply::Conversation(view)
     }
 
+    /// Appends a message; `hops`: how many resolved conversations passed
+    /// it on to the ones continuing them.
+    #[expect(clippy::too_many_arguments, reason = "a send's whole context")]
     fn send(
         &mut self,
         now_ms: i64,
@@ -669,12 +849,17 @@ impl Engine {
         conversation: &ConversationId,
         client_msg_id: &str,
         body: &Body,
+        hops: usize,
         applied: &mut Applied,
     ) -> Reply {
         let Some((state, audience)) = self.visible(conversation, by.id) else {
             return not_found(conversation);
         };
         let key = state.record.key;
+        let inbox = self
+            .conversations
+            .get(conversation)
+            .and_then(|c| Audience::inboxes(&self.domain, &c.record.members).next());
         let triple = (key, by.id, client_msg_id.to_owned());
         if let Some(stored) = self.recent_sends.get(&triple) {
             return Reply::Sent(Sent {
@@ -683,6 +868,23 @@ impl Engine {
                 sent_at_ms: stored.sent_at_ms,
                 duplicate: true,
             });
+        }
+        if let Some(inbox) = inbox {
+            let desk_side = audience
+                .routes()
+                .any(|(party, via)| party == by.id && via.is_some());
+            match self.desk_heard(now_ms, key, inbox, by, desk_side, client_msg_id, applied) {
+                Ok(None) => {}
+                Ok(Some(next)) if hops < desk::MAX_CONTINUATIONS => {
+                    return self.send(now_ms, by, &next, client_msg_id, body, hops + 1, applied);
+                }
+                Ok(Some(_)) => {
+                    return Reply::Refused(Refusal::internal(
+                        "the conversation's continuations go on too long",
+                    ));
+                }
+                Err(refused) => return *refused,
+            }
         }
         let Some(state) = self.conversations.get_mut(conversation) else {
             return not_found(conversation);
@@ -1004,6 +1206,13 @@ impl Engine {
             }
         }
     }
+}
+
+fn not_found_party(address: &Address) -> Reply {
+    Reply::Refused(Refusal::new(
+        RefusalCode::NotFound,
+        format!("no party {address}"),
+    ))
 }
 
 fn not_found(conversation: &ConversationId) -> Reply {

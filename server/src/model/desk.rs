@@ -293,6 +293,9 @@ pub struct Ticket {
     /// The resolved conversation this one continues, if a customer wrote
     /// after the reopen window.
     pub continues: Option<ConversationKey>,
+    /// Its labels, sorted.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 impl Ticket {
@@ -310,6 +313,7 @@ impl Ticket {
             assigned_at_ms: None,
             passed_over: Vec::new(),
             continues: None,
+            labels: Vec::new(),
         }
     }
 }
@@ -446,6 +450,41 @@ impl Owner {
             _ => return None,
         })
     }
+}
+
+/// A ticket as an agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TicketView {
+    /// The conversation.
+    #[serde(with = "super::text")]
+    pub conversation: kanal_proto::address::ConversationId,
+    /// The inbox whose desk it is on.
+    #[serde(with = "super::text")]
+    pub inbox: kanal_proto::address::Address,
+    /// Where it stands.
+    pub status: Status,
+    /// Who owns it (an agent or the inbox's bot), if anyone.
+    #[serde(with = "super::text::option")]
+    pub owner: Option<kanal_proto::address::Address>,
+    /// Whether the owner is the inbox's bot.
+    pub owner_is_bot: bool,
+    /// The team it is transferred to.
+    pub team: Option<String>,
+    /// Its urgency.
+    pub priority: Priority,
+    /// Its labels, sorted.
+    pub labels: Vec<String>,
+    /// Since when the customer waits for an answer.
+    pub waiting_since_ms: Option<i64>,
+    /// Since when it waits in the queue.
+    pub queued_at_ms: Option<i64>,
+    /// The conversation it continues.
+    #[serde(with = "super::text::option")]
+    pub continues: Option<kanal_proto::address::ConversationId>,
+    /// The highest dseq of its desk log.
+    pub last_dseq: u64,
+    /// Its next SLA warning or breach, with the target.
+    pub sla_due: Option<(i64, Target)>,
 }
 
 // --- as the store keeps it ------------------------------------------------------

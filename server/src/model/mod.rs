@@ -20,6 +20,7 @@ pub use conversation::{
 pub use desk::{
     Actor, Availability, DeskChange, DeskEntry, DeskSettings, Owner, Priority, RequeueReason,
     Routing, SlaEvent, Status, StoredDesk, StoredSeat, StoredTicket, Target, Ticket, TicketFilter,
+    TicketView,
 };
 pub use device::{Device, NewDevice};
 pub use event::{DeskRecord, Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};

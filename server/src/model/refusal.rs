@@ -28,6 +28,11 @@ pub enum RefusalCode {
     InvalidInvite,
     /// The server failed; retrying later may succeed.
     Internal,
+    /// A service-desk request by a party that does not answer for the
+    /// conversation's inbox.
+    NotAnAgent,
+    /// A service-desk change that does not apply now.
+    InvalidState,
 }
 
 /// A refused command.

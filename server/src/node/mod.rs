@@ -10,6 +10,7 @@ pub(crate) mod devices;
 pub mod directory;
 pub(crate) mod hub;
 pub(crate) mod limits;
+pub(crate) mod presence;
 pub(crate) mod sequencer;
 pub(crate) mod writer;
 
@@ -39,6 +40,8 @@ pub struct Node {
     pub(crate) limits: limits::Limits,
     /// Registered devices, by key.
     pub(crate) devices: devices::DeviceRegistry,
+    /// Agents with a session open here.
+    pub(crate) presence: presence::Presence,
 }
 
 impl std::fmt::Debug for Node {
@@ -70,6 +73,7 @@ impl Node {
             hub,
             limits: limits::Limits::new(&policy),
             devices,
+            presence: presence::Presence::default(),
         };
         Ok((Arc::new(node), task))
     }

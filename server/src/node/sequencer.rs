@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::core::engine::{Command, Engine, Need, Published, Reply};
+use crate::core::desk::{DeskConfig, TicketState};
+use crate::core::engine::{Command, Engine, LoadedDesk, LoadedTicket, Need, Published, Reply};
 use crate::model::{
     ConversationRecord, Counters, InboxHead, LogHead, Party, PartyId, Refusal, StoredSend,
 };
@@ -38,8 +39,9 @@ use crate::store::{Store, StoreError, StoreResult};
 /// are taken for new and the store's uniqueness checks them.
 const VERIFY_AFTER_DUPLICATE: Duration = Duration::from_secs(10);
 
-/// Rounds of loading a command's needs (the engine converges in three).
-const NEED_ROUNDS: usize = 4;
+/// Rounds of loading a command's needs (the engine converges in three,
+/// five for a message passed on to a resolved conversation's continuation).
+const NEED_ROUNDS: usize = 6;
 
 /// Times a batch is applied again after another node wrote what it relied
 /// on ([`StoreError::Conflict`]) before its commands are refused (their
@@ -123,9 +125,19 @@ impl Sequencer {
         self.engine.poll_timeout()
     }
 
-    /// Handles the engine's deadlines due at `now_ms`.
-    pub(crate) fn handle_timeout(&mut self, now_ms: i64) {
+    /// Handles the engine's deadlines due at `now_ms`: desk timers that are
+    /// due are applied as a [`Command::DeskTick`], committed like any
+    /// change; what they published is returned.
+    pub(crate) async fn handle_timeout(&mut self, now_ms: i64) -> Vec<Published> {
         self.engine.handle_timeout(now_ms);
+        if !self.engine.desk_due(now_ms) {
+            return Vec::new();
+        }
+        let (replies, published) = self.order(&[Command::DeskTick], now_ms).await;
+        if let Some(Reply::Refused(refusal)) = replies.first() {
+            tracing::warn!(%refusal, "desk timers could not be stored; tried again next tick");
+        }
+        published
     }
 
     /// Orders `commands` at `now_ms`: one reply per command, in order, and
@@ -375,6 +387,22 @@ impl Sequencer {
             ) => self
                 .engine
                 .load_watermark(&conversation, party, kind, up_to),
+            (Need::Desk(inbox), Loaded::Desk(desk)) => {
+                self.engine.load_desk(inbox, desk.map(|d| *d));
+            }
+            (Need::Ticket(key), Loaded::Ticket(ticket)) => {
+                self.engine.load_desk_ticket(key, ticket.map(|t| *t));
+            }
+            (
+                Need::PriorNote {
+                    key,
+                    author,
+                    client_note_id,
+                },
+                Loaded::PriorNote(prior),
+            ) => self
+                .engine
+                .load_prior_note(key, author, client_note_id, prior),
             // An unknown conversation stays unknown: the command is refused.
             _ => {}
         }
@@ -405,6 +433,9 @@ enum Loaded {
     InboxAgents(Vec<PartyId>),
     PriorSend(Option<StoredSend>),
     Watermark(u64),
+    Desk(Option<Box<LoadedDesk>>),
+    Ticket(Option<Box<LoadedTicket>>),
+    PriorNote(Option<(u64, i64)>),
 }
 
 async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
@@ -428,7 +459,57 @@ async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
             Some(key) => Loaded::Watermark(store.watermark(key, *party, *kind).await?),
             None => Loaded::Watermark(0),
         },
+        Need::Desk(inbox) => Loaded::Desk(load_desk(store, *inbox).await?.map(Box::new)),
+        Need::Ticket(key) => Loaded::Ticket(match store.ticket(*key).await? {
+            Some(stored) => {
+                let state = TicketState::from_json(&stored.state).map_err(StoreError::Corrupt)?;
+                Some(Box::new(LoadedTicket { stored, state }))
+            }
+            None => None,
+        }),
+        Need::PriorNote {
+            key,
+            author,
+            client_note_id,
+        } => Loaded::PriorNote(store.find_note(*key, *author, client_note_id).await?),
     })
+}
+
+/// An inbox's desk as stored, with the parties it names; `None` if the
+/// inbox does not exist.
+async fn load_desk(store: &dyn Store, inbox: PartyId) -> StoreResult<Option<LoadedDesk>> {
+    let Some(inbox_party) = store.party_by_id(inbox).await? else {
+        return Ok(None);
+    };
+    let stored = store.desk(inbox).await?;
+    let config = match &stored.settings {
+        Some(json) => DeskConfig::from_json(json).map_err(StoreError::Corrupt)?,
+        None => DeskConfig::default(),
+    };
+    let states = stored
+        .tickets
+        .iter()
+        .map(|t| TicketState::from_json(&t.state).map_err(StoreError::Corrupt))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let agents = store.inbox_agents(inbox).await?;
+    let mut parties = Vec::with_capacity(agents.len() + 1);
+    for id in agents
+        .iter()
+        .copied()
+        .chain(config.settings.first_responder)
+    {
+        if let Some(party) = store.party_by_id(id).await? {
+            parties.push(party);
+        }
+    }
+    Ok(Some(LoadedDesk {
+        stored,
+        states,
+        config,
+        inbox: inbox_party,
+        parties,
+        agents,
+    }))
 }
 
 fn internal() -> Reply {

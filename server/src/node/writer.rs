@@ -187,7 +187,10 @@ impl Writer {
                     }
                     self.hub.publish(published);
                 }
-                () = sleep_until(deadline) => self.sequencer.handle_timeout(now_ms()),
+                () = sleep_until(deadline) => {
+                    let published = self.sequencer.handle_timeout(now_ms()).await;
+                    self.hub.publish(published);
+                }
             }
         }
     }

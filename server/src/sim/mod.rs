@@ -247,7 +247,9 @@ impl Sim {
         }
         for (node, arrived) in to_nodes.into_iter().enumerate() {
             if self.nodes[node].poll_timeout().is_some_and(|at| at <= now) {
-                self.nodes[node].handle_timeout(now);
+                for (client, message) in self.nodes[node].handle_timeout(now) {
+                    self.transmit_to_client(client, message);
+                }
             }
             for (client, message) in self.nodes[node].receive(arrived, now) {
                 self.transmit_to_client(client, message);

@@ -7,7 +7,7 @@ use kanal_proto::address::Address;
 
 use super::client::ToClient;
 use super::ready;
-use crate::core::engine::{Command, Reply};
+use crate::core::engine::{Command, Published, Reply};
 use crate::model::{NewParty, Party, PartyId, PartyKind};
 use crate::node::sequencer::Sequencer;
 use crate::store::Store;
@@ -108,9 +108,28 @@ impl SimNode {
         self.sequencer.poll_timeout()
     }
 
-    pub(super) fn handle_timeout(&mut self, now: i64) {
-        self.sequencer.handle_timeout(now);
+    /// Handles the node's deadlines due at `now`; returns the events its
+    /// timers published, for the clients listening.
+    pub(super) fn handle_timeout(&mut self, now: i64) -> Vec<(usize, ToClient)> {
+        let published = ready(self.sequencer.handle_timeout(now));
         self.fired.push(now);
+        self.deliver(published)
+    }
+
+    /// Each published event, for each client listening to a recipient.
+    fn deliver(&self, published: Vec<Published>) -> Vec<(usize, ToClient)> {
+        let mut out = Vec::new();
+        for published in published {
+            for &(party, seq) in &published.recipients {
+                for &(listening, client) in &self.listeners {
+                    if listening == party {
+                        let event = published.event.clone();
+                        out.push((client, ToClient::Event { seq, event }));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Handles what arrived at `now`: every command in one batch, as the
@@ -138,16 +157,7 @@ impl SimNode {
             for ((client, request), reply) in asked.into_iter().zip(replies) {
                 out.push((client, ToClient::Replied { request, reply }));
             }
-            for published in published {
-                for &(party, seq) in &published.recipients {
-                    for &(listening, client) in &self.listeners {
-                        if listening == party {
-                            let event = published.event.clone();
-                            out.push((client, ToClient::Event { seq, event }));
-                        }
-                    }
-                }
-            }
+            out.extend(self.deliver(published));
         }
         for (client, party, since) in syncs {
             out.extend(self.sync(client, party, since));

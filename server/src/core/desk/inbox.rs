@@ -144,6 +144,16 @@ impl InboxDesk {
         self.clocks.get(&key)
     }
 
+    /// Ticket `key`'s next SLA warning or breach, with its target.
+    pub(crate) fn sla_due(&self, key: ConversationKey) -> Option<(i64, crate::model::Target)> {
+        self.clocks.get(&key)?.next_due(&self.sla, &self.hours)
+    }
+
+    /// The teams, by name.
+    pub(crate) fn teams(&self) -> &HashMap<String, Vec<PartyId>> {
+        &self.teams
+    }
+
     /// The seat of `agent`, if it answers for the inbox.
     pub(crate) fn seat(&self, agent: PartyId) -> Option<&Seat> {
         self.seats.get(agent)
@@ -490,6 +500,17 @@ impl InboxDesk {
         self.enqueue(now, key, Some(RequeueReason::HandOff), out);
         self.route(now, out);
         Ok(true)
+    }
+
+    /// Sets ticket `key`'s labels (sorted by the caller).
+    pub(crate) fn set_labels(&mut self, key: ConversationKey, labels: Vec<String>) {
+        self.change(key, |t| t.labels = labels);
+    }
+
+    /// Records that ticket `key`'s conversation continues resolved
+    /// conversation `old`.
+    pub(crate) fn set_continues(&mut self, key: ConversationKey, old: ConversationKey) {
+        self.change(key, |t| t.continues = Some(old));
     }
 
     /// The earliest timer of the desk (ms since the Unix epoch), if any.

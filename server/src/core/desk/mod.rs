@@ -15,6 +15,11 @@ mod inbox;
 mod queue;
 mod seats;
 mod sla;
+mod stored;
+pub(crate) mod wire;
 
 pub(crate) use inbox::{Arrival, Changes, DeskError, InboxDesk};
 pub(crate) use seats::Seat;
+pub(crate) use sla::SlaClock;
+pub(crate) use stored::{DeskConfig, TicketState};
+pub(crate) use wire::Entry;

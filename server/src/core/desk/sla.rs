@@ -218,6 +218,18 @@ impl SlaClock {
             .min()
     }
 
+    /// The clock's next warning or breach under `policy`, with its target.
+    pub(crate) fn next_due(
+        &self,
+        policy: &SlaPolicy,
+        hours: &BusinessHours,
+    ) -> Option<(i64, Target)> {
+        TARGETS
+            .iter()
+            .filter_map(|&t| self.due(t, policy, hours).map(|(at, _)| (at, t)))
+            .min_by_key(|&(at, _)| at)
+    }
+
     /// Gives every warning and breach due at `now`.
     pub(crate) fn handle_timeout(
         &mut self,

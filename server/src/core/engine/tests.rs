@@ -276,6 +276,8 @@ fn prior_send_from_the_store_is_honoured() {
             }
             Need::Head(p) => f.engine().load_head(p, LogHead::default()),
             Need::InboxHead(i) => f.engine().load_inbox_head(i, InboxHead::default()),
+            // The inbox's desk, as a store would say: none set up.
+            Need::Desk(i) => f.engine().load_desk(i, None),
             other => panic!("unexpected need {other:?}"),
         }
     }
@@ -601,4 +603,133 @@ fn cached_audiences_are_dropped_past_their_bound_and_computed_again() {
     assert_eq!(reached, vec![1, 3, 4]);
     assert_eq!(cached(&mut f), 1);
     assert_eq!(f.engine().audience_entries, 3);
+}
+
+/// The support inbox with a round-robin desk, agents a and b online.
+fn desk_fixture() -> Fixture {
+    let mut f = Fixture::new();
+    let reply = f.run(Command::ConfigureDesk {
+        inbox: support(),
+        config: Box::default(),
+        named: Vec::new(),
+    });
+    assert_eq!(reply, Reply::Done);
+    for agent in [agent_a(), agent_b()] {
+        let reply = f.run(Command::SetAvailability {
+            agent,
+            inbox: support(),
+            availability: Availability::Online,
+        });
+        assert_eq!(reply, Reply::Done);
+    }
+    f
+}
+
+fn desk(f: &mut Fixture, by: Party, conv: &ConversationId, request: DeskRequest) -> Reply {
+    f.run(Command::Desk {
+        by,
+        conversation: conv.clone(),
+        request,
+    })
+}
+
+fn owner(reply: Reply) -> Option<Address> {
+    match reply {
+        Reply::Ticket(ticket) => ticket.owner,
+        other => panic!("expected a ticket, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_desk_assigns_in_turn_and_its_log_reaches_only_agents() {
+    let mut f = desk_fixture();
+    let conv = f.open_with_support();
+    // Round robin: agent a first.
+    assert_eq!(
+        owner(desk(&mut f, agent_b(), &conv, DeskRequest::Get)),
+        Some(agent_a().address)
+    );
+    f.published.clear();
+    let reply = desk(
+        &mut f,
+        agent_b(),
+        &conv,
+        DeskRequest::Note {
+            client_note_id: "n1".into(),
+            text: "customer is on the premium plan".into(),
+        },
+    );
+    let Reply::NoteAdded {
+        dseq, duplicate, ..
+    } = reply
+    else {
+        panic!("expected NoteAdded, got {reply:?}");
+    };
+    assert!(!duplicate);
+    let told: Vec<PartyId> = f.deliveries().iter().map(|d| d.0).collect();
+    assert_eq!(told, vec![3, 4], "the note reaches the agents, never alice");
+    // A retried note is the same note.
+    let again = desk(
+        &mut f,
+        agent_b(),
+        &conv,
+        DeskRequest::Note {
+            client_note_id: "n1".into(),
+            text: "customer is on the premium plan".into(),
+        },
+    );
+    assert!(matches!(again, Reply::NoteAdded { dseq: d, duplicate: true, .. } if d == dseq));
+    // The customer's replay holds no desk entry; the agents' does.
+    let alice_log = ready(f.store.events_since(1, 0, 100, 1 << 20)).expect("replay");
+    assert!(alice_log.iter().all(|(_, e)| !matches!(e, Event::Desk(_))));
+    let agent_log = ready(f.store.events_since(4, 0, 100, 1 << 20)).expect("replay");
+    assert!(agent_log.iter().any(|(_, e)| matches!(e, Event::Desk(_))));
+    // The next conversation goes to agent b.
+    let second = match f.run(Command::CreateConversation {
+        by: mallory(),
+        to: vec![support()],
+        subject: "heater".into(),
+        opaque: "def".into(),
+    }) {
+        Reply::Conversation(c) => c.id,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(
+        owner(desk(&mut f, agent_a(), &second, DeskRequest::Get)),
+        Some(agent_b().address)
+    );
+    // A customer may not use the desk.
+    let refused = desk(&mut f, alice(), &conv, DeskRequest::Get);
+    assert!(matches!(refused, Reply::Refused(r) if r.code == RefusalCode::NotAnAgent));
+}
+
+#[test]
+fn an_agent_going_offline_hands_its_conversations_to_one_online() {
+    let mut f = desk_fixture();
+    let conv = f.open_with_support();
+    assert_eq!(
+        owner(desk(&mut f, agent_a(), &conv, DeskRequest::Get)),
+        Some(agent_a().address)
+    );
+    f.run(Command::SetAvailability {
+        agent: agent_a(),
+        inbox: support(),
+        availability: Availability::Offline,
+    });
+    assert_eq!(
+        owner(desk(&mut f, agent_a(), &conv, DeskRequest::Get)),
+        Some(agent_b().address)
+    );
+    // Resolving and the desk's state survive a restart: a new engine reads
+    // them back from the store.
+    let resolved = desk(
+        &mut f,
+        agent_b(),
+        &conv,
+        DeskRequest::Status(crate::model::Status::Resolved { at_ms: 0 }),
+    );
+    assert!(matches!(resolved, Reply::Ticket(t) if t.status.is_resolved()));
+    f.sequencer = ready(Sequencer::new(f.store.clone(), "localhost".into())).expect("sequencer");
+    let reply = desk(&mut f, agent_a(), &conv, DeskRequest::Get);
+    assert!(matches!(reply, Reply::Ticket(t) if t.status.is_resolved() && t.last_dseq >= 4));
 }

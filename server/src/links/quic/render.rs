@@ -7,7 +7,7 @@ use kanal_proto::pb;
 
 use crate::model::{
     Body, ConversationView, Event, Message, Party, PartyKind, Receipt, ReceiptKind, Refusal,
-    RefusalCode, Sent,
+    RefusalCode, Sent, Status, TicketView,
 };
 
 /// A party on the wire.
@@ -74,6 +74,46 @@ pub(crate) fn message(message: &Message) -> pb::Message {
     }
 }
 
+/// A ticket on the wire.
+pub(crate) fn ticket(ticket: &TicketView) -> pb::Ticket {
+    use crate::core::desk::wire;
+    let (snoozed_until_ms, resolved_at_ms) = match ticket.status {
+        Status::Snoozed { until_ms } => (until_ms, 0),
+        Status::Resolved { at_ms } => (0, at_ms),
+        Status::Open | Status::Pending => (0, 0),
+    };
+    let (sla_due_ms, sla_target) = match ticket.sla_due {
+        Some((at, target)) => (at, wire::target(target)),
+        None => (0, pb::SlaTarget::Unspecified),
+    };
+    pb::Ticket {
+        conversation: ticket.conversation.to_string(),
+        inbox: ticket.inbox.to_string(),
+        status: wire::ticket_status(ticket.status) as i32,
+        snoozed_until_ms,
+        resolved_at_ms,
+        owner: ticket
+            .owner
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        owner_is_bot: ticket.owner_is_bot,
+        team: ticket.team.clone().unwrap_or_default(),
+        priority: wire::priority(ticket.priority) as i32,
+        labels: ticket.labels.clone(),
+        waiting_since_ms: ticket.waiting_since_ms.unwrap_or(0),
+        queued_at_ms: ticket.queued_at_ms.unwrap_or(0),
+        continues: ticket
+            .continues
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        last_dseq: ticket.last_dseq,
+        sla_due_ms,
+        sla_target: sla_target as i32,
+    }
+}
+
 /// A `Sent` on the wire.
 pub(crate) fn sent(sent: &Sent) -> pb::Sent {
     pb::Sent {
@@ -132,6 +172,8 @@ pub(crate) fn error_code(code: RefusalCode) -> pb::ErrorCode {
         RefusalCode::RateLimited => pb::ErrorCode::RateLimited,
         RefusalCode::InvalidInvite => pb::ErrorCode::InvalidInvite,
         RefusalCode::Internal => pb::ErrorCode::Internal,
+        RefusalCode::NotAnAgent => pb::ErrorCode::NotAnAgent,
+        RefusalCode::InvalidState => pb::ErrorCode::InvalidState,
     }
 }
 

@@ -21,14 +21,15 @@ use prost::Message as _;
 use quinn::{RecvStream, SendStream};
 
 use super::budget::{self, Budget, Room};
+use super::desk;
 use super::render;
-use crate::core::engine::{Command, Reply};
+use crate::core::engine::{Command, DeskRequest, Reply};
 use crate::model::{ConversationKey, Party, PartyId, ReceiptKind, Refusal, RefusalCode};
 use crate::node::Node;
 use crate::node::auth::random_opaque;
 use crate::store::StoreError;
 
-type Answer = Result<pb::response::Kind, Refusal>;
+pub(super) type Answer = Result<pb::response::Kind, Refusal>;
 
 /// What a send or receipt keeps reserved until its response: a `Sent`,
 /// `Done` or `Error` is far smaller.
@@ -210,22 +211,21 @@ async fn handle(node: &Node, party: &Party, request: pb::Request) -> Answer {
             )))
         }
         Some(Kind::MarkReceipt(mark)) => submit(node, receipt_command(node, party, mark)?).await,
-        Some(
-            Kind::GetTicket(_)
-            | Kind::ListTickets(_)
-            | Kind::Assign(_)
-            | Kind::Transfer(_)
-            | Kind::SetStatus(_)
-            | Kind::SetPriority(_)
-            | Kind::SetLabels(_)
-            | Kind::AddNote(_)
-            | Kind::DeskHistory(_)
-            | Kind::SetAvailability(_)
-            | Kind::HandOff(_),
-        ) => Err(Refusal::new(
-            RefusalCode::BadRequest,
-            "this server does not serve service-desk requests yet",
-        )),
+        Some(Kind::GetTicket(get)) => {
+            desk::change(node, party, &get.conversation, DeskRequest::Get).await
+        }
+        Some(Kind::ListTickets(list)) => desk::list(node, party, list).await,
+        Some(Kind::Assign(assign)) => desk::assign(node, party, assign).await,
+        Some(Kind::Transfer(transfer)) => desk::transfer(node, party, transfer).await,
+        Some(Kind::SetStatus(set)) => desk::set_status(node, party, set).await,
+        Some(Kind::SetPriority(set)) => desk::set_priority(node, party, set).await,
+        Some(Kind::SetLabels(set)) => desk::set_labels(node, party, set).await,
+        Some(Kind::AddNote(note)) => desk::add_note(node, party, note).await,
+        Some(Kind::DeskHistory(history)) => desk::history(node, party, history).await,
+        Some(Kind::SetAvailability(set)) => desk::set_availability(node, party, set).await,
+        Some(Kind::HandOff(hand_off)) => {
+            desk::change(node, party, &hand_off.conversation, DeskRequest::HandOff).await
+        }
         None => Err(Refusal::new(RefusalCode::BadRequest, "request has no kind")),
     }
 }
@@ -392,7 +392,7 @@ async fn read_history(node: &Node, party: &Party, history: pb::History) -> Answe
     }))
 }
 
-async fn visible_key(
+pub(super) async fn visible_key(
     node: &Node,
     id: &ConversationId,
     party: PartyId,
@@ -409,30 +409,42 @@ async fn visible_key(
     Ok(key)
 }
 
-async fn submit(node: &Node, command: Command) -> Answer {
+pub(super) async fn submit(node: &Node, command: Command) -> Answer {
     answer(node.writer.submit(command).await)
 }
 
 /// A writer reply as a response kind.
-fn answer(reply: Reply) -> Answer {
+pub(super) fn answer(reply: Reply) -> Answer {
     match reply {
         Reply::Conversation(view) => Ok(pb::response::Kind::Conversation(render::conversation(
             &view,
         ))),
         Reply::Sent(sent) => Ok(pb::response::Kind::Sent(render::sent(&sent))),
         Reply::Done | Reply::Party(_) => Ok(pb::response::Kind::Done(pb::Done {})),
+        Reply::Ticket(ticket) => Ok(pb::response::Kind::Ticket(render::ticket(&ticket))),
+        Reply::NoteAdded {
+            conversation,
+            dseq,
+            at_ms,
+            duplicate,
+        } => Ok(pb::response::Kind::NoteAdded(pb::NoteAdded {
+            conversation: conversation.to_string(),
+            dseq,
+            at_ms,
+            duplicate,
+        })),
         Reply::Refused(refusal) => Err(refusal),
     }
 }
 
-fn parse_conversation(text: &str) -> Result<ConversationId, Refusal> {
+pub(super) fn parse_conversation(text: &str) -> Result<ConversationId, Refusal> {
     text.parse().map_err(|e: kanal_proto::address::NameError| {
         Refusal::new(RefusalCode::BadRequest, e.to_string())
     })
 }
 
 /// Conversations hosted elsewhere do not exist here until federation does.
-fn local_host(node: &Node, id: &ConversationId) -> Result<(), Refusal> {
+pub(super) fn local_host(node: &Node, id: &ConversationId) -> Result<(), Refusal> {
     if id.host() == node.domain {
         Ok(())
     } else {
@@ -441,11 +453,14 @@ fn local_host(node: &Node, id: &ConversationId) -> Result<(), Refusal> {
 }
 
 /// Bytes of repeated entries a Response may carry, leaving room for its envelope.
-const RESPONSE_BUDGET: usize = limits::MAX_RESPONSE_FRAME - 1024;
+pub(super) const RESPONSE_BUDGET: usize = limits::MAX_RESPONSE_FRAME - 1024;
 
 /// How many of `items`, taken in order, fit in `budget` bytes (at least one:
 /// a single entry is always smaller than the budget by the request limits).
-fn fitting<'a, M: prost::Message + 'a>(items: impl Iterator<Item = &'a M>, budget: usize) -> usize {
+pub(super) fn fitting<'a, M: prost::Message + 'a>(
+    items: impl Iterator<Item = &'a M>,
+    budget: usize,
+) -> usize {
     let mut used = 0;
     let mut count = 0;
     for item in items {
@@ -459,18 +474,18 @@ fn fitting<'a, M: prost::Message + 'a>(items: impl Iterator<Item = &'a M>, budge
     count
 }
 
-fn page(limit: u32) -> u32 {
+pub(super) fn page(limit: u32) -> u32 {
     match limit {
         0 => limits::DEFAULT_PAGE,
         n => n.min(limits::MAX_PAGE),
     }
 }
 
-fn not_found(id: &ConversationId) -> Refusal {
+pub(super) fn not_found(id: &ConversationId) -> Refusal {
     Refusal::new(RefusalCode::NotFound, format!("no conversation {id}"))
 }
 
-fn internal(e: StoreError) -> Refusal {
+pub(super) fn internal(e: StoreError) -> Refusal {
     tracing::error!(error = %e, "store failed during a request");
     Refusal::internal("the server failed; retry later")
 }

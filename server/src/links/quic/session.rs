@@ -14,7 +14,8 @@ use super::budget::{self, Budget};
 
 use super::handshake::{Admitted, handshake};
 use super::typing::TypingRelay;
-use super::{events, requests};
+use super::{desk, events, requests};
+use crate::model::{Availability, Party, PartyKind};
 use crate::node::Node;
 
 /// Serves one connection until it closes. Never panics on peer input.
@@ -29,10 +30,32 @@ pub(crate) async fn serve(
         return;
     };
     tracing::debug!(party = %admitted.auth.party.address, remote = %connection.remote_address(), "session open");
-    run(node, &connection, admitted, &total_responses).await;
+    let party = admitted.auth.party.clone();
+    let agent = party.kind == PartyKind::Agent;
+    if agent && node.presence.arrive(party.id) {
+        available(&node, &party, Availability::Online).await;
+    }
+    run(node.clone(), &connection, admitted, &total_responses).await;
+    if agent && node.presence.leave(party.id) {
+        available(&node, &party, Availability::Offline).await;
+    }
     // Whatever ended the loop ends the session: the event stream must not
     // outlive the control stream.
     close(&connection, CloseCode::Normal, "session ended");
+}
+
+/// Sets `agent`'s availability at every inbox it answers for.
+async fn available(node: &Node, agent: &Party, availability: Availability) {
+    let inboxes = match node.store.agent_inboxes(agent.id).await {
+        Ok(inboxes) => inboxes,
+        Err(e) => {
+            tracing::warn!(error = %e, agent = %agent.address, "reading an agent's inboxes failed");
+            return;
+        }
+    };
+    if let Err(refusal) = desk::set_availability_at(node, agent, &inboxes, availability).await {
+        tracing::warn!(%refusal, agent = %agent.address, ?availability, "setting an agent's availability failed");
+    }
 }
 
 /// The session loop after Welcome.

@@ -81,11 +81,17 @@ impl Slots {
     ) -> StoreResult<Option<u32>> {
         let home = match command {
             Command::AddParty(_) => return Ok(None),
-            Command::AddInboxAgent { inbox, .. } => inbox.id,
+            Command::AddInboxAgent { inbox, .. }
+            | Command::SetAvailability { inbox, .. }
+            | Command::ConfigureDesk { inbox, .. } => inbox.id,
+            // A node ticks the desks it holds, of the slots it orders.
+            Command::DeskTick => return Ok(None),
             Command::CreateConversation { by, to, .. } => {
                 home(&self.domain, std::iter::once(by).chain(to))
             }
-            Command::Send { conversation, .. } | Command::MarkReceipt { conversation, .. } => {
+            Command::Send { conversation, .. }
+            | Command::MarkReceipt { conversation, .. }
+            | Command::Desk { conversation, .. } => {
                 let known = self
                     .homes
                     .lock()

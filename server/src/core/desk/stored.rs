@@ -1,0 +1,69 @@
+//! What the engine stores of a desk, in the forms it reads back: an
+//! inbox's configuration and a ticket's whole state, as JSON the store
+//! keeps without looking inside.
+
+use std::collections::BTreeMap;
+
+use super::hours::BusinessHours;
+use super::sla::{SlaClock, SlaPolicy};
+use crate::model::{DeskSettings, PartyId, Target, Ticket};
+
+/// Everything an operator sets for one inbox's desk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeskConfig {
+    /// Routing, capacity, reopen window, answer timeout, first responder.
+    pub(crate) settings: DeskSettings,
+    /// When the desk is open (the SLA clocks count in these hours).
+    pub(crate) hours: BusinessHours,
+    /// The SLA targets.
+    pub(crate) sla: SlaPolicy,
+    /// Teams by name, with their members.
+    pub(crate) teams: BTreeMap<String, Vec<PartyId>>,
+}
+
+impl DeskConfig {
+    /// The configuration stored as `json`.
+    pub(crate) fn from_json(json: &str) -> Result<Self, String> {
+        serde_json::from_str(json).map_err(|e| format!("desk settings: {e}"))
+    }
+
+    /// The form the store keeps.
+    pub(crate) fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The desk's whole state of one ticket, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TicketState {
+    /// The conversation's public id: timers render their entries without
+    /// loading the conversation.
+    pub(crate) conversation: String,
+    /// The ticket.
+    pub(crate) ticket: Ticket,
+    /// Its SLA clock.
+    pub(crate) clock: SlaClock,
+    /// The conversation that continues this one (a customer wrote after
+    /// the reopen window), where later messages go.
+    #[serde(default)]
+    pub(crate) continued_by: Option<String>,
+    /// The resolved conversation this one continues.
+    #[serde(default)]
+    pub(crate) continues: Option<String>,
+    /// Its next SLA warning or breach when it was stored, with the target.
+    #[serde(default)]
+    pub(crate) sla_due: Option<(i64, Target)>,
+}
+
+impl TicketState {
+    /// The state stored as `json`.
+    pub(crate) fn from_json(json: &str) -> Result<Self, String> {
+        serde_json::from_str(json).map_err(|e| format!("ticket state: {e}"))
+    }
+
+    /// The form the store keeps.
+    pub(crate) fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
