@@ -108,6 +108,35 @@ pub async fn add_inbox(node: &Node, local: &str, display_name: &str) -> Result<P
     Ok(create_party(node, party).await?)
 }
 
+/// Sets up (or changes) an inbox's service desk, from the moment this
+/// returns: its conversations get tickets and are routed to its agents.
+pub(crate) async fn configure_desk(
+    node: &Node,
+    inbox_local: &str,
+    config: Box<crate::core::desk::DeskConfig>,
+) -> Result<Party, AdminError> {
+    let inbox_address = Address::new(inbox_local, &node.domain)?;
+    let inbox = match node.store.party_by_address(&inbox_address).await? {
+        Some(p) if p.kind == PartyKind::Inbox => p,
+        _ => return Err(AdminError::NotAnInbox(inbox_address)),
+    };
+    let mut named = Vec::new();
+    if let Some(bot) = config.settings.first_responder
+        && let Some(party) = node.store.party_by_id(bot).await?
+    {
+        named.push(party);
+    }
+    let command = Command::ConfigureDesk {
+        inbox: inbox.clone(),
+        config,
+        named,
+    };
+    match node.writer.submit(command).await {
+        Reply::Refused(refusal) => Err(refusal.into()),
+        _ => Ok(inbox),
+    }
+}
+
 /// Makes an agent answer for an inbox, from the moment this returns;
 /// creates the agent first when it does not exist yet (it then needs a
 /// `password`).

@@ -9,7 +9,7 @@ use crate::ops::cluster;
 use crate::ops::config::{Config, Registration};
 use crate::ops::datadir;
 use crate::ops::server::{Offline, Server, StartError};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 
 /// The Kanal server.
@@ -274,6 +274,45 @@ enum InboxCommand {
         #[arg(long, default_value = "")]
         display_name: String,
     },
+    /// Set up or change an inbox's service desk: its conversations get
+    /// tickets, and are routed to its online agents.
+    Desk {
+        /// Local part of the inbox address.
+        local: String,
+        /// manual, round-robin or balanced (fewest open conversations).
+        #[arg(long, default_value = "round-robin")]
+        routing: String,
+        /// Most open conversations an agent holds at once.
+        #[arg(long)]
+        capacity: Option<u32>,
+        /// Minutes an assignee may leave a waiting customer unanswered
+        /// before the conversation goes back to the queue.
+        #[arg(long)]
+        answer_timeout_mins: Option<i64>,
+        /// Days after a resolve in which a customer message reopens the
+        /// conversation (later, a new one continues it).
+        #[arg(long, default_value_t = 7)]
+        reopen_window_days: i64,
+        /// Business hours, e.g. "mon-fri 09:00-17:00; zone Europe/Berlin;
+        /// holidays 2026-12-24"; always open if absent.
+        #[arg(long)]
+        hours: Option<String>,
+        /// First-response target, in business minutes.
+        #[arg(long)]
+        first_response_mins: Option<i64>,
+        /// Next-response target, in business minutes.
+        #[arg(long)]
+        next_response_mins: Option<i64>,
+        /// Resolution target, in business minutes.
+        #[arg(long)]
+        resolution_mins: Option<i64>,
+        /// How long before a breach its warning comes, in business minutes.
+        #[arg(long, default_value_t = 0)]
+        warn_before_mins: i64,
+        /// On a breach, raise the conversation's priority one step.
+        #[arg(long)]
+        escalate_priority: bool,
+    },
 }
 
 /// Runs `kanald` with the process's arguments; returns its exit code.
@@ -367,6 +406,43 @@ async fn real_main() -> Result<()> {
             };
             let party = expect_party(administer(&cli.data_dir, request).await?)?;
             println!("created inbox {}", party.address);
+            Ok(())
+        }
+        Command::Inbox(InboxCommand::Desk {
+            local,
+            routing,
+            capacity,
+            answer_timeout_mins,
+            reopen_window_days,
+            hours,
+            first_response_mins,
+            next_response_mins,
+            resolution_mins,
+            warn_before_mins,
+            escalate_priority,
+        }) => {
+            let minutes = |m: i64| m.saturating_mul(60_000);
+            let mut config = crate::core::desk::DeskConfig::default();
+            config.settings.routing = routing
+                .parse()
+                .map_err(|e: String| anyhow!("--routing: {e}"))?;
+            config.settings.capacity = capacity;
+            config.settings.answer_timeout_ms = answer_timeout_mins.map(minutes);
+            config.settings.reopen_window_ms = reopen_window_days.saturating_mul(24 * 3_600_000);
+            if let Some(hours) = hours {
+                config.hours = hours.parse().map_err(|e| anyhow!("--hours: {e}"))?;
+            }
+            config.sla.first_response_ms = first_response_mins.map(minutes);
+            config.sla.next_response_ms = next_response_mins.map(minutes);
+            config.sla.resolution_ms = resolution_mins.map(minutes);
+            config.sla.warn_before_ms = minutes(warn_before_mins);
+            config.sla.escalation.raise_priority = escalate_priority;
+            let request = AdminRequest::ConfigureDesk {
+                inbox: local,
+                config: Box::new(config),
+            };
+            let party = expect_party(administer(&cli.data_dir, request).await?)?;
+            println!("the desk of {} is set up", party.address);
             Ok(())
         }
         Command::Backup { to } => {

@@ -53,6 +53,13 @@ pub(crate) enum AdminRequest {
         /// Shown to other parties.
         display_name: String,
     },
+    /// Set up or change an inbox's service desk.
+    ConfigureDesk {
+        /// Local part of the inbox's address.
+        inbox: String,
+        /// Routing, hours, SLA targets.
+        config: Box<crate::core::desk::DeskConfig>,
+    },
     /// List every party.
     Parties,
     /// Issue an invite code.
@@ -323,6 +330,9 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
             local,
             display_name,
         } => directory::add_inbox(node, &local, &display_name).await,
+        AdminRequest::ConfigureDesk { inbox, config } => {
+            directory::configure_desk(node, &inbox, config).await
+        }
         AdminRequest::Backup { to } => {
             let path = std::path::PathBuf::from(&to);
             if !path.is_absolute() {
