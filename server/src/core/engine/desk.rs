@@ -479,6 +479,9 @@ impl Engine {
         let Some(inbox) = self.desk_inbox(&members) else {
             return invalid("the conversation is on no inbox's desk");
         };
+        if self.no_desk.contains(&inbox) {
+            return invalid("the conversation's inbox has no desk set up");
+        }
         let Some(desk) = self.desks.get(&inbox) else {
             return Reply::Refused(Refusal::internal("the desk could not be read"));
         };
