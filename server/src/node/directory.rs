@@ -137,6 +137,19 @@ pub(crate) async fn configure_desk(
     }
 }
 
+/// Sets up an inbox's service desk with `routing` and otherwise the
+/// defaults (always open, no SLA targets): `kanald inbox desk LOCAL
+/// --routing …` without its other options.
+pub async fn set_up_desk(
+    node: &Node,
+    inbox_local: &str,
+    routing: crate::model::Routing,
+) -> Result<Party, AdminError> {
+    let mut config = crate::core::desk::DeskConfig::default();
+    config.settings.routing = routing;
+    configure_desk(node, inbox_local, Box::new(config)).await
+}
+
 /// Makes an agent answer for an inbox, from the moment this returns;
 /// creates the agent first when it does not exist yet (it then needs a
 /// `password`).

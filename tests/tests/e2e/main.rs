@@ -24,6 +24,7 @@ mod qemu;
 mod replay;
 mod server_restart;
 mod service_conversation;
+mod service_desk;
 mod slow_reader;
 mod stalled_frames;
 mod typing_flood;
