@@ -184,7 +184,23 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
         | (Some(Q::History(_)), R::HistoryPage(_))
         | (Some(Q::ListConversations(_)), R::ConversationList(_))
         | (Some(Q::GetConversation(_)), R::Conversation(_))
-        | (Some(Q::MarkReceipt(_)), R::Done(_)) => return,
+        | (Some(Q::MarkReceipt(_)), R::Done(_))
+        | (
+            Some(
+                Q::GetTicket(_)
+                | Q::Assign(_)
+                | Q::Transfer(_)
+                | Q::SetStatus(_)
+                | Q::SetPriority(_)
+                | Q::SetLabels(_)
+                | Q::HandOff(_),
+            ),
+            R::Ticket(_),
+        )
+        | (Some(Q::AddNote(_)), R::NoteAdded(_))
+        | (Some(Q::ListTickets(_)), R::TicketList(_))
+        | (Some(Q::DeskHistory(_)), R::DeskHistoryPage(_))
+        | (Some(Q::SetAvailability(_)), R::Done(_)) => return,
         (_, R::Error(_)) => match &request.kind {
             Some(Q::CreateConversation(_)) => &[
                 E::BadRequest,
@@ -199,6 +215,39 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
                 &[E::BadRequest, E::NotFound]
             }
             Some(Q::ListConversations(_)) => &[],
+            // PROTOCOL.md §7.2 and §15.4.
+            Some(
+                Q::GetTicket(_)
+                | Q::Assign(_)
+                | Q::Transfer(_)
+                | Q::SetStatus(_)
+                | Q::SetPriority(_)
+                | Q::SetLabels(_)
+                | Q::HandOff(_),
+            ) => &[
+                E::BadRequest,
+                E::TooLarge,
+                E::InvalidAddress,
+                E::NotFound,
+                E::NotAnAgent,
+                E::InvalidState,
+            ],
+            Some(Q::AddNote(_)) => &[
+                E::BadRequest,
+                E::TooLarge,
+                E::RateLimited,
+                E::NotFound,
+                E::NotAnAgent,
+                E::InvalidState,
+            ],
+            Some(Q::ListTickets(_)) => &[
+                E::BadRequest,
+                E::InvalidAddress,
+                E::NotFound,
+                E::NotAnAgent,
+            ],
+            Some(Q::DeskHistory(_)) => &[E::BadRequest, E::NotFound, E::NotAnAgent],
+            Some(Q::SetAvailability(_)) => &[E::BadRequest, E::NotAnAgent],
             None => &[E::BadRequest],
         },
         _ => panic!("response {kind:?} to {request:?}"),
