@@ -286,6 +286,10 @@ pub(crate) struct Engine {
     desks: HashMap<PartyId, desk::DeskState>,
     /// Inboxes whose operator has not set up a desk.
     no_desk: HashSet<PartyId>,
+    /// No desk timer is handled before this (ms since the Unix epoch): set
+    /// after a tick could not be applied, so a store that fails does not
+    /// keep the writer ticking.
+    desk_retry_at: i64,
     /// Conversations whose ticket was looked up in the store.
     tickets_checked: HashSet<ConversationKey>,
     /// Notes stored, by (conversation, author, client_note_id): dseq and time.
@@ -322,6 +326,7 @@ impl Engine {
             verify_until: None,
             desks: HashMap::new(),
             no_desk: HashSet::new(),
+            desk_retry_at: 0,
             tickets_checked: HashSet::new(),
             notes: HashMap::new(),
             notes_checked: HashSet::new(),
@@ -369,6 +374,11 @@ impl Engine {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Handles no desk timer before `at_ms` (a tick failed).
+    pub(crate) fn retry_desk_timers_at(&mut self, at_ms: i64) {
+        self.desk_retry_at = at_ms;
     }
 
     /// Whether a desk timer is due at `now_ms`: the driver then applies
@@ -873,7 +883,16 @@ impl Engine {
             let desk_side = audience
                 .routes()
                 .any(|(party, via)| party == by.id && via.is_some());
-            match self.desk_heard(now_ms, key, inbox, by, desk_side, client_msg_id, applied) {
+            match self.desk_heard(
+                now_ms,
+                conversation,
+                key,
+                inbox,
+                by,
+                desk_side,
+                client_msg_id,
+                applied,
+            ) {
                 Ok(None) => {}
                 Ok(Some(next)) if hops < desk::MAX_CONTINUATIONS => {
                     return self.send(now_ms, by, &next, client_msg_id, body, hops + 1, applied);

@@ -39,6 +39,9 @@ use crate::store::{Store, StoreError, StoreResult};
 /// are taken for new and the store's uniqueness checks them.
 const VERIFY_AFTER_DUPLICATE: Duration = Duration::from_secs(10);
 
+/// How long after a desk tick that could not be applied the next is tried.
+const DESK_RETRY_MS: i64 = 1_000;
+
 /// Rounds of loading a command's needs (the engine converges in three,
 /// five for a message passed on to a resolved conversation's continuation).
 const NEED_ROUNDS: usize = 6;
@@ -135,7 +138,8 @@ impl Sequencer {
         }
         let (replies, published) = self.order(&[Command::DeskTick], now_ms).await;
         if let Some(Reply::Refused(refusal)) = replies.first() {
-            tracing::warn!(%refusal, "desk timers could not be stored; tried again next tick");
+            tracing::warn!(%refusal, "desk timers could not be stored; tried again in a second");
+            self.engine.retry_desk_timers_at(now_ms + DESK_RETRY_MS);
         }
         published
     }

@@ -322,10 +322,12 @@ impl Engine {
 
     /// The desks' earliest timer.
     pub(super) fn desk_timeout(&self) -> Option<i64> {
-        self.desks
+        let due = self
+            .desks
             .values()
             .filter_map(|d| d.desk.poll_timeout())
-            .min()
+            .min()?;
+        Some(due.max(self.desk_retry_at))
     }
 
     /// A new conversation `key` of `members`: its desk opens a ticket.
@@ -367,6 +369,7 @@ impl Engine {
     pub(super) fn desk_heard(
         &mut self,
         now_ms: i64,
+        conversation: &ConversationId,
         key: ConversationKey,
         inbox: PartyId,
         by: &Party,
@@ -398,25 +401,24 @@ impl Engine {
         }
         if state.desk.ticket(key).is_none() {
             // A conversation from before the desk: its ticket starts now.
-            let id = self
-                .conversations
-                .values()
-                .find(|c| c.record.key == key)
-                .map(|c| c.record.id.clone());
-            if let (Some(id), Some(state)) = (id, self.desks.get_mut(&inbox)) {
-                state.meta.insert(key, TicketMeta::new(id));
-            }
+            state
+                .meta
+                .insert(key, TicketMeta::new(conversation.clone()));
         }
-        let Some(state) = self.desks.get_mut(&inbox) else {
-            return Ok(None);
-        };
         match state.desk.customer_wrote(now_ms, key, &mut changes) {
             crate::core::desk::Arrival::Here => {
                 self.desk_commit(inbox, now_ms, Vec::new(), key, changes, applied);
                 Ok(None)
             }
             crate::core::desk::Arrival::Continuation => {
-                let next = self.continue_conversation(now_ms, key, by, client_msg_id, applied)?;
+                let next = self.continue_conversation(
+                    now_ms,
+                    conversation,
+                    key,
+                    by,
+                    client_msg_id,
+                    applied,
+                )?;
                 if let Some(state) = self.desks.get_mut(&inbox)
                     && let Some(meta) = state.meta.get_mut(&key)
                 {
@@ -435,12 +437,13 @@ impl Engine {
     fn continue_conversation(
         &mut self,
         now_ms: i64,
+        conversation: &ConversationId,
         key: ConversationKey,
         by: &Party,
         client_msg_id: &str,
         applied: &mut Applied,
     ) -> Result<ConversationId, Box<Reply>> {
-        let Some(old) = self.conversations.values().find(|c| c.record.key == key) else {
+        let Some(old) = self.conversations.get(conversation) else {
             return Err(Box::new(Reply::Refused(Refusal::internal(
                 "the conversation is not loaded",
             ))));
@@ -518,7 +521,7 @@ impl Engine {
             DeskRequest::Transfer(team) => {
                 let result = state.desk.transfer_to_team(now_ms, key, team, &mut changes);
                 if result.is_ok() {
-                    entries.push((key, Some(by.address.clone()), Owned::Team(team.clone())));
+                    entries.push((key, Some(by.id), Owned::Team(team.clone())));
                 }
                 result
             }
@@ -560,7 +563,7 @@ impl Engine {
                 }
                 if labels != ticket.labels {
                     state.desk.set_labels(key, labels.clone());
-                    entries.push((key, Some(by.address.clone()), Owned::Labels(labels)));
+                    entries.push((key, Some(by.id), Owned::Labels(labels)));
                 }
                 Ok(())
             }
@@ -618,7 +621,7 @@ impl Engine {
         }
         let entries = vec![(
             key,
-            Some(by.address.clone()),
+            Some(by.id),
             Owned::Note(text.to_owned(), client_note_id.to_owned()),
         )];
         let dseq = self.desk_commit(inbox, now_ms, entries, key, Changes::new(), applied);
@@ -794,7 +797,7 @@ impl Engine {
         &mut self,
         inbox: PartyId,
         now_ms: i64,
-        mut entries: Vec<(ConversationKey, Option<Address>, Owned)>,
+        mut entries: Vec<(ConversationKey, Option<PartyId>, Owned)>,
         key: ConversationKey,
         changes: Changes,
         applied: &mut Applied,
@@ -809,7 +812,7 @@ impl Engine {
                 DeskChange::Assigned { by, .. }
                 | DeskChange::Status { by, .. }
                 | DeskChange::Priority { by, .. } => match by {
-                    Actor::Party(id) => state.names.get(id).cloned(),
+                    Actor::Party(id) => Some(*id),
                     Actor::Desk => None,
                 },
                 DeskChange::Queued { .. } | DeskChange::Sla(_) => None,
@@ -826,6 +829,15 @@ impl Engine {
                 touched.push(ticket);
             }
             entries.push((ticket, actor, Owned::Change(change)));
+        }
+        if entries.is_empty() {
+            for ticket in touched {
+                self.write_ticket(inbox, ticket, now_ms, applied);
+            }
+            for agent in seats {
+                self.write_seat(inbox, agent, applied);
+            }
+            return 0;
         }
         let audience = Arc::new(Audience::of(
             &self.domain,
@@ -848,16 +860,10 @@ impl Engine {
                 &conversation,
                 dseq,
                 now_ms,
-                actor.as_ref(),
+                actor.and_then(|id| names.get(&id)),
                 entry.as_entry(),
                 |id| names.get(&id).cloned(),
             );
-            let actor_id = actor.as_ref().and_then(|a| {
-                names
-                    .iter()
-                    .find(|(_, address)| *address == a)
-                    .map(|(id, _)| *id)
-            });
             let client_note_id = match &entry {
                 Owned::Note(_, id) => id.clone(),
                 _ => String::new(),
@@ -867,7 +873,7 @@ impl Engine {
                 dseq,
                 inbox,
                 at_ms: now_ms,
-                actor: actor_id,
+                actor,
                 client_note_id,
                 payload: payload.clone(),
             }));

@@ -16,8 +16,8 @@ use super::requests::{
 use crate::core::desk::TicketState;
 use crate::core::engine::{Command, DeskRequest};
 use crate::model::{
-    Availability, Owner, Party, PartyId, PartyKind, Priority, Refusal, RefusalCode, Status,
-    StoredTicket, TicketFilter, TicketView,
+    Availability, Owner, Party, PartyId, Priority, Refusal, RefusalCode, Status, StoredTicket,
+    TicketFilter, TicketView,
 };
 use crate::node::Node;
 
@@ -279,7 +279,7 @@ pub(super) async fn history(node: &Node, party: &Party, history: pb::DeskHistory
         .inbox_agents(ticket.inbox)
         .await
         .map_err(internal)?;
-    if !agents.contains(&party.id) && !is_bot_of(node, ticket.inbox, party).await? {
+    if !agents.contains(&party.id) {
         return Err(Refusal::new(
             RefusalCode::NotAnAgent,
             format!(
@@ -306,22 +306,6 @@ pub(super) async fn history(node: &Node, party: &Party, history: pb::DeskHistory
         events,
         has_more,
     }))
-}
-
-/// Whether `party` is the first-responder bot of `inbox`.
-async fn is_bot_of(node: &Node, inbox: PartyId, party: &Party) -> Result<bool, Refusal> {
-    if party.kind != PartyKind::Bot {
-        return Ok(false);
-    }
-    let desk = node.store.desk(inbox).await.map_err(internal)?;
-    let config = match desk.settings {
-        Some(json) => crate::core::desk::DeskConfig::from_json(&json).map_err(|e| {
-            tracing::error!(error = %e, inbox, "stored desk settings do not parse");
-            Refusal::internal("the server failed; retry later")
-        })?,
-        None => return Ok(false),
-    };
-    Ok(config.settings.first_responder == Some(party.id))
 }
 
 /// Addresses of parties by id, read once per listing.
