@@ -30,7 +30,21 @@ fuzz_target!(|data: &[u8]| {
             Some(Kind::History(h)) => names.push(h.conversation),
             Some(Kind::GetConversation(g)) => names.push(g.conversation),
             Some(Kind::MarkReceipt(m)) => names.push(m.conversation),
-            Some(Kind::ListConversations(_)) | None => {}
+            Some(Kind::GetTicket(g)) => names.push(g.conversation),
+            Some(Kind::ListTickets(l)) => names.extend([l.inbox, l.owner]),
+            Some(Kind::Assign(a)) => names.extend([a.conversation, a.agent]),
+            Some(Kind::Transfer(t)) => names.extend([t.conversation, t.team]),
+            Some(Kind::SetStatus(s)) => names.push(s.conversation),
+            Some(Kind::SetPriority(p)) => names.push(p.conversation),
+            Some(Kind::SetLabels(l)) => {
+                names.push(l.conversation);
+                names.extend(l.add);
+                names.extend(l.remove);
+            }
+            Some(Kind::AddNote(n)) => names.push(n.conversation),
+            Some(Kind::DeskHistory(h)) => names.push(h.conversation),
+            Some(Kind::HandOff(h)) => names.push(h.conversation),
+            Some(Kind::ListConversations(_) | Kind::SetAvailability(_)) | None => {}
         }
     }
     if let Some(pb::Datagram {

@@ -240,12 +240,9 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
                 E::NotAnAgent,
                 E::InvalidState,
             ],
-            Some(Q::ListTickets(_)) => &[
-                E::BadRequest,
-                E::InvalidAddress,
-                E::NotFound,
-                E::NotAnAgent,
-            ],
+            Some(Q::ListTickets(_)) => {
+                &[E::BadRequest, E::InvalidAddress, E::NotFound, E::NotAnAgent]
+            }
             Some(Q::DeskHistory(_)) => &[E::BadRequest, E::NotFound, E::NotAnAgent],
             Some(Q::SetAvailability(_)) => &[E::BadRequest, E::NotAnAgent],
             None => &[E::BadRequest],
