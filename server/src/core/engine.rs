@@ -658,6 +658,7 @@ impl Engine {
     /// Applies `cmd` at `now_ms` (ms since the Unix epoch). Needs that were
     /// not supplied make the command fail as if the state did not exist.
     pub(crate) fn apply(&mut self, now_ms: i64, cmd: &Command) -> (Reply, Applied) {
+        self.start_loaded_desks(now_ms);
         let mut applied = Applied::default();
         let reply = match cmd {
             Command::AddParty(party) => self.add_party(now_ms, party, &mut applied),

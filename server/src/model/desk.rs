@@ -110,6 +110,10 @@ pub struct DeskSettings {
     pub answer_timeout_ms: Option<i64>,
     /// A bot that owns every new conversation first, until it hands off.
     pub first_responder: Option<PartyId>,
+    /// An agent whose last connection ended keeps its open conversations
+    /// this long, so that a dropped connection or a server restart
+    /// reshuffles nothing; after it they go back to the queue. 0: at once.
+    pub offline_grace_ms: i64,
 }
 
 impl Default for DeskSettings {
@@ -120,6 +124,7 @@ impl Default for DeskSettings {
             reopen_window_ms: 7 * 24 * 3600 * 1000,
             answer_timeout_ms: None,
             first_responder: None,
+            offline_grace_ms: 2 * 60 * 1000,
         }
     }
 }

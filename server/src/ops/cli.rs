@@ -289,6 +289,10 @@ enum InboxCommand {
         /// before the conversation goes back to the queue.
         #[arg(long)]
         answer_timeout_mins: Option<i64>,
+        /// Seconds an agent whose last connection ended keeps its open
+        /// conversations before they go back to the queue (0: at once).
+        #[arg(long, default_value_t = 120)]
+        offline_grace_secs: u32,
         /// Days after a resolve in which a customer message reopens the
         /// conversation (later, a new one continues it).
         #[arg(long, default_value_t = 7)]
@@ -413,6 +417,7 @@ async fn real_main() -> Result<()> {
             routing,
             capacity,
             answer_timeout_mins,
+            offline_grace_secs,
             reopen_window_days,
             hours,
             first_response_mins,
@@ -428,6 +433,7 @@ async fn real_main() -> Result<()> {
                 .map_err(|e: String| anyhow!("--routing: {e}"))?;
             config.settings.capacity = capacity;
             config.settings.answer_timeout_ms = answer_timeout_mins.map(minutes);
+            config.settings.offline_grace_ms = i64::from(offline_grace_secs) * 1000;
             config.settings.reopen_window_ms = reopen_window_days.saturating_mul(24 * 3_600_000);
             if let Some(hours) = hours {
                 config.hours = hours.parse().map_err(|e| anyhow!("--hours: {e}"))?;

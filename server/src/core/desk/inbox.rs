@@ -305,7 +305,8 @@ impl InboxDesk {
 
     /// An agent's availability changed: coming online lets routing give it
     /// waiting tickets; going offline sends its open tickets back to the
-    /// queue, for someone online.
+    /// queue, for someone online, once the inbox's offline grace has
+    /// passed without the agent coming back.
     pub(crate) fn set_availability(
         &mut self,
         now: i64,
@@ -313,25 +314,63 @@ impl InboxDesk {
         availability: Availability,
         out: &mut Changes,
     ) -> Result<(), DeskError> {
+        let grace = self.settings.offline_grace_ms;
         let seat = self
             .seats
             .get_mut(agent)
             .ok_or(DeskError::NotAnAgent(agent))?;
+        let was_offline = seat.availability == Availability::Offline;
         seat.availability = availability;
-        if availability == Availability::Offline {
-            let mut open: Vec<&Ticket> = self
-                .tickets
-                .values()
-                .filter(|t| t.owner == Owner::Agent(agent) && t.status == Status::Open)
-                .collect();
-            open.sort_by_key(|t| (t.waiting_since_ms.unwrap_or(i64::MAX), t.key));
-            let keys: Vec<ConversationKey> = open.iter().map(|t| t.key).collect();
-            for key in keys {
-                self.enqueue(now, key, Some(RequeueReason::OwnerOffline), out);
+        match availability {
+            Availability::Offline if grace > 0 => {
+                if !was_offline || seat.offline_since.is_none() {
+                    seat.offline_since = Some(now);
+                }
             }
+            Availability::Offline => {
+                seat.offline_since = None;
+                self.requeue_open(now, agent, out);
+            }
+            Availability::Online | Availability::Away => seat.offline_since = None,
         }
         self.route(now, out);
         Ok(())
+    }
+
+    /// Starts the offline grace, at `now`, of every agent that was offline
+    /// when the desk was loaded: a restarted server (or a node taking the
+    /// desk over) gives them the same grace as a dropped connection.
+    pub(crate) fn count_offline_from(&mut self, now: i64) {
+        for seat in self.seats.iter_mut() {
+            if seat.availability == Availability::Offline && seat.offline_since.is_none() {
+                seat.offline_since = Some(now);
+            }
+        }
+    }
+
+    /// Sends `agent`'s open tickets back to the queue, those waiting
+    /// longest first.
+    fn requeue_open(&mut self, now: i64, agent: PartyId, out: &mut Changes) {
+        let mut open: Vec<&Ticket> = self
+            .tickets
+            .values()
+            .filter(|t| t.owner == Owner::Agent(agent) && t.status == Status::Open)
+            .collect();
+        open.sort_by_key(|t| (t.waiting_since_ms.unwrap_or(i64::MAX), t.key));
+        let keys: Vec<ConversationKey> = open.iter().map(|t| t.key).collect();
+        for key in keys {
+            self.enqueue(now, key, Some(RequeueReason::OwnerOffline), out);
+        }
+    }
+
+    /// When the first offline grace runs out.
+    fn grace_timer(&self) -> Option<i64> {
+        let grace = self.settings.offline_grace_ms;
+        self.seats
+            .iter()
+            .filter_map(|s| s.offline_since)
+            .map(|since| since.saturating_add(grace))
+            .min()
     }
 
     /// An agent's own capacity changed (`None`: the inbox's); routing re-runs.
@@ -371,7 +410,7 @@ impl InboxDesk {
             return Ok(());
         }
         match owner {
-            Owner::Nobody => self.enqueue(now, key, Some(RequeueReason::Transfer), out),
+            Owner::Nobody => self.enqueue(now, key, None, out),
             owner => {
                 self.change(key, |t| t.team = None);
                 self.set_owner(now, key, owner, by, out);
@@ -515,16 +554,37 @@ impl InboxDesk {
 
     /// The earliest timer of the desk (ms since the Unix epoch), if any.
     pub(crate) fn poll_timeout(&self) -> Option<i64> {
-        self.timers.first().map(|&(at, _)| at)
+        let ticket = self.timers.first().map(|&(at, _)| at);
+        match (ticket, self.grace_timer()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Handles every timer due at `now`: snoozes end, owners that let a
+    /// Handles every timer due at `now`: agents offline past the grace
+    /// lose their open tickets to the queue, snoozes end, owners that let a
     /// customer wait past the answer timeout lose the ticket to the queue,
     /// and SLA clocks warn, breach and escalate. Each due ticket is handled
     /// once per call: a timer its handling sets at or before `now` (an
     /// answer timeout of zero) waits for the next call, so no setting can
     /// keep the desk in here.
     pub(crate) fn handle_timeout(&mut self, now: i64, out: &mut Changes) {
+        let grace = self.settings.offline_grace_ms;
+        let expired: Vec<PartyId> = self
+            .seats
+            .iter()
+            .filter(|s| {
+                s.offline_since
+                    .is_some_and(|t| t.saturating_add(grace) <= now)
+            })
+            .map(|s| s.agent)
+            .collect();
+        for agent in expired {
+            if let Some(seat) = self.seats.get_mut(agent) {
+                seat.offline_since = None;
+            }
+            self.requeue_open(now, agent, out);
+        }
         let later = self.timers.split_off(&(now.saturating_add(1), i64::MIN));
         let due = std::mem::replace(&mut self.timers, later);
         for (_, key) in due {
@@ -619,7 +679,9 @@ impl InboxDesk {
         };
         match ticket.owner {
             Owner::Agent(agent)
-                if self.seats.get(agent).map(|s| s.availability) != Some(Availability::Online) =>
+                if self.seats.get(agent).is_none_or(|s| {
+                    s.availability != Availability::Online && s.offline_since.is_none()
+                }) =>
             {
                 self.enqueue(now, key, Some(RequeueReason::OwnerOffline), out);
             }

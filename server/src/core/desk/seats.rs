@@ -18,6 +18,9 @@ pub(crate) struct Seat {
     /// When it was last given a conversation (ms since the Unix epoch; 0:
     /// never), the balanced routing's tie-break.
     pub(crate) last_assigned_ms: i64,
+    /// While it is offline with open conversations that it keeps for the
+    /// inbox's offline grace: since when (ms since the Unix epoch).
+    pub(crate) offline_since: Option<i64>,
 }
 
 impl Seat {
@@ -29,6 +32,7 @@ impl Seat {
             capacity: None,
             held: 0,
             last_assigned_ms: 0,
+            offline_since: None,
         }
     }
 
@@ -69,6 +73,11 @@ impl Seats {
     /// Every seat, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Seat> {
         self.seats.iter()
+    }
+
+    /// Every seat, in order, to change.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Seat> {
+        self.seats.iter_mut()
     }
 
     /// Whether any agent could take a conversation now.

@@ -73,6 +73,9 @@ pub(super) struct DeskState {
     /// What the engine keeps of each ticket the desk holds beyond the
     /// desk's own state.
     meta: HashMap<ConversationKey, TicketMeta>,
+    /// Loaded, and not yet told the time: its offline agents' grace starts
+    /// when it is.
+    fresh: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -293,8 +296,18 @@ impl Engine {
                 config: loaded.config,
                 names,
                 meta,
+                fresh: true,
             },
         );
+    }
+
+    /// Tells desks loaded since the last command the time: the offline
+    /// grace of the agents offline in them counts from `now_ms`.
+    pub(super) fn start_loaded_desks(&mut self, now_ms: i64) {
+        for state in self.desks.values_mut().filter(|s| s.fresh) {
+            state.fresh = false;
+            state.desk.count_offline_from(now_ms);
+        }
     }
 
     /// Supplies a ticket as stored (`None`: the conversation has none yet).
@@ -708,6 +721,7 @@ impl Engine {
                 config: config.clone(),
                 names,
                 meta: HashMap::new(),
+                fresh: false,
             };
             for agent in agents {
                 state.desk.add_agent(agent);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kanal_proto::address::{Address, ConversationId};
 
 use super::*;
-use crate::model::{Body, PartyKind, RefusalCode, Write};
+use crate::model::{Body, DeskSettings, PartyKind, RefusalCode, Write};
 use crate::node::sequencer::Sequencer;
 use crate::sim::ready;
 use crate::store::Store;
@@ -704,7 +704,7 @@ fn a_desk_assigns_in_turn_and_its_log_reaches_only_agents() {
 }
 
 #[test]
-fn an_agent_going_offline_hands_its_conversations_to_one_online() {
+fn an_agent_offline_past_the_grace_hands_its_conversations_to_one_online() {
     let mut f = desk_fixture();
     let conv = f.open_with_support();
     assert_eq!(
@@ -716,6 +716,17 @@ fn an_agent_going_offline_hands_its_conversations_to_one_online() {
         inbox: support(),
         availability: Availability::Offline,
     });
+    assert_eq!(
+        owner(desk(&mut f, agent_a(), &conv, DeskRequest::Get)),
+        Some(agent_a().address),
+        "kept within the offline grace"
+    );
+    // The grace runs out: the deadline the engine asks for, a desk tick.
+    let due = f.sequencer.poll_timeout().expect("the grace's deadline");
+    assert_eq!(due, f.now + DeskSettings::default().offline_grace_ms - 10);
+    f.now = due;
+    let published = ready(f.sequencer.handle_timeout(due));
+    f.published.extend(published);
     assert_eq!(
         owner(desk(&mut f, agent_a(), &conv, DeskRequest::Get)),
         Some(agent_b().address)

@@ -155,8 +155,10 @@ fn an_agent_coming_online_takes_the_queue_by_priority_then_waiting_time() {
 }
 
 #[test]
-fn an_agent_going_offline_hands_its_open_tickets_to_someone_online() {
+fn an_agent_offline_past_the_grace_hands_its_open_tickets_to_someone_online() {
     let mut desk = desk(Routing::RoundRobin, None, &[A, B]);
+    let grace = desk.settings().offline_grace_ms;
+    assert_eq!(grace, 2 * MIN, "the default");
     open_all(&mut desk, 1..=4, 1000);
     assert_eq!(owner(&desk, 1), Owner::Agent(A));
     assert_eq!(owner(&desk, 3), Owner::Agent(A));
@@ -166,6 +168,12 @@ fn an_agent_going_offline_hands_its_open_tickets_to_someone_online() {
     let mut out = Vec::new();
     desk.set_availability(2000, A, Availability::Offline, &mut out)
         .expect("agent");
+    assert!(out.is_empty(), "nothing moves within the grace: {out:?}");
+    assert_eq!(owner(&desk, 1), Owner::Agent(A));
+    assert_eq!(desk.poll_timeout(), Some(2000 + grace));
+    desk.handle_timeout(2000 + grace - 1, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    desk.handle_timeout(2000 + grace, &mut out);
     assert_eq!(owner(&desk, 1), Owner::Agent(B));
     assert_eq!(owner(&desk, 3), Owner::Agent(A));
     assert!(out.contains(&(
@@ -175,11 +183,74 @@ fn an_agent_going_offline_hands_its_open_tickets_to_someone_online() {
         }
     )));
     assert_eq!(held(&desk, A), 1);
+    assert_eq!(desk.poll_timeout(), None, "the grace is over");
     // The customer of the pending one writes: B answers it, A is offline.
-    let arrival = desk.customer_wrote(3000, 3, &mut Vec::new());
+    let arrival = desk.customer_wrote(3000 + grace, 3, &mut Vec::new());
     assert_eq!(arrival, Arrival::Here);
     assert_eq!(desk.ticket(3).map(|t| t.status), Some(Status::Open));
     assert_eq!(owner(&desk, 3), Owner::Agent(B));
+}
+
+#[test]
+fn an_agent_back_within_the_grace_keeps_everything() {
+    let mut desk = desk(Routing::RoundRobin, None, &[A, B]);
+    let grace = desk.settings().offline_grace_ms;
+    open_all(&mut desk, 1..=2, 1000);
+    let mut out = Vec::new();
+    desk.set_availability(2000, A, Availability::Offline, &mut out)
+        .expect("agent");
+    // Its customer writes while it is away: the ticket waits for it.
+    desk.customer_wrote(2500, 1, &mut out);
+    desk.set_availability(2000 + grace - 1, A, Availability::Online, &mut out)
+        .expect("agent");
+    desk.handle_timeout(2000 + grace, &mut out);
+    assert!(
+        !out.iter()
+            .any(|(_, c)| matches!(c, DeskChange::Queued { .. })),
+        "{out:?}"
+    );
+    assert_eq!(owner(&desk, 1), Owner::Agent(A));
+    assert_eq!(desk.poll_timeout(), None);
+}
+
+#[test]
+fn a_grace_of_zero_requeues_at_once_and_a_loaded_desk_counts_from_its_start() {
+    let mut settings = DeskSettings {
+        offline_grace_ms: 0,
+        ..DeskSettings::default()
+    };
+    let mut desk = InboxDesk::new(1, settings.clone());
+    for agent in [A, B] {
+        desk.add_agent(agent);
+        desk.set_availability(0, agent, Availability::Online, &mut Vec::new())
+            .expect("agent");
+    }
+    open_all(&mut desk, 1..=2, 1000);
+    desk.set_availability(2000, A, Availability::Offline, &mut Vec::new())
+        .expect("agent");
+    assert_eq!(owner(&desk, 1), Owner::Agent(B));
+
+    // A desk read back from the store: its offline agents' grace starts
+    // when it is first told the time.
+    settings.offline_grace_ms = MIN;
+    let mut loaded = InboxDesk::new(1, settings);
+    loaded.load_ticket(
+        Ticket {
+            owner: Owner::Agent(A),
+            ..Ticket::new(7, 1)
+        },
+        SlaClock::default(),
+    );
+    loaded.load_seat(Seat::new(A));
+    let mut online = Seat::new(B);
+    online.availability = Availability::Online;
+    loaded.load_seat(online);
+    assert_eq!(loaded.poll_timeout(), None);
+    loaded.count_offline_from(5000);
+    assert_eq!(loaded.poll_timeout(), Some(5000 + MIN));
+    let mut out = Vec::new();
+    loaded.handle_timeout(5000 + MIN, &mut out);
+    assert_eq!(owner(&loaded, 7), Owner::Agent(B));
 }
 
 #[test]
