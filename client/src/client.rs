@@ -38,9 +38,10 @@ impl Client {
         config: ClientConfig,
         credentials: Credentials,
     ) -> Result<Client, ClientError> {
+        let availability = config.availability;
         let dialer = Dialer::new(config).await?;
         let (link, mut welcome) =
-            tokio::time::timeout(CONNECT_TIMEOUT, dialer.open(&credentials, 1))
+            tokio::time::timeout(CONNECT_TIMEOUT, dialer.open(&credentials, 1, availability))
                 .await
                 .map_err(|_| ClientError::Timeout(CONNECT_TIMEOUT, "the Welcome"))??;
         if let (Credentials::Resume { token }, true) =
@@ -55,8 +56,17 @@ impl Client {
             typing_sink.clone(),
         ));
         let inner = Arc::new(Session::new(dialer, welcome, link.clone(), typing_sink));
+        *inner
+            .availability
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = availability;
         tokio::spawn(reconnect::supervise(Arc::downgrade(&inner), link));
         Ok(Client { inner })
+    }
+
+    /// The session all clones share.
+    pub(crate) fn session(&self) -> &Session {
+        &self.inner
     }
 
     /// The authenticated party.
@@ -271,8 +281,9 @@ impl Client {
 
     /// Sends one request and returns the response's kind. An `Error` response
     /// becomes [`ClientError::Refused`]. Requests that are safe to repeat (all
-    /// but `CreateConversation`) are retried once if the connection is lost
-    /// while they are in flight.
+    /// but `CreateConversation`, `Transfer` and an `Assign` back to the
+    /// queue) are retried once if the connection is lost while they are in
+    /// flight.
     pub async fn request(&self, kind: request::Kind) -> Result<response::Kind, ClientError> {
         let retry = safe_to_repeat(&kind);
         let request = pb::Request {
@@ -340,6 +351,6 @@ impl Client {
 }
 
 /// A random `client_msg_id`: 128 bits as 32 hex characters.
-fn new_client_msg_id() -> String {
+pub(crate) fn new_client_msg_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }

@@ -22,6 +22,10 @@ pub struct ClientConfig {
     /// on, shared with other clients. `None` (the default) gives the client
     /// an endpoint of its own, bound by [`crate::endpoint_for`].
     pub endpoint: Option<quinn::Endpoint>,
+    /// For an agent at a service desk: the availability its connections
+    /// start with (`Hello.availability`) until
+    /// [`crate::Client::set_availability`] changes it. `None`: online.
+    pub availability: Option<kanal_proto::pb::Availability>,
 }
 
 impl PartialEq for ClientConfig {
@@ -40,6 +44,7 @@ impl PartialEq for ClientConfig {
             && self.server_name == other.server_name
             && self.pin == other.pin
             && self.client_name == other.client_name
+            && self.availability == other.availability
             && same_endpoint
     }
 }
@@ -56,6 +61,7 @@ impl ClientConfig {
             pin: None,
             client_name: concat!("kanal-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             endpoint: None,
+            availability: None,
         }
     }
 
@@ -68,6 +74,13 @@ impl ClientConfig {
     /// The same configuration with an explicit TLS server name.
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = Some(name.into());
+        self
+    }
+
+    /// The same configuration, starting as `availability` at the agent's
+    /// desks (see [`ClientConfig::availability`]).
+    pub fn availability(mut self, availability: kanal_proto::pb::Availability) -> Self {
+        self.availability = Some(availability);
         self
     }
 

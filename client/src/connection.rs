@@ -103,6 +103,7 @@ impl Dialer {
         &self,
         credentials: &Credentials,
         generation: u64,
+        availability: Option<pb::Availability>,
     ) -> Result<(Link, pb::Welcome), ClientError> {
         let family = self.endpoint.local_addr()?;
         let attempt = self.attempts.fetch_add(1, Ordering::Relaxed);
@@ -112,7 +113,10 @@ impl Dialer {
             .connect_with(self.quic.clone(), addr, &self.tls_name)?
             .await
             .map_err(|e| from_handshake_error(e, self.config.pin.is_some()))?;
-        match self.hello(&conn, credentials, generation).await {
+        match self
+            .hello(&conn, credentials, generation, availability)
+            .await
+        {
             Ok(opened) => Ok(opened),
             Err(error) => {
                 conn.close(CloseCode::Normal.value().into(), b"hello failed");
@@ -126,6 +130,7 @@ impl Dialer {
         conn: &quinn::Connection,
         credentials: &Credentials,
         generation: u64,
+        availability: Option<pb::Availability>,
     ) -> Result<(Link, pb::Welcome), ClientError> {
         let (mut send, recv) = conn.open_bi().await?;
         let hello = pb::ClientControl {
@@ -133,6 +138,7 @@ impl Dialer {
                 version: kanal_proto::PROTOCOL_VERSION,
                 client: self.config.client_name.clone(),
                 auth: Some(credentials.to_auth()),
+                availability: availability.unwrap_or(pb::Availability::Unspecified) as i32,
             })),
         };
         send.write_all(&frame::encode_to_bytes(&hello)).await?;

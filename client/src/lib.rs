@@ -43,6 +43,7 @@
 mod client;
 mod config;
 mod connection;
+mod desk;
 mod error;
 mod events;
 mod fingerprint;
@@ -55,6 +56,7 @@ pub mod tls;
 pub use client::Client;
 pub use config::{ClientConfig, Credentials};
 pub use connection::endpoint_for;
+pub use desk::TicketFilter;
 pub use error::ClientError;
 pub use events::{ClientEvent, Events};
 pub use fingerprint::{Fingerprint, FingerprintError};

@@ -71,10 +71,18 @@ impl Session {
         let credentials = Credentials::Resume {
             token: token.clone(),
         };
-        let (link, mut welcome) =
-            tokio::time::timeout(CONNECT_TIMEOUT, self.dialer.open(&credentials, generation))
-                .await
-                .map_err(|_| ClientError::Timeout(CONNECT_TIMEOUT, "the Welcome"))??;
+        // The Hello says the availability the application set, so that the
+        // server never sees the agent online in between.
+        let availability = *self
+            .availability
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (link, mut welcome) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.dialer.open(&credentials, generation, availability),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(CONNECT_TIMEOUT, "the Welcome"))??;
         if welcome.resume_token.is_empty() {
             welcome.resume_token = token;
         }

@@ -28,9 +28,15 @@ pub(crate) fn send_request(
 
 /// Whether a request may be sent again when its connection was lost while
 /// it was in flight: every kind but `CreateConversation`, which has no id
-/// the server could recognise a repeat by.
+/// the server could recognise a repeat by, and the desk's `Transfer` and
+/// `Assign` back to the queue, which a repeat would do again after the
+/// desk had already given the ticket to someone.
 pub(crate) fn safe_to_repeat(kind: &request::Kind) -> bool {
-    !matches!(kind, request::Kind::CreateConversation(_))
+    match kind {
+        request::Kind::CreateConversation(_) | request::Kind::Transfer(_) => false,
+        request::Kind::Assign(assign) => !assign.agent.is_empty(),
+        _ => true,
+    }
 }
 
 /// The kind of a response; an `Error` response becomes

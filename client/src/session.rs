@@ -37,6 +37,9 @@ pub(crate) struct Session {
     next_request_id: AtomicU64,
     /// Set by `close`: the reconnect task must stop.
     pub(crate) closing: AtomicBool,
+    /// The desk availability the application last set; said again on each
+    /// new connection.
+    pub(crate) availability: Mutex<Option<pb::Availability>>,
 }
 
 /// Whether the session has a connection right now.
@@ -80,6 +83,7 @@ impl Session {
             last_delivered: Arc::new(AtomicU64::new(0)),
             next_request_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
+            availability: Mutex::new(None),
         }
     }
 

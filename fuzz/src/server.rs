@@ -157,6 +157,7 @@ pub struct Session {
 pub fn register(local: &str) -> pb::Hello {
     pb::Hello {
         version: kanal_proto::PROTOCOL_VERSION,
+        availability: pb::Availability::Unspecified as i32,
         client: "kanal-fuzz".into(),
         auth: Some(pb::hello::Auth::Register(pb::Register {
             local: local.into(),
@@ -171,6 +172,7 @@ pub fn register(local: &str) -> pb::Hello {
 pub fn resume(token: &str) -> pb::Hello {
     pb::Hello {
         version: kanal_proto::PROTOCOL_VERSION,
+        availability: pb::Availability::Unspecified as i32,
         client: "kanal-fuzz".into(),
         auth: Some(pb::hello::Auth::Resume(pb::Resume {
             token: token.into(),

@@ -510,6 +510,7 @@ pub async fn raw_session_with(
     let hello = pb::ClientControl {
         kind: Some(pb::client_control::Kind::Hello(pb::Hello {
             version: kanal_proto::PROTOCOL_VERSION,
+            availability: pb::Availability::Unspecified as i32,
             client: "raw".into(),
             auth: Some(pb::hello::Auth::Register(pb::Register {
                 local: local.into(),

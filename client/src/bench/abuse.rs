@@ -456,6 +456,7 @@ async fn raw_session(
     let hello = pb::ClientControl {
         kind: Some(pb::client_control::Kind::Hello(pb::Hello {
             version: PROTOCOL_VERSION,
+            availability: pb::Availability::Unspecified as i32,
             client: "kanal-bench abuse".into(),
             auth: Some(pb::hello::Auth::Resume(pb::Resume {
                 token: account.token.clone(),

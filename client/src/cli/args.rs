@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use kanal_client::Fingerprint;
 
+use super::desk::DeskCommand;
+
 /// The server used when neither a flag nor a saved session names one.
 pub(crate) const DEFAULT_SERVER: &str = "127.0.0.1:7447";
 
@@ -93,6 +95,10 @@ pub(crate) enum Command {
         /// Exit once every stored event has been printed
         #[arg(long)]
         until_caught_up: bool,
+        /// As a desk agent: stay connected without taking new conversations
+        /// (`kanal desk availability online` from elsewhere ends it)
+        #[arg(long)]
+        away: bool,
     },
     /// Print a conversation's messages, oldest first
     History {
@@ -116,6 +122,12 @@ pub(crate) enum Command {
         /// At most this many (1-500)
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Work a service desk as one of its inbox's agents
+    Desk {
+        /// What to do at the desk.
+        #[command(subcommand)]
+        command: DeskCommand,
     },
     /// Mark a conversation read up to a message seq
     Read {
@@ -171,6 +183,7 @@ mod tests {
                 json,
                 since,
                 until_caught_up,
+                away: false,
             } => {
                 assert!(json && until_caught_up);
                 assert_eq!(since, Some(5));
@@ -183,7 +196,8 @@ mod tests {
             Command::Listen {
                 json: false,
                 since: None,
-                until_caught_up: false
+                until_caught_up: false,
+                away: false,
             }
         ));
     }

@@ -9,6 +9,7 @@ use kanal_client::{Client, ClientConfig, ClientEvent, Credentials, Fingerprint, 
 use serde_json::{Value, json};
 
 use super::args::{Cli, Command, DEFAULT_SERVER, Global};
+use super::desk;
 use super::output;
 use super::session::{self, Session};
 
@@ -82,8 +83,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             since,
             until_caught_up,
+            away,
         } => {
             let (client, mut session) = open(&global, &home, None).await?;
+            if away && let Err(error) = client.set_availability(pb::Availability::Away).await {
+                client.close().await;
+                return Err(anyhow::Error::new(error).context("setting the availability to away"));
+            }
             let result = listen(&client, &mut session, &home, json, since, until_caught_up).await;
             client.close().await;
             result?;
@@ -122,6 +128,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     print_line(&output::conversation_line(conversation))?;
                 }
             }
+        }
+        Command::Desk { command } => {
+            let (client, _) = open(&global, &home, None).await?;
+            let result = desk::run(&client, command).await;
+            client.close().await;
+            result?;
         }
         Command::Read { conversation, seq } => {
             let (client, _) = open(&global, &home, None).await?;
@@ -412,13 +424,13 @@ impl Progress {
     }
 }
 
-fn print_line(line: &str) -> anyhow::Result<()> {
+pub(crate) fn print_line(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
         .context("writing to standard output")
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
     print_line(&value.to_string())
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod desk;
 mod output;
 mod session;
 

@@ -104,6 +104,7 @@ fn hello(auth: pb::hello::Auth) -> pb::ClientControl {
     pb::ClientControl {
         kind: Some(pb::client_control::Kind::Hello(pb::Hello {
             version: kanal_proto::PROTOCOL_VERSION,
+            availability: pb::Availability::Unspecified as i32,
             client: "seed/1".into(),
             auth: Some(auth),
         })),

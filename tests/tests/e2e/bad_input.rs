@@ -243,6 +243,7 @@ async fn a_connection_without_hello_is_refused_by_version() -> anyhow::Result<()
     let hello = pb::ClientControl {
         kind: Some(pb::client_control::Kind::Hello(pb::Hello {
             version: 99,
+            availability: pb::Availability::Unspecified as i32,
             client: "future".into(),
             auth: Some(pb::hello::Auth::Resume(pb::Resume { token: "x".into() })),
         })),

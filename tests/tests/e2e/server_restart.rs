@@ -90,6 +90,7 @@ async fn register(addr: SocketAddr, fingerprint: &str) -> Result<OldClient> {
     let hello = pb::ClientControl {
         kind: Some(pb::client_control::Kind::Hello(pb::Hello {
             version: kanal_proto::PROTOCOL_VERSION,
+            availability: pb::Availability::Unspecified as i32,
             client: "restart-test".into(),
             auth: Some(pb::hello::Auth::Register(pb::Register {
                 local: "ann".into(),

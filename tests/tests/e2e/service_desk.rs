@@ -1,19 +1,15 @@
-//! The service desk over real QUIC and SQLite: an inbox with a desk routes
-//! its conversations to its connected agents in turn, an agent's note
-//! reaches the other agents and never the customer, and a customer cannot
-//! use the desk.
+//! The service desk over real QUIC and SQLite, through the SDK's desk
+//! methods: an inbox with a desk routes its conversations to its connected
+//! agents in turn, an agent's note reaches the other agents and never the
+//! customer, a customer cannot use the desk, an away agent stays away
+//! across a server restart, and the desk's refusals are the ones
+//! PROTOCOL.md §15.4 documents.
 
+use kanal_client::{ClientEvent, TicketFilter};
 use kanal_proto::pb;
 use kanal_server::admin;
 use kanal_server::model::Routing;
 use kanal_tests::*;
-
-fn ticket(kind: pb::response::Kind) -> pb::Ticket {
-    match kind {
-        pb::response::Kind::Ticket(ticket) => ticket,
-        other => panic!("expected a Ticket, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn conversations_go_to_connected_agents_in_turn_and_notes_stay_with_them()
@@ -37,13 +33,8 @@ async fn conversations_go_to_connected_agents_in_turn_and_notes_stay_with_them()
         .create_conversation(&["support@localhost"], "heater")
         .await?;
 
-    let get = |id: &str| {
-        pb::request::Kind::GetTicket(pb::GetTicket {
-            conversation: id.to_owned(),
-        })
-    };
-    let one = ticket(alice.request(get(&first.id)).await?);
-    let two = ticket(alice.request(get(&second.id)).await?);
+    let one = alice.ticket(&first.id).await?;
+    let two = alice.ticket(&second.id).await?;
     let mut owners = [one.owner.clone(), two.owner.clone()];
     owners.sort();
     assert_eq!(
@@ -55,15 +46,12 @@ async fn conversations_go_to_connected_agents_in_turn_and_notes_stay_with_them()
 
     // A note: bruno receives it as a desk event; carla never does.
     let added = alice
-        .request(pb::request::Kind::AddNote(pb::AddNote {
-            conversation: first.id.clone(),
-            client_note_id: "n1".into(),
-            text: "premium plan, call back".into(),
-        }))
+        .add_note_with_id(&first.id, "n1", "premium plan, call back")
         .await?;
-    let pb::response::Kind::NoteAdded(added) = added else {
-        panic!("expected NoteAdded, got {added:?}");
-    };
+    let again = alice
+        .add_note_with_id(&first.id, "n1", "premium plan, call back")
+        .await?;
+    assert!(again.duplicate && again.dseq == added.dseq, "{again:?}");
     let note = loop {
         if let Some(pb::event::Kind::Desk(entry)) = next_stored(&mut bruno_events).await?.kind
             && entry.dseq == added.dseq
@@ -92,20 +80,199 @@ async fn conversations_go_to_connected_agents_in_turn_and_notes_stay_with_them()
     }
 
     // The customer may not use the desk.
-    let refused = carla.request(get(&first.id)).await;
-    assert_refused(refused, pb::ErrorCode::NotAnAgent)?;
+    assert_refused(carla.ticket(&first.id).await, pb::ErrorCode::NotAnAgent)?;
+    assert_refused(
+        carla.add_note(&first.id, "let me in").await,
+        pb::ErrorCode::NotAnAgent,
+    )?;
 
     // Resolving is a change like any other.
-    let resolved = ticket(
-        alice
-            .request(pb::request::Kind::SetStatus(pb::SetStatus {
-                conversation: first.id.clone(),
-                status: pb::TicketStatus::Resolved as i32,
-                snooze_until_ms: 0,
-            }))
-            .await?,
-    );
+    let resolved = alice
+        .set_status(&first.id, pb::TicketStatus::Resolved)
+        .await?;
     assert_eq!(resolved.status, pb::TicketStatus::Resolved as i32);
     assert!(resolved.resolved_at_ms > 0);
     Ok(())
+}
+
+#[tokio::test]
+async fn an_away_agent_keeps_its_tickets_takes_no_new_ones_and_stays_away_after_a_restart()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    admin::set_up_desk(&server.server.node(), "support", Routing::RoundRobin).await?;
+    let alice = server.agent("alice").await?;
+    let bruno = server.agent("bruno").await?;
+    let carla = server.register("carla").await?;
+    let first = carla
+        .create_conversation(&["support@localhost"], "washer")
+        .await?;
+    let first_owner = alice.ticket(&first.id).await?.owner;
+    let (away, other) = if first_owner == "alice@localhost" {
+        (&alice, &bruno)
+    } else {
+        (&bruno, &alice)
+    };
+    let away_address = away.party().address;
+    let other_address = other.party().address;
+    away.set_availability(pb::Availability::Away).await?;
+    // Away keeps what it has and takes nothing new, in turn or not.
+    for subject in ["heater", "router"] {
+        let next = carla
+            .create_conversation(&["support@localhost"], subject)
+            .await?;
+        assert_eq!(other.ticket(&next.id).await?.owner, other_address);
+    }
+    assert_eq!(away.ticket(&first.id).await?.owner, away_address);
+
+    // Both clients come back after a restart: the away one says so again
+    // before its event stream reports the reconnection.
+    let mut away_events = away.subscribe(0).await?;
+    let mut other_events = other.subscribe(0).await?;
+    until_caught_up(&mut away_events).await?;
+    until_caught_up(&mut other_events).await?;
+    let server = server.restart().await?;
+    for events in [&mut away_events, &mut other_events] {
+        while !matches!(next_event(events).await?, ClientEvent::Reconnected) {}
+    }
+    let dora = server.register("dora").await?;
+    let after = dora
+        .create_conversation(&["support@localhost"], "oven")
+        .await?;
+    assert_eq!(
+        other.ticket(&after.id).await?.owner,
+        other_address,
+        "the away agent is still away after reconnecting"
+    );
+
+    // Back online, it takes the next one (round robin: its turn).
+    away.set_availability(pb::Availability::Online).await?;
+    let last = dora
+        .create_conversation(&["support@localhost"], "fridge")
+        .await?;
+    assert_eq!(away.ticket(&last.id).await?.owner, away_address);
+
+    let mine = away
+        .tickets(&TicketFilter {
+            owner: away_address.clone(),
+            ..TicketFilter::default()
+        })
+        .await?;
+    let mut ids: Vec<_> = mine
+        .tickets
+        .iter()
+        .map(|t| t.conversation.clone())
+        .collect();
+    ids.sort();
+    let mut expected = vec![first.id.clone(), last.id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected, "the owner filter lists its tickets only");
+    Ok(())
+}
+
+#[tokio::test]
+async fn desk_changes_are_logged_once_and_bad_ones_are_refused_with_documented_codes()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    admin::set_up_desk(&server.server.node(), "support", Routing::Manual).await?;
+    let alice = server.agent("alice").await?;
+    let carla = server.register("carla").await?;
+    let conversation = carla
+        .create_conversation(&["support@localhost"], "washer")
+        .await?;
+    let id = conversation.id.as_str();
+
+    let queue = alice
+        .tickets(&TicketFilter {
+            unowned: true,
+            ..TicketFilter::default()
+        })
+        .await?;
+    assert_eq!(queue.tickets.len(), 1, "manual routing leaves it queued");
+    let taken = alice.assign(id, "alice@localhost").await?;
+    assert_eq!(taken.owner, "alice@localhost");
+    let labelled = alice.set_labels(id, &["vip", "billing"], &[]).await?;
+    assert_eq!(labelled.labels, ["billing", "vip"], "sorted");
+    let urgent = alice.set_priority(id, pb::Priority::Urgent).await?;
+    assert_eq!(urgent.priority, pb::Priority::Urgent as i32);
+    // The same change again succeeds and logs nothing.
+    let same = alice.set_priority(id, pb::Priority::Urgent).await?;
+    assert_eq!(same.last_dseq, urgent.last_dseq);
+
+    let too_long = "x".repeat(65);
+    assert_refused(
+        alice.set_labels(id, &[&too_long], &[]).await,
+        pb::ErrorCode::BadRequest,
+    )?;
+    let far = (367 * 86_400_000) + now_ms();
+    assert_refused(alice.snooze(id, far).await, pb::ErrorCode::BadRequest)?;
+    assert_refused(
+        alice.snooze(id, now_ms() - 1_000).await,
+        pb::ErrorCode::InvalidState,
+    )?;
+    assert_refused(
+        alice.assign(id, "carla@localhost").await,
+        pb::ErrorCode::InvalidState,
+    )?;
+    assert_refused(
+        alice.assign(id, "nobody@localhost").await,
+        pb::ErrorCode::NotFound,
+    )?;
+    assert_refused(
+        alice.transfer(id, "tier2").await,
+        pb::ErrorCode::InvalidState,
+    )?;
+    assert_refused(
+        alice.ticket("localhost/nosuchconversation").await,
+        pb::ErrorCode::NotFound,
+    )?;
+    // Refusals changed nothing.
+    let ticket = alice.ticket(id).await?;
+    assert_eq!(ticket.last_dseq, urgent.last_dseq);
+
+    let snoozed = alice.snooze(id, now_ms() + 3_600_000).await?;
+    assert_eq!(snoozed.status, pb::TicketStatus::Snoozed as i32);
+    let back = alice.unassign(id).await?;
+    assert!(back.owner.is_empty());
+
+    // The desk log tells the whole story, oldest first, and pages.
+    let log = alice.desk_history(id, 0, 50).await?;
+    let kinds: Vec<&str> = log
+        .events
+        .iter()
+        .map(|entry| match &entry.kind {
+            Some(pb::desk_event::Kind::Assigned(_)) => "assigned",
+            Some(pb::desk_event::Kind::Queued(_)) => "queued",
+            Some(pb::desk_event::Kind::Labels(_)) => "labels",
+            Some(pb::desk_event::Kind::Priority(_)) => "priority",
+            Some(pb::desk_event::Kind::Status(_)) => "status",
+            other => panic!("unexpected desk entry {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "queued", "assigned", "labels", "priority", "status", "queued"
+        ],
+        "back in the queue is one `queued` entry: its owner is nobody"
+    );
+    let dseqs: Vec<u64> = log.events.iter().map(|e| e.dseq).collect();
+    assert_eq!(dseqs, (1..=6).collect::<Vec<_>>(), "gapless");
+    let Some(pb::desk_event::Kind::Queued(requeued)) = &log.events[5].kind else {
+        unreachable!("checked above");
+    };
+    assert_eq!(
+        requeued.reason,
+        pb::QueueReason::Unspecified as i32,
+        "given back by hand"
+    );
+    let older = alice.desk_history(id, 3, 50).await?;
+    assert_eq!(older.events.len(), 2);
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

@@ -12,7 +12,7 @@ use quinn::{Connection, RecvStream, SendStream};
 
 use super::render;
 use super::session::{close, close_for_frame_error, truncate};
-use crate::model::{Refusal, RefusalCode};
+use crate::model::{Availability, Refusal, RefusalCode};
 use crate::node::Node;
 use crate::node::accounts::{self, Authenticated, Credentials};
 use crate::node::limits::Seat;
@@ -32,6 +32,9 @@ pub(super) struct Admitted {
     pub(super) control: FrameReader<RecvStream>,
     /// Who, and the session.
     pub(super) auth: Authenticated,
+    /// The desk availability the Hello asked to start with (agents only);
+    /// `None`: unspecified.
+    pub(super) availability: Option<Availability>,
     /// The connection's place among its source address's connections
     /// (its place among the account's is in `auth`), held while this lives.
     _from: Seat<IpAddr>,
@@ -79,6 +82,12 @@ pub(super) async fn handshake(node: &Node, connection: &Connection) -> Option<Ad
             return None;
         }
     };
+    let availability = match pb::Availability::try_from(hello.availability) {
+        Ok(pb::Availability::Online) => Some(Availability::Online),
+        Ok(pb::Availability::Away) => Some(Availability::Away),
+        Ok(pb::Availability::Offline) => Some(Availability::Offline),
+        _ => None,
+    };
     let admitted = async {
         let (credentials, client) = credentials(hello)?;
         let source = connection.remote_address().ip();
@@ -114,6 +123,7 @@ pub(super) async fn handshake(node: &Node, connection: &Connection) -> Option<Ad
                 _control_send: send,
                 control,
                 auth,
+                availability,
                 _from: from,
             })
         }

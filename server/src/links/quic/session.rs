@@ -32,8 +32,13 @@ pub(crate) async fn serve(
     tracing::debug!(party = %admitted.auth.party.address, remote = %connection.remote_address(), "session open");
     let party = admitted.auth.party.clone();
     let agent = party.kind == PartyKind::Agent;
-    if agent && node.presence.arrive(party.id) {
-        available(&node, &party, Availability::Online).await;
+    // Before the connection's first request: a client that reconnects as
+    // away is never online in between.
+    let first = agent && node.presence.arrive(party.id);
+    match (agent, admitted.availability) {
+        (true, Some(availability)) => available(&node, &party, availability).await,
+        (true, None) if first => available(&node, &party, Availability::Online).await,
+        _ => {}
     }
     run(node.clone(), &connection, admitted, &total_responses).await;
     if agent && node.presence.leave(party.id) {
