@@ -8,6 +8,7 @@
 
 use kanal_proto::address::{Address, ConversationId, validate_domain, validate_local};
 use kanal_proto::pb;
+use kanal_proto::question::{answer_text, check_answer_shape, check_question};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -45,6 +46,23 @@ fuzz_target!(|data: &[u8]| {
             Some(Kind::DeskHistory(h)) => names.push(h.conversation),
             Some(Kind::HandOff(h)) => names.push(h.conversation),
             Some(Kind::ListConversations(_) | Kind::SetAvailability(_)) | None => {}
+        }
+    }
+    // The structured-message rules never panic, and an answer that passes
+    // them has words; the first half of the input is a question, the rest
+    // an answer to it.
+    let (question, answer) = data.split_at(data.len() / 2);
+    if let (Some(question), Some(answer)) = (
+        round_trip::<pb::Question>(question),
+        round_trip::<pb::Answer>(answer),
+    ) {
+        let shaped = check_question(&question).is_ok() && check_answer_shape(&answer).is_ok();
+        if let Ok(words) = answer_text(&question, &answer)
+            && shaped
+        {
+            assert!(
+                !words.is_empty() || matches!(question.kind, Some(pb::question::Kind::Form(_)))
+            );
         }
     }
     if let Some(pb::Datagram {

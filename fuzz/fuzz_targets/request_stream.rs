@@ -210,7 +210,13 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
                 E::NotFound,
                 E::RateLimited,
             ],
-            Some(Q::Send(_)) => &[E::BadRequest, E::TooLarge, E::RateLimited, E::NotFound],
+            Some(Q::Send(_)) => &[
+                E::BadRequest,
+                E::TooLarge,
+                E::RateLimited,
+                E::NotFound,
+                E::InvalidAnswer,
+            ],
             Some(Q::History(_) | Q::GetConversation(_) | Q::MarkReceipt(_)) => {
                 &[E::BadRequest, E::NotFound]
             }

@@ -10,6 +10,8 @@ impl pb::Body {
             pb::body::Kind::Text(text) => Some(text),
             pb::body::Kind::Prompt(prompt) => Some(&prompt.text),
             pb::body::Kind::DeviceReport(report) => Some(&report.text),
+            pb::body::Kind::Question(question) => Some(&question.text),
+            pb::body::Kind::Answer(answer) => Some(&answer.text),
         }
     }
 

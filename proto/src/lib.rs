@@ -22,6 +22,8 @@ pub mod frame;
 #[cfg(feature = "tokio")]
 pub mod io;
 pub mod limits;
+#[cfg(feature = "std")]
+pub mod question;
 
 /// Protobuf messages of protocol version 1, generated from `schemas/kanal.proto`.
 #[cfg(feature = "std")]

@@ -40,6 +40,38 @@ pub const MAX_LABEL: usize = 64;
 /// Furthest ahead a snooze may end, in milliseconds: 366 days.
 pub const MAX_SNOOZE_MS: i64 = 366 * 24 * 3600 * 1000;
 
+/// Most choices of one question (quick replies, buttons, a list's rows in
+/// all sections, a form field's options).
+pub const MAX_CHOICES: usize = 100;
+
+/// Most sections of a list question.
+pub const MAX_SECTIONS: usize = 20;
+
+/// Most fields of a form question.
+pub const MAX_FIELDS: usize = 50;
+
+/// Longest choice or field id, in bytes.
+pub const MAX_CHOICE_ID: usize = 64;
+
+/// Longest choice label, field label, section title or field hint, in
+/// bytes of UTF-8.
+pub const MAX_CHOICE_LABEL: usize = 256;
+
+/// Longest choice description, in bytes of UTF-8.
+pub const MAX_CHOICE_DESCRIPTION: usize = 1024;
+
+/// Longest button word (a list's button, a form's submit, a rating's end
+/// labels), in bytes of UTF-8.
+pub const MAX_BUTTON: usize = 64;
+
+/// Longest value of a one-line form field (TEXT, NUMBER, EMAIL, PHONE), in
+/// bytes of UTF-8.
+pub const MAX_FIELD_VALUE: usize = 1024;
+
+/// Longest value of a MULTILINE form field, and longest rating comment, in
+/// bytes of UTF-8.
+pub const MAX_LONG_VALUE: usize = 4096;
+
 /// Longest conversation subject, in bytes.
 pub const MAX_SUBJECT: usize = 256;
 

@@ -1,6 +1,7 @@
 //! Conversations, their messages, and how a party sees them.
 
 use kanal_proto::address::{Address, ConversationId};
+use kanal_proto::pb;
 
 use super::party::Party;
 
@@ -27,6 +28,11 @@ pub enum Body {
         /// Its diagnostics, `(key, value)`, in the device's order.
         diagnostics: Vec<(String, String)>,
     },
+    /// A structured question (PROTOCOL.md §14), checked when it was sent.
+    Question(Wire<pb::Question>),
+    /// An answer to a question, checked against it, its text set by the
+    /// server.
+    Answer(Wire<pb::Answer>),
 }
 
 impl Body {
@@ -34,7 +40,33 @@ impl Body {
     pub fn text(&self) -> &str {
         match self {
             Body::Text(text) | Body::Prompt { text, .. } | Body::DeviceReport { text, .. } => text,
+            Body::Question(question) => &question.0.text,
+            Body::Answer(answer) => &answer.0.text,
         }
+    }
+}
+
+/// A protocol message carried whole in a body: kept, compared and sent
+/// between nodes as what it is, serialised as its protobuf encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire<M>(pub M);
+
+// The messages carried (questions, answers) hold no floating point: their
+// equality is an equivalence.
+impl<M: PartialEq> Eq for Wire<M> {}
+
+impl<M: prost::Message> serde::Serialize for Wire<M> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0.encode_to_vec())
+    }
+}
+
+impl<'de, M: prost::Message + Default> serde::Deserialize<'de> for Wire<M> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde::Deserialize::deserialize(deserializer)?;
+        M::decode(&bytes[..])
+            .map(Wire)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -15,7 +15,7 @@ mod write;
 
 pub use cluster::{NodeStatus, SLOTS, SlotLease};
 pub use conversation::{
-    Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend,
+    Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend, Wire,
 };
 pub use desk::{
     Actor, Availability, DeskChange, DeskEntry, DeskSettings, Owner, Priority, RequeueReason,

@@ -33,6 +33,8 @@ pub enum RefusalCode {
     NotAnAgent,
     /// A service-desk change that does not apply now.
     InvalidState,
+    /// An answer that fits no question of its conversation.
+    InvalidAnswer,
 }
 
 /// A refused command.

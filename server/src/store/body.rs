@@ -6,7 +6,7 @@ use kanal_proto::pb;
 use prost::Message as _;
 
 use super::{StoreError, StoreResult};
-use crate::model::Body;
+use crate::model::{Body, Wire};
 
 /// `body` as the protocol's message.
 pub(crate) fn to_pb(body: &Body) -> pb::Body {
@@ -28,6 +28,8 @@ pub(crate) fn to_pb(body: &Body) -> pb::Body {
                     .collect(),
             })
         }
+        Body::Question(question) => pb::body::Kind::Question(question.0.clone()),
+        Body::Answer(answer) => pb::body::Kind::Answer(answer.0.clone()),
     };
     pb::Body { kind: Some(kind) }
 }
@@ -48,6 +50,8 @@ pub(crate) fn from_pb(body: pb::Body) -> Option<Body> {
                 .map(|d| (d.key, d.value))
                 .collect(),
         },
+        pb::body::Kind::Question(question) => Body::Question(Wire(question)),
+        pb::body::Kind::Answer(answer) => Body::Answer(Wire(answer)),
     })
 }
 

@@ -14,15 +14,17 @@ use std::time::Duration;
 
 use blake2::{Blake2s256, Digest as _};
 use kanal_proto::address::ConversationId;
-use kanal_proto::device::limits::{MAX_FRAME, MAX_QUICK_REPLIES, MAX_TEXT};
+use kanal_proto::device::limits::{MAX_FRAME, MAX_TEXT};
 use kanal_proto::device::{
-    Append, DeviceFrame, ErrorCode, ErrorFrame, Message, Open, Opened, Poll, ServerAck, ServerFrame,
+    Append, Choice, DeviceFrame, ErrorCode, ErrorFrame, Message, Open, Opened, Poll, ServerAck,
+    ServerFrame,
 };
 
 use crate::core::engine::{Command, Reply};
 use crate::model::{Body, Device, Event, Party, Refusal, RefusalCode};
 use crate::node::Node;
 
+use super::choices;
 use super::mailheads::{Clear, MailHeads};
 
 /// Mailbox messages sent per poll answer.
@@ -202,7 +204,11 @@ impl Actor<'_> {
             if !record.is_some_and(|r| r.members.iter().any(|m| m.id == party.id)) {
                 return Err(Refusal::new(RefusalCode::NotFound, "not this device's"));
             }
-            let body = Body::Text(append.text.to_owned());
+            let body = match append.choice {
+                Some(choice) => self.picked(device, &id, choice).await,
+                None => None,
+            }
+            .unwrap_or_else(|| Body::Text(append.text.to_owned()));
             self.send(party, id, append.id, digest, body).await
         }
         .await;
@@ -238,14 +244,7 @@ impl Actor<'_> {
         let mut prev = poll.cursor;
         for (id, conversation, body) in &messages {
             let text = cut(body.text(), MAX_TEXT);
-            let replies = match body {
-                Body::Prompt { replies, .. } => replies
-                    .iter()
-                    .take(MAX_QUICK_REPLIES)
-                    .map(String::as_str)
-                    .collect(),
-                _ => heapless::Vec::new(),
-            };
+            let replies = choices::offered(body);
             answers.push(encode_message(Message {
                 id: *id,
                 prev,
@@ -300,6 +299,27 @@ impl Actor<'_> {
         // More events than one scan: at least one more may wait.
         let pending = if scanned_all { more } else { more.max(1) };
         Ok((batch, u32::try_from(pending).unwrap_or(u32::MAX), through))
+    }
+
+    /// The answer a device's pick of a quick reply makes, when the message
+    /// it names (a mailbox id: the device's event seq) is a question of
+    /// conversation `id`; `None` when it is not (the pick is then stored
+    /// as the text the device sent).
+    async fn picked(&self, device: &Device, id: &ConversationId, choice: Choice) -> Option<Body> {
+        let events = self
+            .node
+            .store
+            .events_since(device.party, choice.message.checked_sub(1)?, 1, MAX_FRAME)
+            .await
+            .ok()?;
+        match events.into_iter().next()? {
+            (seq, Event::Message(message))
+                if seq == choice.message && message.conversation == *id =>
+            {
+                choices::picked(&message.body, message.seq, choice.index)
+            }
+            _ => None,
+        }
     }
 
     /// Stores `body` from `party` under a client_msg_id derived from the

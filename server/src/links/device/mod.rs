@@ -8,6 +8,7 @@
 //! frame asks is done by [`act`], through the node like any client.
 
 mod act;
+mod choices;
 mod initiations;
 mod macs;
 mod mailheads;

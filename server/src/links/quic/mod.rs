@@ -10,5 +10,6 @@ mod handshake;
 pub(crate) mod render;
 pub(crate) mod requests;
 pub(crate) mod session;
+mod structured;
 pub(crate) mod tls;
 mod typing;

@@ -174,6 +174,7 @@ pub(crate) fn error_code(code: RefusalCode) -> pb::ErrorCode {
         RefusalCode::Internal => pb::ErrorCode::Internal,
         RefusalCode::NotAnAgent => pb::ErrorCode::NotAnAgent,
         RefusalCode::InvalidState => pb::ErrorCode::InvalidState,
+        RefusalCode::InvalidAnswer => pb::ErrorCode::InvalidAnswer,
     }
 }
 

@@ -23,6 +23,7 @@ use quinn::{RecvStream, SendStream};
 use super::budget::{self, Budget, Room};
 use super::desk;
 use super::render;
+use super::structured;
 use crate::core::engine::{Command, DeskRequest, Reply};
 use crate::model::{ConversationKey, Party, PartyId, ReceiptKind, Refusal, RefusalCode};
 use crate::node::Node;
@@ -126,7 +127,7 @@ async fn start(
     use pb::request::Kind;
     let id = request.id;
     let command = match request.kind {
-        Some(Kind::Send(send)) => send_command(node, party, send),
+        Some(Kind::Send(send)) => send_command(node, party, send).await,
         Some(Kind::MarkReceipt(mark)) => receipt_command(node, party, mark),
         kind => {
             let (node, party) = (node.clone(), party.clone());
@@ -177,7 +178,7 @@ async fn handle(node: &Node, party: &Party, request: pb::Request) -> Answer {
     use pb::request::Kind;
     match request.kind {
         Some(Kind::CreateConversation(create)) => create_conversation(node, party, create).await,
-        Some(Kind::Send(send)) => submit(node, send_command(node, party, send)?).await,
+        Some(Kind::Send(send)) => submit(node, send_command(node, party, send).await?).await,
         Some(Kind::History(history)) => read_history(node, party, history).await,
         Some(Kind::ListConversations(list)) => {
             let (views, mut has_more) = node
@@ -272,8 +273,9 @@ async fn create_conversation(node: &Node, party: &Party, create: pb::CreateConve
     .await
 }
 
-/// The writer command of a valid Send.
-fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Command, Refusal> {
+/// The writer command of a valid Send; an answer gets its text from the
+/// question it answers.
+async fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Command, Refusal> {
     let id = parse_conversation(&send.conversation)?;
     if send.client_msg_id.is_empty() || send.client_msg_id.len() > limits::MAX_CLIENT_MSG_ID {
         return Err(Refusal::new(
@@ -293,6 +295,12 @@ fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Command, R
     check_body(party, &body)?;
     node.limits.send(party.id)?;
     local_host(node, &id)?;
+    let body = match body {
+        crate::model::Body::Answer(answer) => {
+            crate::model::Body::Answer(structured::answered(node, party, &id, answer).await?)
+        }
+        body => body,
+    };
     Ok(Command::Send {
         by: party.clone(),
         conversation: id,
@@ -336,6 +344,8 @@ fn check_body(party: &Party, body: &crate::model::Body) -> Result<(), Refusal> {
                 None => Ok(()),
             }
         }
+        Body::Question(question) => structured::check_question(&question.0),
+        Body::Answer(answer) => structured::check_answer(&answer.0),
         Body::DeviceReport { .. } => Err(Refusal::new(
             RefusalCode::BadRequest,
             format!("{}: only devices send device reports", party.address),
