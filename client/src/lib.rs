@@ -51,6 +51,7 @@ mod pipeline;
 mod reconnect;
 mod request;
 mod session;
+pub mod structured;
 pub mod tls;
 
 pub use client::Client;

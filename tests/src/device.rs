@@ -174,6 +174,13 @@ impl TestDevice {
     /// Polls the mailbox until a message arrives; returns its
     /// (conversation, text, quick replies).
     pub async fn next_mail(&mut self) -> Result<(u64, String, Vec<String>)> {
+        let (_, conversation, text, replies) = self.next_mail_with_id().await?;
+        Ok((conversation, text, replies))
+    }
+
+    /// Polls the mailbox until a message arrives; returns its (server
+    /// message id, conversation, text, quick replies).
+    pub async fn next_mail_with_id(&mut self) -> Result<(u64, u64, String, Vec<String>)> {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
             // Poll, as a device does on every wake; a poll still waiting
@@ -185,6 +192,7 @@ impl TestDevice {
             let found = self
                 .until(Duration::from_secs(1), |event| match event {
                     Event::Message(message) => Some((
+                        message.id,
                         message.conversation,
                         message.text.to_owned(),
                         message.replies.iter().map(|r| (*r).to_owned()).collect(),

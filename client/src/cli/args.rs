@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use kanal_client::Fingerprint;
 
 use super::desk::DeskCommand;
+use super::structured::{QuestionKind, QuestionOptions};
 
 /// The server used when neither a flag nor a saved session names one.
 pub(crate) const DEFAULT_SERVER: &str = "127.0.0.1:7447";
@@ -80,6 +81,40 @@ pub(crate) enum Command {
         /// The message; several words are joined with spaces (after `--` it may start with `-`)
         #[arg(required = true)]
         text: Vec<String>,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a structured question: buttons, quick replies, a list, a form or a rating
+    Ask {
+        /// A conversation id (`domain/id`) or an address (`local@domain`)
+        target: String,
+        /// The question, which must say itself for clients that show text only
+        #[arg(required = true)]
+        text: Vec<String>,
+        /// How it is answered.
+        #[command(flatten)]
+        kind: QuestionKind,
+        /// Options of some kinds.
+        #[command(flatten)]
+        options: QuestionOptions,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer a question: a choice (its label, id or position), a score, or
+    /// form fields as ID=VALUE
+    Answer {
+        /// The conversation id
+        conversation: String,
+        /// The question's seq
+        seq: u64,
+        /// The answer
+        #[arg(required = true)]
+        value: Vec<String>,
+        /// A comment with a rating
+        #[arg(long)]
+        comment: Option<String>,
         /// Print one JSON object
         #[arg(long)]
         json: bool,

@@ -12,6 +12,7 @@ use super::args::{Cli, Command, DEFAULT_SERVER, Global};
 use super::desk;
 use super::output;
 use super::session::{self, Session};
+use super::structured;
 
 /// How often `listen` acknowledges and saves its progress while events flow.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,6 +79,39 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = send(&client, &target, &text.join(" "), json).await;
             client.close().await;
             result?;
+        }
+        Command::Ask {
+            target,
+            text,
+            kind,
+            options,
+            json,
+        } => {
+            let question = structured::question(&text.join(" "), &kind, &options)?;
+            let (client, _) = open(&global, &home, None).await?;
+            let result = async {
+                let conversation = target_conversation(&client, &target).await?;
+                client
+                    .ask(&conversation, question)
+                    .await
+                    .with_context(|| format!("asking in {conversation}"))
+            }
+            .await;
+            client.close().await;
+            print_sent(&result?, json)?;
+        }
+        Command::Answer {
+            conversation,
+            seq,
+            value,
+            comment,
+            json,
+        } => {
+            let (client, _) = open(&global, &home, None).await?;
+            let result =
+                structured::answer(&client, &conversation, seq, &value, comment.as_deref()).await;
+            client.close().await;
+            print_sent(&result?, json)?;
         }
         Command::Listen {
             json,
@@ -238,19 +272,29 @@ fn password(global: &Global, prompt: &str) -> anyhow::Result<String> {
 
 /// `send`: to a conversation, or to an address through a new conversation.
 async fn send(client: &Client, target: &str, text: &str, json: bool) -> anyhow::Result<()> {
-    let conversation = if target.contains('@') {
-        client
-            .create_conversation(&[target], "")
-            .await
-            .with_context(|| format!("starting a conversation with {target}"))?
-            .id
-    } else {
-        target.to_owned()
-    };
+    let conversation = target_conversation(client, target).await?;
     let sent = client
         .send_text(&conversation, text)
         .await
         .with_context(|| format!("sending to {conversation}"))?;
+    print_sent(&sent, json)
+}
+
+/// A conversation id as given, or a new conversation with an address.
+async fn target_conversation(client: &Client, target: &str) -> anyhow::Result<String> {
+    if target.contains('@') {
+        Ok(client
+            .create_conversation(&[target], "")
+            .await
+            .with_context(|| format!("starting a conversation with {target}"))?
+            .id)
+    } else {
+        Ok(target.to_owned())
+    }
+}
+
+/// Where a sent message went.
+fn print_sent(sent: &pb::Sent, json: bool) -> anyhow::Result<()> {
     if json {
         print_json(&json!({
             "type": "sent",

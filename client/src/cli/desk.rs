@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use kanal_client::{Client, TicketFilter, pb};
 use serde_json::{Value, json};
 
-use super::output::{self, clock, priority_name, ticket_status};
+use super::output::{self, clock, priority_name, ticket_status, timestamp};
 
 /// The desk's subcommands.
 #[derive(Debug, Subcommand)]
@@ -522,13 +522,6 @@ pub(crate) fn ticket_json(ticket: &pb::Ticket) -> Value {
         "last_dseq": ticket.last_dseq,
         "sla_due_ms": ticket.sla_due_ms,
     })
-}
-
-/// A time as RFC 3339 (UTC, to the second).
-fn timestamp(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
-        .unwrap_or_else(|_| ms.to_string())
 }
 
 fn print_line(line: &str) -> anyhow::Result<()> {

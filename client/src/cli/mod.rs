@@ -6,6 +6,7 @@ mod commands;
 mod desk;
 mod output;
 mod session;
+mod structured;
 
 use std::process::ExitCode;
 

@@ -6,7 +6,10 @@
 //! (a message's seq in its conversation), `event_seq` (the account's event
 //! seq, for events from `listen`), `sender`, `text`, `client_msg_id`,
 //! `sent_at_ms`, and for conversations `subject`, `members`, `last_seq`,
-//! `read_up_to`, `delivered_up_to`, `created_at_ms`, `last_activity_ms`.
+//! `read_up_to`, `delivered_up_to`, `created_at_ms`, `last_activity_ms`;
+//! a structured message adds `question` (`kind`, its `choices`, `fields`
+//! or `scale`) or `answer` (`question_seq`, and `choice`, `score` and
+//! `comment`, or `fields`).
 
 use kanal_client::pb;
 use serde_json::{Value, json};
@@ -37,6 +40,7 @@ fn shown_body(body: Option<&pb::Body>) -> String {
     for diagnostic in body.diagnostics() {
         shown.push_str(&format!(" [{} = {}]", diagnostic.key, diagnostic.value));
     }
+    shown.push_str(&super::structured::shown(body));
     shown
 }
 
@@ -62,6 +66,9 @@ pub(crate) fn message_json(message: &pb::Message, event_seq: Option<u64>) -> Val
                 .map(|d| (d.key.clone(), Value::from(d.value.clone())))
                 .collect();
             object.insert("diagnostics".into(), Value::Object(diagnostics));
+        }
+        if let Some((key, detail)) = super::structured::json_fields(body) {
+            object.insert(key.into(), detail);
         }
     }
     if let (Some(seq), Some(object)) = (event_seq, value.as_object_mut()) {
@@ -150,7 +157,7 @@ pub(crate) fn desk_line(entry: &pb::DeskEvent) -> String {
         Some(Kind::Status(status)) => {
             let until = match status.snoozed_until_ms {
                 0 => String::new(),
-                ms => format!(" until {ms}"),
+                ms => format!(" until {}", timestamp(ms)),
             };
             format!(
                 "{} -> {}{until} by {actor}",
@@ -167,9 +174,15 @@ pub(crate) fn desk_line(entry: &pb::DeskEvent) -> String {
                 Ok(pb::SlaAlert::Warning) => format!("SLA warning: {target} due soon"),
                 Ok(pb::SlaAlert::Breach) => format!("SLA breach: {target}"),
                 Ok(pb::SlaAlert::Met) if sla.in_time => {
-                    format!("SLA met: {target} in {} s", sla.business_ms / 1000)
+                    format!(
+                        "{target} after {} s of business time",
+                        sla.business_ms / 1000
+                    )
                 }
-                Ok(pb::SlaAlert::Met) => format!("SLA met late: {target}"),
+                Ok(pb::SlaAlert::Met) => format!(
+                    "{target} after {} s of business time, past its target",
+                    sla.business_ms / 1000
+                ),
                 _ => format!("SLA: {target}"),
             }
         }
@@ -341,6 +354,14 @@ fn receipt_verb(kind: i32) -> &'static str {
         Ok(pb::ReceiptKind::Read) => "read",
         _ => "marked",
     }
+}
+
+/// A time in milliseconds since the Unix epoch as RFC 3339 (UTC, to the
+/// second).
+pub(crate) fn timestamp(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_else(|_| ms.to_string())
 }
 
 /// `HH:MM:SS` (UTC) of a time in milliseconds since the Unix epoch.

@@ -27,5 +27,6 @@ mod service_conversation;
 mod service_desk;
 mod slow_reader;
 mod stalled_frames;
+mod structured_messages;
 mod typing_flood;
 mod unread_responses;
