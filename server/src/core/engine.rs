@@ -892,6 +892,7 @@ impl Engine {
                 by,
                 desk_side,
                 client_msg_id,
+                matches!(body, Body::Answer(_)),
                 applied,
             ) {
                 Ok(None) => {}
@@ -906,9 +907,38 @@ impl Engine {
                 Err(refused) => return *refused,
             }
         }
-        let Some(state) = self.conversations.get_mut(conversation) else {
-            return not_found(conversation);
-        };
+        match self.append(
+            now_ms,
+            key,
+            conversation,
+            &audience,
+            by,
+            client_msg_id,
+            body,
+            applied,
+        ) {
+            Some(sent) => Reply::Sent(sent),
+            None => not_found(conversation),
+        }
+    }
+
+    /// Appends a message to conversation `key` (seen by `audience`) and
+    /// tells its audience: what a send does once it is checked, and how the
+    /// desk posts a survey. `None` if the conversation is not loaded.
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &mut self,
+        now_ms: i64,
+        key: ConversationKey,
+        conversation: &ConversationId,
+        audience: &Arc<Audience>,
+        by: &Party,
+        client_msg_id: &str,
+        body: &Body,
+        applied: &mut Applied,
+    ) -> Option<Sent> {
+        let triple = (key, by.id, client_msg_id.to_owned());
+        let state = self.conversations.get_mut(conversation)?;
         let seq = state.record.last_seq + 1;
         state.record.last_seq = seq;
         state.record.last_activity_ms = now_ms;
@@ -938,13 +968,13 @@ impl Engine {
         let what = EventRef::Message { seq };
         self.fan_out(
             key,
-            &audience,
+            audience,
             what,
             now_ms,
             Event::Message(message),
             applied,
         );
-        Reply::Sent(Sent {
+        Some(Sent {
             conversation: conversation.clone(),
             seq,
             sent_at_ms: now_ms,
@@ -1018,6 +1048,15 @@ impl Engine {
         conversation: &ConversationId,
         party: PartyId,
     ) -> Option<(&ConversationState, Arc<Audience>)> {
+        let (state, audience) = self.loaded(conversation)?;
+        audience.sees(party).then_some((state, audience))
+    }
+
+    /// The conversation and its audience, if it is loaded.
+    fn loaded(
+        &mut self,
+        conversation: &ConversationId,
+    ) -> Option<(&ConversationState, Arc<Audience>)> {
         let audience = match self.cached_audience(self.conversations.get(conversation)?) {
             Some(audience) => audience.clone(),
             None => {
@@ -1030,7 +1069,7 @@ impl Engine {
             }
         };
         let state = self.conversations.get(conversation)?;
-        audience.sees(party).then_some((state, audience))
+        Some((state, audience))
     }
 
     /// The conversation's audience, if it was computed since inbox agents

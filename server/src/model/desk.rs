@@ -114,6 +114,45 @@ pub struct DeskSettings {
     /// this long, so that a dropped connection or a server restart
     /// reshuffles nothing; after it they go back to the queue. 0: at once.
     pub offline_grace_ms: i64,
+    /// The satisfaction survey the inbox asks on every resolution; `None`:
+    /// none.
+    pub csat: Option<Csat>,
+}
+
+/// A satisfaction survey: a rating question the inbox sends into a
+/// conversation each time it is resolved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Csat {
+    /// Its scale (a device's customer is asked thumbs up or down, which its
+    /// buttons show).
+    pub scale: CsatScale,
+    /// What it asks; empty: the scale's own words.
+    pub text: String,
+}
+
+/// A survey's scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CsatScale {
+    /// 1 to 5 stars.
+    Stars,
+    /// 0 to 10.
+    Nps,
+    /// Thumbs up or down.
+    Thumbs,
+}
+
+impl std::str::FromStr for CsatScale {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "stars" => Ok(Self::Stars),
+            "nps" => Ok(Self::Nps),
+            "thumbs" => Ok(Self::Thumbs),
+            other => Err(format!("{other:?} is none of stars, nps, thumbs")),
+        }
+    }
 }
 
 impl Default for DeskSettings {
@@ -125,6 +164,7 @@ impl Default for DeskSettings {
             answer_timeout_ms: None,
             first_responder: None,
             offline_grace_ms: 2 * 60 * 1000,
+            csat: None,
         }
     }
 }

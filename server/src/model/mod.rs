@@ -18,9 +18,9 @@ pub use conversation::{
     Body, ConversationKey, ConversationRecord, ConversationView, Message, Sent, StoredSend, Wire,
 };
 pub use desk::{
-    Actor, Availability, DeskChange, DeskEntry, DeskSettings, Owner, Priority, RequeueReason,
-    Routing, SlaEvent, Status, StoredDesk, StoredSeat, StoredTicket, Target, Ticket, TicketFilter,
-    TicketView,
+    Actor, Availability, Csat, CsatScale, DeskChange, DeskEntry, DeskSettings, Owner, Priority,
+    RequeueReason, Routing, SlaEvent, Status, StoredDesk, StoredSeat, StoredTicket, Target, Ticket,
+    TicketFilter, TicketView,
 };
 pub use device::{Device, NewDevice};
 pub use event::{DeskRecord, Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};

@@ -113,13 +113,47 @@ pub async fn add_inbox(node: &Node, local: &str, display_name: &str) -> Result<P
 pub(crate) async fn configure_desk(
     node: &Node,
     inbox_local: &str,
-    config: Box<crate::core::desk::DeskConfig>,
+    mut config: Box<crate::core::desk::DeskConfig>,
+    names: &DeskNames,
 ) -> Result<Party, AdminError> {
     let inbox_address = Address::new(inbox_local, &node.domain)?;
     let inbox = match node.store.party_by_address(&inbox_address).await? {
         Some(p) if p.kind == PartyKind::Inbox => p,
         _ => return Err(AdminError::NotAnInbox(inbox_address)),
     };
+    let agents = node.store.inbox_agents(inbox.id).await?;
+    for (team, members) in &names.teams {
+        if team.is_empty() || team.len() > kanal_proto::limits::MAX_LABEL {
+            return Err(AdminError::Invalid(format!(
+                "--team {team:?}: a team's name is 1 to {} bytes",
+                kanal_proto::limits::MAX_LABEL
+            )));
+        }
+        let mut ids = Vec::with_capacity(members.len());
+        for local in members {
+            let address = Address::new(local, &node.domain)?;
+            match node.store.party_by_address(&address).await? {
+                Some(p) if agents.contains(&p.id) => ids.push(p.id),
+                _ => {
+                    return Err(AdminError::Invalid(format!(
+                        "--team {team}: {address} is not an agent of {inbox_address}"
+                    )));
+                }
+            }
+        }
+        config.teams.insert(team.clone(), ids);
+    }
+    if let Some(local) = &names.first_responder {
+        let address = Address::new(local, &node.domain)?;
+        match node.store.party_by_address(&address).await? {
+            Some(p) if p.kind == PartyKind::Bot => config.settings.first_responder = Some(p.id),
+            _ => {
+                return Err(AdminError::Invalid(format!(
+                    "--first-responder: {address} is not a bot (kanald bot add)"
+                )));
+            }
+        }
+    }
     let mut named = Vec::new();
     if let Some(bot) = config.settings.first_responder
         && let Some(party) = node.store.party_by_id(bot).await?
@@ -147,7 +181,17 @@ pub async fn set_up_desk(
 ) -> Result<Party, AdminError> {
     let mut config = crate::core::desk::DeskConfig::default();
     config.settings.routing = routing;
-    configure_desk(node, inbox_local, Box::new(config)).await
+    configure_desk(node, inbox_local, Box::new(config), &DeskNames::default()).await
+}
+
+/// A desk's parties by local part, as the operator names them: resolved
+/// to ids when the desk is configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeskNames {
+    /// Teams by name, with their members (agents of the inbox).
+    pub teams: std::collections::BTreeMap<String, Vec<String>>,
+    /// The bot that owns every new conversation first.
+    pub first_responder: Option<String>,
 }
 
 /// Makes an agent answer for an inbox, from the moment this returns;

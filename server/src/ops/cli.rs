@@ -52,6 +52,9 @@ enum Command {
     /// Manage agents (people who answer inboxes).
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Manage bots (programs, e.g. an inbox's first responder).
+    #[command(subcommand)]
+    Bot(BotCommand),
     /// Manage inboxes (service addresses like support@DOMAIN).
     #[command(subcommand)]
     Inbox(InboxCommand),
@@ -166,6 +169,21 @@ enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BotCommand {
+    /// Create a bot account; it logs in like any client, with its password.
+    Add {
+        /// Local part of the address.
+        local: String,
+        /// Password (at least 8 characters).
+        #[arg(long, env = "KANALD_PASSWORD")]
+        password: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        display_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AgentCommand {
     /// Create an agent (if new) and make it answer an inbox.
     Add {
@@ -265,6 +283,10 @@ enum InviteCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per run; the desk's options are many"
+)]
 enum InboxCommand {
     /// Create an inbox.
     Add {
@@ -316,6 +338,24 @@ enum InboxCommand {
         /// On a breach, raise the conversation's priority one step.
         #[arg(long)]
         escalate_priority: bool,
+        /// A team, `NAME=agent,agent,…` (local parts of the inbox's
+        /// agents); repeat for more teams.
+        #[arg(long)]
+        team: Vec<String>,
+        /// A bot (`kanald bot add`) that owns every new conversation first,
+        /// until it hands off to the agents.
+        #[arg(long)]
+        first_responder: Option<String>,
+        /// On a breach, transfer the conversation to this team.
+        #[arg(long)]
+        escalate_to_team: Option<String>,
+        /// Ask a satisfaction survey on every resolution: stars (1-5), nps
+        /// (0-10) or thumbs (a device's customer is always asked thumbs).
+        #[arg(long)]
+        csat: Option<String>,
+        /// The survey's question, instead of the scale's own words.
+        #[arg(long, requires = "csat")]
+        csat_text: Option<String>,
     },
 }
 
@@ -383,6 +423,20 @@ async fn real_main() -> Result<()> {
             println!("created user {}", party.address);
             Ok(())
         }
+        Command::Bot(BotCommand::Add {
+            local,
+            password,
+            display_name,
+        }) => {
+            let request = AdminRequest::AddBot {
+                local,
+                password,
+                display_name,
+            };
+            let party = expect_party(administer(&cli.data_dir, request).await?)?;
+            println!("created bot {}", party.address);
+            Ok(())
+        }
         Command::Agent(AgentCommand::Add {
             local,
             inbox,
@@ -425,6 +479,11 @@ async fn real_main() -> Result<()> {
             resolution_mins,
             warn_before_mins,
             escalate_priority,
+            team,
+            first_responder,
+            escalate_to_team,
+            csat,
+            csat_text,
         }) => {
             let minutes = |m: i64| m.saturating_mul(60_000);
             let mut config = crate::core::desk::DeskConfig::default();
@@ -443,9 +502,47 @@ async fn real_main() -> Result<()> {
             config.sla.resolution_ms = resolution_mins.map(minutes);
             config.sla.warn_before_ms = minutes(warn_before_mins);
             config.sla.escalation.raise_priority = escalate_priority;
+            let mut names = crate::node::directory::DeskNames {
+                first_responder,
+                ..Default::default()
+            };
+            for spec in &team {
+                let Some((name, members)) = spec.split_once('=') else {
+                    bail!("--team {spec:?}: write NAME=agent,agent,…");
+                };
+                let members = members
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                names.teams.insert(name.trim().to_owned(), members);
+            }
+            if let Some(to) = &escalate_to_team
+                && !names.teams.contains_key(to)
+            {
+                bail!("--escalate-to-team {to}: no --team {to}=… names that team");
+            }
+            config.sla.escalation.to_team = escalate_to_team;
+            if let Some(text) = &csat_text
+                && text.len() > kanal_proto::limits::MAX_TEXT
+            {
+                bail!(
+                    "--csat-text: {} bytes, at most {}",
+                    text.len(),
+                    kanal_proto::limits::MAX_TEXT
+                );
+            }
+            if let Some(scale) = csat {
+                config.settings.csat = Some(crate::model::Csat {
+                    scale: scale.parse().map_err(|e: String| anyhow!("--csat: {e}"))?,
+                    text: csat_text.unwrap_or_default(),
+                });
+            }
             let request = AdminRequest::ConfigureDesk {
                 inbox: local,
                 config: Box::new(config),
+                names,
             };
             let party = expect_party(administer(&cli.data_dir, request).await?)?;
             println!("the desk of {} is set up", party.address);

@@ -92,12 +92,8 @@ impl InboxDesk {
         }
     }
 
-    /// The inbox.
-    pub(crate) fn inbox(&self) -> PartyId {
-        self.inbox
-    }
-
     /// How the desk works.
+    #[cfg(test)]
     pub(crate) fn settings(&self) -> &DeskSettings {
         &self.settings
     }
@@ -149,22 +145,13 @@ impl InboxDesk {
         self.clocks.get(&key)?.next_due(&self.sla, &self.hours)
     }
 
-    /// The teams, by name.
-    pub(crate) fn teams(&self) -> &HashMap<String, Vec<PartyId>> {
-        &self.teams
-    }
-
     /// The seat of `agent`, if it answers for the inbox.
     pub(crate) fn seat(&self, agent: PartyId) -> Option<&Seat> {
         self.seats.get(agent)
     }
 
-    /// Every seat, in the order the agents were added.
-    pub(crate) fn seats(&self) -> impl Iterator<Item = &Seat> {
-        self.seats.iter()
-    }
-
     /// The tickets nobody owns, first served first.
+    #[cfg(test)]
     pub(crate) fn queue(&self) -> impl Iterator<Item = ConversationKey> + '_ {
         self.queue.in_order()
     }
@@ -374,6 +361,7 @@ impl InboxDesk {
     }
 
     /// An agent's own capacity changed (`None`: the inbox's); routing re-runs.
+    #[cfg(test)]
     pub(crate) fn set_capacity(
         &mut self,
         now: i64,

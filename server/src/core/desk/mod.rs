@@ -4,22 +4,17 @@
 //! inbox it has touched and feeds it what happens in the inbox's
 //! conversations; what the desk changes, the engine stores and tells.
 
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "the engine drives the desk from the next change on"
-)]
-
 pub(crate) mod hours;
 mod inbox;
 mod queue;
 mod seats;
 mod sla;
 mod stored;
+mod survey;
 pub(crate) mod wire;
 
 pub(crate) use inbox::{Arrival, Changes, DeskError, InboxDesk};
 pub(crate) use seats::Seat;
-pub(crate) use sla::SlaClock;
 pub(crate) use stored::{DeskConfig, TicketState};
+pub(crate) use survey::survey;
 pub(crate) use wire::Entry;

@@ -43,6 +43,7 @@ impl Queue {
     }
 
     /// How many wait.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.places.len()
     }

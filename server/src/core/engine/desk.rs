@@ -388,11 +388,23 @@ impl Engine {
         by: &Party,
         desk_side: bool,
         client_msg_id: &str,
+        answer: bool,
         applied: &mut Applied,
     ) -> Result<Option<ConversationId>, Box<Reply>> {
         let Some(state) = self.desks.get_mut(&inbox) else {
             return Ok(None);
         };
+        // An answer (to a survey, or to a question asked before the
+        // resolve) is no new request: it stays in a resolved conversation.
+        if answer
+            && !desk_side
+            && state
+                .desk
+                .ticket(key)
+                .is_some_and(|t| t.status.is_resolved())
+        {
+            return Ok(None);
+        }
         let mut changes = Changes::new();
         if desk_side
             || state
@@ -859,6 +871,7 @@ impl Engine {
             |i| self.inbox_agents.get(&i).map_or(&[], Vec::as_slice),
         ));
         let mut last = 0;
+        let mut resolved = Vec::new();
         for (ticket, actor, entry) in entries {
             let Some(state) = self.desks.get_mut(&inbox) else {
                 break;
@@ -882,6 +895,11 @@ impl Engine {
                 Owned::Note(_, id) => id.clone(),
                 _ => String::new(),
             };
+            if let Owned::Change(DeskChange::Status { to, .. }) = &entry
+                && to.is_resolved()
+            {
+                resolved.push((conversation.clone(), dseq));
+            }
             applied.writes.push(Write::DeskEntry(DeskEntry {
                 key: ticket,
                 dseq,
@@ -914,7 +932,63 @@ impl Engine {
         for agent in seats {
             self.write_seat(inbox, agent, applied);
         }
+        for (conversation, dseq) in resolved {
+            self.ask_survey(inbox, now_ms, &conversation, dseq, applied);
+        }
         last
+    }
+
+    /// Sends the inbox's satisfaction survey, if it has one, into
+    /// `conversation`, resolved by desk entry `dseq`: once per resolution
+    /// (its `client_msg_id` is the entry's), from the inbox itself, and as
+    /// a thumbs question when a device is the customer.
+    fn ask_survey(
+        &mut self,
+        inbox: PartyId,
+        now_ms: i64,
+        conversation: &ConversationId,
+        dseq: u64,
+        applied: &mut Applied,
+    ) {
+        let Some(state) = self.desks.get(&inbox) else {
+            return;
+        };
+        let Some(csat) = state.config.settings.csat.clone() else {
+            return;
+        };
+        let asker = state.inbox.clone();
+        let Some((conv, audience)) = self.loaded(conversation) else {
+            tracing::warn!(%conversation, "a resolved conversation is not loaded: no survey");
+            return;
+        };
+        let key = conv.record.key;
+        let device = conv
+            .record
+            .members
+            .iter()
+            .any(|m| m.kind == crate::model::PartyKind::Device);
+        let scale = if device {
+            crate::model::CsatScale::Thumbs
+        } else {
+            csat.scale
+        };
+        let body = crate::core::desk::survey(scale, &csat.text);
+        let cmid = format!("csat-{dseq}");
+        if self
+            .append(
+                now_ms,
+                key,
+                conversation,
+                &audience,
+                &asker,
+                &cmid,
+                &body,
+                applied,
+            )
+            .is_none()
+        {
+            tracing::warn!(%conversation, "the survey could not be sent");
+        }
     }
 
     /// Stores ticket `key` of `inbox`'s desk as it stands, unless it is

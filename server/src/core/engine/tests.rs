@@ -744,3 +744,80 @@ fn an_agent_offline_past_the_grace_hands_its_conversations_to_one_online() {
     let reply = desk(&mut f, agent_a(), &conv, DeskRequest::Get);
     assert!(matches!(reply, Reply::Ticket(t) if t.status.is_resolved() && t.last_dseq >= 4));
 }
+
+#[test]
+fn every_resolution_asks_the_survey_once_and_answering_it_reopens_nothing() {
+    use crate::core::desk::DeskConfig;
+    use crate::model::{Csat, CsatScale, Status, Wire};
+    use kanal_proto::pb;
+
+    let mut f = Fixture::new();
+    let mut config = DeskConfig::default();
+    config.settings.csat = Some(Csat {
+        scale: CsatScale::Stars,
+        text: String::new(),
+    });
+    f.run(Command::ConfigureDesk {
+        inbox: support(),
+        config: Box::new(config),
+        named: Vec::new(),
+    });
+    for agent in [agent_a(), agent_b()] {
+        f.run(Command::SetAvailability {
+            agent,
+            inbox: support(),
+            availability: Availability::Online,
+        });
+    }
+    let conv = f.open_with_support();
+    let key = ready(f.store.conversation_key(&conv))
+        .expect("store")
+        .expect("stored");
+    let surveys = |f: &Fixture| -> Vec<(u64, String)> {
+        ready(f.store.history(key, 0, 100))
+            .expect("history")
+            .0
+            .into_iter()
+            .filter(|m| m.sender == support().address && matches!(m.body, Body::Question(_)))
+            .map(|m| (m.seq, m.client_msg_id))
+            .collect()
+    };
+    let resolve = |f: &mut Fixture| {
+        desk(
+            f,
+            agent_a(),
+            &conv,
+            DeskRequest::Status(Status::Resolved { at_ms: 0 }),
+        )
+    };
+    resolve(&mut f);
+    resolve(&mut f);
+    let first = surveys(&f);
+    assert_eq!(first.len(), 1, "one survey for one resolution: {first:?}");
+
+    // The customer answers: the conversation stays resolved.
+    let answer = Body::Answer(Wire(pb::Answer {
+        question_seq: first[0].0,
+        text: "5/5".into(),
+        value: Some(pb::answer::Value::Rating(pb::RatingAnswer {
+            score: 5,
+            comment: String::new(),
+        })),
+    }));
+    let sent = f.run(Command::Send {
+        by: alice(),
+        conversation: conv.clone(),
+        client_msg_id: "rating-1".into(),
+        body: answer,
+    });
+    assert!(matches!(sent, Reply::Sent(_)), "{sent:?}");
+    let ticket = desk(&mut f, agent_a(), &conv, DeskRequest::Get);
+    assert!(matches!(ticket, Reply::Ticket(t) if t.status.is_resolved()));
+
+    // A message reopens it; the second resolution asks again.
+    f.send(alice(), &conv, "again");
+    resolve(&mut f);
+    let both = surveys(&f);
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_ne!(both[0].1, both[1].1, "each resolution's own survey");
+}

@@ -53,12 +53,24 @@ pub(crate) enum AdminRequest {
         /// Shown to other parties.
         display_name: String,
     },
+    /// Create a bot account (a program, e.g. an inbox's first responder).
+    AddBot {
+        /// Local part of the address.
+        local: String,
+        /// Its password.
+        password: String,
+        /// Shown to other parties.
+        display_name: String,
+    },
     /// Set up or change an inbox's service desk.
     ConfigureDesk {
         /// Local part of the inbox's address.
         inbox: String,
         /// Routing, hours, SLA targets.
         config: Box<crate::core::desk::DeskConfig>,
+        /// Its teams and first responder, by local part.
+        #[serde(default)]
+        names: directory::DeskNames,
     },
     /// List every party.
     Parties,
@@ -330,9 +342,16 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
             local,
             display_name,
         } => directory::add_inbox(node, &local, &display_name).await,
-        AdminRequest::ConfigureDesk { inbox, config } => {
-            directory::configure_desk(node, &inbox, config).await
-        }
+        AdminRequest::AddBot {
+            local,
+            password,
+            display_name,
+        } => directory::add_account(node, &local, PartyKind::Bot, &password, &display_name).await,
+        AdminRequest::ConfigureDesk {
+            inbox,
+            config,
+            names,
+        } => directory::configure_desk(node, &inbox, config, &names).await,
         AdminRequest::Backup { to } => {
             let path = std::path::PathBuf::from(&to);
             if !path.is_absolute() {
