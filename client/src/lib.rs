@@ -40,6 +40,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod client;
 mod config;
 mod connection;

@@ -4,9 +4,6 @@
 //! progress of `listen`) is saved in `<home>/session.json` and later commands
 //! resume it. Run `kanal --help` for the commands.
 
-#[path = "../cli/mod.rs"]
-mod cli;
-
 fn main() -> std::process::ExitCode {
-    cli::main()
+    kanal_client::cli::main()
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use kanal_client::Fingerprint;
+use crate::Fingerprint;
 
 use super::desk::DeskCommand;
 use super::structured::{QuestionKind, QuestionOptions};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use kanal_client::{Client, ClientConfig, ClientEvent, Credentials, Fingerprint, pb};
+use crate::{Client, ClientConfig, ClientEvent, Credentials, Fingerprint, pb};
 use serde_json::{Value, json};
 
 use super::args::{Cli, Command, DEFAULT_SERVER, Global};

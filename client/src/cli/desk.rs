@@ -5,7 +5,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
-use kanal_client::{Client, TicketFilter, pb};
+use crate::{Client, TicketFilter, pb};
 use serde_json::{Value, json};
 
 use super::output::{self, clock, priority_name, ticket_status, timestamp};
@@ -456,7 +456,7 @@ fn snooze_until(text: &str) -> anyhow::Result<i64> {
 
 /// Prints a changed or read ticket, or says what failed.
 fn show(
-    ticket: Result<pb::Ticket, kanal_client::ClientError>,
+    ticket: Result<pb::Ticket, crate::ClientError>,
     doing: &str,
     conversation: &str,
     json: bool,

@@ -1,5 +1,7 @@
-//! The `kanal` command line: parsing the arguments (`args`), running the
-//! command (`commands`), and how a run ends.
+//! The `kanal` command line (feature `cli`): parsing the arguments
+//! (`args`), running the command (`commands`), and how a run ends. The
+//! `kanal` binary is [`main`]; the end-to-end tests build the same
+//! command line as a binary of their own.
 
 mod args;
 mod commands;
@@ -11,13 +13,13 @@ mod structured;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use kanal_client::ClientError;
+use crate::ClientError;
 
 use self::args::Cli;
 
 /// Parses the arguments, runs the command, and maps the outcome to an exit
 /// code: 0 on success, 2 when the server refused, 1 for anything else.
-pub(crate) fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -67,7 +69,7 @@ mod tests {
     #[test]
     fn refusals_exit_with_2() {
         let refused = anyhow::Error::new(ClientError::Refused {
-            code: kanal_client::pb::ErrorCode::NotFound,
+            code: crate::pb::ErrorCode::NotFound,
             message: "gone".into(),
             retry_after: None,
         })

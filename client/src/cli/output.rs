@@ -11,7 +11,7 @@
 //! or `scale`) or `answer` (`question_seq`, and `choice`, `score` and
 //! `comment`, or `fields`).
 
-use kanal_client::pb;
+use crate::pb;
 use serde_json::{Value, json};
 
 /// A message as one human line: `[localhost/abc #3 12:01:05] alice@localhost: hello`.

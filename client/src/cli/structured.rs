@@ -4,8 +4,8 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use kanal_client::structured::{self, Scale};
-use kanal_client::{Client, pb};
+use crate::structured::{self, Scale};
+use crate::{Client, pb};
 use serde_json::{Value, json};
 
 /// How `kanal ask` asks: exactly one of these.
