@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
 use crate::Fingerprint;
+use clap::{Args, Parser, Subcommand};
 
 use super::desk::DeskCommand;
 use super::structured::{QuestionKind, QuestionOptions};

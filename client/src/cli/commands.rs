@@ -4,8 +4,8 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use crate::{Client, ClientConfig, ClientEvent, Credentials, Fingerprint, pb};
+use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::args::{Cli, Command, DEFAULT_SERVER, Global};

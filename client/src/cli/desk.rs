@@ -3,9 +3,9 @@
 //! transfers them, sets status, priority and labels, writes internal notes,
 //! reads the desk log and says whether it takes new conversations.
 
+use crate::{Client, TicketFilter, pb};
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
-use crate::{Client, TicketFilter, pb};
 use serde_json::{Value, json};
 
 use super::output::{self, clock, priority_name, ticket_status, timestamp};

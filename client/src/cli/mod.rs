@@ -12,8 +12,8 @@ mod structured;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use crate::ClientError;
+use clap::Parser as _;
 
 use self::args::Cli;
 

@@ -2,10 +2,10 @@
 //! line (PROTOCOL.md §14), and how questions and answers are printed
 //! (`--json`: a message's `question` or `answer` object).
 
-use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
 use crate::structured::{self, Scale};
 use crate::{Client, pb};
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 /// How `kanal ask` asks: exactly one of these.

@@ -21,6 +21,7 @@ mod offline_sync;
 mod operator_changes;
 mod pipelined_requests;
 mod qemu;
+mod readme_walkthrough;
 mod replay;
 mod server_restart;
 mod service_conversation;
