@@ -286,6 +286,9 @@ pub(crate) struct Engine {
     desks: HashMap<PartyId, desk::DeskState>,
     /// Inboxes whose operator has not set up a desk.
     no_desk: HashSet<PartyId>,
+    /// What the desk answers the message being sent (an out-of-hours
+    /// reply), from the inbox, appended right after it.
+    desk_replies: Vec<(ConversationId, Party, Body)>,
     /// No desk timer is handled before this (ms since the Unix epoch): set
     /// after a tick could not be applied, so a store that fails does not
     /// keep the writer ticking.
@@ -326,6 +329,7 @@ impl Engine {
             verify_until: None,
             desks: HashMap::new(),
             no_desk: HashSet::new(),
+            desk_replies: Vec::new(),
             desk_retry_at: 0,
             tickets_checked: HashSet::new(),
             notes: HashMap::new(),
@@ -907,7 +911,7 @@ impl Engine {
                 Err(refused) => return *refused,
             }
         }
-        match self.append(
+        let sent = self.append(
             now_ms,
             key,
             conversation,
@@ -916,7 +920,16 @@ impl Engine {
             client_msg_id,
             body,
             applied,
-        ) {
+        );
+        for (to, inbox, reply) in std::mem::take(&mut self.desk_replies) {
+            let (Some(sent), Some((state, audience))) = (&sent, self.loaded(&to)) else {
+                continue;
+            };
+            let key = state.record.key;
+            let cmid = format!("closed-{}", sent.seq);
+            self.append(now_ms, key, &to, &audience, &inbox, &cmid, &reply, applied);
+        }
+        match sent {
             Some(sent) => Reply::Sent(sent),
             None => not_found(conversation),
         }

@@ -117,6 +117,10 @@ pub struct DeskSettings {
     /// The satisfaction survey the inbox asks on every resolution; `None`:
     /// none.
     pub csat: Option<Csat>,
+    /// What the inbox answers a customer who writes while it is closed, once
+    /// per closed period and conversation; `{{opens}}` becomes when it
+    /// opens. `None`: nothing; empty: the default words.
+    pub out_of_hours_reply: Option<String>,
 }
 
 /// A satisfaction survey: a rating question the inbox sends into a
@@ -165,6 +169,7 @@ impl Default for DeskSettings {
             first_responder: None,
             offline_grace_ms: 2 * 60 * 1000,
             csat: None,
+            out_of_hours_reply: None,
         }
     }
 }

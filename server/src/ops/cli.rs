@@ -356,6 +356,11 @@ enum InboxCommand {
         /// The survey's question, instead of the scale's own words.
         #[arg(long, requires = "csat")]
         csat_text: Option<String>,
+        /// Answer a customer who writes while the inbox is closed (see
+        /// --hours), once per closed period, with these words (`{{opens}}`
+        /// becomes when it opens; without words, a default that says so).
+        #[arg(long, num_args = 0..=1, default_missing_value = "")]
+        out_of_hours_reply: Option<String>,
     },
 }
 
@@ -484,6 +489,7 @@ async fn real_main() -> Result<()> {
             escalate_to_team,
             csat,
             csat_text,
+            out_of_hours_reply,
         }) => {
             let minutes = |m: i64| m.saturating_mul(60_000);
             let mut config = crate::core::desk::DeskConfig::default();
@@ -533,6 +539,16 @@ async fn real_main() -> Result<()> {
                     kanal_proto::limits::MAX_TEXT
                 );
             }
+            if let Some(words) = &out_of_hours_reply
+                && words.len() > kanal_proto::limits::MAX_TEXT / 2
+            {
+                bail!(
+                    "--out-of-hours-reply: {} bytes, at most {}",
+                    words.len(),
+                    kanal_proto::limits::MAX_TEXT / 2
+                );
+            }
+            config.settings.out_of_hours_reply = out_of_hours_reply;
             if let Some(scale) = csat {
                 config.settings.csat = Some(crate::model::Csat {
                     scale: scale.parse().map_err(|e: String| anyhow!("--csat: {e}"))?,

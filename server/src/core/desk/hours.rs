@@ -20,14 +20,6 @@
 //! clock change, whose business time is the schedule's nominal week. None looks further
 //! than [`HORIZON_YEARS`] ahead, so no calendar makes one loop for long.
 
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the desk's SLA clock and its out-of-hours reply are built on this next"
-    )
-)]
-
 mod text;
 mod week;
 

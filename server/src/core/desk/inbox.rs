@@ -98,6 +98,19 @@ impl InboxDesk {
         &self.settings
     }
 
+    /// When the inbox opens next, if it is closed at `now`.
+    pub(crate) fn closed_until(&self, now: i64) -> Option<i64> {
+        if self.hours.is_open(now) {
+            return None;
+        }
+        self.hours.next_opening(now)
+    }
+
+    /// The inbox's business hours.
+    pub(crate) fn hours(&self) -> &BusinessHours {
+        &self.hours
+    }
+
     /// Supplies an agent's seat as stored (its `held` is counted from the
     /// tickets, whatever it says).
     pub(crate) fn load_seat(&mut self, mut seat: Seat) {

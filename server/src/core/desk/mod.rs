@@ -4,6 +4,7 @@
 //! inbox it has touched and feeds it what happens in the inbox's
 //! conversations; what the desk changes, the engine stores and tells.
 
+mod closed;
 pub(crate) mod hours;
 mod inbox;
 mod queue;
@@ -13,6 +14,7 @@ mod stored;
 mod survey;
 pub(crate) mod wire;
 
+pub(crate) use closed::closed_reply;
 pub(crate) use inbox::{Arrival, Changes, DeskError, InboxDesk};
 pub(crate) use seats::Seat;
 pub(crate) use stored::{DeskConfig, TicketState};

@@ -54,6 +54,10 @@ pub(crate) struct TicketState {
     /// Its next SLA warning or breach when it was stored, with the target.
     #[serde(default)]
     pub(crate) sla_due: Option<(i64, Target)>,
+    /// Until when the customer has been told the inbox is closed: the
+    /// opening the last out-of-hours reply named.
+    #[serde(default)]
+    pub(crate) closed_told_until: Option<i64>,
 }
 
 impl TicketState {

@@ -84,6 +84,8 @@ struct TicketMeta {
     last_dseq: u64,
     continued_by: Option<ConversationId>,
     continues: Option<ConversationId>,
+    /// The opening the last out-of-hours reply named.
+    closed_told_until: Option<i64>,
     /// The state last stored (`None`: not stored yet), so that a message
     /// that changes nothing of the ticket writes nothing.
     stored: Option<String>,
@@ -96,6 +98,7 @@ impl TicketMeta {
             last_dseq: 0,
             continued_by: None,
             continues: None,
+            closed_told_until: None,
             stored: None,
         }
     }
@@ -106,6 +109,7 @@ impl TicketMeta {
             last_dseq,
             continued_by: state.continued_by.as_ref().and_then(|c| c.parse().ok()),
             continues: state.continues.as_ref().and_then(|c| c.parse().ok()),
+            closed_told_until: state.closed_told_until,
             stored: None,
         }
     }
@@ -432,6 +436,7 @@ impl Engine {
         }
         match state.desk.customer_wrote(now_ms, key, &mut changes) {
             crate::core::desk::Arrival::Here => {
+                self.tell_if_closed(inbox, now_ms, key, conversation);
                 self.desk_commit(inbox, now_ms, Vec::new(), key, changes, applied);
                 Ok(None)
             }
@@ -938,6 +943,38 @@ impl Engine {
         last
     }
 
+    /// Queues the inbox's out-of-hours reply to a customer who wrote while
+    /// it is closed, unless this conversation was told so for this closed
+    /// period already; the send appends it after the customer's message.
+    fn tell_if_closed(
+        &mut self,
+        inbox: PartyId,
+        now_ms: i64,
+        key: ConversationKey,
+        conversation: &ConversationId,
+    ) {
+        let Some(state) = self.desks.get_mut(&inbox) else {
+            return;
+        };
+        let Some(words) = state.config.settings.out_of_hours_reply.clone() else {
+            return;
+        };
+        let Some(opens) = state.desk.closed_until(now_ms) else {
+            return;
+        };
+        let Some(meta) = state.meta.get_mut(&key) else {
+            return;
+        };
+        if meta.closed_told_until.is_some_and(|until| now_ms < until) {
+            return;
+        }
+        meta.closed_told_until = Some(opens);
+        let text = crate::core::desk::closed_reply(&words, state.desk.hours(), opens);
+        let asker = state.inbox.clone();
+        self.desk_replies
+            .push((conversation.clone(), asker, crate::model::Body::Text(text)));
+    }
+
     /// Sends the inbox's satisfaction survey, if it has one, into
     /// `conversation`, resolved by desk entry `dseq`: once per resolution
     /// (its `client_msg_id` is the entry's), from the inbox itself, and as
@@ -1013,6 +1050,7 @@ impl Engine {
             continued_by: meta.continued_by.as_ref().map(ToString::to_string),
             continues: meta.continues.as_ref().map(ToString::to_string),
             sla_due: state.desk.sla_due(key),
+            closed_told_until: meta.closed_told_until,
         };
         let json = full.to_json();
         if meta.stored.as_ref() == Some(&json) {

@@ -821,3 +821,64 @@ fn every_resolution_asks_the_survey_once_and_answering_it_reopens_nothing() {
     assert_eq!(both.len(), 2, "{both:?}");
     assert_ne!(both[0].1, both[1].1, "each resolution's own survey");
 }
+
+#[test]
+fn a_customer_writing_while_closed_is_told_when_it_opens_once_per_closed_period() {
+    use crate::core::desk::DeskConfig;
+
+    let mut f = Fixture::new();
+    let mut config = DeskConfig {
+        // The fixture's clock starts on Thursday 1 January 1970, 00:00 UTC.
+        hours: "mon-fri 09:00-17:00; zone UTC".parse().expect("hours"),
+        ..DeskConfig::default()
+    };
+    config.settings.out_of_hours_reply = Some("Back at {{opens}}.".into());
+    f.run(Command::ConfigureDesk {
+        inbox: support(),
+        config: Box::new(config),
+        named: Vec::new(),
+    });
+    let conv = f.open_with_support();
+    let key = ready(f.store.conversation_key(&conv))
+        .expect("store")
+        .expect("stored");
+    let replies = |f: &Fixture| -> Vec<String> {
+        ready(f.store.history(key, 0, 100))
+            .expect("history")
+            .0
+            .into_iter()
+            .filter(|m| m.sender == support().address)
+            .map(|m| m.body.text().to_owned())
+            .collect()
+    };
+    f.send(alice(), &conv, "hello?");
+    f.send(alice(), &conv, "anyone?");
+    assert_eq!(replies(&f), ["Back at Thu 1 Jan 09:00 (UTC)."], "once");
+    // Open: nothing. Closed again that evening: told again.
+    f.now = 10 * 3_600_000;
+    f.send(alice(), &conv, "now?");
+    assert_eq!(replies(&f).len(), 1);
+    f.now = 18 * 3_600_000;
+    f.send(alice(), &conv, "and now?");
+    assert_eq!(
+        replies(&f),
+        [
+            "Back at Thu 1 Jan 09:00 (UTC).",
+            "Back at Fri 2 Jan 09:00 (UTC)."
+        ]
+    );
+    // The reply follows the customer's message it answers.
+    let stored = ready(f.store.history(key, 0, 100)).expect("history").0;
+    let texts: Vec<&str> = stored.iter().map(|m| m.body.text()).collect();
+    assert_eq!(
+        texts,
+        [
+            "hi",
+            "Back at Thu 1 Jan 09:00 (UTC).",
+            "hi",
+            "hi",
+            "hi",
+            "Back at Fri 2 Jan 09:00 (UTC)."
+        ]
+    );
+}
