@@ -221,6 +221,20 @@ impl Client {
         }
     }
 
+    /// A contact's profile (an address): its conversations with the inboxes
+    /// the caller answers for, with their tickets, and the devices it owns
+    /// with theirs; up to `limit` conversations each (0: 50).
+    pub async fn contact(&self, contact: &str, limit: u32) -> Result<pb::Contact, ClientError> {
+        let kind = request::Kind::GetContact(pb::GetContact {
+            contact: contact.to_owned(),
+            limit,
+        });
+        match self.request(kind).await? {
+            response::Kind::Contact(profile) => Ok(profile),
+            other => Err(unexpected("Contact", &other)),
+        }
+    }
+
     /// Hands a conversation from the inbox's first-responder bot to the
     /// agents' queue. A repeat changes nothing.
     pub async fn hand_off(&self, conversation: &str) -> Result<pb::Ticket, ClientError> {

@@ -70,6 +70,7 @@ pub(crate) fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
         response::Kind::TicketList(_) => "TicketList",
         response::Kind::NoteAdded(_) => "NoteAdded",
         response::Kind::DeskHistoryPage(_) => "DeskHistoryPage",
+        response::Kind::Contact(_) => "Contact",
     };
     ClientError::Protocol(format!("expected a {wanted} response, got {got}"))
 }

@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
             Some(Kind::AddNote(n)) => names.push(n.conversation),
             Some(Kind::DeskHistory(h)) => names.push(h.conversation),
             Some(Kind::HandOff(h)) => names.push(h.conversation),
+            Some(Kind::GetContact(c)) => names.push(c.contact),
             Some(Kind::ListConversations(_) | Kind::SetAvailability(_)) | None => {}
         }
     }

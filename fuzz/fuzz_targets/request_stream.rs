@@ -200,6 +200,7 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
         | (Some(Q::AddNote(_)), R::NoteAdded(_))
         | (Some(Q::ListTickets(_)), R::TicketList(_))
         | (Some(Q::DeskHistory(_)), R::DeskHistoryPage(_))
+        | (Some(Q::GetContact(_)), R::Contact(_))
         | (Some(Q::SetAvailability(_)), R::Done(_)) => return,
         (_, R::Error(_)) => match &request.kind {
             Some(Q::CreateConversation(_)) => &[
@@ -250,6 +251,7 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
                 &[E::BadRequest, E::InvalidAddress, E::NotFound, E::NotAnAgent]
             }
             Some(Q::DeskHistory(_)) => &[E::BadRequest, E::NotFound, E::NotAnAgent],
+            Some(Q::GetContact(_)) => &[E::InvalidAddress, E::NotFound, E::NotAnAgent],
             Some(Q::SetAvailability(_)) => &[E::BadRequest, E::NotAnAgent],
             None => &[E::BadRequest],
         },

@@ -152,6 +152,18 @@ pub(crate) enum DeskCommand {
         #[arg(value_enum)]
         availability: Availability,
     },
+    /// Show a contact: its conversations with your inboxes (with their
+    /// tickets) and the devices it owns with theirs
+    Contact {
+        /// The contact's address
+        address: String,
+        /// At most this many conversations each (1-500)
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
     /// Hand a conversation from the inbox's bot to the agents' queue
     HandOff {
         /// The conversation id
@@ -401,6 +413,17 @@ pub(crate) async fn run(client: &Client, command: DeskCommand) -> anyhow::Result
                 .context("setting the availability")?;
             Ok(())
         }
+        DeskCommand::Contact {
+            address,
+            limit,
+            json,
+        } => {
+            let profile = client
+                .contact(&address, limit)
+                .await
+                .with_context(|| format!("reading the contact {address}"))?;
+            print_contact(&profile, json)
+        }
         DeskCommand::HandOff { conversation, json } => show(
             client.hand_off(&conversation).await,
             "handing off",
@@ -467,6 +490,67 @@ fn show(
     } else {
         print_line(&ticket_line(&ticket))
     }
+}
+
+/// A contact's profile: the party, then one line (or JSON object) per
+/// conversation, its devices' after it.
+fn print_contact(profile: &pb::Contact, json: bool) -> anyhow::Result<()> {
+    let party = profile.party.clone().unwrap_or_default();
+    let line = |owner: &str, c: &pb::ContactConversation| -> String {
+        let conversation = c.conversation.clone().unwrap_or_default();
+        let ticket = c
+            .ticket
+            .as_ref()
+            .map_or_else(String::new, |t| format!(" — {}", ticket_line(t)));
+        format!(
+            "  {owner}{}{ticket}",
+            output::conversation_line(&conversation)
+        )
+    };
+    if json {
+        let conversations = |list: &[pb::ContactConversation]| -> Vec<Value> {
+            list.iter()
+                .map(|c| {
+                    json!({
+                        "conversation": c.conversation.as_ref().map(|v| output::conversation_json(v, None)),
+                        "ticket": c.ticket.as_ref().map(ticket_json),
+                    })
+                })
+                .collect()
+        };
+        return print_json(&json!({
+            "type": "contact",
+            "address": party.address,
+            "display_name": party.display_name,
+            "conversations": conversations(&profile.conversations),
+            "devices": profile.devices.iter().map(|d| json!({
+                "address": d.party.as_ref().map(|p| p.address.clone()),
+                "serial": d.serial,
+                "model": d.model,
+                "conversations": conversations(&d.conversations),
+            })).collect::<Vec<_>>(),
+            "has_more": profile.has_more,
+        }));
+    }
+    let name = if party.display_name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", party.display_name)
+    };
+    print_line(&format!("{}{name}", party.address))?;
+    for conversation in &profile.conversations {
+        print_line(&line("", conversation))?;
+    }
+    for device in &profile.devices {
+        print_line(&format!("  device {} ({})", device.serial, device.model))?;
+        for conversation in &device.conversations {
+            print_line(&line("  ", conversation))?;
+        }
+    }
+    if profile.has_more {
+        eprintln!("(more conversations: --limit)");
+    }
+    Ok(())
 }
 
 /// A ticket on one line, for people.

@@ -276,3 +276,74 @@ fn now_ms() -> i64 {
         .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_profile_shows_its_conversations_with_the_desk_and_its_devices_only()
+-> anyhow::Result<()> {
+    use kanal_server::admin::DeviceSpec;
+    use kanal_tests::device::TestDevice;
+
+    let server = TestServer::start().await?;
+    admin::set_up_desk(&server.server.node(), "support", Routing::Manual).await?;
+    let ann = server.agent("ann").await?;
+    let carla = server.register("carla").await?;
+    let dora = server.register("dora").await?;
+    let washer = carla
+        .create_conversation(&["support@localhost"], "washer")
+        .await?;
+    let private = carla
+        .create_conversation(&["dora@localhost"], "lunch")
+        .await?;
+    let heater = carla
+        .create_conversation(&["support@localhost"], "heater")
+        .await?;
+    carla.send_text(&washer.id, "it leaks").await?;
+    dora.send_text(&private.id, "noon?").await?;
+    let (mut device, key) = TestDevice::new(&server).await?;
+    admin::add_device(
+        &server.server.node(),
+        DeviceSpec {
+            serial: "HP-0003".into(),
+            model: "HP 300".into(),
+            key,
+            inbox: kanal_server::datadir::DEFAULT_INBOX.into(),
+            owner: Some("carla".into()),
+        },
+    )
+    .await?;
+    device.open("filter", "Filter clogged", &[]).await?;
+
+    let profile = ann.contact("carla@localhost", 0).await?;
+    assert_eq!(
+        profile.party.as_ref().map(|p| p.address.as_str()),
+        Some("carla@localhost")
+    );
+    let ids: Vec<&str> = profile
+        .conversations
+        .iter()
+        .filter_map(|c| c.conversation.as_ref().map(|v| v.id.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [washer.id.as_str(), heater.id.as_str()],
+        "most recently active first; the private one never"
+    );
+    assert!(
+        profile.conversations.iter().all(|c| c.ticket.is_some()),
+        "each with its ticket"
+    );
+    assert_eq!(profile.devices.len(), 1);
+    assert_eq!(profile.devices[0].serial, "HP-0003");
+    assert_eq!(profile.devices[0].conversations.len(), 1);
+    assert!(!profile.has_more);
+
+    assert_refused(
+        carla.contact("dora@localhost", 0).await,
+        pb::ErrorCode::NotAnAgent,
+    )?;
+    assert_refused(
+        ann.contact("nobody@localhost", 0).await,
+        pb::ErrorCode::NotFound,
+    )?;
+    Ok(())
+}

@@ -310,10 +310,14 @@ pub(super) async fn history(node: &Node, party: &Party, history: pb::DeskHistory
 
 /// Addresses of parties by id, read once per listing.
 #[derive(Default)]
-struct Names(HashMap<PartyId, Option<Address>>);
+pub(super) struct Names(HashMap<PartyId, Option<Address>>);
 
 impl Names {
-    async fn get(&mut self, node: &Node, id: PartyId) -> Result<Option<Address>, Refusal> {
+    pub(super) async fn get(
+        &mut self,
+        node: &Node,
+        id: PartyId,
+    ) -> Result<Option<Address>, Refusal> {
         if let Some(address) = self.0.get(&id) {
             return Ok(address.clone());
         }
@@ -329,7 +333,7 @@ impl Names {
 }
 
 /// A stored ticket as an agent sees it.
-async fn view(
+pub(super) async fn view(
     node: &Node,
     stored: &StoredTicket,
     names: &mut Names,
@@ -371,7 +375,7 @@ async fn view(
 }
 
 /// The party with the address `text`, which must exist.
-async fn known_party(node: &Node, text: &str) -> Result<Party, Refusal> {
+pub(super) async fn known_party(node: &Node, text: &str) -> Result<Party, Refusal> {
     let address: Address = text.parse().map_err(|e: kanal_proto::address::NameError| {
         Refusal::new(RefusalCode::InvalidAddress, e.to_string())
     })?;

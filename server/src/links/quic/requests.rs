@@ -227,6 +227,7 @@ async fn handle(node: &Node, party: &Party, request: pb::Request) -> Answer {
         Some(Kind::HandOff(hand_off)) => {
             desk::change(node, party, &hand_off.conversation, DeskRequest::HandOff).await
         }
+        Some(Kind::GetContact(get)) => super::contact::contact(node, party, get).await,
         None => Err(Refusal::new(RefusalCode::BadRequest, "request has no kind")),
     }
 }
