@@ -40,6 +40,7 @@
 //! # }
 //! ```
 
+pub mod canned;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod client;

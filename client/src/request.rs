@@ -71,6 +71,7 @@ pub(crate) fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
         response::Kind::NoteAdded(_) => "NoteAdded",
         response::Kind::DeskHistoryPage(_) => "DeskHistoryPage",
         response::Kind::Contact(_) => "Contact",
+        response::Kind::CannedList(_) => "CannedList",
     };
     ClientError::Protocol(format!("expected a {wanted} response, got {got}"))
 }

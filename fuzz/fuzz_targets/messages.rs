@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             Some(Kind::DeskHistory(h)) => names.push(h.conversation),
             Some(Kind::HandOff(h)) => names.push(h.conversation),
             Some(Kind::GetContact(c)) => names.push(c.contact),
+            Some(Kind::ListCanned(c)) => names.push(c.inbox),
             Some(Kind::ListConversations(_) | Kind::SetAvailability(_)) | None => {}
         }
     }

@@ -201,6 +201,7 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
         | (Some(Q::ListTickets(_)), R::TicketList(_))
         | (Some(Q::DeskHistory(_)), R::DeskHistoryPage(_))
         | (Some(Q::GetContact(_)), R::Contact(_))
+        | (Some(Q::ListCanned(_)), R::CannedList(_))
         | (Some(Q::SetAvailability(_)), R::Done(_)) => return,
         (_, R::Error(_)) => match &request.kind {
             Some(Q::CreateConversation(_)) => &[
@@ -251,7 +252,9 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
                 &[E::BadRequest, E::InvalidAddress, E::NotFound, E::NotAnAgent]
             }
             Some(Q::DeskHistory(_)) => &[E::BadRequest, E::NotFound, E::NotAnAgent],
-            Some(Q::GetContact(_)) => &[E::InvalidAddress, E::NotFound, E::NotAnAgent],
+            Some(Q::GetContact(_) | Q::ListCanned(_)) => {
+                &[E::InvalidAddress, E::NotFound, E::NotAnAgent]
+            }
             Some(Q::SetAvailability(_)) => &[E::BadRequest, E::NotAnAgent],
             None => &[E::BadRequest],
         },

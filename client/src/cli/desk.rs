@@ -164,6 +164,25 @@ pub(crate) enum DeskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the canned responses of your inboxes
+    Canned {
+        /// Only this inbox's (`local@domain`)
+        #[arg(long)]
+        inbox: Option<String>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a canned response, its placeholders filled in
+    Reply {
+        /// The conversation id
+        conversation: String,
+        /// The canned response's name
+        name: String,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
     /// Hand a conversation from the inbox's bot to the agents' queue
     HandOff {
         /// The conversation id
@@ -424,6 +443,43 @@ pub(crate) async fn run(client: &Client, command: DeskCommand) -> anyhow::Result
                 .with_context(|| format!("reading the contact {address}"))?;
             print_contact(&profile, json)
         }
+        DeskCommand::Canned { inbox, json } => {
+            let responses = client
+                .canned(inbox.as_deref().unwrap_or_default())
+                .await
+                .context("listing canned responses")?;
+            for r in &responses {
+                if json {
+                    print_json(&json!({
+                        "type": "canned",
+                        "inbox": r.inbox,
+                        "name": r.name,
+                        "text": r.text,
+                    }))?;
+                } else {
+                    print_line(&format!("{} {}: {}", r.inbox, r.name, r.text))?;
+                }
+            }
+            Ok(())
+        }
+        DeskCommand::Reply {
+            conversation,
+            name,
+            json,
+        } => {
+            let sent = reply(client, &conversation, &name).await?;
+            if json {
+                print_json(&json!({
+                    "type": "sent",
+                    "conversation": sent.conversation,
+                    "seq": sent.seq,
+                    "sent_at_ms": sent.sent_at_ms,
+                    "duplicate": sent.duplicate,
+                }))
+            } else {
+                print_line(&format!("{} #{}", sent.conversation, sent.seq))
+            }
+        }
         DeskCommand::HandOff { conversation, json } => show(
             client.hand_off(&conversation).await,
             "handing off",
@@ -431,6 +487,47 @@ pub(crate) async fn run(client: &Client, command: DeskCommand) -> anyhow::Result
             json,
         ),
     }
+}
+
+/// `desk reply`: canned response `name` of the conversation's inbox, with
+/// the customer's, the agent's and the inbox's names filled in, sent.
+async fn reply(client: &Client, conversation: &str, name: &str) -> anyhow::Result<pb::Sent> {
+    use crate::canned::{Fill, fill, name_of};
+    let ticket = client
+        .ticket(conversation)
+        .await
+        .with_context(|| format!("reading the ticket of {conversation}"))?;
+    let responses = client
+        .canned(&ticket.inbox)
+        .await
+        .context("listing canned responses")?;
+    let Some(canned) = responses.iter().find(|r| r.name == name) else {
+        bail!("{} has no canned response {name}", ticket.inbox);
+    };
+    let seen = client
+        .conversation(conversation)
+        .await
+        .with_context(|| format!("reading {conversation}"))?;
+    let me = client.party();
+    let contact = seen
+        .members
+        .iter()
+        .find(|p| p.address != ticket.inbox && p.address != me.address)
+        .cloned()
+        .unwrap_or_default();
+    let text = fill(
+        &canned.text,
+        &Fill {
+            contact_name: name_of(&contact),
+            agent_name: name_of(&me),
+            inbox_address: &ticket.inbox,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("canned response {name}: {e}"))?;
+    client
+        .send_text(conversation, &text)
+        .await
+        .with_context(|| format!("sending to {conversation}"))
 }
 
 /// The statuses a `tickets --status …` list asks for: empty for the

@@ -121,6 +121,11 @@ pub(crate) async fn configure_desk(
         Some(p) if p.kind == PartyKind::Inbox => p,
         _ => return Err(AdminError::NotAnInbox(inbox_address)),
     };
+    // Canned responses are changed on their own (`kanald inbox canned`):
+    // setting the desk up again keeps them.
+    if let Some(current) = desk_config(node, inbox.id).await? {
+        config.canned = current.canned;
+    }
     let agents = node.store.inbox_agents(inbox.id).await?;
     for (team, members) in &names.teams {
         if team.is_empty() || team.len() > kanal_proto::limits::MAX_LABEL {
@@ -182,6 +187,79 @@ pub async fn set_up_desk(
     let mut config = crate::core::desk::DeskConfig::default();
     config.settings.routing = routing;
     configure_desk(node, inbox_local, Box::new(config), &DeskNames::default()).await
+}
+
+/// The configuration of `inbox`'s desk as stored; `None` if it has none.
+async fn desk_config(
+    node: &Node,
+    inbox: crate::model::PartyId,
+) -> Result<Option<crate::core::desk::DeskConfig>, AdminError> {
+    let stored = node.store.desk(inbox).await?;
+    stored
+        .settings
+        .map(|json| crate::core::desk::DeskConfig::from_json(&json))
+        .transpose()
+        .map_err(|e| AdminError::Store(StoreError::Corrupt(e)))
+}
+
+/// Adds, replaces or (with `text` `None`) removes canned response `name`
+/// of `inbox_local`'s desk.
+pub(crate) async fn set_canned(
+    node: &Node,
+    inbox_local: &str,
+    name: &str,
+    text: Option<String>,
+) -> Result<Party, AdminError> {
+    use kanal_proto::limits::{MAX_LABEL, MAX_TEXT};
+    if name.is_empty() || name.len() > MAX_LABEL || name.chars().any(char::is_whitespace) {
+        return Err(AdminError::Invalid(format!(
+            "canned response name {name:?}: 1 to {MAX_LABEL} bytes, no spaces"
+        )));
+    }
+    if let Some(text) = &text
+        && (text.trim().is_empty() || text.len() > MAX_TEXT)
+    {
+        return Err(AdminError::Invalid(format!(
+            "canned response {name}: its text is 1 to {MAX_TEXT} bytes"
+        )));
+    }
+    let inbox_address = Address::new(inbox_local, &node.domain)?;
+    let inbox = match node.store.party_by_address(&inbox_address).await? {
+        Some(p) if p.kind == PartyKind::Inbox => p,
+        _ => return Err(AdminError::NotAnInbox(inbox_address)),
+    };
+    let Some(mut config) = desk_config(node, inbox.id).await? else {
+        return Err(AdminError::Invalid(format!(
+            "{inbox_address} has no desk: set it up first (kanald inbox desk {inbox_local})"
+        )));
+    };
+    match text {
+        Some(text) => {
+            config.canned.insert(name.to_owned(), text);
+        }
+        None => {
+            if config.canned.remove(name).is_none() {
+                return Err(AdminError::Invalid(format!(
+                    "{inbox_address} has no canned response {name}"
+                )));
+            }
+        }
+    }
+    let mut named = Vec::new();
+    if let Some(bot) = config.settings.first_responder
+        && let Some(party) = node.store.party_by_id(bot).await?
+    {
+        named.push(party);
+    }
+    let command = Command::ConfigureDesk {
+        inbox: inbox.clone(),
+        config: Box::new(config),
+        named,
+    };
+    match node.writer.submit(command).await {
+        Reply::Refused(refusal) => Err(refusal.into()),
+        _ => Ok(inbox),
+    }
 }
 
 /// A desk's parties by local part, as the operator names them: resolved

@@ -362,6 +362,21 @@ enum InboxCommand {
         #[arg(long, num_args = 0..=1, default_missing_value = "")]
         out_of_hours_reply: Option<String>,
     },
+    /// Add, replace or remove a canned response of an inbox's desk: a text
+    /// agents send with `kanal desk reply`, its placeholders
+    /// ({{contact.name}}, {{agent.name}}, {{inbox.address}}) filled in.
+    Canned {
+        /// Local part of the inbox address.
+        local: String,
+        /// The response's name (no spaces), e.g. `greeting`.
+        name: String,
+        /// Its text.
+        #[arg(required_unless_present = "remove", conflicts_with = "remove")]
+        text: Option<String>,
+        /// Remove it instead.
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 /// Runs `kanald` with the process's arguments; returns its exit code.
@@ -562,6 +577,22 @@ async fn real_main() -> Result<()> {
             };
             let party = expect_party(administer(&cli.data_dir, request).await?)?;
             println!("the desk of {} is set up", party.address);
+            Ok(())
+        }
+        Command::Inbox(InboxCommand::Canned {
+            local,
+            name,
+            text,
+            remove,
+        }) => {
+            let request = AdminRequest::SetCanned {
+                inbox: local,
+                name: name.clone(),
+                text: if remove { None } else { text },
+            };
+            let party = expect_party(administer(&cli.data_dir, request).await?)?;
+            let done = if remove { "removed" } else { "set" };
+            println!("canned response {name} of {} {done}", party.address);
             Ok(())
         }
         Command::Backup { to } => {

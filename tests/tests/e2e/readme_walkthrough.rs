@@ -80,6 +80,11 @@ async fn the_readme_desk_walkthrough_runs_as_written() -> Result<()> {
         count(" open normal unowned (support@localhost)") >= 3,
         "{out}"
     );
+    // The canned greeting, its placeholders filled in.
+    ensure!(
+        has("canned response greeting of support@localhost set"),
+        "{out}"
+    );
     // Bob's queue after the transfer: the heater, for team tier2.
     ensure!(
         has(" open normal unowned (support@localhost) team tier2"),
@@ -106,6 +111,10 @@ async fn the_readme_desk_walkthrough_runs_as_written() -> Result<()> {
     );
     // Ann's history: Carla's answer, in the server's words.
     ensure!(has("carla@localhost: 5/5"), "{out}");
+    ensure!(
+        has("ann@localhost: Hello emil, ann here: we are on it."),
+        "{out}"
+    );
     ensure!(has("Quick help (answers #3)"), "{out}");
     // The desk log: the note, the transfer, the resolve.
     ensure!(

@@ -20,6 +20,9 @@ pub struct DeskConfig {
     pub(crate) sla: SlaPolicy,
     /// Teams by name, with their members.
     pub(crate) teams: BTreeMap<String, Vec<PartyId>>,
+    /// Canned responses by name: texts with placeholders that agents fill
+    /// in and send (PROTOCOL.md §15.7).
+    pub(crate) canned: BTreeMap<String, String>,
 }
 
 impl DeskConfig {

@@ -72,6 +72,15 @@ pub(crate) enum AdminRequest {
         #[serde(default)]
         names: directory::DeskNames,
     },
+    /// Add, replace or (without text) remove a canned response.
+    SetCanned {
+        /// Local part of the inbox's address.
+        inbox: String,
+        /// Its name.
+        name: String,
+        /// Its text; `None` removes it.
+        text: Option<String>,
+    },
     /// List every party.
     Parties,
     /// Issue an invite code.
@@ -342,6 +351,9 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
             local,
             display_name,
         } => directory::add_inbox(node, &local, &display_name).await,
+        AdminRequest::SetCanned { inbox, name, text } => {
+            directory::set_canned(node, &inbox, &name, text).await
+        }
         AdminRequest::AddBot {
             local,
             password,

@@ -3,6 +3,7 @@
 //! Kanal's model into protobuf, and the TLS set-up.
 
 mod budget;
+mod canned;
 mod contact;
 mod desk;
 pub(crate) mod endpoint;

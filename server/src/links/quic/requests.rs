@@ -228,6 +228,7 @@ async fn handle(node: &Node, party: &Party, request: pb::Request) -> Answer {
             desk::change(node, party, &hand_off.conversation, DeskRequest::HandOff).await
         }
         Some(Kind::GetContact(get)) => super::contact::contact(node, party, get).await,
+        Some(Kind::ListCanned(list)) => super::canned::list(node, party, list).await,
         None => Err(Refusal::new(RefusalCode::BadRequest, "request has no kind")),
     }
 }
