@@ -294,7 +294,7 @@ async fn target_conversation(client: &Client, target: &str) -> anyhow::Result<St
 }
 
 /// Where a sent message went.
-fn print_sent(sent: &pb::Sent, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_sent(sent: &pb::Sent, json: bool) -> anyhow::Result<()> {
     if json {
         print_json(&json!({
             "type": "sent",

@@ -468,17 +468,7 @@ pub(crate) async fn run(client: &Client, command: DeskCommand) -> anyhow::Result
             json,
         } => {
             let sent = reply(client, &conversation, &name).await?;
-            if json {
-                print_json(&json!({
-                    "type": "sent",
-                    "conversation": sent.conversation,
-                    "seq": sent.seq,
-                    "sent_at_ms": sent.sent_at_ms,
-                    "duplicate": sent.duplicate,
-                }))
-            } else {
-                print_line(&format!("{} #{}", sent.conversation, sent.seq))
-            }
+            super::commands::print_sent(&sent, json)
         }
         DeskCommand::HandOff { conversation, json } => show(
             client.hand_off(&conversation).await,

@@ -159,12 +159,7 @@ pub(crate) async fn configure_desk(
             }
         }
     }
-    let mut named = Vec::new();
-    if let Some(bot) = config.settings.first_responder
-        && let Some(party) = node.store.party_by_id(bot).await?
-    {
-        named.push(party);
-    }
+    let named = named_by(node, &config).await?;
     let command = Command::ConfigureDesk {
         inbox: inbox.clone(),
         config,
@@ -187,6 +182,21 @@ pub async fn set_up_desk(
     let mut config = crate::core::desk::DeskConfig::default();
     config.settings.routing = routing;
     configure_desk(node, inbox_local, Box::new(config), &DeskNames::default()).await
+}
+
+/// The parties a desk configuration names (its first responder), which
+/// the engine renders its entries with.
+async fn named_by(
+    node: &Node,
+    config: &crate::core::desk::DeskConfig,
+) -> Result<Vec<Party>, AdminError> {
+    let mut named = Vec::new();
+    if let Some(bot) = config.settings.first_responder
+        && let Some(party) = node.store.party_by_id(bot).await?
+    {
+        named.push(party);
+    }
+    Ok(named)
 }
 
 /// The configuration of `inbox`'s desk as stored; `None` if it has none.
@@ -245,12 +255,7 @@ pub(crate) async fn set_canned(
             }
         }
     }
-    let mut named = Vec::new();
-    if let Some(bot) = config.settings.first_responder
-        && let Some(party) = node.store.party_by_id(bot).await?
-    {
-        named.push(party);
-    }
+    let named = named_by(node, &config).await?;
     let command = Command::ConfigureDesk {
         inbox: inbox.clone(),
         config: Box::new(config),

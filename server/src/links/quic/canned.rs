@@ -3,37 +3,14 @@
 
 use kanal_proto::pb;
 
-use super::desk::known_party;
+use super::desk::inboxes_of;
 use super::requests::{Answer, internal};
 use crate::core::desk::DeskConfig;
-use crate::model::{Party, Refusal, RefusalCode};
+use crate::model::{Party, Refusal};
 use crate::node::Node;
 
 pub(super) async fn list(node: &Node, caller: &Party, list: pb::ListCanned) -> Answer {
-    let mine = node
-        .store
-        .agent_inboxes(caller.id)
-        .await
-        .map_err(internal)?;
-    let inboxes = match list.inbox.as_str() {
-        "" => mine,
-        text => {
-            let inbox = known_party(node, text).await?;
-            if !mine.contains(&inbox.id) {
-                return Err(Refusal::new(
-                    RefusalCode::NotAnAgent,
-                    format!("{} does not answer for {}", caller.address, inbox.address),
-                ));
-            }
-            vec![inbox.id]
-        }
-    };
-    if inboxes.is_empty() {
-        return Err(Refusal::new(
-            RefusalCode::NotAnAgent,
-            format!("{} answers for no inbox", caller.address),
-        ));
-    }
+    let inboxes = inboxes_of(node, caller, &list.inbox).await?;
     let mut responses = Vec::new();
     for inbox in inboxes {
         let Some(json) = node.store.desk(inbox).await.map_err(internal)?.settings else {

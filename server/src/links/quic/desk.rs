@@ -196,9 +196,16 @@ pub(crate) async fn set_availability_at(
     Ok(())
 }
 
-pub(super) async fn list(node: &Node, party: &Party, list: pb::ListTickets) -> Answer {
+/// The inboxes a desk listing covers: the one named (`inbox`, an address
+/// `party` answers for) or, for an empty name, every inbox `party`
+/// answers for; `NOT_AN_AGENT` when that is none.
+pub(super) async fn inboxes_of(
+    node: &Node,
+    party: &Party,
+    inbox: &str,
+) -> Result<Vec<PartyId>, Refusal> {
     let mine = node.store.agent_inboxes(party.id).await.map_err(internal)?;
-    let inboxes = match list.inbox.as_str() {
+    let inboxes = match inbox {
         "" => mine,
         text => {
             let inbox = known_party(node, text).await?;
@@ -217,6 +224,11 @@ pub(super) async fn list(node: &Node, party: &Party, list: pb::ListTickets) -> A
             format!("{} answers for no inbox", party.address),
         ));
     }
+    Ok(inboxes)
+}
+
+pub(super) async fn list(node: &Node, party: &Party, list: pb::ListTickets) -> Answer {
+    let inboxes = inboxes_of(node, party, &list.inbox).await?;
     let mut statuses = Vec::new();
     for status in &list.statuses {
         statuses.push(match pb::TicketStatus::try_from(*status) {
