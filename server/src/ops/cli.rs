@@ -156,31 +156,52 @@ struct RunArgs {
 #[derive(Debug, Subcommand)]
 enum UserCommand {
     /// Create a user account.
-    Add {
-        /// Local part of the address.
-        local: String,
-        /// Password (at least 8 characters).
-        #[arg(long, env = "KANALD_PASSWORD")]
-        password: String,
-        /// Display name.
-        #[arg(long, default_value = "")]
-        display_name: String,
-    },
+    Add(NewAccount),
 }
 
 #[derive(Debug, Subcommand)]
 enum BotCommand {
     /// Create a bot account; it logs in like any client, with its password.
-    Add {
-        /// Local part of the address.
-        local: String,
-        /// Password (at least 8 characters).
-        #[arg(long, env = "KANALD_PASSWORD")]
-        password: String,
-        /// Display name.
-        #[arg(long, default_value = "")]
-        display_name: String,
-    },
+    Add(NewAccount),
+}
+
+/// `kanald user add` and `kanald bot add`.
+async fn add_account(data_dir: &std::path::Path, new: NewAccount, bot: bool) -> Result<()> {
+    let NewAccount {
+        local,
+        password,
+        display_name,
+    } = new;
+    let request = if bot {
+        AdminRequest::AddBot {
+            local,
+            password,
+            display_name,
+        }
+    } else {
+        AdminRequest::AddUser {
+            local,
+            password,
+            display_name,
+        }
+    };
+    let party = expect_party(administer(data_dir, request).await?)?;
+    let what = if bot { "bot" } else { "user" };
+    println!("created {what} {}", party.address);
+    Ok(())
+}
+
+/// A new account's address, password and name.
+#[derive(Debug, clap::Args)]
+struct NewAccount {
+    /// Local part of the address.
+    local: String,
+    /// Password (at least 8 characters).
+    #[arg(long, env = "KANALD_PASSWORD")]
+    password: String,
+    /// Display name.
+    #[arg(long, default_value = "")]
+    display_name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -429,34 +450,8 @@ async fn real_main() -> Result<()> {
             println!("{}", crate::ops::certificate::fingerprint(&certs[0]));
             Ok(())
         }
-        Command::User(UserCommand::Add {
-            local,
-            password,
-            display_name,
-        }) => {
-            let request = AdminRequest::AddUser {
-                local,
-                password,
-                display_name,
-            };
-            let party = expect_party(administer(&cli.data_dir, request).await?)?;
-            println!("created user {}", party.address);
-            Ok(())
-        }
-        Command::Bot(BotCommand::Add {
-            local,
-            password,
-            display_name,
-        }) => {
-            let request = AdminRequest::AddBot {
-                local,
-                password,
-                display_name,
-            };
-            let party = expect_party(administer(&cli.data_dir, request).await?)?;
-            println!("created bot {}", party.address);
-            Ok(())
-        }
+        Command::User(UserCommand::Add(new)) => add_account(&cli.data_dir, new, false).await,
+        Command::Bot(BotCommand::Add(new)) => add_account(&cli.data_dir, new, true).await,
         Command::Agent(AgentCommand::Add {
             local,
             inbox,
