@@ -418,6 +418,10 @@ pub enum SlaEvent {
         in_time: bool,
         /// Business ms it took.
         used_ms: i64,
+        /// When the target started counting, ms since the Unix epoch (0:
+        /// unknown, for a clock stored before this was kept).
+        #[serde(default)]
+        started_ms: i64,
     },
 }
 
@@ -446,7 +450,13 @@ pub enum DeskChange {
         by: Actor,
     },
     /// Its SLA clock gave a warning, a breach, or met a target.
-    Sla(SlaEvent),
+    Sla {
+        /// What the clock said.
+        event: SlaEvent,
+        /// Who made it say so: the agent whose answer met a response
+        /// target, who resolved; the desk for a timer.
+        by: Actor,
+    },
     /// Its priority changed.
     Priority {
         /// The new priority.

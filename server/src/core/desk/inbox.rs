@@ -299,7 +299,11 @@ impl InboxDesk {
         if let Some(clock) = self.clocks.get_mut(&key) {
             clock.desk_answered(now, &self.hours, &mut met);
         }
-        out.extend(met.into_iter().map(|e| (key, DeskChange::Sla(e))));
+        let by = Actor::Party(sender);
+        out.extend(
+            met.into_iter()
+                .map(|event| (key, DeskChange::Sla { event, by })),
+        );
         self.change(key, |t| t.waiting_since_ms = None);
     }
 
@@ -493,7 +497,10 @@ impl InboxDesk {
             Status::Open if from.is_resolved() => clock.reopened(now),
             Status::Open => clock.resume(now),
         }
-        out.extend(met.into_iter().map(|e| (key, DeskChange::Sla(e))));
+        out.extend(
+            met.into_iter()
+                .map(|event| (key, DeskChange::Sla { event, by })),
+        );
         self.reschedule(key);
         if status == Status::Open {
             self.reopened(now, key, out);
@@ -649,7 +656,13 @@ impl InboxDesk {
         let mut events = Vec::new();
         clock.handle_timeout(now, &self.sla, &self.hours, &mut events);
         for event in events {
-            out.push((key, DeskChange::Sla(event)));
+            out.push((
+                key,
+                DeskChange::Sla {
+                    event,
+                    by: Actor::Desk,
+                },
+            ));
             if !matches!(event, SlaEvent::Breach(_)) {
                 continue;
             }

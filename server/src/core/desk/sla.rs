@@ -45,6 +45,10 @@ pub(crate) enum Leg {
     Idle,
     /// Counting since `since_ms`, with `used_ms` business ms counted before.
     Running {
+        /// When it first started, ms since the Unix epoch (0: a clock
+        /// stored before this was kept).
+        #[serde(default)]
+        started_ms: i64,
         /// When it last started or resumed, ms since the Unix epoch.
         since_ms: i64,
         /// Business ms counted before `since_ms`.
@@ -56,6 +60,9 @@ pub(crate) enum Leg {
     },
     /// Paused while the conversation waits on the customer.
     Paused {
+        /// When it first started (0: unknown).
+        #[serde(default)]
+        started_ms: i64,
         /// Business ms counted so far.
         used_ms: i64,
         /// Whether its warning was given.
@@ -70,6 +77,14 @@ pub(crate) enum Leg {
         /// Whether it was met before its breach.
         in_time: bool,
     },
+}
+
+/// What a counting leg has counted at some instant.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    started_ms: i64,
+    used_ms: i64,
+    breached: bool,
 }
 
 /// One ticket's SLA clock.
@@ -124,16 +139,9 @@ impl SlaClock {
     ) {
         for target in [Target::FirstResponse, Target::NextResponse] {
             let leg = self.leg(target);
-            if let Some((used_ms, breached)) = leg.counted(now, hours) {
-                *leg = Leg::Met {
-                    used_ms,
-                    in_time: !breached,
-                };
-                out.push(SlaEvent::Met {
-                    target,
-                    in_time: !breached,
-                    used_ms,
-                });
+            if let Some(counted) = leg.counted(now, hours) {
+                *leg = counted.met();
+                out.push(counted.event(target));
             }
         }
     }
@@ -143,15 +151,14 @@ impl SlaClock {
     pub(crate) fn pause(&mut self, now: i64, hours: &BusinessHours) {
         for target in TARGETS {
             let leg = self.leg(target);
-            if let Leg::Running {
-                warned, breached, ..
-            } = *leg
-                && let Some((used_ms, _)) = leg.counted(now, hours)
+            if let Leg::Running { warned, .. } = *leg
+                && let Some(counted) = leg.counted(now, hours)
             {
                 *leg = Leg::Paused {
-                    used_ms,
+                    started_ms: counted.started_ms,
+                    used_ms: counted.used_ms,
                     warned,
-                    breached,
+                    breached: counted.breached,
                 };
             }
         }
@@ -162,12 +169,14 @@ impl SlaClock {
         for target in TARGETS {
             let leg = self.leg(target);
             if let Leg::Paused {
+                started_ms,
                 used_ms,
                 warned,
                 breached,
             } = *leg
             {
                 *leg = Leg::Running {
+                    started_ms,
                     since_ms: now,
                     used_ms,
                     warned,
@@ -180,16 +189,9 @@ impl SlaClock {
     /// Resolved at `now`: the resolution is met, the response targets stop
     /// (a resolved conversation owes no answer).
     pub(crate) fn resolved(&mut self, now: i64, hours: &BusinessHours, out: &mut Vec<SlaEvent>) {
-        if let Some((used_ms, breached)) = self.resolution.counted(now, hours) {
-            self.resolution = Leg::Met {
-                used_ms,
-                in_time: !breached,
-            };
-            out.push(SlaEvent::Met {
-                target: Target::Resolution,
-                in_time: !breached,
-                used_ms,
-            });
+        if let Some(counted) = self.resolution.counted(now, hours) {
+            self.resolution = counted.met();
+            out.push(counted.event(Target::Resolution));
         }
         for leg in [&mut self.first_response, &mut self.next_response] {
             if matches!(leg, Leg::Running { .. } | Leg::Paused { .. }) {
@@ -282,6 +284,7 @@ impl SlaClock {
             used_ms,
             warned,
             breached,
+            ..
         } = leg
         else {
             return None;
@@ -300,29 +303,59 @@ impl SlaClock {
 }
 
 impl Leg {
-    /// A running or paused leg's business ms at `now`, and whether it was
-    /// breached; `None` for a leg that is not counting.
-    fn counted(&self, now: i64, hours: &BusinessHours) -> Option<(i64, bool)> {
+    /// What a running or paused leg has counted at `now`; `None` for a
+    /// leg that is not counting.
+    fn counted(&self, now: i64, hours: &BusinessHours) -> Option<Counted> {
         match *self {
             Leg::Running {
+                started_ms,
                 since_ms,
                 used_ms,
                 breached,
                 ..
-            } => Some((
-                used_ms + hours.business_time_between(since_ms, now),
+            } => Some(Counted {
+                started_ms,
+                used_ms: used_ms + hours.business_time_between(since_ms, now),
                 breached,
-            )),
+            }),
             Leg::Paused {
-                used_ms, breached, ..
-            } => Some((used_ms, breached)),
+                started_ms,
+                used_ms,
+                breached,
+                ..
+            } => Some(Counted {
+                started_ms,
+                used_ms,
+                breached,
+            }),
             Leg::Idle | Leg::Met { .. } => None,
+        }
+    }
+}
+
+impl Counted {
+    /// The leg met now.
+    fn met(self) -> Leg {
+        Leg::Met {
+            used_ms: self.used_ms,
+            in_time: !self.breached,
+        }
+    }
+
+    /// The event that says `target` was met now.
+    fn event(self, target: Target) -> SlaEvent {
+        SlaEvent::Met {
+            target,
+            in_time: !self.breached,
+            used_ms: self.used_ms,
+            started_ms: self.started_ms,
         }
     }
 }
 
 fn running(now: i64) -> Leg {
     Leg::Running {
+        started_ms: now,
         since_ms: now,
         used_ms: 0,
         warned: false,

@@ -66,7 +66,7 @@ pub(crate) fn encode(
             },
         }),
         Entry::Change(DeskChange::Priority { to, .. }) => Kind::Priority(priority(*to) as i32),
-        Entry::Change(DeskChange::Sla(event)) => Kind::Sla(sla(*event)),
+        Entry::Change(DeskChange::Sla { event, .. }) => Kind::Sla(sla(*event)),
     };
     pb::DeskEvent {
         conversation: conversation.to_string(),
@@ -119,19 +119,21 @@ fn queue_reason(reason: RequeueReason) -> pb::QueueReason {
 }
 
 fn sla(event: SlaEvent) -> pb::DeskSla {
-    let (t, alert, in_time, business_ms) = match event {
-        SlaEvent::Warning(t) => (t, pb::SlaAlert::Warning, false, 0),
-        SlaEvent::Breach(t) => (t, pb::SlaAlert::Breach, false, 0),
+    let (t, alert, in_time, business_ms, started_at_ms) = match event {
+        SlaEvent::Warning(t) => (t, pb::SlaAlert::Warning, false, 0, 0),
+        SlaEvent::Breach(t) => (t, pb::SlaAlert::Breach, false, 0, 0),
         SlaEvent::Met {
             target,
             in_time,
             used_ms,
-        } => (target, pb::SlaAlert::Met, in_time, used_ms),
+            started_ms,
+        } => (target, pb::SlaAlert::Met, in_time, used_ms, started_ms),
     };
     pb::DeskSla {
         target: target(t) as i32,
         alert: alert as i32,
         in_time,
         business_ms,
+        started_at_ms,
     }
 }

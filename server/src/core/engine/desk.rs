@@ -842,11 +842,12 @@ impl Engine {
             let actor = match &change {
                 DeskChange::Assigned { by, .. }
                 | DeskChange::Status { by, .. }
-                | DeskChange::Priority { by, .. } => match by {
+                | DeskChange::Priority { by, .. }
+                | DeskChange::Sla { by, .. } => match by {
                     Actor::Party(id) => Some(*id),
                     Actor::Desk => None,
                 },
-                DeskChange::Queued { .. } | DeskChange::Sla(_) => None,
+                DeskChange::Queued { .. } => None,
             };
             if let DeskChange::Assigned {
                 owner: Owner::Agent(agent),

@@ -68,7 +68,8 @@ fn a_friday_afternoon_message_is_due_on_monday_with_its_warning_first() {
         [SlaEvent::Met {
             target: Target::FirstResponse,
             in_time: false,
-            used_ms: 5 * HOUR
+            used_ms: 5 * HOUR,
+            started_ms: at("2026-01-09T15:00"),
         }]
     );
 }
@@ -102,8 +103,9 @@ fn pending_pauses_every_target_and_open_resumes_them() {
         [SlaEvent::Met {
             target: Target::FirstResponse,
             in_time: true,
-            used_ms: HOUR
-        }]
+            used_ms: HOUR,
+            started_ms
+        }] if started_ms == at("2026-01-12T09:00")
     ));
     // Resolution has run 2 hours by 11:00; then it waits on the customer
     // for a whole day.
@@ -126,6 +128,19 @@ fn pending_pauses_every_target_and_open_resumes_them() {
             SlaEvent::Warning(Target::Resolution),
         ]
     );
+    // Met at last: its business hours exclude the pause, its start is
+    // still the first one.
+    let mut out = Vec::new();
+    clock.resolved(at("2026-01-14T16:30"), &hours, &mut out);
+    assert_eq!(
+        out,
+        [SlaEvent::Met {
+            target: Target::Resolution,
+            in_time: true,
+            used_ms: 2 * HOUR + 6 * HOUR + 7 * HOUR + HOUR / 2,
+            started_ms: at("2026-01-12T09:00"),
+        }]
+    );
 }
 
 #[test]
@@ -144,7 +159,8 @@ fn resolve_stops_every_clock_and_reopen_starts_new_ones() {
         [SlaEvent::Met {
             target: Target::Resolution,
             in_time: true,
-            used_ms: 90 * 60_000
+            used_ms: 90 * 60_000,
+            started_ms: at("2026-01-12T09:00"),
         }]
     );
     assert_eq!(clock.next_instant(&policy(), &hours), None);
