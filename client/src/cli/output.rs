@@ -189,6 +189,17 @@ pub(crate) fn desk_line(entry: &pb::DeskEvent) -> String {
         Some(Kind::Labels(labels)) => format!("labels [{}] by {actor}", labels.labels.join(", ")),
         Some(Kind::Team(team)) => format!("transferred to team {team} by {actor}"),
         Some(Kind::Continues(old)) => format!("continues {old}"),
+        Some(Kind::Rating(rating)) => {
+            let comment = if rating.comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", rating.comment)
+            };
+            format!(
+                "rated {} by {actor}{comment}",
+                score_words(rating.scale, rating.score)
+            )
+        }
         None => "(desk entry of an unknown kind)".to_owned(),
     };
     format!("[{} desk #{}] {what}", entry.conversation, entry.dseq)
@@ -213,6 +224,27 @@ pub(crate) fn priority_name(priority: i32) -> &'static str {
         Ok(pb::Priority::High) => "high",
         Ok(pb::Priority::Urgent) => "urgent",
         _ => "unknown",
+    }
+}
+
+/// A rating scale's name, as the CLI spells it.
+pub(crate) fn scale_name(scale: i32) -> &'static str {
+    match pb::RatingScale::try_from(scale) {
+        Ok(pb::RatingScale::Stars) => "stars",
+        Ok(pb::RatingScale::Nps) => "nps",
+        Ok(pb::RatingScale::Thumbs) => "thumbs",
+        _ => "unknown",
+    }
+}
+
+/// A score in words: "4/5", "9/10", "thumbs up".
+fn score_words(scale: i32, score: u32) -> String {
+    match pb::RatingScale::try_from(scale) {
+        Ok(pb::RatingScale::Stars) => format!("{score}/5"),
+        Ok(pb::RatingScale::Nps) => format!("{score}/10"),
+        Ok(pb::RatingScale::Thumbs) if score == 0 => "thumbs down".to_owned(),
+        Ok(pb::RatingScale::Thumbs) => "thumbs up".to_owned(),
+        _ => score.to_string(),
     }
 }
 
@@ -268,10 +300,20 @@ pub(crate) fn desk_json(entry: &pb::DeskEvent, event_seq: Option<u64>) -> Value 
             },
             "in_time": s.in_time,
             "business_ms": s.business_ms,
+            "started_at_ms": s.started_at_ms,
         }),
         Some(Kind::Labels(l)) => json!({ "kind": "labels", "labels": l.labels }),
         Some(Kind::Team(team)) => json!({ "kind": "team", "team": team }),
         Some(Kind::Continues(old)) => json!({ "kind": "continues", "continues": old }),
+        Some(Kind::Rating(r)) => json!({
+            "kind": "rating",
+            "question_seq": r.question_seq,
+            "resolution_dseq": r.resolution_dseq,
+            "resolved_by": r.resolved_by,
+            "scale": scale_name(r.scale),
+            "score": r.score,
+            "comment": r.comment,
+        }),
         None => json!({ "kind": "unknown" }),
     };
     if let (Some(object), Value::Object(detail)) = (value.as_object_mut(), detail) {

@@ -884,10 +884,10 @@ impl Engine {
                 duplicate: true,
             });
         }
+        let desk_side = audience
+            .routes()
+            .any(|(party, via)| party == by.id && via.is_some());
         if let Some(inbox) = inbox {
-            let desk_side = audience
-                .routes()
-                .any(|(party, via)| party == by.id && via.is_some());
             match self.desk_heard(
                 now_ms,
                 conversation,
@@ -921,6 +921,11 @@ impl Engine {
             body,
             applied,
         );
+        if let (Some(inbox), Some(_), Body::Answer(crate::model::Wire(answer)), false) =
+            (inbox, &sent, body, desk_side)
+        {
+            self.desk_rated(inbox, now_ms, key, by, answer, applied);
+        }
         for (to, inbox, reply) in std::mem::take(&mut self.desk_replies) {
             let (Some(sent), Some((state, audience))) = (&sent, self.loaded(&to)) else {
                 continue;

@@ -17,6 +17,6 @@ pub(crate) mod wire;
 pub(crate) use closed::closed_reply;
 pub(crate) use inbox::{Arrival, Changes, DeskError, InboxDesk};
 pub(crate) use seats::Seat;
-pub(crate) use stored::{DeskConfig, TicketState};
+pub(crate) use stored::{AskedSurvey, DeskConfig, TicketState};
 pub(crate) use survey::survey;
 pub(crate) use wire::Entry;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::hours::BusinessHours;
 use super::sla::{SlaClock, SlaPolicy};
-use crate::model::{DeskSettings, PartyId, Target, Ticket};
+use crate::model::{CsatScale, DeskSettings, PartyId, Target, Ticket};
 
 /// Everything an operator sets for one inbox's desk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -61,6 +61,23 @@ pub(crate) struct TicketState {
     /// opening the last out-of-hours reply named.
     #[serde(default)]
     pub(crate) closed_told_until: Option<i64>,
+    /// The satisfaction survey its last resolution asked.
+    #[serde(default)]
+    pub(crate) survey: Option<AskedSurvey>,
+}
+
+/// A satisfaction survey the desk asked: an answer to it is the
+/// customer's rating of that resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AskedSurvey {
+    /// The question's seq in the conversation.
+    pub(crate) seq: u64,
+    /// The desk entry of the resolution it asks about.
+    pub(crate) resolution_dseq: u64,
+    /// Who resolved (`None`: the desk).
+    pub(crate) resolved_by: Option<PartyId>,
+    /// The scale it asked on.
+    pub(crate) scale: CsatScale,
 }
 
 impl TicketState {

@@ -8,7 +8,9 @@ use kanal_proto::address::{Address, ConversationId};
 use kanal_proto::pb;
 use prost::Message as _;
 
-use crate::model::{DeskChange, Owner, Priority, RequeueReason, SlaEvent, Status, Target};
+use crate::model::{
+    CsatScale, DeskChange, Owner, Priority, RequeueReason, SlaEvent, Status, Target,
+};
 
 /// What one entry of a desk log says.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +25,8 @@ pub(crate) enum Entry<'a> {
     Team(&'a str),
     /// The conversation continues this one.
     Continues(&'a ConversationId),
+    /// The customer rated a resolution.
+    Rating(&'a pb::DeskRating),
 }
 
 /// The stored bytes of entry `dseq` of `conversation`'s desk log, made at
@@ -43,6 +47,7 @@ pub(crate) fn encode(
         }),
         Entry::Team(team) => Kind::Team(team.to_owned()),
         Entry::Continues(old) => Kind::Continues(old.to_string()),
+        Entry::Rating(rating) => Kind::Rating(rating.clone()),
         Entry::Change(DeskChange::Queued { reason }) => Kind::Queued(pb::DeskQueued {
             reason: reason.map_or(pb::QueueReason::Unspecified, queue_reason) as i32,
         }),
@@ -105,6 +110,15 @@ pub(crate) fn target(target: Target) -> pb::SlaTarget {
         Target::FirstResponse => pb::SlaTarget::FirstResponse,
         Target::NextResponse => pb::SlaTarget::NextResponse,
         Target::Resolution => pb::SlaTarget::Resolution,
+    }
+}
+
+/// A survey's scale on the wire.
+pub(crate) fn rating_scale(scale: CsatScale) -> pb::RatingScale {
+    match scale {
+        CsatScale::Stars => pb::RatingScale::Stars,
+        CsatScale::Nps => pb::RatingScale::Nps,
+        CsatScale::Thumbs => pb::RatingScale::Thumbs,
     }
 }
 

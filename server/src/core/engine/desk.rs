@@ -12,11 +12,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kanal_proto::address::{Address, ConversationId};
+use kanal_proto::pb;
 use sha2::{Digest, Sha256};
 
 use super::{Applied, Command, Engine, Need, Reply};
 use crate::core::audience::Audience;
-use crate::core::desk::{Changes, DeskConfig, DeskError, Entry, InboxDesk, Seat, TicketState};
+use crate::core::desk::{
+    AskedSurvey, Changes, DeskConfig, DeskError, Entry, InboxDesk, Seat, TicketState,
+};
 use crate::model::{
     Actor, Availability, ConversationKey, DeskChange, DeskEntry, EventRef, Owner, Party, PartyId,
     Priority, Refusal, RefusalCode, Status, StoredDesk, StoredSeat, StoredTicket, TicketView,
@@ -86,9 +89,13 @@ struct TicketMeta {
     continues: Option<ConversationId>,
     /// The opening the last out-of-hours reply named.
     closed_told_until: Option<i64>,
-    /// The state last stored (`None`: not stored yet), so that a message
-    /// that changes nothing of the ticket writes nothing.
-    stored: Option<String>,
+    /// The survey its last resolution asked.
+    survey: Option<AskedSurvey>,
+    /// The state and last dseq last stored (`None`: not stored yet), so
+    /// that a message that changes nothing of the ticket writes nothing,
+    /// and an entry that changes only the log (a note, a rating) still
+    /// stores where the log ends.
+    stored: Option<(String, u64)>,
 }
 
 impl TicketMeta {
@@ -99,6 +106,7 @@ impl TicketMeta {
             continued_by: None,
             continues: None,
             closed_told_until: None,
+            survey: None,
             stored: None,
         }
     }
@@ -110,6 +118,7 @@ impl TicketMeta {
             continued_by: state.continued_by.as_ref().and_then(|c| c.parse().ok()),
             continues: state.continues.as_ref().and_then(|c| c.parse().ok()),
             closed_told_until: state.closed_told_until,
+            survey: state.survey,
             stored: None,
         }
     }
@@ -893,7 +902,11 @@ impl Engine {
                 &conversation,
                 dseq,
                 now_ms,
-                actor.and_then(|id| names.get(&id)),
+                match &entry {
+                    // A customer is no name the desk keeps.
+                    Owned::Rating(_, customer) => Some(customer),
+                    _ => actor.and_then(|id| names.get(&id)),
+                },
                 entry.as_entry(),
                 |id| names.get(&id).cloned(),
             );
@@ -904,7 +917,7 @@ impl Engine {
             if let Owned::Change(DeskChange::Status { to, .. }) = &entry
                 && to.is_resolved()
             {
-                resolved.push((conversation.clone(), dseq));
+                resolved.push((ticket, conversation.clone(), dseq, actor));
             }
             applied.writes.push(Write::DeskEntry(DeskEntry {
                 key: ticket,
@@ -938,8 +951,8 @@ impl Engine {
         for agent in seats {
             self.write_seat(inbox, agent, applied);
         }
-        for (conversation, dseq) in resolved {
-            self.ask_survey(inbox, now_ms, &conversation, dseq, applied);
+        for (ticket, conversation, dseq, by) in resolved {
+            self.ask_survey(inbox, now_ms, ticket, &conversation, (dseq, by), applied);
         }
         last
     }
@@ -977,15 +990,18 @@ impl Engine {
     }
 
     /// Sends the inbox's satisfaction survey, if it has one, into
-    /// `conversation`, resolved by desk entry `dseq`: once per resolution
-    /// (its `client_msg_id` is the entry's), from the inbox itself, and as
-    /// a thumbs question when a device is the customer.
+    /// `conversation` (ticket `ticket`), resolved by desk entry `dseq` of
+    /// `resolved_by`: once per resolution (its `client_msg_id` is the
+    /// entry's), from the inbox itself, and as a thumbs question when a
+    /// device is the customer. The ticket remembers it, so that the
+    /// answer becomes the resolution's rating.
     fn ask_survey(
         &mut self,
         inbox: PartyId,
         now_ms: i64,
+        ticket: ConversationKey,
         conversation: &ConversationId,
-        dseq: u64,
+        (dseq, resolved_by): (u64, Option<PartyId>),
         applied: &mut Applied,
     ) {
         let Some(state) = self.desks.get(&inbox) else {
@@ -1012,21 +1028,73 @@ impl Engine {
         };
         let body = crate::core::desk::survey(scale, &csat.text);
         let cmid = format!("csat-{dseq}");
-        if self
-            .append(
-                now_ms,
-                key,
-                conversation,
-                &audience,
-                &asker,
-                &cmid,
-                &body,
-                applied,
-            )
-            .is_none()
-        {
+        let Some(sent) = self.append(
+            now_ms,
+            key,
+            conversation,
+            &audience,
+            &asker,
+            &cmid,
+            &body,
+            applied,
+        ) else {
             tracing::warn!(%conversation, "the survey could not be sent");
+            return;
+        };
+        if let Some(meta) = self
+            .desks
+            .get_mut(&inbox)
+            .and_then(|state| state.meta.get_mut(&ticket))
+        {
+            meta.survey = Some(AskedSurvey {
+                seq: sent.seq,
+                resolution_dseq: dseq,
+                resolved_by,
+                scale,
+            });
         }
+        self.write_ticket(inbox, ticket, now_ms, applied);
+    }
+
+    /// `by`, the customer of conversation `key` on `inbox`'s desk, sent
+    /// `answer`: an answer to the survey its last resolution asked is
+    /// that resolution's rating, an entry of the desk log (the reports
+    /// read it). A later answer to the same survey is a newer rating.
+    pub(super) fn desk_rated(
+        &mut self,
+        inbox: PartyId,
+        now_ms: i64,
+        key: ConversationKey,
+        by: &Party,
+        answer: &pb::Answer,
+        applied: &mut Applied,
+    ) {
+        let Some(state) = self.desks.get(&inbox) else {
+            return;
+        };
+        let Some(survey) = state.meta.get(&key).and_then(|m| m.survey) else {
+            return;
+        };
+        let Some(pb::answer::Value::Rating(rating)) = &answer.value else {
+            return;
+        };
+        if survey.seq != answer.question_seq {
+            return;
+        }
+        let rating = pb::DeskRating {
+            question_seq: survey.seq,
+            resolution_dseq: survey.resolution_dseq,
+            resolved_by: survey
+                .resolved_by
+                .and_then(|id| state.names.get(&id))
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            scale: crate::core::desk::wire::rating_scale(survey.scale) as i32,
+            score: rating.score,
+            comment: rating.comment.clone(),
+        };
+        let entries = vec![(key, Some(by.id), Owned::Rating(rating, by.address.clone()))];
+        self.desk_commit(inbox, now_ms, entries, key, Changes::new(), applied);
     }
 
     /// Stores ticket `key` of `inbox`'s desk as it stands, unless it is
@@ -1052,9 +1120,14 @@ impl Engine {
             continues: meta.continues.as_ref().map(ToString::to_string),
             sla_due: state.desk.sla_due(key),
             closed_told_until: meta.closed_told_until,
+            survey: meta.survey,
         };
         let json = full.to_json();
-        if meta.stored.as_ref() == Some(&json) {
+        if meta
+            .stored
+            .as_ref()
+            .is_some_and(|(stored, dseq)| *stored == json && *dseq == meta.last_dseq)
+        {
             return;
         }
         let row = StoredTicket {
@@ -1068,7 +1141,7 @@ impl Engine {
             state: json.clone(),
         };
         if let Some(meta) = state.meta.get_mut(&key) {
-            meta.stored = Some(json);
+            meta.stored = Some((json, meta.last_dseq));
         }
         applied.writes.push(Write::Ticket(row));
     }
@@ -1125,6 +1198,8 @@ enum Owned {
     Labels(Vec<String>),
     Team(String),
     Continues(ConversationId),
+    /// The rating and the customer who gave it.
+    Rating(pb::DeskRating, Address),
 }
 
 impl Owned {
@@ -1135,6 +1210,7 @@ impl Owned {
             Owned::Labels(labels) => Entry::Labels(labels),
             Owned::Team(team) => Entry::Team(team),
             Owned::Continues(old) => Entry::Continues(old),
+            Owned::Rating(rating, _) => Entry::Rating(rating),
         }
     }
 }

@@ -813,6 +813,44 @@ fn every_resolution_asks_the_survey_once_and_answering_it_reopens_nothing() {
     assert!(matches!(sent, Reply::Sent(_)), "{sent:?}");
     let ticket = desk(&mut f, agent_a(), &conv, DeskRequest::Get);
     assert!(matches!(ticket, Reply::Ticket(t) if t.status.is_resolved()));
+    // The answer is the resolution's rating, in the desk log; the survey
+    // is remembered across a restart, where a changed answer rates anew.
+    f.sequencer = ready(Sequencer::new(f.store.clone(), "localhost".into())).expect("sequencer");
+    let again = Body::Answer(Wire(pb::Answer {
+        question_seq: first[0].0,
+        text: String::new(),
+        value: Some(pb::answer::Value::Rating(pb::RatingAnswer {
+            score: 4,
+            comment: "slow at first".into(),
+        })),
+    }));
+    let sent = f.run(Command::Send {
+        by: alice(),
+        conversation: conv.clone(),
+        client_msg_id: "rating-2".into(),
+        body: again,
+    });
+    assert!(matches!(sent, Reply::Sent(_)), "{sent:?}");
+    let ratings: Vec<(String, pb::DeskRating)> = ready(f.store.desk_entries(key, 0, 100))
+        .expect("desk log")
+        .0
+        .into_iter()
+        .filter_map(|e| {
+            let event = <pb::DeskEvent as prost::Message>::decode(e.payload).expect("entry");
+            match event.kind {
+                Some(pb::desk_event::Kind::Rating(r)) => Some((event.actor, r)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(ratings.len(), 2, "{ratings:?}");
+    assert_eq!(ratings[0].0, alice().address.to_string());
+    assert_eq!(ratings[0].1.score, 5);
+    assert_eq!(ratings[0].1.resolved_by, agent_a().address.to_string());
+    assert_eq!(ratings[0].1.scale, pb::RatingScale::Stars as i32);
+    assert_eq!(ratings[1].1.score, 4);
+    assert_eq!(ratings[1].1.comment, "slow at first");
+    assert_eq!(ratings[0].1.resolution_dseq, ratings[1].1.resolution_dseq);
 
     // A message reopens it; the second resolution asks again.
     f.send(alice(), &conv, "again");
@@ -880,5 +918,33 @@ fn a_customer_writing_while_closed_is_told_when_it_opens_once_per_closed_period(
             "hi",
             "Back at Fri 2 Jan 09:00 (UTC)."
         ]
+    );
+}
+
+#[test]
+fn the_desk_log_goes_on_after_a_restart_when_only_notes_were_added() {
+    let mut f = desk_fixture();
+    let conv = f.open_with_support();
+    let note = |f: &mut Fixture, id: &str| {
+        desk(
+            f,
+            agent_a(),
+            &conv,
+            DeskRequest::Note {
+                client_note_id: id.into(),
+                text: "a note".into(),
+            },
+        )
+    };
+    let Reply::NoteAdded { dseq: first, .. } = note(&mut f, "n1") else {
+        panic!("a note");
+    };
+    // The note changed nothing of the ticket but where its log ends: a
+    // new engine must carry on after it, not write over it.
+    f.sequencer = ready(Sequencer::new(f.store.clone(), "localhost".into())).expect("sequencer");
+    let reply = note(&mut f, "n2");
+    assert!(
+        matches!(reply, Reply::NoteAdded { dseq, duplicate: false, .. } if dseq == first + 1),
+        "{reply:?}"
     );
 }
