@@ -235,6 +235,28 @@ impl Client {
         }
     }
 
+    /// The desk's figures over `from_ms..to_ms` (ms since the Unix epoch;
+    /// `to_ms` 0: now, at most 366 days) for `inbox` (an address the
+    /// caller answers for; empty: every inbox with a desk it answers for):
+    /// first-response, next-response and resolution times, SLA hits,
+    /// CSAT, per inbox and per agent, and each inbox's backlog now.
+    pub async fn report(
+        &self,
+        inbox: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<pb::Report, ClientError> {
+        let kind = request::Kind::GetReport(pb::GetReport {
+            inbox: inbox.to_owned(),
+            from_ms,
+            to_ms,
+        });
+        match self.request(kind).await? {
+            response::Kind::Report(report) => Ok(report),
+            other => Err(unexpected("Report", &other)),
+        }
+    }
+
     /// Hands a conversation from the inbox's first-responder bot to the
     /// agents' queue. A repeat changes nothing.
     pub async fn hand_off(&self, conversation: &str) -> Result<pb::Ticket, ClientError> {

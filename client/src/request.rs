@@ -72,6 +72,7 @@ pub(crate) fn unexpected(wanted: &str, got: &response::Kind) -> ClientError {
         response::Kind::DeskHistoryPage(_) => "DeskHistoryPage",
         response::Kind::Contact(_) => "Contact",
         response::Kind::CannedList(_) => "CannedList",
+        response::Kind::Report(_) => "Report",
     };
     ClientError::Protocol(format!("expected a {wanted} response, got {got}"))
 }

@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
             Some(Kind::HandOff(h)) => names.push(h.conversation),
             Some(Kind::GetContact(c)) => names.push(c.contact),
             Some(Kind::ListCanned(c)) => names.push(c.inbox),
+            Some(Kind::GetReport(r)) => names.push(r.inbox),
             Some(Kind::ListConversations(_) | Kind::SetAvailability(_)) | None => {}
         }
     }

@@ -202,6 +202,7 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
         | (Some(Q::DeskHistory(_)), R::DeskHistoryPage(_))
         | (Some(Q::GetContact(_)), R::Contact(_))
         | (Some(Q::ListCanned(_)), R::CannedList(_))
+        | (Some(Q::GetReport(_)), R::Report(_))
         | (Some(Q::SetAvailability(_)), R::Done(_)) => return,
         (_, R::Error(_)) => match &request.kind {
             Some(Q::CreateConversation(_)) => &[
@@ -255,6 +256,13 @@ fn check_kind(request: &pb::Request, response: &pb::Response) {
             Some(Q::GetContact(_) | Q::ListCanned(_)) => {
                 &[E::InvalidAddress, E::NotFound, E::NotAnAgent]
             }
+            Some(Q::GetReport(_)) => &[
+                E::BadRequest,
+                E::InvalidAddress,
+                E::NotFound,
+                E::NotAnAgent,
+                E::InvalidState,
+            ],
             Some(Q::SetAvailability(_)) => &[E::BadRequest, E::NotAnAgent],
             None => &[E::BadRequest],
         },

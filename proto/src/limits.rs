@@ -40,6 +40,13 @@ pub const MAX_LABEL: usize = 64;
 /// Furthest ahead a snooze may end, in milliseconds: 366 days.
 pub const MAX_SNOOZE_MS: i64 = 366 * 24 * 3600 * 1000;
 
+/// The longest period one report covers (`GetReport`), in ms.
+pub const MAX_REPORT_PERIOD_MS: i64 = 366 * 24 * 3600 * 1000;
+
+/// Most desk-log entries one report reads per inbox; a period with more
+/// is reported from its start and marked incomplete.
+pub const MAX_REPORT_ENTRIES: usize = 1_000_000;
+
 /// Most choices of one question (quick replies, buttons, a list's rows in
 /// all sections, a form field's options).
 pub const MAX_CHOICES: usize = 100;

@@ -183,6 +183,10 @@ pub(crate) enum DeskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Report the desk's figures over a period: tickets opened, assigned
+    /// and resolved, first-response and resolution times, SLA hits and
+    /// CSAT, per inbox and per agent, and the backlog now
+    Report(super::report::ReportArgs),
     /// Hand a conversation from the inbox's bot to the agents' queue
     HandOff {
         /// The conversation id
@@ -443,6 +447,7 @@ pub(crate) async fn run(client: &Client, command: DeskCommand) -> anyhow::Result
                 .with_context(|| format!("reading the contact {address}"))?;
             print_contact(&profile, json)
         }
+        DeskCommand::Report(args) => super::report::run(client, args).await,
         DeskCommand::Canned { inbox, json } => {
             let responses = client
                 .canned(inbox.as_deref().unwrap_or_default())

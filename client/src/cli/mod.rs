@@ -7,6 +7,7 @@ mod args;
 mod commands;
 mod desk;
 mod output;
+mod report;
 mod session;
 mod structured;
 

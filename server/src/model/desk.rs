@@ -235,6 +235,14 @@ impl Owner {
             _ => None,
         }
     }
+
+    /// The owning agent or bot, if anyone owns it.
+    pub const fn party(self) -> Option<PartyId> {
+        match self {
+            Owner::Agent(id) | Owner::Bot(id) => Some(id),
+            Owner::Nobody => None,
+        }
+    }
 }
 
 /// Urgency, lowest first; the queue serves higher priorities first.

@@ -29,8 +29,8 @@ pub use conversations::{
 };
 pub use desk::{
     desk_entries_page_backwards_and_notes_are_found, desk_events_replay_from_party_and_inbox_logs,
-    desk_rows_upsert_and_read_back, reused_client_note_id_is_a_duplicate_send,
-    ticket_listings_filter_page_and_order,
+    desk_rows_upsert_and_read_back, inbox_desk_entries_read_a_period_in_order,
+    reused_client_note_id_is_a_duplicate_send, ticket_listings_filter_page_and_order,
 };
 pub use devices::devices_register_revoke_link_and_count_initiations;
 pub use directory::{inbox_agents, parties, sessions_and_acks};
@@ -66,6 +66,7 @@ macro_rules! store_conformance_tests {
             desk_rows_upsert_and_read_back,
             ticket_listings_filter_page_and_order,
             desk_entries_page_backwards_and_notes_are_found,
+            inbox_desk_entries_read_a_period_in_order,
             reused_client_note_id_is_a_duplicate_send,
             desk_events_replay_from_party_and_inbox_logs,
         );

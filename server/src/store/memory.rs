@@ -950,6 +950,26 @@ impl Store for MemoryStore {
         Ok((entries, has_more))
     }
 
+    async fn inbox_desk_entries(
+        &self,
+        inbox: PartyId,
+        (from_ms, to_ms): (i64, i64),
+        after: Option<(i64, ConversationKey, u64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeskEntry>> {
+        let state = self.lock();
+        let mut found: Vec<DeskEntry> = state
+            .desk_entries
+            .values()
+            .filter(|e| e.inbox == inbox && (from_ms..to_ms).contains(&e.at_ms))
+            .filter(|e| after.is_none_or(|after| (e.at_ms, e.key, e.dseq) > after))
+            .cloned()
+            .collect();
+        found.sort_by_key(|e| (e.at_ms, e.key, e.dseq));
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
     async fn find_note(
         &self,
         key: ConversationKey,

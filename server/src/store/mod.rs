@@ -289,6 +289,18 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<(Vec<DeskEntry>, bool)>;
 
+    /// Up to `limit` entries of `inbox`'s desk logs made from `from_ms`
+    /// (inclusive) to `to_ms` (exclusive), after `after` (an entry's
+    /// `(at_ms, key, dseq)`; `None`: from the start), in that order: how
+    /// reports read a period.
+    async fn inbox_desk_entries(
+        &self,
+        inbox: PartyId,
+        (from_ms, to_ms): (i64, i64),
+        after: Option<(i64, ConversationKey, u64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeskEntry>>;
+
     /// The note `actor` stored under `client_note_id` (not empty) in
     /// conversation `key`, if any: its dseq and time.
     async fn find_note(

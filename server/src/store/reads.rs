@@ -701,6 +701,42 @@ pub(crate) async fn desk_entries(
     Ok((entries, has_more))
 }
 
+/// Up to `limit` entries of `inbox`'s desk logs in `[from_ms, to_ms)`
+/// after `after`, by `(at_ms, key, dseq)`.
+pub(crate) async fn inbox_desk_entries(
+    reader: &impl Reader,
+    inbox: PartyId,
+    (from_ms, to_ms): (i64, i64),
+    after: Option<(i64, ConversationKey, u64)>,
+    limit: u32,
+) -> StoreResult<Vec<DeskEntry>> {
+    let (at_ms, key, dseq) = match after {
+        Some((at_ms, key, dseq)) => (at_ms, key, seq_to_db(dseq)?),
+        None => (from_ms.saturating_sub(1), i64::MAX, i64::MAX),
+    };
+    reader
+        .rows::<DeskEntryColumns>(
+            "SELECT key, dseq, inbox, at_ms, actor, client_note_id, payload FROM desk_entries
+             WHERE inbox = $1 AND at_ms >= $2 AND at_ms < $3
+               AND (at_ms > $4 OR (at_ms = $4 AND (key > $5 OR (key = $5 AND dseq > $6))))
+             ORDER BY at_ms, key, dseq
+             LIMIT $7",
+            &[
+                Param::Int(inbox),
+                Param::Int(from_ms),
+                Param::Int(to_ms),
+                Param::Int(at_ms),
+                Param::Int(key),
+                Param::Int(dseq),
+                Param::Int(i64::from(limit)),
+            ],
+        )
+        .await?
+        .into_iter()
+        .map(columns::desk_entry)
+        .collect()
+}
+
 /// The note `actor` stored under `client_note_id` in `key`: its dseq and
 /// time.
 pub(crate) async fn find_note(

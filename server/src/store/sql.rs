@@ -284,6 +284,16 @@ impl<B: SqlBackend> Store for B {
         reads::desk_entries(self.reader(), key, before, limit).await
     }
 
+    async fn inbox_desk_entries(
+        &self,
+        inbox: PartyId,
+        period: (i64, i64),
+        after: Option<(i64, ConversationKey, u64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeskEntry>> {
+        reads::inbox_desk_entries(self.reader(), inbox, period, after, limit).await
+    }
+
     async fn find_note(
         &self,
         key: ConversationKey,

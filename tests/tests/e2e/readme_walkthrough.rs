@@ -122,13 +122,41 @@ async fn the_readme_desk_walkthrough_runs_as_written() -> Result<()> {
         "{out}"
     );
     ensure!(has("open -> resolved by ann@localhost"), "{out}");
-    // Bob's own tickets, the script's last lines: the router Ann gave him
-    // and the heater he took.
-    let last = &lines[lines.len().saturating_sub(3)..];
-    let bobs = last
+    // Bob's own tickets, the lines before the report: the router Ann gave
+    // him and the heater he took.
+    let report = lines
+        .iter()
+        .position(|l| l.starts_with("support@localhost, "))
+        .context("no report")?;
+    let bobs = lines[report.saturating_sub(2)..report]
         .iter()
         .filter(|l| l.contains(" open normal bob@localhost (support@localhost)"))
         .count();
     ensure!(bobs == 2, "bob's tickets:\n{out}");
+    // The report: three tickets opened, four assignments (the heater
+    // twice), one resolution; Ann answered two customers and resolved the
+    // washer, rated five stars; Bob owns two tickets, nobody waits on Ann.
+    let row = |who: &str| -> Vec<&str> {
+        lines[report..]
+            .iter()
+            .find(|l| l.trim_start().starts_with(who))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default()
+    };
+    let inbox = row("inbox ");
+    ensure!(inbox.get(1..5) == Some(&["3", "4", "1", "2"][..]), "{out}");
+    let ann = row("ann@localhost ");
+    ensure!(ann.get(1..5) == Some(&["-", "2", "1", "0"][..]), "{out}");
+    ensure!(
+        ann.get(5..)
+            .is_some_and(|rest| rest.join(" ").ends_with("100% of 1")),
+        "ann's CSAT:\n{out}"
+    );
+    let bob = row("bob@localhost ");
+    ensure!(bob.get(1..5) == Some(&["-", "2", "0", "2"][..]), "{out}");
+    ensure!(
+        has("CSAT stars: 1 rated, 1 satisfied, 0 dissatisfied"),
+        "{out}"
+    );
     Ok(())
 }

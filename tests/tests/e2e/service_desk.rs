@@ -347,3 +347,101 @@ async fn a_contact_profile_shows_its_conversations_with_the_desk_and_its_devices
     )?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_report_counts_what_the_desk_did_per_agent_and_reads_the_same_after_a_restart()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    admin::set_up_desk(&server.server.node(), "support", Routing::Manual).await?;
+    let alice = server.agent("alice").await?;
+    let _bruno = server.agent("bruno").await?;
+    let carla = server.register("carla").await?;
+    let start = now_ms() - 1;
+    let washer = carla
+        .create_conversation(&["support@localhost"], "washer")
+        .await?;
+    let heater = carla
+        .create_conversation(&["support@localhost"], "heater")
+        .await?;
+    carla.send_text(&heater.id, "it is loud").await?;
+    // Alice takes the washer, answers and resolves it; the heater waits.
+    alice.assign(&washer.id, "alice@localhost").await?;
+    alice.send_text(&washer.id, "Check the hose.").await?;
+    alice
+        .set_status(&washer.id, pb::TicketStatus::Resolved)
+        .await?;
+
+    let check = |report: pb::Report| -> anyhow::Result<()> {
+        let [inbox] = &report.inboxes[..] else {
+            anyhow::bail!("one inbox: {report:?}");
+        };
+        assert_eq!(inbox.inbox, "support@localhost");
+        assert!(inbox.complete);
+        let figures = inbox.figures.clone().unwrap_or_default();
+        assert_eq!(
+            (figures.opened, figures.assigned, figures.resolved),
+            (2, 1, 1)
+        );
+        let first = figures.first_response.unwrap_or_default();
+        assert_eq!(first.count, 1);
+        assert!(first.median_ms >= 0 && first.business_median_ms >= 0);
+        assert_eq!(figures.resolution.unwrap_or_default().count, 1);
+        assert!(figures.sla.is_empty(), "no SLA targets set");
+        let agents: Vec<(&str, u32, u32)> = inbox
+            .agents
+            .iter()
+            .map(|a| {
+                let f = a.figures.clone().unwrap_or_default();
+                (
+                    a.agent.as_str(),
+                    f.resolved,
+                    f.first_response.unwrap_or_default().count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            agents,
+            [("alice@localhost", 1, 1), ("bruno@localhost", 0, 0)],
+            "every agent, idle ones too, credited with its own work"
+        );
+        let backlog = inbox.backlog.unwrap_or_default();
+        assert_eq!(
+            (backlog.open, backlog.unowned, backlog.waiting),
+            (1, 1, 1),
+            "the heater waits"
+        );
+        assert!(backlog.oldest_waiting_since_ms >= start);
+        Ok(())
+    };
+    check(alice.report("", start, 0).await?)?;
+    check(
+        alice
+            .report("support@localhost", start, now_ms() + 1)
+            .await?,
+    )?;
+    // An earlier period saw nothing.
+    let before = alice.report("", start - 3_600_000, start).await?;
+    let figures = before.inboxes[0].figures.clone().unwrap_or_default();
+    assert_eq!((figures.opened, figures.resolved), (0, 0));
+
+    // The documented refusals.
+    assert_refused(carla.report("", start, 0).await, pb::ErrorCode::NotAnAgent)?;
+    assert_refused(
+        alice.report("", start, start).await,
+        pb::ErrorCode::BadRequest,
+    )?;
+    assert_refused(
+        alice.report("", start - 367 * 86_400_000, start).await,
+        pb::ErrorCode::BadRequest,
+    )?;
+    assert_refused(
+        alice.report("nobody@localhost", start, 0).await,
+        pb::ErrorCode::NotFound,
+    )?;
+
+    // The figures come from the store: a restarted server reports the same.
+    let server = server.restart().await?;
+    let alice = server.login("alice@localhost").await?;
+    check(alice.report("", start, 0).await?)?;
+    Ok(())
+}

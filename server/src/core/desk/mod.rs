@@ -8,6 +8,7 @@ mod closed;
 pub(crate) mod hours;
 mod inbox;
 mod queue;
+pub(crate) mod report;
 mod seats;
 mod sla;
 mod stored;

@@ -10,6 +10,7 @@ pub(crate) mod endpoint;
 mod events;
 mod handshake;
 pub(crate) mod render;
+mod report;
 pub(crate) mod requests;
 pub(crate) mod session;
 mod structured;

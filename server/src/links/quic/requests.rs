@@ -229,6 +229,7 @@ async fn handle(node: &Node, party: &Party, request: pb::Request) -> Answer {
         }
         Some(Kind::GetContact(get)) => super::contact::contact(node, party, get).await,
         Some(Kind::ListCanned(list)) => super::canned::list(node, party, list).await,
+        Some(Kind::GetReport(get)) => super::report::report(node, party, get).await,
         None => Err(Refusal::new(RefusalCode::BadRequest, "request has no kind")),
     }
 }

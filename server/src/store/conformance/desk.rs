@@ -531,3 +531,47 @@ pub async fn desk_events_replay_from_party_and_inbox_logs<S: Store>(store: &S) {
         "the first event always comes, then the budget ends the page"
     );
 }
+
+/// An inbox's desk entries over a period, across its conversations, in
+/// `(at_ms, key, dseq)` order, paged by the last one read; another
+/// inbox's entries and those outside the period are not among them.
+pub async fn inbox_desk_entries_read_a_period_in_order<S: Store>(store: &S) {
+    let (_, support, other, _) = desk_parties(store, 3).await;
+    let at = |key: ConversationKey, dseq: u64, at_ms: i64, inbox: PartyId| DeskEntry {
+        at_ms,
+        ..entry(key, dseq, inbox, None, "")
+    };
+    let ours = [
+        at(2, 1, 10, support),
+        at(1, 1, 20, support),
+        at(3, 1, 20, support),
+        at(1, 2, 20, support),
+        at(2, 2, 30, support),
+        at(1, 3, 40, support),
+    ];
+    let mut batch: Vec<Write> = ours.iter().cloned().map(Write::DeskEntry).collect();
+    batch.push(Write::DeskEntry(at(3, 2, 25, other)));
+    store.commit(batch).await.expect("commit entries");
+    let mut want = ours.to_vec();
+    want.sort_by_key(|e| (e.at_ms, e.key, e.dseq));
+    let read = async |period: (i64, i64), after, limit| {
+        store
+            .inbox_desk_entries(support, period, after, limit)
+            .await
+            .expect("read")
+    };
+    assert_eq!(read((0, 100), None, 100).await, want);
+    assert_eq!(
+        read((20, 40), None, 100).await,
+        want[1..5].to_vec(),
+        "[from, to)"
+    );
+    // Paging by the last entry read, through entries of one instant.
+    let first = read((0, 100), None, 2).await;
+    assert_eq!(first, want[..2].to_vec());
+    let last = first.last().map(|e| (e.at_ms, e.key, e.dseq));
+    assert_eq!(read((0, 100), last, 2).await, want[2..4].to_vec());
+    let last = Some((want[3].at_ms, want[3].key, want[3].dseq));
+    assert_eq!(read((0, 100), last, 10).await, want[4..].to_vec());
+    assert_eq!(read((41, 100), None, 10).await, vec![]);
+}
