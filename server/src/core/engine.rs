@@ -116,6 +116,16 @@ pub enum Command {
         /// Online, away or offline.
         availability: Availability,
     },
+    /// An agent's own capacity at one inbox's desk (`None`: the inbox's);
+    /// an operator's change, after which routing runs again.
+    SetCapacity {
+        /// The agent.
+        agent: Party,
+        /// The inbox.
+        inbox: Party,
+        /// Most open or pending conversations it holds at once.
+        capacity: Option<u32>,
+    },
     /// Sets up or changes an inbox's desk (an operator's change).
     ConfigureDesk {
         /// The inbox.
@@ -451,7 +461,10 @@ impl Engine {
                 self.conversation_needs(state, &mut needs);
                 self.desk_needs(&state.record.members, Some(state.record.key), &mut needs);
             }
-            Command::SetAvailability { .. } | Command::ConfigureDesk { .. } | Command::DeskTick => {
+            Command::SetAvailability { .. }
+            | Command::SetCapacity { .. }
+            | Command::ConfigureDesk { .. }
+            | Command::DeskTick => {
                 self.desk_command_needs(cmd, &mut needs);
             }
             Command::Send {
@@ -705,6 +718,11 @@ impl Engine {
                 inbox,
                 availability,
             } => self.set_availability(now_ms, agent, inbox, *availability, &mut applied),
+            Command::SetCapacity {
+                agent,
+                inbox,
+                capacity,
+            } => self.set_capacity(now_ms, agent, inbox, *capacity, &mut applied),
             Command::ConfigureDesk {
                 inbox,
                 config,

@@ -267,6 +267,46 @@ pub(crate) async fn set_canned(
     }
 }
 
+/// Sets how many open or pending conversations agent `agent_local` holds
+/// at once at `inbox_local`'s desk (`None`: the inbox's `--capacity`);
+/// routing runs again at once, so a raised capacity takes from the queue.
+/// Returns the agent.
+pub async fn set_capacity(
+    node: &Node,
+    inbox_local: &str,
+    agent_local: &str,
+    capacity: Option<u32>,
+) -> Result<Party, AdminError> {
+    let inbox_address = Address::new(inbox_local, &node.domain)?;
+    let inbox = match node.store.party_by_address(&inbox_address).await? {
+        Some(p) if p.kind == PartyKind::Inbox => p,
+        _ => return Err(AdminError::NotAnInbox(inbox_address)),
+    };
+    if desk_config(node, inbox.id).await?.is_none() {
+        return Err(AdminError::Invalid(format!(
+            "{inbox_address} has no desk: set it up first (kanald inbox desk {inbox_local})"
+        )));
+    }
+    let address = Address::new(agent_local, &node.domain)?;
+    let agent = match node.store.party_by_address(&address).await? {
+        Some(p) if node.store.inbox_agents(inbox.id).await?.contains(&p.id) => p,
+        _ => {
+            return Err(AdminError::Invalid(format!(
+                "{address} does not answer for {inbox_address} (kanald agent add {agent_local} --inbox {inbox_local})"
+            )));
+        }
+    };
+    let command = Command::SetCapacity {
+        agent: agent.clone(),
+        inbox,
+        capacity,
+    };
+    match node.writer.submit(command).await {
+        Reply::Refused(refusal) => Err(refusal.into()),
+        _ => Ok(agent),
+    }
+}
+
 /// A desk's parties by local part, as the operator names them: resolved
 /// to ids when the desk is configured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

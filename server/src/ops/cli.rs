@@ -398,6 +398,24 @@ enum InboxCommand {
         #[arg(long)]
         remove: bool,
     },
+    /// Set how many open or pending conversations one agent holds at once
+    /// at an inbox's desk (instead of the inbox's --capacity); a raised
+    /// capacity takes waiting conversations at once.
+    Capacity {
+        /// Local part of the inbox address.
+        local: String,
+        /// Local part of the agent's address.
+        agent: String,
+        /// The agent's capacity (0: routing gives it none).
+        #[arg(
+            required_unless_present = "inbox_default",
+            conflicts_with = "inbox_default"
+        )]
+        capacity: Option<u32>,
+        /// Go back to the inbox's capacity.
+        #[arg(long)]
+        inbox_default: bool,
+    },
 }
 
 /// Runs `kanald` with the process's arguments; returns its exit code.
@@ -588,6 +606,28 @@ async fn real_main() -> Result<()> {
             let party = expect_party(administer(&cli.data_dir, request).await?)?;
             let done = if remove { "removed" } else { "set" };
             println!("canned response {name} of {} {done}", party.address);
+            Ok(())
+        }
+        Command::Inbox(InboxCommand::Capacity {
+            local,
+            agent,
+            capacity,
+            inbox_default,
+        }) => {
+            let capacity = if inbox_default { None } else { capacity };
+            let request = AdminRequest::SetCapacity {
+                inbox: local.clone(),
+                agent,
+                capacity,
+            };
+            let party = expect_party(administer(&cli.data_dir, request).await?)?;
+            match capacity {
+                Some(n) => println!(
+                    "{} holds at most {n} open conversations at {local}",
+                    party.address
+                ),
+                None => println!("{} holds {local}'s capacity", party.address),
+            }
             Ok(())
         }
         Command::Backup { to } => {

@@ -445,3 +445,54 @@ async fn a_report_counts_what_the_desk_did_per_agent_and_reads_the_same_after_a_
     check(alice.report("", start, 0).await?)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_operator_sets_an_agents_capacity_and_a_raised_one_takes_from_the_queue_at_once()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    // The node handle goes before the restart, as an operator's would.
+    let node = server.server.node();
+    admin::set_up_desk(&node, "support", Routing::RoundRobin).await?;
+    let alice = server.agent("alice").await?;
+    let _bruno = server.agent("bruno").await?;
+    for agent in ["alice", "bruno"] {
+        admin::set_capacity(&node, "support", agent, Some(0)).await?;
+    }
+    let carla = server.register("carla").await?;
+    let washer = carla
+        .create_conversation(&["support@localhost"], "washer")
+        .await?;
+    let waiting = alice.ticket(&washer.id).await?;
+    assert!(
+        waiting.owner.is_empty() && waiting.queued_at_ms > 0,
+        "{waiting:?}"
+    );
+    // Raising alice's capacity hands her the waiting conversation.
+    let raised = admin::set_capacity(&node, "support", "alice", Some(1)).await?;
+    assert_eq!(raised.address.to_string(), "alice@localhost");
+    assert_eq!(alice.ticket(&washer.id).await?.owner, "alice@localhost");
+    // Full now: the next one waits, also after a restart (the capacity
+    // is stored with her seat).
+    drop((alice, carla, node));
+    let server = server.restart().await?;
+    let alice = server.login("alice@localhost").await?;
+    let carla = server.login("carla@localhost").await?;
+    let heater = carla
+        .create_conversation(&["support@localhost"], "heater")
+        .await?;
+    assert!(alice.ticket(&heater.id).await?.owner.is_empty());
+    // Back to the inbox's capacity (none): she takes it.
+    admin::set_capacity(&server.server.node(), "support", "alice", None).await?;
+    assert_eq!(alice.ticket(&heater.id).await?.owner, "alice@localhost");
+    // What the operator cannot do, named.
+    let refused = admin::set_capacity(&server.server.node(), "support", "carla", Some(3))
+        .await
+        .expect_err("carla is no agent");
+    assert!(
+        refused
+            .to_string()
+            .contains("does not answer for support@localhost"),
+        "{refused}"
+    );
+    Ok(())
+}

@@ -378,7 +378,6 @@ impl InboxDesk {
     }
 
     /// An agent's own capacity changed (`None`: the inbox's); routing re-runs.
-    #[cfg(test)]
     pub(crate) fn set_capacity(
         &mut self,
         now: i64,

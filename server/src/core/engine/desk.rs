@@ -214,7 +214,9 @@ impl Engine {
     /// What a command of the desk's own needs.
     pub(super) fn desk_command_needs(&self, cmd: &Command, needs: &mut Vec<Need>) {
         match cmd {
-            Command::SetAvailability { inbox, .. } | Command::ConfigureDesk { inbox, .. } => {
+            Command::SetAvailability { inbox, .. }
+            | Command::SetCapacity { inbox, .. }
+            | Command::ConfigureDesk { inbox, .. } => {
                 if !self.desks.contains_key(&inbox.id) && !self.no_desk.contains(&inbox.id) {
                     needs.push(Need::Desk(inbox.id));
                     return;
@@ -720,6 +722,40 @@ impl Engine {
         if was != Some(availability) {
             self.write_seat(inbox.id, agent.id, applied);
         }
+        self.desk_commit_all(inbox.id, now_ms, changes, applied);
+        Reply::Done
+    }
+
+    /// Sets `agent`'s own capacity at `inbox`'s desk (`None`: the
+    /// inbox's); routing runs again, so raising it drains the queue.
+    pub(super) fn set_capacity(
+        &mut self,
+        now_ms: i64,
+        agent: &Party,
+        inbox: &Party,
+        capacity: Option<u32>,
+        applied: &mut Applied,
+    ) -> Reply {
+        let Some(state) = self.desks.get_mut(&inbox.id) else {
+            return super::not_found_party(&inbox.address);
+        };
+        state.names.insert(agent.id, agent.address.clone());
+        if state.desk.seat(agent.id).is_none()
+            && self
+                .inbox_agents
+                .get(&inbox.id)
+                .is_some_and(|a| a.contains(&agent.id))
+        {
+            state.desk.add_agent(agent.id);
+        }
+        let mut changes = Changes::new();
+        if let Err(e) = state
+            .desk
+            .set_capacity(now_ms, agent.id, capacity, &mut changes)
+        {
+            return desk_refusal(&e);
+        }
+        self.write_seat(inbox.id, agent.id, applied);
         self.desk_commit_all(inbox.id, now_ms, changes, applied);
         Reply::Done
     }

@@ -81,6 +81,15 @@ pub(crate) enum AdminRequest {
         /// Its text; `None` removes it.
         text: Option<String>,
     },
+    /// Set an agent's own capacity at an inbox's desk.
+    SetCapacity {
+        /// Local part of the inbox's address.
+        inbox: String,
+        /// Local part of the agent's address.
+        agent: String,
+        /// Most open or pending conversations; `None`: the inbox's.
+        capacity: Option<u32>,
+    },
     /// List every party.
     Parties,
     /// Issue an invite code.
@@ -354,6 +363,11 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
         AdminRequest::SetCanned { inbox, name, text } => {
             directory::set_canned(node, &inbox, &name, text).await
         }
+        AdminRequest::SetCapacity {
+            inbox,
+            agent,
+            capacity,
+        } => directory::set_capacity(node, &inbox, &agent, capacity).await,
         AdminRequest::AddBot {
             local,
             password,

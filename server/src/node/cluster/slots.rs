@@ -83,6 +83,7 @@ impl Slots {
             Command::AddParty(_) => return Ok(None),
             Command::AddInboxAgent { inbox, .. }
             | Command::SetAvailability { inbox, .. }
+            | Command::SetCapacity { inbox, .. }
             | Command::ConfigureDesk { inbox, .. } => inbox.id,
             // A node ticks the desks it holds, of the slots it orders.
             Command::DeskTick => return Ok(None),
