@@ -2,8 +2,10 @@
 //! methods: an inbox with a desk routes its conversations to its connected
 //! agents in turn, an agent's note reaches the other agents and never the
 //! customer, a customer cannot use the desk, an away agent stays away
-//! across a server restart, and the desk's refusals are the ones
-//! PROTOCOL.md §15.4 documents.
+//! across a server restart, the desk's refusals are the ones PROTOCOL.md
+//! §15.4 documents, an operator's per-agent capacity drains the queue, a
+//! device customer rates a resolution with thumbs, and reports (§15.8)
+//! count what the desk did, per agent, the same after a restart.
 
 use kanal_client::{ClientEvent, TicketFilter};
 use kanal_proto::pb;
@@ -493,6 +495,101 @@ async fn an_operator_sets_an_agents_capacity_and_a_raised_one_takes_from_the_que
             .to_string()
             .contains("does not answer for support@localhost"),
         "{refused}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_customer_is_asked_thumbs_on_resolve_and_its_pick_is_reported()
+-> anyhow::Result<()> {
+    use kanal_server::admin::DeviceSpec;
+    use kanal_tests::device::TestDevice;
+
+    const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
+    let server = TestServer::start().await?;
+    let ann = server.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    // The operator asks stars; a device's customer is asked thumbs.
+    run_kanald(
+        KANALD,
+        server.path(),
+        &[
+            "inbox",
+            "desk",
+            "support",
+            "--routing",
+            "manual",
+            "--csat",
+            "stars",
+        ],
+    )
+    .await?;
+    let (mut device, key) = TestDevice::new(&server).await?;
+    admin::add_device(
+        &server.server.node(),
+        DeviceSpec {
+            serial: "WM-0007".into(),
+            model: "WM 9".into(),
+            key,
+            inbox: "support".into(),
+            owner: None,
+        },
+    )
+    .await?;
+    let start = now_ms() - 1;
+    let conversation = device.open("leak", "Water on the floor", &[]).await?;
+    let report = next_message(&mut ann_events).await?;
+    let id = report.conversation.clone();
+    ann.assign(&id, "ann@localhost").await?;
+    ann.send_text(&id, "Close the tap, a technician comes at 10.")
+        .await?;
+    let (_, _, answer_text, _) = device.next_mail_with_id().await?;
+    assert_eq!(answer_text, "Close the tap, a technician comes at 10.");
+    ann.set_status(&id, pb::TicketStatus::Resolved).await?;
+
+    let (survey, to, text, replies) = device.next_mail_with_id().await?;
+    assert_eq!(
+        (to, text.as_str()),
+        (conversation, "Did we solve your problem?")
+    );
+    assert_eq!(replies.len(), 2, "thumbs up, thumbs down: {replies:?}");
+    device
+        .append(
+            conversation,
+            &replies[0],
+            Some(kanal_firmware::Choice {
+                message: survey,
+                index: 0,
+            }),
+        )
+        .await?;
+    let rating = loop {
+        if let Some(pb::event::Kind::Desk(entry)) = next_stored(&mut ann_events).await?.kind
+            && let Some(pb::desk_event::Kind::Rating(rating)) = entry.kind
+        {
+            break rating;
+        }
+    };
+    assert_eq!(
+        (rating.scale, rating.score, rating.resolved_by.as_str()),
+        (pb::RatingScale::Thumbs as i32, 1, "ann@localhost")
+    );
+    let ticket = ann.ticket(&id).await?;
+    assert_eq!(
+        ticket.status,
+        pb::TicketStatus::Resolved as i32,
+        "the pick reopens nothing"
+    );
+    let report = ann.report("support@localhost", start, 0).await?;
+    let figures = report.inboxes[0].figures.clone().unwrap_or_default();
+    let [csat] = &figures.csat[..] else {
+        anyhow::bail!("one scale: {figures:?}");
+    };
+    assert_eq!(csat.scale, pb::RatingScale::Thumbs as i32);
+    assert_eq!(
+        (csat.ratings, csat.satisfied, csat.scores.clone()),
+        (1, 1, vec![0, 1])
     );
     Ok(())
 }
