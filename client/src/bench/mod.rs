@@ -33,6 +33,7 @@
 //! exit with status 1.
 
 mod abuse;
+mod desk_report;
 mod devices;
 mod global;
 mod idle;
@@ -85,6 +86,9 @@ pub(crate) enum Scenario {
     /// One attack while a well-behaved pair converses: the pair's latency
     /// and losses, the server's peak memory and CPU
     Abuse(abuse::Options),
+    /// What a service-desk report costs: customers open tickets that an
+    /// agent answers and resolves, then the agent asks for the report
+    DeskReport(desk_report::Options),
     /// Writes a device fleet's registration CSV, for `kanald device add --csv`
     DeviceKeys(devices::KeysOptions),
     /// A fleet of device sessions (the real firmware session over UDP):
@@ -148,6 +152,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Summary> {
         Scenario::Storm(options) => storm::run(&target, &cli.global, options).await,
         Scenario::Sync(options) => sync::run(&target, &cli.global, options).await,
         Scenario::Abuse(options) => abuse::run(&target, &cli.global, options).await,
+        Scenario::DeskReport(options) => desk_report::run(&target, &cli.global, options).await,
         Scenario::DeviceKeys(options) => devices::keys(options),
         Scenario::Devices(options) => devices::fleet::run(&cli.global, options).await,
         Scenario::DeviceFlood(options) => devices::flood::run(&cli.global, options).await,
