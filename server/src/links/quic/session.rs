@@ -26,7 +26,10 @@ pub(crate) async fn serve(
     connection: Connection,
     total_responses: Arc<Semaphore>,
 ) {
-    let Some(admitted) = handshake(&node, &connection).await else {
+    // Boxed: the handshake's state (Hello, authentication) lives on the
+    // heap while it runs and is gone after, so the connection task that
+    // then waits for the session's whole life stays small.
+    let Some(admitted) = Box::pin(handshake(&node, &connection)).await else {
         return;
     };
     tracing::debug!(party = %admitted.auth.party.address, remote = %connection.remote_address(), "session open");
@@ -36,13 +39,13 @@ pub(crate) async fn serve(
     // away is never online in between.
     let first = agent && node.presence.arrive(party.id);
     match (agent, admitted.availability) {
-        (true, Some(availability)) => available(&node, &party, availability).await,
-        (true, None) if first => available(&node, &party, Availability::Online).await,
+        (true, Some(availability)) => Box::pin(available(&node, &party, availability)).await,
+        (true, None) if first => Box::pin(available(&node, &party, Availability::Online)).await,
         _ => {}
     }
     run(node.clone(), &connection, admitted, &total_responses).await;
     if agent && node.presence.leave(party.id) {
-        available(&node, &party, Availability::Offline).await;
+        Box::pin(available(&node, &party, Availability::Offline)).await;
     }
     // Whatever ended the loop ends the session: the event stream must not
     // outlive the control stream.
