@@ -66,7 +66,7 @@ impl Rng {
 
 /// The arrival times of one packet sent at `now` over a link in
 /// `conditions`: none when it is lost, two when it is doubled.
-pub(super) fn arrivals(conditions: &Conditions, rng: &mut Rng, now: i64) -> Vec<i64> {
+pub(crate) fn arrivals(conditions: &Conditions, rng: &mut Rng, now: i64) -> Vec<i64> {
     if rng.chance(conditions.loss) {
         return Vec::new();
     }

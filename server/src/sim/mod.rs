@@ -22,7 +22,7 @@ use std::task::{Context, Poll, Waker};
 use kanal_proto::address::ConversationId;
 
 pub(crate) use client::{SimClient, ToClient};
-pub(crate) use link::{Conditions, Rng};
+pub(crate) use link::{Conditions, Rng, arrivals};
 pub(crate) use node::{SimNode, ToNode};
 
 use crate::model::{Body, Party};
