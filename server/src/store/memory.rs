@@ -702,6 +702,18 @@ impl Store for MemoryStore {
         Ok(devices)
     }
 
+    async fn devices_of(&self, owner: PartyId) -> StoreResult<Vec<Device>> {
+        let mut devices: Vec<Device> = self
+            .lock()
+            .devices
+            .values()
+            .filter(|d| d.owner == Some(owner))
+            .cloned()
+            .collect();
+        devices.sort_by(|a, b| a.serial.cmp(&b.serial));
+        Ok(devices)
+    }
+
     async fn device_by_key(&self, key: [u8; 32]) -> StoreResult<Option<Device>> {
         Ok(self.lock().devices.get(&key).cloned())
     }

@@ -167,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every registered device, revoked ones too, by serial.
     async fn devices(&self) -> StoreResult<Vec<Device>>;
 
+    /// The devices `owner` owns (`kanald device link`), by serial.
+    async fn devices_of(&self, owner: PartyId) -> StoreResult<Vec<Device>>;
+
     /// The device registered with static key `key`, if any.
     async fn device_by_key(&self, key: [u8; 32]) -> StoreResult<Option<Device>>;
 

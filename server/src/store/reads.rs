@@ -249,6 +249,19 @@ pub(crate) async fn devices(reader: &impl Reader) -> StoreResult<Vec<Device>> {
     rows.into_iter().map(columns::device).collect()
 }
 
+/// The devices `owner` owns, by serial.
+pub(crate) async fn devices_of(reader: &impl Reader, owner: PartyId) -> StoreResult<Vec<Device>> {
+    let rows = reader
+        .rows::<DeviceColumns>(
+            "SELECT key, party, serial, model, inbox, owner, revoked_at_ms, last_initiation,
+                    added_at_ms
+             FROM devices WHERE owner = $1 ORDER BY serial",
+            &[Param::Int(owner)],
+        )
+        .await?;
+    rows.into_iter().map(columns::device).collect()
+}
+
 /// The device registered with `key`.
 pub(crate) async fn device_by_key(
     reader: &impl Reader,

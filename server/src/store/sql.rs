@@ -194,6 +194,10 @@ impl<B: SqlBackend> Store for B {
         reads::devices(self.reader()).await
     }
 
+    async fn devices_of(&self, owner: PartyId) -> StoreResult<Vec<Device>> {
+        reads::devices_of(self.reader(), owner).await
+    }
+
     async fn device_by_key(&self, key: [u8; 32]) -> StoreResult<Option<Device>> {
         reads::device_by_key(self.reader(), key).await
     }

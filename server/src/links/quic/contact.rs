@@ -36,8 +36,8 @@ pub(super) async fn contact(node: &Node, caller: &Party, get: pb::GetContact) ->
     let mut names = Names::default();
     let mut has_more = false;
     let mut devices = Vec::new();
-    let owned = node.store.devices().await.map_err(internal)?;
-    for device in owned.iter().filter(|d| d.owner == Some(contact.id)) {
+    let owned = node.store.devices_of(contact.id).await.map_err(internal)?;
+    for device in &owned {
         let Some(party) = node
             .store
             .party_by_id(device.party)

@@ -98,7 +98,27 @@ pub async fn devices_register_revoke_link_and_count_initiations<S: Store>(store:
         .expect("read")
         .expect("there");
     assert_eq!(linked.owner, Some(owner.id));
+    let owned = |devices: Vec<crate::model::Device>| -> Vec<String> {
+        devices.into_iter().map(|d| d.serial).collect()
+    };
+    assert_eq!(
+        owned(store.devices_of(owner.id).await.expect("owned")),
+        ["hp-2"]
+    );
+    assert!(
+        store
+            .link_device("wm-1", Some(owner.id))
+            .await
+            .expect("link")
+    );
+    assert_eq!(
+        owned(store.devices_of(owner.id).await.expect("owned")),
+        ["hp-2", "wm-1"]
+    );
+    assert!(store.devices_of(inbox.id).await.expect("none").is_empty());
+    assert!(store.link_device("wm-1", None).await.expect("unlink"));
     assert!(store.link_device("hp-2", None).await.expect("unlink"));
+    assert!(store.devices_of(owner.id).await.expect("none").is_empty());
 
     assert!(store.revoke_device("hp-2", 9_000).await.expect("revoke"));
     assert!(!store.revoke_device("hp-2", 9_500).await.expect("twice"));
