@@ -122,9 +122,13 @@ pub(crate) async fn configure_desk(
         _ => return Err(AdminError::NotAnInbox(inbox_address)),
     };
     // Canned responses are changed on their own (`kanald inbox canned`):
-    // setting the desk up again keeps them.
+    // setting the desk up again keeps them, and its teams unless it names
+    // teams of its own.
     if let Some(current) = desk_config(node, inbox.id).await? {
         config.canned = current.canned;
+        if names.teams.is_empty() {
+            config.teams = current.teams;
+        }
     }
     let agents = node.store.inbox_agents(inbox.id).await?;
     for (team, members) in &names.teams {
@@ -147,6 +151,13 @@ pub(crate) async fn configure_desk(
             }
         }
         config.teams.insert(team.clone(), ids);
+    }
+    if let Some(to) = &config.sla.escalation.to_team
+        && !config.teams.contains_key(to)
+    {
+        return Err(AdminError::Invalid(format!(
+            "--escalate-to-team {to}: {inbox_address} has no team {to} (--team {to}=agent,…)"
+        )));
     }
     if let Some(local) = &names.first_responder {
         let address = Address::new(local, &node.domain)?;

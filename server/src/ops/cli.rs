@@ -360,7 +360,8 @@ enum InboxCommand {
         #[arg(long)]
         escalate_priority: bool,
         /// A team, `NAME=agent,agent,…` (local parts of the inbox's
-        /// agents); repeat for more teams.
+        /// agents); repeat for more teams. The teams named replace the
+        /// desk's; without --team, setting the desk up again keeps them.
         #[arg(long)]
         team: Vec<String>,
         /// A bot (`kanald bot add`) that owns every new conversation first,
@@ -551,11 +552,6 @@ async fn real_main() -> Result<()> {
                     .map(str::to_owned)
                     .collect();
                 names.teams.insert(name.trim().to_owned(), members);
-            }
-            if let Some(to) = &escalate_to_team
-                && !names.teams.contains_key(to)
-            {
-                bail!("--escalate-to-team {to}: no --team {to}=… names that team");
             }
             config.sla.escalation.to_team = escalate_to_team;
             if let Some(text) = &csat_text

@@ -593,3 +593,51 @@ async fn a_device_customer_is_asked_thumbs_on_resolve_and_its_pick_is_reported()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn setting_a_desk_up_again_keeps_its_teams_unless_it_names_new_ones() -> anyhow::Result<()> {
+    const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
+    let server = TestServer::start().await?;
+    let ann = server.agent("ann").await?;
+    let _bob = server.agent("bob").await?;
+    let desk = |args: &[&str]| {
+        let mut all = vec!["inbox", "desk", "support", "--routing", "manual"];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = async |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_kanald(KANALD, server.path(), &args).await
+    };
+    run(desk(&["--team", "tier2=bob"])).await?;
+    // Again, with other settings and no --team: tier2 is still there, and
+    // a breach may escalate to it.
+    run(desk(&[
+        "--first-response-mins",
+        "30",
+        "--escalate-to-team",
+        "tier2",
+    ]))
+    .await?;
+    let carla = server.register("carla").await?;
+    let washer = carla
+        .create_conversation(&["support@localhost"], "washer")
+        .await?;
+    let moved = ann.transfer(&washer.id, "tier2").await?;
+    assert_eq!(moved.team, "tier2");
+    // Naming teams replaces them: tier2 is gone, and escalating to it is
+    // refused with the key that names it.
+    run(desk(&["--team", "billing=ann"])).await?;
+    let heater = carla
+        .create_conversation(&["support@localhost"], "heater")
+        .await?;
+    assert_refused(
+        ann.transfer(&heater.id, "tier2").await,
+        pb::ErrorCode::InvalidState,
+    )?;
+    let args = desk(&["--escalate-to-team", "tier2"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = refused_kanald(KANALD, server.path(), &args).await?;
+    assert!(refused.contains("--escalate-to-team tier2"), "{refused}");
+    Ok(())
+}

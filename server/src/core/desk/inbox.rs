@@ -127,6 +127,18 @@ impl InboxDesk {
         self.teams.insert(name, members);
     }
 
+    /// The desk's teams are these now; routing runs again (a ticket of a
+    /// team that is gone may go to any agent).
+    pub(crate) fn set_teams(
+        &mut self,
+        now: i64,
+        teams: impl IntoIterator<Item = (String, Vec<PartyId>)>,
+        out: &mut Changes,
+    ) {
+        self.teams = teams.into_iter().collect();
+        self.route(now, out);
+    }
+
     /// Supplies a stored ticket and its SLA clock.
     pub(crate) fn load_ticket(&mut self, ticket: Ticket, clock: SlaClock) {
         let key = ticket.key;

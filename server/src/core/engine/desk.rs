@@ -794,9 +794,11 @@ impl Engine {
             return Reply::Refused(Refusal::internal("the desk could not be read"));
         };
         let mut changes = Changes::new();
-        for (team, members) in &config.teams {
-            state.desk.load_team(team.clone(), members.clone());
-        }
+        state.desk.set_teams(
+            now_ms,
+            config.teams.iter().map(|(t, m)| (t.clone(), m.clone())),
+            &mut changes,
+        );
         state
             .desk
             .set_settings(now_ms, config.settings.clone(), &mut changes);
