@@ -690,6 +690,22 @@ impl Engine {
         self.notes_checked.insert((key, author, client_note_id));
     }
 
+    /// `inbox`'s desk, with `agent` seated at it if it answers for the
+    /// inbox (an agent added since the desk was loaded gets its seat
+    /// here); `None` if the inbox has no desk.
+    fn seated(&mut self, agent: &Party, inbox: &Party) -> Option<&mut DeskState> {
+        let answers = self
+            .inbox_agents
+            .get(&inbox.id)
+            .is_some_and(|a| a.contains(&agent.id));
+        let state = self.desks.get_mut(&inbox.id)?;
+        state.names.insert(agent.id, agent.address.clone());
+        if state.desk.seat(agent.id).is_none() && answers {
+            state.desk.add_agent(agent.id);
+        }
+        Some(state)
+    }
+
     /// An agent's availability at one inbox.
     pub(super) fn set_availability(
         &mut self,
@@ -699,18 +715,9 @@ impl Engine {
         availability: Availability,
         applied: &mut Applied,
     ) -> Reply {
-        let Some(state) = self.desks.get_mut(&inbox.id) else {
+        let Some(state) = self.seated(agent, inbox) else {
             return super::not_found_party(&inbox.address);
         };
-        state.names.insert(agent.id, agent.address.clone());
-        if state.desk.seat(agent.id).is_none()
-            && self
-                .inbox_agents
-                .get(&inbox.id)
-                .is_some_and(|a| a.contains(&agent.id))
-        {
-            state.desk.add_agent(agent.id);
-        }
         let was = state.desk.seat(agent.id).map(|s| s.availability);
         let mut changes = Changes::new();
         if let Err(e) = state
@@ -736,18 +743,9 @@ impl Engine {
         capacity: Option<u32>,
         applied: &mut Applied,
     ) -> Reply {
-        let Some(state) = self.desks.get_mut(&inbox.id) else {
+        let Some(state) = self.seated(agent, inbox) else {
             return super::not_found_party(&inbox.address);
         };
-        state.names.insert(agent.id, agent.address.clone());
-        if state.desk.seat(agent.id).is_none()
-            && self
-                .inbox_agents
-                .get(&inbox.id)
-                .is_some_and(|a| a.contains(&agent.id))
-        {
-            state.desk.add_agent(agent.id);
-        }
         let mut changes = Changes::new();
         if let Err(e) = state
             .desk
