@@ -110,6 +110,15 @@ pub enum Write {
     /// Queue something for another server, in the same transaction as the
     /// change it carries, so it is sent exactly when that change is durable.
     Outbox(OutboxRow),
+    /// Every transaction from `peer` up to `up_to` is applied: committed
+    /// with the changes they made, so each is applied once, across
+    /// restarts. Raises the peer's committed cursor (never lowers it).
+    PeerCommitted {
+        /// The peer's domain.
+        peer: String,
+        /// The seq of the last transaction from `peer` the batch applies.
+        up_to: u64,
+    },
     /// What the batch assumed of a party's log: where its last row was.
     /// On a store that several nodes write, the batch commits only if it
     /// still is, and moves it to `now`; so two nodes never number the same
@@ -192,6 +201,8 @@ pub struct OutboxRow {
     pub seq: u64,
     /// The encoded transaction, opaque to the store.
     pub payload: bytes::Bytes,
+    /// When it was queued, ms since the Unix epoch.
+    pub enqueued_at_ms: i64,
 }
 
 /// The highest ids in use, from which the engine numbers new rows, and

@@ -1,7 +1,8 @@
 //! A batch of the engine's writes sorted into rows per table, for the SQL
 //! backends: every value converted before the database is touched, so a
 //! bad one costs nothing, and updates of one row coalesced as if the
-//! writes had run one by one (a watermark keeps its maximum).
+//! writes had run one by one (a watermark and a peer's committed cursor
+//! keep their maximum).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -210,8 +211,11 @@ pub(crate) struct Rows<'a> {
     pub(crate) spans: Vec<(i64, i64, i64, i64)>,
     /// (key, party, kind, up_to), one per watermark.
     pub(crate) watermarks: Vec<(i64, i64, i64, i64)>,
-    /// (peer, seq, payload)
-    pub(crate) outbox: Vec<(&'a str, i64, &'a [u8])>,
+    /// (peer, seq, payload, enqueued_at_ms)
+    pub(crate) outbox: Vec<(&'a str, i64, &'a [u8], i64)>,
+    /// (peer, up_to), one per peer: the committed cursor of each peer the
+    /// batch applied transactions from.
+    pub(crate) peer_committed: Vec<(&'a str, i64)>,
     /// What the batch assumed of party logs: (party, seq of the last row
     /// before the batch, whether the batch's rows of that log may move
     /// after another node's). Only a store several nodes write checks them.
@@ -244,6 +248,7 @@ impl<'a> Rows<'a> {
     pub(crate) fn sort(batch: &'a [Write]) -> StoreResult<Self> {
         let mut rows = Rows::default();
         let mut watermark_at: HashMap<(i64, i64, i64), usize> = HashMap::new();
+        let mut peer_committed_at: HashMap<&str, usize> = HashMap::new();
         for write in batch {
             match write {
                 Write::NewParty {
@@ -260,8 +265,25 @@ impl<'a> Rows<'a> {
                 }),
                 Write::InboxAgent { inbox, agent } => rows.inbox_agents.push((*inbox, *agent)),
                 Write::Outbox(row) => {
-                    rows.outbox
-                        .push((row.peer.as_str(), seq_to_db(row.seq)?, &row.payload[..]));
+                    rows.outbox.push((
+                        row.peer.as_str(),
+                        seq_to_db(row.seq)?,
+                        &row.payload[..],
+                        row.enqueued_at_ms,
+                    ));
+                }
+                Write::PeerCommitted { peer, up_to } => {
+                    let up_to = seq_to_db(*up_to)?;
+                    match peer_committed_at.entry(peer.as_str()) {
+                        Entry::Occupied(at) => {
+                            let row = &mut rows.peer_committed[*at.get()];
+                            row.1 = row.1.max(up_to);
+                        }
+                        Entry::Vacant(at) => {
+                            at.insert(rows.peer_committed.len());
+                            rows.peer_committed.push((peer.as_str(), up_to));
+                        }
+                    }
                 }
                 Write::NewConversation {
                     key,

@@ -14,7 +14,8 @@ use crate::model::{
 };
 use crate::model::{
     ConversationRecord, ConversationView, Device, Event, Invite, LogHead, Message, NewDevice,
-    NewInvite, OutboxRow, Party, PartyId, PartyKind, Receipt, ReceiptKind, Session, StoredSend,
+    NewInvite, OutboxRow, Party, PartyId, PartyKind, PeerRecord, Receipt, ReceiptKind, Session,
+    StoredSend,
 };
 
 /// Event kinds as stored in `events.kind` and `inbox_events.kind`.
@@ -305,13 +306,35 @@ pub(crate) fn stored_send(seq: i64, sent_at_ms: i64) -> StoreResult<StoredSend> 
     })
 }
 
-/// An outbox row toward `peer` from its `seq` and `payload`.
-pub(crate) fn outbox_row(peer: &str, seq: i64, payload: Vec<u8>) -> StoreResult<OutboxRow> {
+// --- federation --------------------------------------------------------------------
+
+/// Columns `seq, payload, enqueued_at_ms` of `outbox`.
+pub(crate) type OutboxColumns = (i64, Vec<u8>, i64);
+
+/// An outbox row toward `peer` from its `outbox` columns.
+pub(crate) fn outbox_row(
+    peer: &str,
+    (seq, payload, enqueued_at_ms): OutboxColumns,
+) -> StoreResult<OutboxRow> {
     Ok(OutboxRow {
         peer: peer.to_owned(),
         seq: seq_from_db(seq, "outbox.seq")?,
         payload: payload.into(),
+        enqueued_at_ms,
     })
+}
+
+/// Columns `domain, address, fingerprint, added_at_ms` of `peers`.
+pub(crate) type PeerColumns = (String, String, String, i64);
+
+/// A peer server from its `peers` columns.
+pub(crate) fn peer_record((domain, address, fingerprint, added_at_ms): PeerColumns) -> PeerRecord {
+    PeerRecord {
+        domain,
+        address,
+        fingerprint,
+        added_at_ms,
+    }
 }
 
 // --- the service desk ------------------------------------------------------------

@@ -22,7 +22,7 @@ use crate::core::audience;
 use crate::model::{
     Body, Committed, ConversationKey, ConversationRecord, ConversationView, Device, Event,
     EventRef, InboxHead, Invite, LogHead, Message, NewDevice, NewInvite, OutboxRow, Party, PartyId,
-    Receipt, ReceiptKind, Session, StoredSend, Write,
+    PeerRecord, Receipt, ReceiptKind, Session, StoredSend, Write,
 };
 use crate::model::{
     Counters, DeskEntry, DeskRecord, Owner, StoredDesk, StoredSeat, StoredTicket, TicketFilter,
@@ -95,7 +95,12 @@ struct State {
     /// (party, seq) → (inbox, iseq)
     spans: BTreeMap<(PartyId, u64), (PartyId, u64)>,
     watermarks: HashMap<(ConversationKey, PartyId, ReceiptKind), u64>,
-    outbox: BTreeMap<(String, u64), Bytes>,
+    /// (peer, seq) → (payload, enqueued_at_ms)
+    outbox: BTreeMap<(String, u64), (Bytes, i64)>,
+    /// The peer servers the operator configured, by domain.
+    peers: BTreeMap<String, PeerRecord>,
+    /// Where federation stands with each peer.
+    peer_cursors: HashMap<String, PeerCursors>,
     invites: Vec<([u8; 32], Invite)>,
     /// The device registry, by key.
     devices: BTreeMap<[u8; 32], Device>,
@@ -112,6 +117,15 @@ struct State {
     /// (key, actor, client_note_id) → dseq, for notes of a party: SQL's
     /// unique index, where a desk's own entries (no actor) never collide.
     notes: HashMap<(ConversationKey, PartyId, String), u64>,
+}
+
+/// A `peer_cursors` row: where federation stands with one peer.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerCursors {
+    /// The peer acknowledged every outbox row toward it up to here.
+    acked: u64,
+    /// Every transaction from the peer up to here is applied.
+    committed: u64,
 }
 
 #[derive(Debug)]
@@ -144,6 +158,11 @@ struct StoredEvent {
 }
 
 impl State {
+    /// Where federation stands with `peer` (nowhere yet: zeros).
+    fn cursors(&self, peer: &str) -> PeerCursors {
+        self.peer_cursors.get(peer).copied().unwrap_or_default()
+    }
+
     fn party(&self, id: PartyId) -> StoreResult<&Party> {
         self.parties
             .get(&id)
@@ -417,7 +436,7 @@ impl State {
                         return Err(conflict(format!("span {party}/{seq}")));
                     }
                 }
-                Write::Watermark { .. } => {}
+                Write::Watermark { .. } | Write::PeerCommitted { .. } => {}
                 // Claims are checked as PostgreSQL checks them, so engines
                 // sharing this store can be tested as nodes sharing one.
                 Write::LogClaim { party, was, .. } => {
@@ -561,7 +580,12 @@ impl State {
                     *mark = (*mark).max(up_to);
                 }
                 Write::Outbox(row) => {
-                    self.outbox.insert((row.peer, row.seq), row.payload);
+                    self.outbox
+                        .insert((row.peer, row.seq), (row.payload, row.enqueued_at_ms));
+                }
+                Write::PeerCommitted { peer, up_to } => {
+                    let cursors = self.peer_cursors.entry(peer).or_default();
+                    cursors.committed = cursors.committed.max(up_to);
                 }
                 Write::LogClaim { .. } => {}
                 Write::InboxClaim(claim) => {
@@ -1120,12 +1144,66 @@ impl Store for MemoryStore {
             .outbox
             .range((peer.to_owned(), after.saturating_add(1))..=(peer.to_owned(), u64::MAX))
             .take(limit as usize)
-            .map(|((peer, seq), payload)| OutboxRow {
+            .map(|((peer, seq), (payload, enqueued_at_ms))| OutboxRow {
                 peer: peer.clone(),
                 seq: *seq,
                 payload: payload.clone(),
+                enqueued_at_ms: *enqueued_at_ms,
             })
             .collect())
+    }
+
+    async fn peers(&self) -> StoreResult<Vec<PeerRecord>> {
+        Ok(self.lock().peers.values().cloned().collect())
+    }
+
+    async fn put_peer(&self, peer: &PeerRecord) -> StoreResult<()> {
+        self.lock().peers.insert(peer.domain.clone(), peer.clone());
+        Ok(())
+    }
+
+    async fn remove_peer(&self, domain: &str) -> StoreResult<bool> {
+        Ok(self.lock().peers.remove(domain).is_some())
+    }
+
+    async fn outbox_head(&self, peer: &str) -> StoreResult<u64> {
+        let state = self.lock();
+        let stored = state
+            .outbox
+            .range((peer.to_owned(), 0)..=(peer.to_owned(), u64::MAX))
+            .next_back()
+            .map_or(0, |((_, seq), _)| *seq);
+        Ok(stored.max(state.cursors(peer).acked))
+    }
+
+    async fn outbox_acked(&self, peer: &str) -> StoreResult<u64> {
+        Ok(self.lock().cursors(peer).acked)
+    }
+
+    async fn ack_outbox(&self, peer: &str, up_to: u64) -> StoreResult<()> {
+        let mut state = self.lock();
+        let acked: Vec<(String, u64)> = state
+            .outbox
+            .range((peer.to_owned(), 0)..=(peer.to_owned(), up_to))
+            .map(|(at, _)| at.clone())
+            .collect();
+        for at in acked {
+            state.outbox.remove(&at);
+        }
+        let cursors = state.peer_cursors.entry(peer.to_owned()).or_default();
+        cursors.acked = cursors.acked.max(up_to);
+        Ok(())
+    }
+
+    async fn peer_committed(&self, peer: &str) -> StoreResult<u64> {
+        Ok(self.lock().cursors(peer).committed)
+    }
+
+    async fn outbox_peers(&self) -> StoreResult<Vec<String>> {
+        let state = self.lock();
+        let mut peers: Vec<String> = state.outbox.keys().map(|(peer, _)| peer.clone()).collect();
+        peers.dedup();
+        Ok(peers)
     }
 }
 

@@ -6,10 +6,12 @@
 //! same conformance suite (`conformance`).
 //!
 //! The engine is the only writer of parties, conversations, messages,
-//! events, watermarks and outbox rows; it hands the store whole batches
-//! ([`Write`]s) that must commit atomically and durably before anyone is
-//! told about them. Sessions and acks are written beside it: they belong to
-//! one connection and order nothing.
+//! events, watermarks, outbox rows and how far each peer's transactions are
+//! applied; it hands the store whole batches ([`Write`]s) that must commit
+//! atomically and durably before anyone is told about them. Sessions and
+//! acks are written beside it: they belong to one connection and order
+//! nothing. So are the peer servers the operator configures, and a peer's
+//! acks of the outbox, which only delete rows the peer has.
 
 use async_trait::async_trait;
 use kanal_proto::address::{Address, ConversationId};
@@ -18,8 +20,8 @@ use crate::model::TicketFilter;
 use crate::model::{Committed, Counters, DeskEntry, Device, NewDevice, StoredDesk, StoredTicket};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, InboxHead, Invite, LogHead,
-    Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, ReceiptKind, Session, SlotLease,
-    StoredSend, Write,
+    Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, PeerRecord, ReceiptKind, Session,
+    SlotLease, StoredSend, Write,
 };
 
 mod batch;
@@ -368,6 +370,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` outbox rows toward `peer` with seq > `after`, in seq order.
     async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>>;
+
+    /// The peer servers the operator configured, ordered by domain.
+    async fn peers(&self) -> StoreResult<Vec<PeerRecord>>;
+
+    /// Stores a peer server, replacing the one with its domain if any.
+    async fn put_peer(&self, peer: &PeerRecord) -> StoreResult<()>;
+
+    /// Removes the peer server `domain` from the configuration; whether it
+    /// was there. The outbox toward it and its cursors stay.
+    async fn remove_peer(&self, domain: &str) -> StoreResult<bool>;
+
+    /// The highest outbox seq ever assigned toward `peer`: its highest
+    /// stored row's, or where the peer acknowledged up to if that is higher
+    /// (acknowledged rows are deleted); 0 if none. The next row toward
+    /// `peer` takes the seq after it.
+    async fn outbox_head(&self, peer: &str) -> StoreResult<u64>;
+
+    /// Up to where `peer` acknowledged the outbox toward it (0 if nowhere).
+    async fn outbox_acked(&self, peer: &str) -> StoreResult<u64>;
+
+    /// `peer` acknowledged every outbox row toward it up to `up_to`: in one
+    /// transaction, deletes those rows and raises its acknowledged cursor
+    /// to `up_to` (never lowers it).
+    async fn ack_outbox(&self, peer: &str, up_to: u64) -> StoreResult<()>;
+
+    /// Up to where every transaction from `peer` is applied (0 if none is):
+    /// what [`Write::PeerCommitted`] committed.
+    async fn peer_committed(&self, peer: &str) -> StoreResult<u64>;
+
+    /// The peers that outbox rows are queued toward, ordered.
+    async fn outbox_peers(&self) -> StoreResult<Vec<String>>;
 
     // --- several nodes ----------------------------------------------------------
 

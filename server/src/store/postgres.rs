@@ -26,12 +26,13 @@ use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
     Committed, Counters, Device, InboxHead, Invite, NewDevice, NewInvite, NodeStatus, PartyId,
-    Session, SlotLease, Write,
+    PeerRecord, Session, SlotLease, Write,
 };
 
 mod claims;
 mod devices;
 mod directory;
+mod federation;
 mod invites;
 mod nodes;
 mod read;
@@ -271,6 +272,18 @@ impl SqlBackend for PgStore {
         now_ms: i64,
     ) -> StoreResult<Vec<SlotLease>> {
         nodes::lease_slots(&self.writer, node, fair, lease_ms, now_ms).await
+    }
+
+    async fn put_peer(&self, peer: &PeerRecord) -> StoreResult<()> {
+        federation::put_peer(&self.writer, peer).await
+    }
+
+    async fn remove_peer(&self, domain: &str) -> StoreResult<bool> {
+        federation::remove_peer(&self.writer, domain).await
+    }
+
+    async fn ack_outbox(&self, peer: &str, up_to: u64) -> StoreResult<()> {
+        federation::ack_outbox(&self.writer, peer, up_to).await
     }
 
     async fn backup(&self, _to: &Path) -> StoreResult<()> {

@@ -16,13 +16,15 @@ use sqlx::sqlite::SqliteRow;
 
 use super::StoreResult;
 use super::columns::{
-    self, DeviceColumns, EventColumns, InviteColumns, LogHeadColumns, MessageColumns, PartyColumns,
-    RecordColumns, SessionColumns, ViewColumns, seq_from_db, seq_to_db,
+    self, DeviceColumns, EventColumns, InviteColumns, LogHeadColumns, MessageColumns,
+    OutboxColumns, PartyColumns, PeerColumns, RecordColumns, SessionColumns, ViewColumns,
+    seq_from_db, seq_to_db,
 };
 use super::columns::{DeskEntryColumns, SeatColumns, TicketColumns};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Counters, Device, Event, Invite,
-    LogHead, Message, OutboxRow, Party, PartyId, PartyKind, ReceiptKind, Session, StoredSend,
+    LogHead, Message, OutboxRow, Party, PartyId, PartyKind, PeerRecord, ReceiptKind, Session,
+    StoredSend,
 };
 use crate::model::{DeskEntry, StoredDesk, StoredTicket, TicketFilter};
 
@@ -773,6 +775,8 @@ pub(crate) async fn find_note(
     .transpose()
 }
 
+// --- federation ------------------------------------------------------------------
+
 /// Up to `limit` outbox rows toward `peer` after `after`, in seq order.
 pub(crate) async fn outbox(
     reader: &impl Reader,
@@ -781,8 +785,9 @@ pub(crate) async fn outbox(
     limit: u32,
 ) -> StoreResult<Vec<OutboxRow>> {
     reader
-        .rows::<(i64, Vec<u8>)>(
-            "SELECT seq, payload FROM outbox WHERE peer = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        .rows::<OutboxColumns>(
+            "SELECT seq, payload, enqueued_at_ms FROM outbox
+             WHERE peer = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             &[
                 Param::Text(peer),
                 Param::Int(seq_to_db(after)?),
@@ -791,8 +796,71 @@ pub(crate) async fn outbox(
         )
         .await?
         .into_iter()
-        .map(|(seq, payload)| columns::outbox_row(peer, seq, payload))
+        .map(|columns| columns::outbox_row(peer, columns))
         .collect()
+}
+
+/// The highest outbox seq ever assigned toward `peer`: its highest stored
+/// row's or, once the peer acknowledged every row, where it acknowledged
+/// up to (0 if none). One statement, so one snapshot.
+pub(crate) async fn outbox_head(reader: &impl Reader, peer: &str) -> StoreResult<u64> {
+    let (head,) = one::<(i64,)>(
+        reader,
+        "SELECT COALESCE(MAX(seq), 0)
+         FROM (SELECT seq FROM outbox WHERE peer = $1
+               UNION ALL
+               SELECT acked FROM peer_cursors WHERE peer = $1) AS assigned",
+        &[Param::Text(peer)],
+    )
+    .await?;
+    seq_from_db(head, "outbox.seq")
+}
+
+/// Where `peer` acknowledged the outbox toward it up to (0 if nowhere).
+pub(crate) async fn outbox_acked(reader: &impl Reader, peer: &str) -> StoreResult<u64> {
+    let acked = row::<(i64,)>(
+        reader,
+        "SELECT acked FROM peer_cursors WHERE peer = $1",
+        &[Param::Text(peer)],
+    )
+    .await?
+    .map_or(0, |(acked,)| acked);
+    seq_from_db(acked, "peer_cursors.acked")
+}
+
+/// Up to where every transaction from `peer` is applied (0 if none is).
+pub(crate) async fn peer_committed(reader: &impl Reader, peer: &str) -> StoreResult<u64> {
+    let committed = row::<(i64,)>(
+        reader,
+        "SELECT committed FROM peer_cursors WHERE peer = $1",
+        &[Param::Text(peer)],
+    )
+    .await?
+    .map_or(0, |(committed,)| committed);
+    seq_from_db(committed, "peer_cursors.committed")
+}
+
+/// The peers that outbox rows are queued toward, ordered.
+pub(crate) async fn outbox_peers(reader: &impl Reader) -> StoreResult<Vec<String>> {
+    Ok(reader
+        .rows::<(String,)>("SELECT DISTINCT peer FROM outbox ORDER BY peer", &[])
+        .await?
+        .into_iter()
+        .map(|(peer,)| peer)
+        .collect())
+}
+
+/// The peer servers the operator configured, by domain.
+pub(crate) async fn peers(reader: &impl Reader) -> StoreResult<Vec<PeerRecord>> {
+    Ok(reader
+        .rows::<PeerColumns>(
+            "SELECT domain, address, fingerprint, added_at_ms FROM peers ORDER BY domain",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(columns::peer_record)
+        .collect())
 }
 
 /// The conversations `party` sees by the audience rule (as in [`can_see`]),

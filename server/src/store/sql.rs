@@ -14,7 +14,7 @@ use super::{SEVERAL_NODES, Store, StoreError, StoreResult};
 use crate::model::{
     Committed, ConversationKey, ConversationRecord, ConversationView, Counters, Device, Event,
     InboxHead, Invite, LogHead, Message, NewDevice, NewInvite, NodeStatus, OutboxRow, Party,
-    PartyId, ReceiptKind, Session, SlotLease, StoredSend, Write,
+    PartyId, PeerRecord, ReceiptKind, Session, SlotLease, StoredSend, Write,
 };
 use crate::model::{DeskEntry, StoredDesk, StoredTicket, TicketFilter};
 
@@ -117,6 +117,15 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
 
     /// [`Store::backup`].
     async fn backup(&self, to: &Path) -> StoreResult<()>;
+
+    /// [`Store::put_peer`].
+    async fn put_peer(&self, peer: &PeerRecord) -> StoreResult<()>;
+
+    /// [`Store::remove_peer`].
+    async fn remove_peer(&self, domain: &str) -> StoreResult<bool>;
+
+    /// [`Store::ack_outbox`].
+    async fn ack_outbox(&self, peer: &str, up_to: u64) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -353,6 +362,38 @@ impl<B: SqlBackend> Store for B {
 
     async fn outbox(&self, peer: &str, after: u64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
         reads::outbox(self.reader(), peer, after, limit).await
+    }
+
+    async fn peers(&self) -> StoreResult<Vec<PeerRecord>> {
+        reads::peers(self.reader()).await
+    }
+
+    async fn put_peer(&self, peer: &PeerRecord) -> StoreResult<()> {
+        SqlBackend::put_peer(self, peer).await
+    }
+
+    async fn remove_peer(&self, domain: &str) -> StoreResult<bool> {
+        SqlBackend::remove_peer(self, domain).await
+    }
+
+    async fn outbox_head(&self, peer: &str) -> StoreResult<u64> {
+        reads::outbox_head(self.reader(), peer).await
+    }
+
+    async fn outbox_acked(&self, peer: &str) -> StoreResult<u64> {
+        reads::outbox_acked(self.reader(), peer).await
+    }
+
+    async fn ack_outbox(&self, peer: &str, up_to: u64) -> StoreResult<()> {
+        SqlBackend::ack_outbox(self, peer, up_to).await
+    }
+
+    async fn peer_committed(&self, peer: &str) -> StoreResult<u64> {
+        reads::peer_committed(self.reader(), peer).await
+    }
+
+    async fn outbox_peers(&self) -> StoreResult<Vec<String>> {
+        reads::outbox_peers(self.reader()).await
     }
 
     async fn report_node(&self, status: &NodeStatus) -> StoreResult<()> {

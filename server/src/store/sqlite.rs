@@ -20,12 +20,14 @@ use super::reads;
 use super::sql::SqlBackend;
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
-    Committed, Counters, Device, InboxHead, Invite, NewDevice, NewInvite, PartyId, Session, Write,
+    Committed, Counters, Device, InboxHead, Invite, NewDevice, NewInvite, PartyId, PeerRecord,
+    Session, Write,
 };
 
 mod checkpoint;
 mod devices;
 mod directory;
+mod federation;
 mod invites;
 mod read;
 mod write;
@@ -252,6 +254,27 @@ impl SqlBackend for SqliteStore {
             head: reads::inbox_head(self.reader(), inbox).await?,
             version: 0,
         })
+    }
+
+    async fn put_peer(&self, peer: &PeerRecord) -> StoreResult<()> {
+        let peer = peer.clone();
+        self.writer
+            .call(move |conn| federation::put_peer(conn, &peer))
+            .await
+    }
+
+    async fn remove_peer(&self, domain: &str) -> StoreResult<bool> {
+        let domain = domain.to_owned();
+        self.writer
+            .call(move |conn| federation::remove_peer(conn, &domain))
+            .await
+    }
+
+    async fn ack_outbox(&self, peer: &str, up_to: u64) -> StoreResult<()> {
+        let peer = peer.to_owned();
+        self.writer
+            .call(move |conn| federation::ack_outbox(conn, &peer, up_to))
+            .await
     }
 
     async fn backup(&self, to: &Path) -> StoreResult<()> {

@@ -122,6 +122,7 @@ pub async fn replicas_remote_parties_and_outbox<S: Store>(store: &S) {
             peer: peer.into(),
             seq,
             payload: Bytes::from(format!("{peer}#{seq}")),
+            enqueued_at_ms: 10,
         })
     };
     let mut batch = new_conversation(1, &replica, carla.id, &[carla.id, local.id], 10);

@@ -6,10 +6,11 @@
 //!
 //! Tables are written parents first (parties, inbox agents, conversations,
 //! members, messages, events, inbox events, spans, watermarks, outbox,
-//! then the desk's tickets, seats, settings and entries), so foreign keys
-//! hold whatever the order of the batch. Within a batch, watermarks keep
-//! their maximum and the desk's upserted rows their last write
-//! (`store::batch`); across batches, a stored watermark only rises.
+//! peer cursors, then the desk's tickets, seats, settings and entries), so
+//! foreign keys hold whatever the order of the batch. Within a batch,
+//! watermarks and peer cursors keep their maximum and the desk's upserted
+//! rows their last write (`store::batch`); across batches, a stored
+//! watermark or peer cursor only rises.
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -263,12 +264,27 @@ async fn write(rows: &Rows<'_>, conn: &mut PgConnection) -> sqlx::Result<()> {
     insert(
         conn,
         outbox,
-        "INSERT INTO outbox (peer, seq, payload)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[])",
+        "INSERT INTO outbox (peer, seq, payload, enqueued_at_ms)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::bigint[])",
         |q| {
             q.bind(column(outbox, |o| o.0))
                 .bind(column(outbox, |o| o.1))
                 .bind(column(outbox, |o| o.2))
+                .bind(column(outbox, |o| o.3))
+        },
+    )
+    .await?;
+    let cursors = &rows.peer_committed;
+    insert(
+        conn,
+        cursors,
+        "INSERT INTO peer_cursors (peer, committed)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[])
+         ON CONFLICT (peer)
+         DO UPDATE SET committed = GREATEST(peer_cursors.committed, excluded.committed)",
+        |q| {
+            q.bind(column(cursors, |c| c.0))
+                .bind(column(cursors, |c| c.1))
         },
     )
     .await?;

@@ -10,10 +10,10 @@
 //!
 //! Tables are written parents first (parties, inbox agents, conversations,
 //! members, messages, events, inbox events, spans, watermarks, outbox,
-//! then the desk's tickets, seats, settings and entries), so foreign keys
-//! hold whatever the order of the batch. Within a batch, watermarks keep
-//! their maximum, and the desk's upserted rows the last write of each, as
-//! if the writes had run one by one.
+//! peer cursors, then the desk's tickets, seats, settings and entries), so
+//! foreign keys hold whatever the order of the batch. Within a batch,
+//! watermarks and peer cursors keep their maximum, and the desk's upserted
+//! rows the last write of each, as if the writes had run one by one.
 
 use std::sync::LazyLock;
 
@@ -149,9 +149,18 @@ fn write(rows: &Rows<'_>, conn: &Connection) -> rusqlite::Result<()> {
             Ok(())
         },
     )?;
-    for (peer, seq, payload) in &rows.outbox {
-        conn.prepare_cached("INSERT INTO outbox (peer, seq, payload) VALUES (?1, ?2, ?3)")?
-            .execute(rusqlite::params![peer, seq, payload])?;
+    for (peer, seq, payload, enqueued_at_ms) in &rows.outbox {
+        conn.prepare_cached(
+            "INSERT INTO outbox (peer, seq, payload, enqueued_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(rusqlite::params![peer, seq, payload, enqueued_at_ms])?;
+    }
+    for (peer, up_to) in &rows.peer_committed {
+        conn.prepare_cached(
+            "INSERT INTO peer_cursors (peer, committed) VALUES (?1, ?2)
+             ON CONFLICT (peer) DO UPDATE SET committed = MAX(committed, excluded.committed)",
+        )?
+        .execute(rusqlite::params![peer, up_to])?;
     }
     chunked(conn, &TICKETS, &rows.tickets.rows, |s, t| {
         s.put(t.key)?
