@@ -18,6 +18,7 @@ mod desk;
 mod devices;
 mod directory;
 mod durability;
+mod federation;
 mod invites;
 mod logs;
 mod writers;
@@ -36,6 +37,10 @@ pub use devices::devices_register_revoke_link_and_count_initiations;
 pub use directory::{inbox_agents, parties, sessions_and_acks};
 pub use durability::{
     failed_batch_leaves_nothing, reused_client_msg_id_is_a_duplicate_send, survives_reopen,
+};
+pub use federation::{
+    outbox_acks_delete_rows_and_keep_the_head, peer_committed_commits_with_its_batch,
+    peers_are_put_replaced_listed_and_removed,
 };
 pub use invites::invites_are_used_up_expire_and_revoke;
 pub use logs::logs_follow_inbox_logs;
@@ -69,6 +74,9 @@ macro_rules! store_conformance_tests {
             inbox_desk_entries_read_a_period_in_order,
             reused_client_note_id_is_a_duplicate_send,
             desk_events_replay_from_party_and_inbox_logs,
+            peers_are_put_replaced_listed_and_removed,
+            outbox_acks_delete_rows_and_keep_the_head,
+            peer_committed_commits_with_its_batch,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
