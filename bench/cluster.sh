@@ -59,7 +59,7 @@ run() {
     # The load generator's many accounts and connections from one address,
     # sending as fast as it can per account: those limits are off.
     "$bin/kanald" --data-dir "$root/node$n" run --listen "127.0.0.1:$port" --nats "$nats" \
-      --device-listen "127.0.0.1:$((17448 + n))" \
+      --device-listen "127.0.0.1:$((17448 + n))" --federation-listen "127.0.0.1:$((27449 + n))" \
       --registrations-per-hour-per-source 0 --sends-per-second-per-party 0 \
       --max-connections-per-source 0 --max-connections-per-account 0 \
       >/dev/null 2>"$out/server$n.err" &

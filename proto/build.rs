@@ -10,5 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         .bytes(["."])
         .compile_fds(descriptors)?;
+    // The federation schema imports the client one: its types are `pb`'s.
+    let descriptors = protox::compile(["federation.proto"], ["schemas"])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .extern_path(".kanal.v1", "crate::pb")
+        .compile_fds(descriptors)?;
     Ok(())
 }

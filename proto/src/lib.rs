@@ -32,6 +32,17 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/kanal.v1.rs"));
 }
 
+/// Protobuf messages of the server-to-server protocol, version 1
+/// (`schemas/federation.proto`, FEDERATION.md).
+#[cfg(feature = "std")]
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod fed {
+    include!(concat!(env!("OUT_DIR"), "/kanal.fed.v1.rs"));
+}
+
+/// The federation protocol version this crate describes, sent in `Open.version`.
+pub const FEDERATION_VERSION: u32 = 1;
+
 /// The protocol version this crate describes, sent in `Hello.version`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -47,3 +58,6 @@ pub const DEFAULT_PORT: u16 = 7447;
 /// The UDP port a server's device gateway (`DEVICES.md`) listens on when
 /// none is configured.
 pub const DEFAULT_DEVICE_PORT: u16 = 7448;
+
+/// Default UDP port of the federation endpoint (`kanal-fed/1`).
+pub const DEFAULT_FEDERATION_PORT: u16 = 7449;

@@ -78,6 +78,7 @@ impl TestServer {
         let mut config = Config::load(dir.path())?;
         config.listen = listen;
         config.device_listen = loopback(0);
+        config.federation_listen = loopback(0);
         let server = Server::start(dir.path(), config).await?;
         Ok(Self {
             server,
@@ -105,7 +106,7 @@ impl TestServer {
         config_for(self.addr(), self.server.fingerprint())
     }
 
-    /// Creates an agent of `support@localhost` and logs it in.
+    /// Creates an agent of the server's `support` inbox and logs it in.
     pub async fn agent(&self, local: &str) -> Result<Client> {
         admin::add_agent(
             &self.server.node(),
@@ -115,7 +116,8 @@ impl TestServer {
             "",
         )
         .await?;
-        self.login(&format!("{local}@localhost")).await
+        self.login(&format!("{local}@{}", self.server.domain()))
+            .await
     }
 
     /// Creates a user through the admin path (not Register).
@@ -595,6 +597,8 @@ pub async fn spawn_kanald(
         .arg(listen.to_string())
         .arg("--device-listen")
         .arg(loopback(0).to_string())
+        .arg("--federation-listen")
+        .arg(loopback(0).to_string())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -605,7 +609,7 @@ pub async fn spawn_kanald(
         .await
         .context("kanald did not start in time")??
         .context("kanald exited before listening")?;
-    // "kanald listening on ADDR domain DOMAIN fingerprint FP"
+    // "kanald listening on ADDR domain DOMAIN fingerprint FP federation ADDR"
     let words: Vec<&str> = line.split_whitespace().collect();
     let (Some(addr), Some(fingerprint)) = (words.get(3), words.get(7)) else {
         bail!("unexpected start line: {line}");

@@ -538,6 +538,7 @@ impl State {
             seq: message.seq,
             sent_at_ms: message.sent_at_ms,
             duplicate: false,
+            relayed: false,
         };
         conversation.messages.push(message.clone());
         conversation.sent.insert(key, sent.clone());

@@ -26,8 +26,10 @@ use crate::model::{
 };
 
 mod desk;
+mod federated;
 
 pub(crate) use desk::{DeskRequest, LoadedDesk, LoadedTicket};
+pub(crate) use federated::command as federated_command;
 
 /// Most conversations (and, separately, event-log heads and parties) the
 /// engine keeps cached. Past it the cache is dropped between batches and
@@ -138,6 +140,16 @@ pub enum Command {
     /// Handles the desk timers that are due (the driver sends it at the
     /// engine's deadline, so timers commit like any change).
     DeskTick,
+    /// Applies transaction `seq` of another server's (FEDERATION.md §4),
+    /// whose certificate proved it `origin`.
+    Federated {
+        /// The sending server's domain.
+        origin: String,
+        /// The transaction's place in that server's sequence toward this one.
+        seq: u64,
+        /// What it carries (`None`: a tombstone, which only counts).
+        transaction: Option<Box<crate::model::Transaction>>,
+    },
 }
 
 /// State the engine must have before it can apply a command.
@@ -178,6 +190,8 @@ pub(crate) enum Need {
         /// The idempotency key.
         client_note_id: String,
     },
+    /// The highest seq of the outbox toward a peer server.
+    OutboxHead(String),
     /// Whether the sender already stored this client message id.
     PriorSend {
         /// The conversation.
@@ -309,6 +323,9 @@ pub(crate) struct Engine {
     notes: HashMap<SendKey, (u64, i64)>,
     /// Note lookups answered in this batch.
     notes_checked: HashSet<SendKey>,
+    /// The highest seq of the outbox toward each peer server loaded: the
+    /// engine numbers each peer's transactions (it writes them all).
+    outbox_heads: HashMap<String, u64>,
 }
 
 impl Engine {
@@ -344,6 +361,7 @@ impl Engine {
             tickets_checked: HashSet::new(),
             notes: HashMap::new(),
             notes_checked: HashSet::new(),
+            outbox_heads: HashMap::new(),
         }
     }
 
@@ -491,6 +509,11 @@ impl Engine {
                 }
                 self.conversation_needs(state, &mut needs);
                 self.desk_needs(&state.record.members, Some(state.record.key), &mut needs);
+            }
+            Command::Federated { transaction, .. } => {
+                if let Some(transaction) = transaction {
+                    self.federated_needs(transaction, &mut needs);
+                }
             }
             Command::MarkReceipt {
                 by,
@@ -735,6 +758,11 @@ impl Engine {
                 reply
             }
             Command::DeskTick => self.desk_tick(now_ms, &mut applied),
+            Command::Federated {
+                origin,
+                seq,
+                transaction,
+            } => self.federated(now_ms, origin, *seq, transaction.as_deref(), &mut applied),
         };
         (reply, applied)
     }
@@ -821,10 +849,33 @@ impl Engine {
         continues: Option<ConversationKey>,
         applied: &mut Applied,
     ) -> Reply {
-        let id = match ConversationId::new(&self.domain, opaque) {
+        // A conversation naming a party of another server is hosted there:
+        // a customer writing to a company's inbox gets a conversation the
+        // company orders.
+        let host = to
+            .iter()
+            .find(|p| !p.is_local(&self.domain))
+            .map_or_else(|| self.domain.clone(), |p| p.address.domain().to_owned());
+        let id = match ConversationId::new(&host, opaque) {
             Ok(id) => id,
             Err(e) => return Reply::Refused(Refusal::internal(e.to_string())),
         };
+        self.create_with_id(now_ms, by, to, subject, id, continues, applied)
+    }
+
+    /// Starts conversation `id` of `by` with `to`: hosted here, or a
+    /// replica of one `by` starts on its host.
+    #[expect(clippy::too_many_arguments, reason = "a conversation's whole start")]
+    fn create_with_id(
+        &mut self,
+        now_ms: i64,
+        by: &Party,
+        to: &[Party],
+        subject: &str,
+        id: ConversationId,
+        continues: Option<ConversationKey>,
+        applied: &mut Applied,
+    ) -> Reply {
         let mut members = vec![by.clone()];
         for party in to {
             if !members.iter().any(|m| m.id == party.id) {
@@ -842,6 +893,9 @@ impl Engine {
                 "no ids left to number a conversation; retry",
             ));
         }
+        if !self.outboxes_loaded(&self.audience(&members)) {
+            return Reply::Refused(Refusal::internal("the outbox could not be read"));
+        }
         let key = self.next_key;
         self.next_key += 1;
         let record = ConversationRecord {
@@ -853,23 +907,55 @@ impl Engine {
             last_activity_ms: now_ms,
             members,
         };
+        let view = ConversationView::of(&record, 0, 0);
+        let members = record.members.clone();
+        let created = crate::model::Replicated::Created {
+            subject: subject.to_owned(),
+            created_at_ms: now_ms,
+            members: Self::members_of(&record),
+        };
+        let audience = self.start_conversation(now_ms, record, applied);
+        if id.host() == self.domain {
+            self.replicate(now_ms, &id, &audience, created, applied);
+            self.desk_opened(now_ms, key, &id, &members, continues, applied);
+        } else {
+            let submit = crate::model::Transaction::Submit {
+                conversation: id.clone(),
+                sender: by.address.clone(),
+                what: crate::model::Submitted::Create {
+                    subject: subject.to_owned(),
+                    to: to.iter().map(|p| p.address.clone()).collect(),
+                },
+            };
+            let host = id.host().to_owned();
+            self.queue(now_ms, &host, &submit, applied);
+        }
+        Reply::Conversation(view)
+    }
+
+    /// Stores a new conversation and tells its local audience: its
+    /// audience, for what else the start must tell.
+    fn start_conversation(
+        &mut self,
+        now_ms: i64,
+        record: ConversationRecord,
+        applied: &mut Applied,
+    ) -> Arc<Audience> {
+        let key = record.key;
         applied.writes.push(Write::NewConversation {
             key,
-            id: id.clone(),
-            subject: subject.to_owned(),
-            created_by: by.id,
-            created_at_ms: now_ms,
+            id: record.id.clone(),
+            subject: record.subject.clone(),
+            created_by: record.members[0].id,
+            created_at_ms: record.created_at_ms,
             members: record.members.iter().map(|m| m.id).collect(),
         });
-        let view = ConversationView::of(&record, 0, 0);
         let event = Event::conversation_added(&record, 0, now_ms);
-        let audience = self.audience(&record.members);
-        let members = record.members.clone();
+        let audience = Arc::new(self.audience(&record.members));
         self.load_conversation(record);
         let what = EventRef::ConversationAdded { last_seq: 0 };
         self.fan_out(key, &audience, what, now_ms, event, applied);
-        self.desk_opened(now_ms, key, &id, &members, continues, applied);
-        Reply::Conversation(view)
+        audience
     }
 
     /// Appends a message; `hops`: how many resolved conversations passed
@@ -889,6 +975,12 @@ impl Engine {
             return not_found(conversation);
         };
         let key = state.record.key;
+        if conversation.host() != self.domain {
+            return self.submit_post(now_ms, by, conversation, client_msg_id, body, applied);
+        }
+        if !self.outboxes_loaded(&audience) {
+            return Reply::Refused(Refusal::internal("the outbox could not be read"));
+        }
         let inbox = self
             .conversations
             .get(conversation)
@@ -900,6 +992,7 @@ impl Engine {
                 seq: stored.seq,
                 sent_at_ms: stored.sent_at_ms,
                 duplicate: true,
+                relayed: false,
             });
         }
         let desk_side = audience
@@ -1010,11 +1103,20 @@ impl Engine {
             Event::Message(message),
             applied,
         );
+        let posted = crate::model::Replicated::Posted {
+            seq,
+            sender: by.address.clone(),
+            client_msg_id: client_msg_id.to_owned(),
+            sent_at_ms: now_ms,
+            body: body.clone(),
+        };
+        self.replicate(now_ms, conversation, audience, posted, applied);
         Some(Sent {
             conversation: conversation.clone(),
             seq,
             sent_at_ms: now_ms,
             duplicate: false,
+            relayed: false,
         })
     }
 
@@ -1286,6 +1388,11 @@ impl Engine {
         for &party in audience.recipients() {
             if !self.heads.contains_key(&party) {
                 needs.push(Need::Head(party));
+            }
+        }
+        for server in audience.servers() {
+            if !self.outbox_heads.contains_key(server) {
+                needs.push(Need::OutboxHead(server.clone()));
             }
         }
     }

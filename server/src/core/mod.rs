@@ -6,11 +6,4 @@
 pub(crate) mod audience;
 pub(crate) mod desk;
 pub(crate) mod engine;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the kanal-fed/1 link that drives it is the next step"
-    )
-)]
 pub(crate) mod federation;

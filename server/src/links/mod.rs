@@ -3,4 +3,5 @@
 
 pub(crate) mod admin;
 pub(crate) mod device;
+pub(crate) mod federation;
 pub(crate) mod quic;

@@ -168,6 +168,10 @@ pub struct Sent {
     pub sent_at_ms: i64,
     /// Whether it was stored before, under the same client message id.
     pub duplicate: bool,
+    /// The conversation is hosted by another server: the message is queued,
+    /// durably, for its host, which gives it its seq (0 here).
+    #[serde(default)]
+    pub relayed: bool,
 }
 
 /// A message already stored under a client message id.

@@ -7,6 +7,7 @@ mod conversation;
 mod desk;
 mod device;
 mod event;
+mod federation;
 mod invite;
 mod party;
 mod peer;
@@ -25,6 +26,7 @@ pub use desk::{
 };
 pub use device::{Device, NewDevice};
 pub use event::{DeskRecord, Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};
+pub use federation::{Member, Replicated, Submitted, Transaction};
 pub use invite::{Invite, NewInvite};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};
 pub use peer::PeerRecord;

@@ -35,6 +35,11 @@ pub enum RefusalCode {
     InvalidState,
     /// An answer that fits no question of its conversation.
     InvalidAnswer,
+    /// Another server's transaction speaks for a party, or orders a
+    /// conversation, that is not its own (FEDERATION.md §6).
+    ForgedOrigin,
+    /// A replicated message whose seq is not the conversation's next.
+    OutOfOrder,
 }
 
 /// A refused command.

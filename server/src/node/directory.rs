@@ -463,6 +463,47 @@ pub async fn revoke_device(node: &Node, serial: &str) -> Result<Device, AdminErr
     reread_device(node, serial).await
 }
 
+/// Trusts the server for `domain`, listening at `address` (`host:port`),
+/// whose certificate has the SHA-256 `fingerprint` (hex; colons allowed):
+/// added, or replaced if it was a peer already.
+pub async fn add_peer(
+    node: &Node,
+    domain: &str,
+    address: &str,
+    fingerprint: &str,
+) -> Result<crate::model::PeerRecord, AdminError> {
+    kanal_proto::address::validate_domain(domain)?;
+    if domain == node.domain {
+        return Err(AdminError::Invalid(format!(
+            "{domain} is this server's own domain"
+        )));
+    }
+    if !address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+    {
+        return Err(AdminError::Invalid(format!(
+            "address `{address}`: give it as HOST:PORT"
+        )));
+    }
+    let fingerprint = fingerprint.replace(':', "").to_ascii_lowercase();
+    if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AdminError::Invalid(format!(
+            "fingerprint `{fingerprint}`: give the peer's SHA-256 as 64 hex digits \
+             (`kanald fingerprint` on the peer)"
+        )));
+    }
+    let peer = crate::model::PeerRecord {
+        domain: domain.to_owned(),
+        address: address.to_owned(),
+        fingerprint,
+        added_at_ms: super::writer::now_ms(),
+    };
+    node.store.put_peer(&peer).await?;
+    node.federation.peers.reload(node.store.as_ref()).await?;
+    Ok(peer)
+}
+
 /// Links the device with `serial` to the account `owner` (`None`:
 /// unlinks it): the conversations it opens from now on include its owner.
 pub async fn link_device(

@@ -8,6 +8,7 @@ pub(crate) mod auth;
 pub(crate) mod cluster;
 pub(crate) mod devices;
 pub mod directory;
+pub(crate) mod federation;
 pub(crate) mod hub;
 pub(crate) mod limits;
 pub(crate) mod presence;
@@ -42,6 +43,8 @@ pub struct Node {
     pub(crate) devices: devices::DeviceRegistry,
     /// Agents with a session open here.
     pub(crate) presence: presence::Presence,
+    /// Configured peers, and what wakes delivery toward them.
+    pub(crate) federation: federation::Federation,
 }
 
 impl std::fmt::Debug for Node {
@@ -62,7 +65,15 @@ impl Node {
     ) -> StoreResult<(Arc<Node>, tokio::task::JoinHandle<()>)> {
         let hub = Arc::new(Hub::default());
         let writer_store = store.for_writer().unwrap_or_else(|| store.clone());
-        let (writer, task) = writer::spawn(writer_store, hub.clone(), domain.clone()).await?;
+        let federation = federation::Federation::default();
+        federation.peers.reload(store.as_ref()).await?;
+        let (writer, task) = writer::spawn(
+            writer_store,
+            hub.clone(),
+            domain.clone(),
+            federation.outbox.clone(),
+        )
+        .await?;
         let devices = devices::DeviceRegistry::default();
         devices.reload(store.as_ref()).await?;
         let node = Node {
@@ -74,6 +85,7 @@ impl Node {
             limits: limits::Limits::new(&policy),
             devices,
             presence: presence::Presence::default(),
+            federation,
         };
         Ok((Arc::new(node), task))
     }

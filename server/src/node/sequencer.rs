@@ -27,10 +27,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::federation::OutboxSignal;
 use crate::core::desk::{DeskConfig, TicketState};
 use crate::core::engine::{Command, Engine, LoadedDesk, LoadedTicket, Need, Published, Reply};
 use crate::model::{
-    ConversationRecord, Counters, InboxHead, LogHead, Party, PartyId, Refusal, StoredSend,
+    ConversationRecord, Counters, InboxHead, LogHead, Party, PartyId, Refusal, StoredSend, Write,
 };
 use crate::store::{Store, StoreError, StoreResult};
 
@@ -91,6 +92,8 @@ pub(crate) struct Sequencer {
     store: Arc<dyn Store>,
     engine: Engine,
     stats: Arc<OrderingStats>,
+    /// Told of each peer a commit queued transactions for.
+    outbox: Arc<OutboxSignal>,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -109,7 +112,14 @@ impl Sequencer {
             store,
             engine,
             stats: Arc::default(),
+            outbox: Arc::default(),
         })
+    }
+
+    /// Signals `outbox` of each peer a commit queues transactions for.
+    pub(crate) fn signalling(mut self, outbox: Arc<OutboxSignal>) -> Self {
+        self.outbox = outbox;
+        self
     }
 
     /// What it has done so far, counted as it goes.
@@ -245,9 +255,20 @@ impl Sequencer {
         self.engine.finish_batch();
         let applied = started.elapsed();
         let rows = writes.len();
+        let mut peers: Vec<String> = Vec::new();
+        for write in &writes {
+            if let Write::Outbox(row) = write
+                && !peers.contains(&row.peer)
+            {
+                peers.push(row.peer.clone());
+            }
+        }
         if rows > 0 {
             match self.store.commit(writes).await {
                 Ok(committed) => {
+                    for peer in &peers {
+                        self.outbox.advanced(peer);
+                    }
                     // Another node appended to these logs first: this
                     // batch's events of them were stored after its.
                     for &(party, by) in &committed.rebased {
@@ -368,6 +389,9 @@ impl Sequencer {
                 self.engine.load_inbox_head(inbox, head);
             }
             (Need::Ids, Loaded::Ids(ids)) => self.engine.load_ids(ids),
+            (Need::OutboxHead(peer), Loaded::OutboxHead(head)) => {
+                self.engine.load_outbox_head(peer, head);
+            }
             (Need::InboxAgents(inbox), Loaded::InboxAgents(agents)) => {
                 self.engine.load_inbox_agents(inbox, agents);
             }
@@ -440,6 +464,7 @@ enum Loaded {
     Desk(Option<Box<LoadedDesk>>),
     Ticket(Option<Box<LoadedTicket>>),
     PriorNote(Option<(u64, i64)>),
+    OutboxHead(u64),
 }
 
 async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
@@ -450,6 +475,7 @@ async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
         Need::InboxHead(inbox) => Loaded::InboxHead(store.inbox_head(*inbox).await?),
         Need::InboxAgents(inbox) => Loaded::InboxAgents(store.inbox_agents(*inbox).await?),
         Need::Ids => Loaded::Ids(store.counters().await?),
+        Need::OutboxHead(peer) => Loaded::OutboxHead(store.outbox_head(peer).await?),
         Need::PriorSend {
             key,
             sender,

@@ -25,6 +25,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::federation::OutboxSignal;
 use super::hub::Hub;
 use super::sequencer::{OrderingStats, Sequencer};
 use crate::core::engine::{Command, Reply};
@@ -141,13 +142,15 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer task for `domain`. It ends when every handle is dropped.
+/// Starts the writer task for `domain`, which signals `outbox` when a
+/// commit queues transactions for a peer. It ends when every handle is dropped.
 pub(crate) async fn spawn(
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     domain: String,
+    outbox: Arc<OutboxSignal>,
 ) -> StoreResult<(WriterHandle, JoinHandle<()>)> {
-    let sequencer = Sequencer::new(store, domain).await?;
+    let sequencer = Sequencer::new(store, domain).await?.signalling(outbox);
     let stats = sequencer.stats();
     let (tx, rx) = mpsc::channel(QUEUE);
     let task = Writer { sequencer, hub, rx };

@@ -75,6 +75,39 @@ enum Command {
     /// Several nodes on one PostgreSQL database.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Manage peers: the servers this one federates with (FEDERATION.md).
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Trust a server for its domain, and say where it listens. Its
+    /// operator gives the fingerprint (`kanald fingerprint` there).
+    Add {
+        /// The peer's domain, e.g. `acme.example`.
+        domain: String,
+        /// Where its federation endpoint listens, `HOST:PORT` (its
+        /// `federation_listen`; port 7449 by default).
+        #[arg(long)]
+        address: String,
+        /// The SHA-256 fingerprint of its certificate.
+        #[arg(long)]
+        fingerprint: String,
+    },
+    /// List the peers, with where delivery to each stands.
+    List,
+    /// Show one peer: queue, oldest undelivered, last error, next retry.
+    Show {
+        /// The peer's domain.
+        domain: String,
+    },
+    /// Stop trusting a server (what is queued for it stays, and is
+    /// delivered if it is added again).
+    Remove {
+        /// The peer's domain.
+        domain: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +172,9 @@ struct RunArgs {
     /// Overrides `device_listen` (UDP address of the device gateway).
     #[arg(long)]
     device_listen: Option<SocketAddr>,
+    /// Overrides `federation_listen` (UDP address other servers connect to).
+    #[arg(long)]
+    federation_listen: Option<SocketAddr>,
     /// Overrides `device_requests_per_minute` (0: unlimited).
     #[arg(long)]
     device_requests_per_minute: Option<u32>,
@@ -643,6 +679,7 @@ async fn real_main() -> Result<()> {
         }
         Command::Invite(command) => invite(&cli.data_dir, command).await,
         Command::Device(command) => device(&cli.data_dir, command).await,
+        Command::Peer(command) => peer(&cli.data_dir, command).await,
         Command::Cluster(ClusterCommand::Status { database }) => {
             print!(
                 "{}",
@@ -667,6 +704,84 @@ async fn real_main() -> Result<()> {
 }
 
 /// `kanald invite …`.
+async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
+    let (request, long) = match command {
+        PeerCommand::Add {
+            domain,
+            address,
+            fingerprint,
+        } => (
+            AdminRequest::AddPeer {
+                domain,
+                address,
+                fingerprint,
+            },
+            true,
+        ),
+        PeerCommand::List => (AdminRequest::Peers { domain: None }, false),
+        PeerCommand::Show { domain } => (
+            AdminRequest::Peers {
+                domain: Some(domain),
+            },
+            true,
+        ),
+        PeerCommand::Remove { domain } => {
+            let response = administer(
+                data_dir,
+                AdminRequest::RemovePeer {
+                    domain: domain.clone(),
+                },
+            )
+            .await?;
+            return match response {
+                AdminResponse::Peers { .. } => {
+                    println!("removed peer {domain}");
+                    Ok(())
+                }
+                AdminResponse::Error { message } => bail!("{message}"),
+                other => bail!("unexpected answer {other:?}"),
+            };
+        }
+    };
+    match administer(data_dir, request).await? {
+        AdminResponse::Peers { peers } => {
+            for peer in peers {
+                if long {
+                    println!("peer         {}", peer.domain);
+                    println!("address      {}", peer.address);
+                    println!("fingerprint  {}", peer.fingerprint);
+                    println!("queued       {}", peer.queued);
+                    if let Some(age) = peer.oldest_age_secs.filter(|_| peer.queued > 0) {
+                        println!("oldest       {age} s");
+                    }
+                    println!("acked        {}", peer.acked);
+                    println!("applied      {}", peer.committed);
+                    println!("dead letters {}", peer.dead_letters);
+                    if let Some(error) = &peer.last_error {
+                        println!("last error   {error}");
+                    }
+                    if let Some(secs) = peer.next_retry_secs {
+                        println!("next retry   in {secs} s");
+                    }
+                } else {
+                    println!(
+                        "{:<24} {:<24} queued {:>6}{}",
+                        peer.domain,
+                        peer.address,
+                        peer.queued,
+                        peer.last_error
+                            .as_ref()
+                            .map_or(String::new(), |e| format!("  last error: {e}"))
+                    );
+                }
+            }
+            Ok(())
+        }
+        AdminResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
 async fn invite(data_dir: &Path, command: InviteCommand) -> Result<()> {
     let request = match command {
         InviteCommand::Add { uses, days, note } => AdminRequest::AddInvite { uses, days, note },
@@ -904,6 +1019,9 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     if let Some(v) = args.max_connections_per_account {
         config.max_connections_per_account = v;
     }
+    if let Some(v) = args.federation_listen {
+        config.federation_listen = v;
+    }
     if let Some(v) = args.device_listen {
         config.device_listen = v;
     }
@@ -923,10 +1041,11 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     let server = Server::start(data_dir, config).await?;
     // One line on stdout that scripts (and tests) can read.
     println!(
-        "kanald listening on {} domain {} fingerprint {}",
+        "kanald listening on {} domain {} fingerprint {} federation {}",
         server.local_addr(),
         server.domain(),
-        server.fingerprint()
+        server.fingerprint(),
+        server.federation_addr()
     );
     // On stderr: scripts read the one line on stdout, and may stop reading.
     eprintln!(

@@ -104,6 +104,12 @@ pub struct Config {
     /// Device handshakes per second above which the gateway first asks
     /// every sender to prove its address (a cookie). Default: 500.
     pub device_cookie_threshold: u32,
+    /// UDP address other servers connect to (`kanal-fed/1`, FEDERATION.md).
+    /// Default: `0.0.0.0:7449`.
+    pub federation_listen: SocketAddr,
+    /// Hours a transaction toward a peer is retried before its sender is
+    /// told it failed. Default: 120 (5 days).
+    pub federation_horizon_hours: u32,
 }
 
 impl Default for Config {
@@ -131,6 +137,11 @@ impl Default for Config {
             device_request_burst: 10,
             device_mail_expiry_hours: 168,
             device_cookie_threshold: 500,
+            federation_listen: SocketAddr::from((
+                [0, 0, 0, 0],
+                kanal_proto::DEFAULT_FEDERATION_PORT,
+            )),
+            federation_horizon_hours: 120,
         }
     }
 }
@@ -259,6 +270,24 @@ impl Config {
                 ),
             });
         }
+        if self.federation_listen.port() != 0
+            && (self.federation_listen == self.listen
+                || self.federation_listen == self.device_listen)
+        {
+            return Err(ConfigError::Invalid {
+                key: "federation_listen",
+                problem: format!(
+                    "{} is taken by `listen` or `device_listen`: give servers a port of their own",
+                    self.federation_listen
+                ),
+            });
+        }
+        if self.federation_horizon_hours == 0 {
+            return Err(ConfigError::Invalid {
+                key: "federation_horizon_hours",
+                problem: "must be at least 1".into(),
+            });
+        }
         if self.sends_per_second_per_party > 0 && self.send_burst_per_party == 0 {
             return Err(ConfigError::Invalid {
                 key: "send_burst_per_party",
@@ -327,6 +356,12 @@ device_requests_per_minute = {device_rate}
 device_request_burst = {device_burst}
 device_mail_expiry_hours = {device_expiry}
 device_cookie_threshold = {device_cookies}
+
+# Federation (proto/FEDERATION.md): the UDP address other servers connect
+# to, and how many hours a transaction toward an unreachable peer is
+# retried before its sender is told it failed.
+federation_listen = "{federation_listen}"
+federation_horizon_hours = {federation_horizon}
 "#,
             domain = self.domain,
             listen = self.listen,
@@ -349,6 +384,8 @@ device_cookie_threshold = {device_cookies}
             device_burst = self.device_request_burst,
             device_expiry = self.device_mail_expiry_hours,
             device_cookies = self.device_cookie_threshold,
+            federation_listen = self.federation_listen,
+            federation_horizon = self.federation_horizon_hours,
         )
     }
 }

@@ -14,8 +14,10 @@ use super::certificate::{self, TlsError};
 use super::config::{Config, ConfigError};
 use super::database::OpenStore;
 use super::datadir;
+use crate::core::federation::outbox::Policy;
 use crate::links::admin;
 use crate::links::device::{self, Gateway};
+use crate::links::federation::{self, Federation};
 use crate::links::quic::endpoint::{self, Endpoint, EndpointError};
 use crate::node::Node;
 use crate::node::cluster::{Cluster, ClusterConfig, ClusterError};
@@ -47,6 +49,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The federation endpoint could not be set up.
+    #[error("federation_listen: {0}")]
+    Federation(#[from] crate::links::federation::FederationError),
     /// The configuration names no usable database.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -87,6 +92,7 @@ pub struct Server {
     cluster: Option<Cluster>,
     /// Devices.
     gateway: Gateway,
+    federation: Federation,
     /// The gateway's static public key.
     device_public: [u8; 32],
     _lock: File,
@@ -125,6 +131,7 @@ impl Server {
             path: data_dir.join(datadir::RESET_KEY_FILE),
             source,
         })?;
+        let (fed_certs, fed_key) = (certs.clone(), key.clone_key());
         let endpoint = Endpoint::bind(endpoint::Settings {
             listen: config.listen,
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -194,6 +201,18 @@ impl Server {
             addr: config.device_listen,
             source,
         })?;
+        let federation = Federation::serve(
+            node.clone(),
+            federation::Settings {
+                listen: config.federation_listen,
+                certs: fed_certs,
+                key: fed_key,
+                policy: Policy {
+                    horizon_ms: i64::from(config.federation_horizon_hours) * 3_600_000,
+                    ..Policy::default()
+                },
+            },
+        )?;
         let admin = tokio::spawn(admin::serve(socket, node.clone()));
         let accept = endpoint.serve(node.clone(), config.max_connections);
         tracing::info!(
@@ -213,6 +232,7 @@ impl Server {
             writer,
             cluster,
             gateway,
+            federation,
             device_public,
             _lock: lock,
         })
@@ -226,6 +246,13 @@ impl Server {
     /// SHA-256 fingerprint of the certificate, lowercase hex.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The address other servers connect to (`kanal-fed/1`).
+    pub fn federation_addr(&self) -> SocketAddr {
+        self.federation
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The address the device gateway listens on.
@@ -278,10 +305,12 @@ impl Server {
             writer,
             cluster,
             gateway,
+            federation,
             ..
         } = self;
         drop(cluster);
         drop(gateway);
+        federation.close().await;
         let local_addr = endpoint.local_addr;
         endpoint.close(SHUTDOWN_GRACE).await;
         let _ = accept.await;

@@ -11,6 +11,7 @@ mod cluster_processes;
 mod control_stream;
 mod devices;
 mod durability;
+mod federation;
 mod handshake_flood;
 mod history_paging;
 mod idempotent_send;

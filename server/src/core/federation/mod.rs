@@ -20,6 +20,7 @@
 
 pub(crate) mod inbox;
 pub(crate) mod outbox;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -157,10 +157,21 @@ impl Outbox {
 
     /// Queues the next transaction, made at `now`; returns its sequence
     /// number.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, now: i64) -> u64 {
         let seq = self.last() + 1;
         self.queue.push_back(Entry::new(seq, now));
         seq
+    }
+
+    /// Queues a stored transaction, if it is the next after the last one
+    /// queued (rows read from the store again are skipped).
+    pub(crate) fn queue_stored(&mut self, seq: u64, enqueued_at_ms: i64) -> bool {
+        if seq != self.last() + 1 {
+            return seq <= self.last();
+        }
+        self.queue.push_back(Entry::new(seq, enqueued_at_ms));
+        true
     }
 
     /// The highest sequence number queued (or acknowledged).
@@ -254,6 +265,7 @@ impl Outbox {
     }
 
     /// The transactions the peer refused for good.
+    #[cfg(test)]
     pub(crate) fn dead_letters(&self) -> &[u64] {
         &self.dead_letters
     }

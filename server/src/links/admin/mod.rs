@@ -16,6 +16,10 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::model::{Device, Invite, Party, PartyKind};
 use crate::node::{Node, directory};
 
+mod peers;
+
+pub(crate) use peers::PeerInfo;
+
 /// The socket's file name in the data directory.
 pub(crate) const SOCKET_FILE: &str = "admin.sock";
 
@@ -115,6 +119,25 @@ pub(crate) enum AdminRequest {
     },
     /// List the registered devices.
     Devices,
+    /// Add or replace a peer server.
+    AddPeer {
+        /// Its domain.
+        domain: String,
+        /// Where it listens, `host:port`.
+        address: String,
+        /// SHA-256 of its certificate, hex.
+        fingerprint: String,
+    },
+    /// Forget a peer server's configuration.
+    RemovePeer {
+        /// Its domain.
+        domain: String,
+    },
+    /// Every peer, or one, with where delivery to it stands.
+    Peers {
+        /// Just this one.
+        domain: Option<String>,
+    },
     /// Revoke a device.
     RevokeDevice {
         /// Its serial.
@@ -179,6 +202,11 @@ pub(crate) enum AdminResponse {
         devices: Vec<DeviceInfo>,
         /// Why each device that was not registered was refused.
         refused: Vec<String>,
+    },
+    /// Peers, as configured now, with where delivery to each stands.
+    Peers {
+        /// The peers.
+        peers: Vec<PeerInfo>,
     },
     /// The command failed; nothing changed.
     Error {
@@ -455,6 +483,13 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
             }
             return devices_response(node, &added, refused).await;
         }
+        AdminRequest::AddPeer {
+            domain,
+            address,
+            fingerprint,
+        } => return peers::add(node, domain, address, fingerprint).await,
+        AdminRequest::RemovePeer { domain } => return peers::remove(node, &domain).await,
+        AdminRequest::Peers { domain } => return peers::respond(node, domain.as_deref()).await,
         AdminRequest::Devices => {
             return match node.store.devices().await {
                 Ok(devices) => devices_response(node, &devices, Vec::new()).await,

@@ -121,6 +121,7 @@ pub(crate) fn sent(sent: &Sent) -> pb::Sent {
         seq: sent.seq,
         sent_at_ms: sent.sent_at_ms,
         duplicate: sent.duplicate,
+        relayed: sent.relayed,
     }
 }
 
@@ -175,6 +176,8 @@ pub(crate) fn error_code(code: RefusalCode) -> pb::ErrorCode {
         RefusalCode::NotAnAgent => pb::ErrorCode::NotAnAgent,
         RefusalCode::InvalidState => pb::ErrorCode::InvalidState,
         RefusalCode::InvalidAnswer => pb::ErrorCode::InvalidAnswer,
+        // Only servers are told these (FEDERATION.md §6); a client never is.
+        RefusalCode::ForgedOrigin | RefusalCode::OutOfOrder => pb::ErrorCode::BadRequest,
     }
 }
 

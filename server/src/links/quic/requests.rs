@@ -128,7 +128,7 @@ async fn start(
     let id = request.id;
     let command = match request.kind {
         Some(Kind::Send(send)) => send_command(node, party, send).await,
-        Some(Kind::MarkReceipt(mark)) => receipt_command(node, party, mark),
+        Some(Kind::MarkReceipt(mark)) => receipt_command(party, mark),
         kind => {
             let (node, party) = (node.clone(), party.clone());
             let task = tokio::spawn(async move {
@@ -211,7 +211,7 @@ async fn handle(node: &Node, party: &Party, request: pb::Request) -> Answer {
                 &view,
             )))
         }
-        Some(Kind::MarkReceipt(mark)) => submit(node, receipt_command(node, party, mark)?).await,
+        Some(Kind::MarkReceipt(mark)) => submit(node, receipt_command(party, mark)?).await,
         Some(Kind::GetTicket(get)) => {
             desk::change(node, party, &get.conversation, DeskRequest::Get).await
         }
@@ -249,18 +249,15 @@ async fn create_conversation(node: &Node, party: &Party, create: pb::CreateConve
         let address: Address = text.parse().map_err(|e: kanal_proto::address::NameError| {
             Refusal::new(RefusalCode::InvalidAddress, e.to_string())
         })?;
-        if address.domain() != node.domain {
-            return Err(Refusal::new(
-                RefusalCode::RemoteUnreachable,
-                format!("{address} is on another server; federation is not available"),
-            ));
-        }
-        let other = node
-            .store
-            .party_by_address(&address)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| Refusal::new(RefusalCode::NotFound, format!("no party {address}")))?;
+        let other = if address.domain() == node.domain {
+            node.store
+                .party_by_address(&address)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| Refusal::new(RefusalCode::NotFound, format!("no party {address}")))?
+        } else {
+            crate::links::federation::remote_party(node, &address).await?
+        };
         to.push(other);
     }
     node.limits.send(party.id)?;
@@ -297,7 +294,6 @@ async fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Comm
     };
     check_body(party, &body)?;
     node.limits.send(party.id)?;
-    local_host(node, &id)?;
     let body = match body {
         crate::model::Body::Answer(answer) => {
             crate::model::Body::Answer(structured::answered(node, party, &id, answer).await?)
@@ -314,7 +310,7 @@ async fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Comm
 
 /// Refuses a body that breaks its kind's limits, or that its sender may not
 /// send (a device report from anything but a device).
-fn check_body(party: &Party, body: &crate::model::Body) -> Result<(), Refusal> {
+pub(crate) fn check_body(party: &Party, body: &crate::model::Body) -> Result<(), Refusal> {
     use crate::model::Body;
     use kanal_proto::device::limits::{MAX_QUICK_REPLIES, MAX_QUICK_REPLY};
     let text = body.text();
@@ -357,7 +353,7 @@ fn check_body(party: &Party, body: &crate::model::Body) -> Result<(), Refusal> {
 }
 
 /// The writer command of a valid MarkReceipt.
-fn receipt_command(node: &Node, party: &Party, mark: pb::MarkReceipt) -> Result<Command, Refusal> {
+fn receipt_command(party: &Party, mark: pb::MarkReceipt) -> Result<Command, Refusal> {
     let id = parse_conversation(&mark.conversation)?;
     let kind = match pb::ReceiptKind::try_from(mark.kind) {
         Ok(pb::ReceiptKind::Delivered) => ReceiptKind::Delivered,
@@ -369,7 +365,6 @@ fn receipt_command(node: &Node, party: &Party, mark: pb::MarkReceipt) -> Result<
             ));
         }
     };
-    local_host(node, &id)?;
     Ok(Command::MarkReceipt {
         by: party.clone(),
         conversation: id,

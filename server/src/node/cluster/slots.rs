@@ -87,6 +87,8 @@ impl Slots {
             | Command::ConfigureDesk { inbox, .. } => inbox.id,
             // A node ticks the desks it holds, of the slots it orders.
             Command::DeskTick => return Ok(None),
+            // Federation runs on one node (FEDERATION.md §7).
+            Command::Federated { .. } => return Ok(None),
             Command::CreateConversation { by, to, .. } => {
                 home(&self.domain, std::iter::once(by).chain(to))
             }

@@ -94,9 +94,14 @@ async fn nothing_is_acknowledged_before_its_commit() {
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
     let hub = Arc::new(Hub::default());
-    let (writer, task) = spawn(store.clone(), hub.clone(), "localhost".into())
-        .await
-        .expect("writer");
+    let (writer, task) = spawn(
+        store.clone(),
+        hub.clone(),
+        "localhost".into(),
+        Arc::default(),
+    )
+    .await
+    .expect("writer");
 
     // Create a conversation (one commit, let through).
     let create = tokio::spawn({
@@ -186,18 +191,28 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
     };
 
     // Before the restart: one send.
-    let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
-        .await
-        .expect("writer");
+    let (writer, task) = spawn(
+        store.clone(),
+        Arc::new(Hub::default()),
+        "localhost".into(),
+        Arc::default(),
+    )
+    .await
+    .expect("writer");
     let id = create(&writer, &alice, &bob, "restart").await;
     assert_eq!(send(&writer, &id, "old").await, (1, false));
     drop(writer);
     task.await.expect("writer ends");
 
     // After it: the retry, queued together with new sends.
-    let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
-        .await
-        .expect("writer");
+    let (writer, task) = spawn(
+        store.clone(),
+        Arc::new(Hub::default()),
+        "localhost".into(),
+        Arc::default(),
+    )
+    .await
+    .expect("writer");
     let retry = send(&writer, &id, "old");
     let fresh: Vec<_> = (0..8)
         .map(|i| send(&writer, &id, &format!("new{i}")))
@@ -228,9 +243,14 @@ async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
     let store = Arc::new(store);
     let alice = party(store.as_ref(), "alice", PartyKind::User).await;
     let bob = party(store.as_ref(), "bob", PartyKind::User).await;
-    let (writer, task) = spawn(store.clone(), Arc::new(Hub::default()), "localhost".into())
-        .await
-        .expect("writer");
+    let (writer, task) = spawn(
+        store.clone(),
+        Arc::new(Hub::default()),
+        "localhost".into(),
+        Arc::default(),
+    )
+    .await
+    .expect("writer");
     let id = create(&writer, &alice, &bob, "failing").await;
     for _ in 0..3 {
         entered

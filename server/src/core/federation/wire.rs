@@ -1,0 +1,251 @@
+//! Transactions as `kanal.fed.v1` frames (schemas/federation.proto): what
+//! the outbox stores is the frame the peer receives, so a transaction is
+//! encoded once, in the commit that queues it.
+//!
+//! Decoding checks the shape only (addresses parse, a body is there); what
+//! the origin may say is the engine's to check, against what it holds.
+
+use bytes::Bytes;
+use kanal_proto::address::{Address, ConversationId};
+use kanal_proto::fed;
+use prost::Message as _;
+
+use crate::model::{Member, PartyKind, Replicated, Submitted, Transaction};
+use crate::store::body;
+
+/// Why a received transaction is refused before it reaches the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Malformed(pub(crate) String);
+
+/// Transaction `seq` as the frame the peer receives.
+pub(crate) fn encode(seq: u64, transaction: &Transaction) -> Bytes {
+    let kind = match transaction {
+        Transaction::Submit {
+            conversation,
+            sender,
+            what,
+        } => fed::transaction::Kind::Submit(fed::Submit {
+            conversation: conversation.to_string(),
+            sender: sender.to_string(),
+            kind: Some(match what {
+                Submitted::Create { subject, to } => fed::submit::Kind::Create(fed::Create {
+                    subject: subject.clone(),
+                    to: to.iter().map(ToString::to_string).collect(),
+                }),
+                Submitted::Post {
+                    client_msg_id,
+                    body: content,
+                } => fed::submit::Kind::Post(fed::Post {
+                    client_msg_id: client_msg_id.clone(),
+                    body: Some(body::to_pb(content)),
+                }),
+            }),
+        }),
+        Transaction::Replicate { conversation, what } => {
+            fed::transaction::Kind::Replicate(fed::Replicate {
+                conversation: conversation.to_string(),
+                kind: Some(match what {
+                    Replicated::Created {
+                        subject,
+                        created_at_ms,
+                        members,
+                    } => fed::replicate::Kind::Created(fed::Created {
+                        subject: subject.clone(),
+                        created_at_ms: *created_at_ms,
+                        members: members
+                            .iter()
+                            .map(|m| fed::Member {
+                                address: m.address.to_string(),
+                                kind: crate::links::quic::render::party_kind(m.kind) as i32,
+                                display_name: m.display_name.clone(),
+                            })
+                            .collect(),
+                    }),
+                    Replicated::Posted {
+                        seq,
+                        sender,
+                        client_msg_id,
+                        sent_at_ms,
+                        body: content,
+                    } => fed::replicate::Kind::Posted(fed::Posted {
+                        seq: *seq,
+                        sender: sender.to_string(),
+                        client_msg_id: client_msg_id.clone(),
+                        sent_at_ms: *sent_at_ms,
+                        body: Some(body::to_pb(content)),
+                    }),
+                }),
+            })
+        }
+    };
+    fed::Transaction {
+        seq,
+        kind: Some(kind),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// The tombstone of transaction `seq`: only its place in the sequence.
+pub(crate) fn tombstone(seq: u64) -> Bytes {
+    fed::Transaction {
+        seq,
+        kind: Some(fed::transaction::Kind::Tombstone(fed::Tombstone {})),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// A received transaction's content (`None`: a tombstone).
+pub(crate) fn decode(
+    kind: Option<fed::transaction::Kind>,
+) -> Result<Option<Transaction>, Malformed> {
+    use fed::transaction::Kind;
+    Ok(Some(match kind {
+        None => return Err(malformed("the transaction has no kind")),
+        Some(Kind::Tombstone(_)) => return Ok(None),
+        Some(Kind::Submit(submit)) => Transaction::Submit {
+            conversation: conversation(&submit.conversation)?,
+            sender: address(&submit.sender)?,
+            what: match submit.kind {
+                None => return Err(malformed("the submission has no kind")),
+                Some(fed::submit::Kind::Create(create)) => Submitted::Create {
+                    subject: create.subject,
+                    to: create
+                        .to
+                        .iter()
+                        .map(|text| address(text))
+                        .collect::<Result<_, _>>()?,
+                },
+                Some(fed::submit::Kind::Post(post)) => Submitted::Post {
+                    client_msg_id: post.client_msg_id,
+                    body: content(post.body)?,
+                },
+            },
+        },
+        Some(Kind::Replicate(replicate)) => Transaction::Replicate {
+            conversation: conversation(&replicate.conversation)?,
+            what: match replicate.kind {
+                None => return Err(malformed("the replicated change has no kind")),
+                Some(fed::replicate::Kind::Created(created)) => Replicated::Created {
+                    subject: created.subject,
+                    created_at_ms: created.created_at_ms,
+                    members: created
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            Ok(Member {
+                                address: address(&m.address)?,
+                                kind: from_party_kind(m.kind)?,
+                                display_name: m.display_name,
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                },
+                Some(fed::replicate::Kind::Posted(posted)) => Replicated::Posted {
+                    seq: posted.seq,
+                    sender: address(&posted.sender)?,
+                    client_msg_id: posted.client_msg_id,
+                    sent_at_ms: posted.sent_at_ms,
+                    body: content(posted.body)?,
+                },
+            },
+        },
+    }))
+}
+
+fn malformed(why: impl Into<String>) -> Malformed {
+    Malformed(why.into())
+}
+
+fn address(text: &str) -> Result<Address, Malformed> {
+    text.parse()
+        .map_err(|e| malformed(format!("address `{text}`: {e}")))
+}
+
+fn conversation(text: &str) -> Result<ConversationId, Malformed> {
+    text.parse()
+        .map_err(|e| malformed(format!("conversation `{text}`: {e}")))
+}
+
+fn content(body: Option<kanal_proto::pb::Body>) -> Result<crate::model::Body, Malformed> {
+    body.and_then(body::from_pb)
+        .ok_or_else(|| malformed("the message has no body"))
+}
+
+fn from_party_kind(value: i32) -> Result<PartyKind, Malformed> {
+    use kanal_proto::pb::PartyKind as Pb;
+    Ok(match Pb::try_from(value) {
+        Ok(Pb::User) => PartyKind::User,
+        Ok(Pb::Agent) => PartyKind::Agent,
+        Ok(Pb::Bot) => PartyKind::Bot,
+        Ok(Pb::Inbox) => PartyKind::Inbox,
+        Ok(Pb::Device) => PartyKind::Device,
+        _ => return Err(malformed(format!("unknown party kind {value}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Body;
+
+    #[test]
+    fn transactions_survive_the_wire() {
+        let conversation: ConversationId = "b.test/x1".parse().expect("id");
+        let alice: Address = "alice@a.test".parse().expect("address");
+        let support: Address = "support@b.test".parse().expect("address");
+        let cases = [
+            Transaction::Submit {
+                conversation: conversation.clone(),
+                sender: alice.clone(),
+                what: Submitted::Create {
+                    subject: "washer".into(),
+                    to: vec![support.clone()],
+                },
+            },
+            Transaction::Submit {
+                conversation: conversation.clone(),
+                sender: alice.clone(),
+                what: Submitted::Post {
+                    client_msg_id: "m1".into(),
+                    body: Body::Text("it leaks".into()),
+                },
+            },
+            Transaction::Replicate {
+                conversation: conversation.clone(),
+                what: Replicated::Created {
+                    subject: "washer".into(),
+                    created_at_ms: 7,
+                    members: vec![Member {
+                        address: support.clone(),
+                        kind: PartyKind::Inbox,
+                        display_name: "Support".into(),
+                    }],
+                },
+            },
+            Transaction::Replicate {
+                conversation,
+                what: Replicated::Posted {
+                    seq: 3,
+                    sender: support,
+                    client_msg_id: "r".into(),
+                    sent_at_ms: 9,
+                    body: Body::Text("on our way".into()),
+                },
+            },
+        ];
+        for (n, case) in cases.into_iter().enumerate() {
+            let bytes = encode(n as u64 + 1, &case);
+            let frame = fed::Transaction::decode(bytes).expect("frame");
+            assert_eq!(frame.seq, n as u64 + 1);
+            assert_eq!(decode(frame.kind), Ok(Some(case)));
+        }
+        let frame = fed::Transaction::decode(tombstone(4)).expect("frame");
+        assert_eq!(decode(frame.kind), Ok(None));
+        assert_eq!(
+            decode(None),
+            Err(Malformed("the transaction has no kind".into()))
+        );
+    }
+}

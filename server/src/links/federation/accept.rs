@@ -1,0 +1,259 @@
+//! The receiving side: peers connect, prove who they are, and send their
+//! transactions; each is applied once, in the peer's sequence order,
+//! through the writer, and acknowledged once it is committed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt as _;
+use futures::stream::FuturesOrdered;
+use kanal_proto::fed;
+use kanal_proto::io::{FrameReader, write_frame};
+use prost::Message as _;
+
+use super::{HANDSHAKE_TIMEOUT, MAX_TRANSACTION_FRAME, Shared, tls};
+use crate::core::engine::{Reply, federated_command};
+use crate::core::federation::inbox::{Offered, PeerInbox};
+use crate::core::federation::wire::{self, Malformed};
+use crate::model::{RefusalCode, Transaction};
+
+/// How far ahead of the last applied transaction a peer may send.
+const WINDOW: u64 = 1024;
+
+/// Most transactions applied before an acknowledgement goes out.
+const ACK_EVERY: usize = 64;
+
+/// A received transaction: its content, or why it cannot be applied.
+type Received = Result<Option<Transaction>, Malformed>;
+
+/// The receiving state from each peer, shared by its connections.
+#[derive(Debug, Default)]
+pub(super) struct Inboxes {
+    by_peer: Mutex<HashMap<String, Arc<Mutex<PeerInbox<Received>>>>>,
+}
+
+impl Inboxes {
+    /// The state from `peer`, made from what the store says it committed.
+    async fn of(&self, shared: &Shared, peer: &str) -> Option<Arc<Mutex<PeerInbox<Received>>>> {
+        if let Some(inbox) = self.lock().get(peer) {
+            return Some(inbox.clone());
+        }
+        let committed = match shared.node.store.peer_committed(peer).await {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "federation: the peer's cursor could not be read");
+                return None;
+            }
+        };
+        Some(
+            self.lock()
+                .entry(peer.to_owned())
+                .or_insert_with(|| Arc::new(Mutex::new(PeerInbox::new(committed, WINDOW))))
+                .clone(),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<PeerInbox<Received>>>>> {
+        self.by_peer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Accepts peers until the endpoint closes.
+pub(super) async fn serve(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            if let Err(why) = session(&shared, incoming).await {
+                tracing::warn!(%remote, "federation: {why}");
+            }
+        });
+    }
+}
+
+/// Why a peer's connection ended before its time.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream: {0}")]
+    Frame(#[from] kanal_proto::frame::FrameError),
+    #[error("write: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout(#[from] tokio::time::error::Elapsed),
+}
+
+/// Close codes of federation connections (FEDERATION.md §6).
+const CLOSE_REFUSED: u32 = 0x3;
+const CLOSE_PROTOCOL: u32 = 0x1;
+
+async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended> {
+    let connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await??;
+    let remote = connection.remote_address();
+    let fingerprint = tls::peer_fingerprint(&connection).unwrap_or_default();
+    let (mut send, recv) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi()).await??;
+    let mut frames = FrameReader::new(recv, MAX_TRANSACTION_FRAME);
+    let open: fed::Open = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next())
+        .await??
+        .ok_or_else(|| Ended::Refused("the stream ended before Open".into()))?;
+    let peer = match shared.node.federation.peers.get(&open.origin) {
+        Some(peer) if peer.fingerprint == fingerprint => peer,
+        Some(_) => {
+            let why = format!(
+                "{remote} claims {} with certificate {fingerprint}, not the one configured for it",
+                open.origin
+            );
+            return Err(refuse_open(&connection, &mut send, fed::FedCode::FedUntrusted, why).await);
+        }
+        None => {
+            let why = format!(
+                "{remote} claims {}, which is not a configured peer (certificate {fingerprint})",
+                open.origin
+            );
+            return Err(refuse_open(&connection, &mut send, fed::FedCode::FedUntrusted, why).await);
+        }
+    };
+    if open.version != kanal_proto::FEDERATION_VERSION {
+        let why = format!("{} speaks version {}", peer.domain, open.version);
+        return Err(refuse_open(&connection, &mut send, fed::FedCode::FedVersion, why).await);
+    }
+    let origin = peer.domain;
+    shared.sign_of_life(&origin);
+    let Some(inbox) = shared.inboxes.of(shared, &origin).await else {
+        connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"try later");
+        return Err(Ended::Refused("the store could not be read".into()));
+    };
+    let committed = lock(&inbox).ack();
+    write_frame(
+        &mut send,
+        &receipt(fed::receipt::Kind::Ready(fed::Ready { committed })),
+    )
+    .await?;
+    tracing::debug!(%origin, %remote, committed, "federation: peer connected");
+    let mut applying = FuturesOrdered::new();
+    // Applied since the last acknowledgement: one goes out at least every
+    // ACK_EVERY, and whenever nothing more is being applied.
+    let mut unacked = 0;
+    loop {
+        tokio::select! {
+            frame = frames.next_frame() => {
+                let Some(bytes) = frame? else {
+                    return Ok(());
+                };
+                let Ok(transaction) = fed::Transaction::decode(bytes) else {
+                    connection.close(quinn::VarInt::from_u32(CLOSE_PROTOCOL), b"undecodable transaction");
+                    return Err(Ended::Refused(format!("{origin} sent an undecodable frame")));
+                };
+                shared.sign_of_life(&origin);
+                let seq = transaction.seq;
+                let offered = lock(&inbox).offer(seq, wire::decode(transaction.kind));
+                match offered {
+                    Offered::Duplicate => {
+                        let up_to = lock(&inbox).ack();
+                        write_frame(&mut send, &receipt(fed::receipt::Kind::Ack(fed::Ack { up_to }))).await?;
+                    }
+                    Offered::Held => {}
+                    Offered::OutOfWindow => {
+                        connection.close(quinn::VarInt::from_u32(CLOSE_PROTOCOL), b"beyond the window");
+                        return Err(Ended::Refused(format!(
+                            "{origin} sent transaction {seq}, beyond the window of {WINDOW}"
+                        )));
+                    }
+                    Offered::Apply(run) => {
+                        for (seq, received) in run {
+                            let (command, malformed) = match received {
+                                Ok(transaction) => (federated_command(&origin, seq, transaction), None),
+                                // Consumed as a tombstone: the peer is told why.
+                                Err(why) => (federated_command(&origin, seq, None), Some(why)),
+                            };
+                            let reply = shared.node.writer.enqueue(command).await;
+                            applying.push_back(async move { (seq, malformed, reply.await) });
+                        }
+                    }
+                }
+            }
+            Some((seq, malformed, reply)) = applying.next(), if !applying.is_empty() => {
+                if let Some(Malformed(why)) = malformed {
+                    tracing::warn!(%origin, seq, "federation: refused a malformed transaction: {why}");
+                    write_frame(&mut send, &refuse(seq, fed::FedCode::FedBadTransaction, why)).await?;
+                }
+                match reply {
+                    Reply::Refused(r) if r.code == RefusalCode::Internal => {
+                        // Not committed: the peer sends it again.
+                        lock(&inbox).abandon();
+                        tracing::warn!(%origin, seq, "federation: a transaction could not be stored: {}", r.message);
+                        connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"try later");
+                        return Err(Ended::Refused("a transaction could not be stored".into()));
+                    }
+                    Reply::Refused(r) => {
+                        tracing::warn!(%origin, seq, code = ?r.code, "federation: refused a transaction: {}", r.message);
+                        write_frame(&mut send, &refuse(seq, fed_code(r.code), r.message)).await?;
+                    }
+                    _ => {}
+                }
+                let up_to = {
+                    let mut inbox = lock(&inbox);
+                    inbox.committed(seq);
+                    inbox.ack()
+                };
+                unacked += 1;
+                if applying.is_empty() || unacked >= ACK_EVERY {
+                    unacked = 0;
+                    write_frame(&mut send, &receipt(fed::receipt::Kind::Ack(fed::Ack { up_to }))).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Tells the peer why its Open is refused, and closes the connection.
+async fn refuse_open(
+    connection: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: fed::FedCode,
+    reason: String,
+) -> Ended {
+    let refused = fed::Refuse {
+        seq: 0,
+        code: code as u32,
+        reason: reason.clone(),
+    };
+    let _ = write_frame(send, &receipt(fed::receipt::Kind::RefusedOpen(refused))).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, send.stopped()).await;
+    connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"open refused");
+    Ended::Refused(reason)
+}
+
+fn lock(inbox: &Mutex<PeerInbox<Received>>) -> std::sync::MutexGuard<'_, PeerInbox<Received>> {
+    inbox.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn receipt(kind: fed::receipt::Kind) -> fed::Receipt {
+    fed::Receipt { kind: Some(kind) }
+}
+
+fn refuse(seq: u64, code: fed::FedCode, reason: String) -> fed::Receipt {
+    receipt(fed::receipt::Kind::Refuse(fed::Refuse {
+        seq,
+        code: code as u32,
+        reason,
+    }))
+}
+
+/// The federation code of a refusal the engine gave.
+fn fed_code(code: RefusalCode) -> fed::FedCode {
+    match code {
+        RefusalCode::ForgedOrigin => fed::FedCode::FedForgedOrigin,
+        RefusalCode::OutOfOrder => fed::FedCode::FedOutOfOrder,
+        RefusalCode::NotFound => fed::FedCode::FedNotFound,
+        RefusalCode::NotAnAgent | RefusalCode::InvalidState | RefusalCode::Unauthenticated => {
+            fed::FedCode::FedNotAllowed
+        }
+        _ => fed::FedCode::FedBadTransaction,
+    }
+}

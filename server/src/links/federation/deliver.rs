@@ -1,0 +1,328 @@
+//! The sending side: one delivery per peer, carrying the outbox toward it.
+//! It resumes on startup from what is stored, is woken by each commit that
+//! queues for the peer and by any sign of life from it, and follows the
+//! sans-IO [`Outbox`]'s decisions: what to send, when to try again, what
+//! waited past the horizon.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kanal_proto::fed;
+use kanal_proto::io::{FrameReader, write_frame};
+
+use super::{HANDSHAKE_TIMEOUT, Shared, jitter, now, tls};
+use crate::core::federation::outbox::{Outbox, Told};
+use crate::core::federation::wire;
+
+/// Outbox rows read from the store at once.
+const READ_AHEAD: u32 = 512;
+
+/// Starts a delivery for every peer with stored transactions, then for
+/// each peer a commit first queues for.
+pub(super) async fn serve(shared: Arc<Shared>) {
+    let mut started: HashSet<String> = HashSet::new();
+    let stored = loop {
+        match shared.node.store.outbox_peers().await {
+            Ok(peers) => break peers,
+            Err(e) => {
+                tracing::error!(error = %e, "federation: the outbox could not be read; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    for peer in stored.into_iter().chain(
+        shared
+            .node
+            .federation
+            .peers
+            .all()
+            .into_iter()
+            .map(|p| p.domain),
+    ) {
+        if started.insert(peer.clone()) {
+            tokio::spawn(deliver(shared.clone(), peer));
+        }
+    }
+    loop {
+        for peer in shared.node.federation.outbox.fresh().await {
+            if started.insert(peer.clone()) {
+                tokio::spawn(deliver(shared.clone(), peer));
+            }
+        }
+    }
+}
+
+/// The delivery toward `peer`, for as long as the server runs.
+async fn deliver(shared: Arc<Shared>, peer: String) {
+    let waker = shared.node.federation.outbox.waker(&peer);
+    let mut delivery = loop {
+        match Delivery::resume(&shared, &peer).await {
+            Ok(delivery) => break delivery,
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "federation: the outbox could not be read; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        if let Err(e) = delivery.catch_up(&shared).await {
+            tracing::error!(%peer, error = %e, "federation: the outbox could not be read");
+        }
+        delivery.publish(&shared);
+        let at = now();
+        if shared.take_sign_of_life(&peer) {
+            delivery.outbox.sign_of_life();
+        }
+        let pending = delivery.outbox.last() > delivery.outbox.acked();
+        let waiting = delivery.outbox.poll_timeout().filter(|&due| due > at);
+        if !pending || delivery.backing_off(at) {
+            // Nothing to send, or a backoff runs: wait for new rows, a sign
+            // of life, or the next deadline.
+            tokio::select! {
+                () = waker.notified() => {}
+                () = sleep_until(waiting) => {}
+            }
+            delivery.timeouts(&peer);
+            continue;
+        }
+        if let Err(why) = delivery.session(&shared, &waker).await {
+            tracing::info!(%peer, "federation: delivery failed, retrying: {why}");
+            delivery.outbox.failed(now(), &why, jitter());
+        }
+    }
+}
+
+/// Waits until `at` (ms since the Unix epoch), or forever without one.
+async fn sleep_until(at: Option<i64>) {
+    match at {
+        Some(at) => {
+            let wait = u64::try_from(at.saturating_sub(now())).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// One peer's delivery state.
+struct Delivery {
+    peer: String,
+    outbox: Outbox,
+    /// Stored transactions read ahead, by seq.
+    payloads: BTreeMap<u64, Bytes>,
+}
+
+impl Delivery {
+    async fn resume(shared: &Shared, peer: &str) -> crate::store::StoreResult<Self> {
+        let acked = shared.node.store.outbox_acked(peer).await?;
+        let mut delivery = Self {
+            peer: peer.to_owned(),
+            outbox: Outbox::resume(shared.policy, acked, std::iter::empty()),
+            payloads: BTreeMap::new(),
+        };
+        delivery.catch_up(shared).await?;
+        Ok(delivery)
+    }
+
+    /// Queues every stored transaction after the last one known.
+    async fn catch_up(&mut self, shared: &Shared) -> crate::store::StoreResult<()> {
+        loop {
+            let rows = shared
+                .node
+                .store
+                .outbox(&self.peer, self.outbox.last(), READ_AHEAD)
+                .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in rows {
+                if self.outbox.queue_stored(row.seq, row.enqueued_at_ms) {
+                    if self.payloads.len() < READ_AHEAD as usize * 4 {
+                        self.payloads.insert(row.seq, row.payload);
+                    }
+                } else {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn backing_off(&self, now: i64) -> bool {
+        self.outbox
+            .status(now)
+            .next_retry_ms
+            .is_some_and(|at| at > now)
+    }
+
+    /// Handles what is due: transactions past the horizon are told.
+    fn timeouts(&mut self, peer: &str) {
+        for told in self.outbox.handle_timeout(now(), jitter()) {
+            report(peer, &told);
+        }
+    }
+
+    /// Makes the status visible to the operator.
+    fn publish(&self, shared: &Shared) {
+        shared
+            .node
+            .federation
+            .set_status(&self.peer, self.outbox.status(now()));
+    }
+
+    /// The payload of transaction `seq`, read from the store if need be.
+    async fn payload(&mut self, shared: &Shared, seq: u64) -> Result<Bytes, String> {
+        if let Some(payload) = self.payloads.get(&seq) {
+            return Ok(payload.clone());
+        }
+        let rows = shared
+            .node
+            .store
+            .outbox(&self.peer, seq - 1, READ_AHEAD)
+            .await
+            .map_err(|e| format!("the outbox could not be read: {e}"))?;
+        for row in rows {
+            self.payloads.insert(row.seq, row.payload);
+        }
+        self.payloads
+            .get(&seq)
+            .cloned()
+            .ok_or_else(|| format!("transaction {seq} is not in the outbox"))
+    }
+
+    /// One connection to the peer: sends what the outbox says, takes its
+    /// receipts, until it fails.
+    async fn session(
+        &mut self,
+        shared: &Shared,
+        waker: &tokio::sync::Notify,
+    ) -> Result<(), String> {
+        let Some(config) = shared.node.federation.peers.get(&self.peer) else {
+            return Err(format!("{} is not a configured peer", self.peer));
+        };
+        let address = tokio::net::lookup_host(&config.address)
+            .await
+            .map_err(|e| format!("{}: {e}", config.address))?
+            .next()
+            .ok_or_else(|| format!("{} resolves to nothing", config.address))?;
+        let crypto = tls::client_crypto(
+            shared.certs.clone(),
+            shared.key.clone_key(),
+            config.fingerprint.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| e.to_string())?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(Arc::new(super::transport()));
+        let connecting = shared
+            .endpoint
+            .connect_with(client, address, &self.peer)
+            .map_err(|e| e.to_string())?;
+        let connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+            .await
+            .map_err(|_| "the handshake timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(
+            &mut send,
+            &fed::Open {
+                origin: shared.node.domain.clone(),
+                version: kanal_proto::FEDERATION_VERSION,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut receipts = FrameReader::new(recv, 64 * 1024);
+        let ready: fed::Receipt = tokio::time::timeout(HANDSHAKE_TIMEOUT, receipts.next())
+            .await
+            .map_err(|_| "no Ready in time".to_owned())?
+            .map_err(|e| e.to_string())?
+            .ok_or("the peer ended the stream before Ready")?;
+        match ready.kind {
+            Some(fed::receipt::Kind::Ready(ready)) => {
+                self.acknowledged(shared, ready.committed.min(self.outbox.last()))
+                    .await?
+            }
+            Some(fed::receipt::Kind::RefusedOpen(refused)) => {
+                return Err(format!("the peer refused this server: {}", refused.reason));
+            }
+            _ => return Err("the peer answered Open with something else than Ready".into()),
+        }
+        self.outbox.sign_of_life();
+        tracing::debug!(peer = %self.peer, acked = self.outbox.acked(), "federation: delivering");
+        loop {
+            while let Some(transmit) = self.outbox.poll_send(now()) {
+                let frame = if transmit.tombstone {
+                    wire::tombstone(transmit.seq)
+                } else {
+                    self.payload(shared, transmit.seq).await?
+                };
+                // The stored payload is the frame's message: prefix its length.
+                let mut prefixed = bytes::BytesMut::with_capacity(frame.len() + 4);
+                prost::encoding::encode_varint(frame.len() as u64, &mut prefixed);
+                prefixed.extend_from_slice(&frame);
+                send.write_all(&prefixed).await.map_err(|e| e.to_string())?;
+            }
+            self.publish(shared);
+            let deadline = self.outbox.poll_timeout();
+            tokio::select! {
+                receipt = receipts.next::<fed::Receipt>() => {
+                    let receipt = receipt.map_err(|e| e.to_string())?.ok_or("the peer ended the stream")?;
+                    match receipt.kind {
+                        Some(fed::receipt::Kind::Ack(ack)) => self.acknowledged(shared, ack.up_to).await?,
+                        Some(fed::receipt::Kind::Refuse(refused)) => {
+                            tracing::warn!(peer = %self.peer, seq = refused.seq, code = refused.code, "federation: the peer refused a transaction: {}", refused.reason);
+                            if let Some(told) = self.outbox.refused(refused.seq, &refused.reason) {
+                                report(&self.peer, &told);
+                            }
+                        }
+                        _ => return Err("the peer sent an unexpected receipt".into()),
+                    }
+                }
+                () = waker.notified() => {
+                    self.catch_up(shared).await.map_err(|e| e.to_string())?;
+                }
+                () = sleep_until(deadline) => {
+                    let peer = self.peer.clone();
+                    self.timeouts(&peer);
+                    if self.backing_off(now()) {
+                        // The outbox counted the failure itself.
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer committed everything up to `up_to`.
+    async fn acknowledged(&mut self, shared: &Shared, up_to: u64) -> Result<(), String> {
+        if up_to <= self.outbox.acked() {
+            self.outbox.sign_of_life();
+            return Ok(());
+        }
+        self.outbox
+            .ack(up_to, now())
+            .map_err(|e| format!("the peer acknowledged {} of {} sent", e.acked, e.sent))?;
+        shared
+            .node
+            .store
+            .ack_outbox(&self.peer, up_to)
+            .await
+            .map_err(|e| format!("the acknowledgement could not be stored: {e}"))?;
+        self.payloads = self.payloads.split_off(&(up_to + 1));
+        Ok(())
+    }
+}
+
+/// Tells the operator what became of a transaction the peer will not get.
+fn report(peer: &str, told: &Told) {
+    match told {
+        Told::Expired(seq) => {
+            tracing::warn!(%peer, seq, "federation: transaction undelivered at the horizon; given up");
+        }
+        Told::Refused { seq, reason } => {
+            tracing::warn!(%peer, seq, "federation: transaction refused for good: {reason}");
+        }
+    }
+}

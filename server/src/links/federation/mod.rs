@@ -1,0 +1,226 @@
+//! Servers over QUIC (ALPN `kanal-fed/1`, FEDERATION.md): the endpoint
+//! other servers connect to, and one delivery per peer that carries this
+//! server's outbox toward it.
+//!
+//! A connection carries one direction: the sending server dials, proves
+//! its domain with its certificate, and writes its transactions; the
+//! receiver applies them through the writer and acknowledges what it has
+//! committed. Each server dials the other for its own outbox. The delivery
+//! logic itself is sans-IO (`core::federation`): this module drives it
+//! with sockets and the clock.
+
+mod accept;
+mod deliver;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kanal_proto::address::Address;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::task::JoinHandle;
+
+use crate::core::federation::outbox::Policy;
+use crate::model::{NewParty, Party, PartyKind, Refusal, RefusalCode};
+use crate::node::Node;
+use crate::node::writer::now_ms;
+
+/// Largest transaction frame, in bytes: a message at its limit with its
+/// envelope, or a conversation's start with all its members.
+pub(crate) const MAX_TRANSACTION_FRAME: usize = kanal_proto::limits::MAX_FRAME + 8 * 1024;
+
+/// Longest a dial, or the `Open`/`Ready` exchange, may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Drop a federation connection after this long without traffic (QUIC
+/// keep-alives keep a delivery's connection up in between).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the endpoint is made of.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// This server's certificate chain: what it proves its domain with.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// Its private key.
+    pub key: PrivateKeyDer<'static>,
+    /// How delivery retries and gives up.
+    pub policy: Policy,
+}
+
+/// Why the endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// rustls refused the certificate or key.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The federation link: its endpoint, and a delivery per peer.
+#[derive(Debug)]
+pub(crate) struct Federation {
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+    deliveries: JoinHandle<()>,
+}
+
+/// What the accept loop and the deliveries share.
+#[derive(Debug)]
+struct Shared {
+    node: Arc<Node>,
+    endpoint: quinn::Endpoint,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    policy: Policy,
+    /// Peers that showed a sign of life since their delivery last looked.
+    alive: Mutex<Vec<String>>,
+    /// The receiving state from each peer (shared by its connections).
+    inboxes: accept::Inboxes,
+}
+
+impl Federation {
+    /// Binds `settings.listen` and starts accepting peers and delivering
+    /// the outbox (resuming every peer with stored transactions at once).
+    pub(crate) fn serve(node: Arc<Node>, settings: Settings) -> Result<Self, FederationError> {
+        let server = tls::server_crypto(settings.certs.clone(), settings.key.clone_key())?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(Arc::new(transport()));
+        let endpoint =
+            quinn::Endpoint::server(server_config, settings.listen).map_err(|source| {
+                FederationError::Bind {
+                    addr: settings.listen,
+                    source,
+                }
+            })?;
+        let shared = Arc::new(Shared {
+            node,
+            endpoint,
+            certs: settings.certs,
+            key: settings.key,
+            policy: settings.policy,
+            alive: Mutex::default(),
+            inboxes: accept::Inboxes::default(),
+        });
+        let accept = tokio::spawn(accept::serve(shared.clone()));
+        let deliveries = tokio::spawn(deliver::serve(shared.clone()));
+        Ok(Self {
+            shared,
+            accept,
+            deliveries,
+        })
+    }
+
+    /// The address it listens on (with the real port when 0 was asked).
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// Stops accepting and delivering, and closes every connection.
+    pub(crate) async fn close(self) {
+        self.accept.abort();
+        self.deliveries.abort();
+        self.shared
+            .endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutting down");
+        self.shared.endpoint.wait_idle().await;
+    }
+}
+
+impl Shared {
+    /// `peer` showed it is there: its delivery ends a backoff at once.
+    fn sign_of_life(&self, peer: &str) {
+        let mut alive = self.alive.lock().unwrap_or_else(PoisonError::into_inner);
+        if !alive.iter().any(|p| p == peer) {
+            alive.push(peer.to_owned());
+        }
+        drop(alive);
+        self.node.federation.outbox.wake(peer);
+    }
+
+    /// Whether `peer` showed a sign of life since this was last asked.
+    fn take_sign_of_life(&self, peer: &str) -> bool {
+        let mut alive = self.alive.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = alive.len();
+        alive.retain(|p| p != peer);
+        alive.len() != before
+    }
+}
+
+/// QUIC transport for a few busy connections between servers.
+fn transport() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(4u8.into())
+        .max_concurrent_uni_streams(0u8.into())
+        .keep_alive_interval(Some(IDLE_TIMEOUT / 3))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    transport
+}
+
+/// The party this server records for `address` of another server: found,
+/// or created as a remote party the first time a conversation names it.
+/// Refused when this server has no way to that server.
+pub(crate) async fn remote_party(node: &Node, address: &Address) -> Result<Party, Refusal> {
+    let internal = |e: crate::store::StoreError| Refusal::internal(e.to_string());
+    if node.federation.peers.get(address.domain()).is_none() {
+        return Err(Refusal::new(
+            RefusalCode::RemoteUnreachable,
+            format!(
+                "{address} is on {}, which is not a peer of this server (`kanald peer add`)",
+                address.domain()
+            ),
+        ));
+    }
+    if let Some(party) = node
+        .store
+        .party_by_address(address)
+        .await
+        .map_err(internal)?
+    {
+        return Ok(party);
+    }
+    let new = NewParty {
+        address: address.clone(),
+        kind: PartyKind::User,
+        display_name: address.local().to_owned(),
+        password_hash: None,
+    };
+    match node
+        .writer
+        .submit(crate::core::engine::Command::AddParty(new))
+        .await
+    {
+        crate::core::engine::Reply::Party(party) => Ok(party),
+        // Another request recorded it meanwhile.
+        crate::core::engine::Reply::Refused(r) if r.code == RefusalCode::AddressTaken => node
+            .store
+            .party_by_address(address)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Refusal::internal("the remote party vanished")),
+        crate::core::engine::Reply::Refused(r) => Err(r),
+        _ => Err(Refusal::internal("unexpected answer")),
+    }
+}
+
+/// A random number for a backoff's jitter.
+fn jitter() -> u64 {
+    rand::random()
+}
+
+/// The time, for the sans-IO state.
+fn now() -> i64 {
+    now_ms()
+}
