@@ -888,16 +888,14 @@ impl Engine {
                 "a conversation needs at least one other party",
             ));
         }
-        if self.next_key >= self.key_end {
-            return Reply::Refused(Refusal::internal(
-                "no ids left to number a conversation; retry",
-            ));
-        }
-        if !self.outboxes_loaded(&self.audience(&members)) {
+        let audience = Arc::new(self.audience(&members));
+        if !self.outboxes_loaded(&audience) {
             return Reply::Refused(Refusal::internal("the outbox could not be read"));
         }
-        let key = self.next_key;
-        self.next_key += 1;
+        let key = match self.take_key() {
+            Ok(key) => key,
+            Err(refused) => return refused,
+        };
         let record = ConversationRecord {
             key,
             id: id.clone(),
@@ -914,7 +912,7 @@ impl Engine {
             created_at_ms: now_ms,
             members: Self::members_of(&record),
         };
-        let audience = self.start_conversation(now_ms, record, applied);
+        self.start_conversation(now_ms, record, &audience, applied);
         if id.host() == self.domain {
             self.replicate(now_ms, &id, &audience, created, applied);
             self.desk_opened(now_ms, key, &id, &members, continues, applied);
@@ -933,14 +931,25 @@ impl Engine {
         Reply::Conversation(view)
     }
 
-    /// Stores a new conversation and tells its local audience: its
-    /// audience, for what else the start must tell.
+    /// The next conversation key, if the block in hand has one left.
+    fn take_key(&mut self) -> Result<ConversationKey, Reply> {
+        if self.next_key >= self.key_end {
+            return Err(Reply::Refused(Refusal::internal(
+                "no ids left to number a conversation; retry",
+            )));
+        }
+        self.next_key += 1;
+        Ok(self.next_key - 1)
+    }
+
+    /// Stores a new conversation and tells its local `audience`.
     fn start_conversation(
         &mut self,
         now_ms: i64,
         record: ConversationRecord,
+        audience: &Audience,
         applied: &mut Applied,
-    ) -> Arc<Audience> {
+    ) {
         let key = record.key;
         applied.writes.push(Write::NewConversation {
             key,
@@ -951,11 +960,9 @@ impl Engine {
             members: record.members.iter().map(|m| m.id).collect(),
         });
         let event = Event::conversation_added(&record, 0, now_ms);
-        let audience = Arc::new(self.audience(&record.members));
         self.load_conversation(record);
         let what = EventRef::ConversationAdded { last_seq: 0 };
-        self.fan_out(key, &audience, what, now_ms, event, applied);
-        audience
+        self.fan_out(key, audience, what, now_ms, event, applied);
     }
 
     /// Appends a message; `hops`: how many resolved conversations passed

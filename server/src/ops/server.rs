@@ -51,7 +51,7 @@ pub enum StartError {
     },
     /// The federation endpoint could not be set up.
     #[error("federation_listen: {0}")]
-    Federation(#[from] crate::links::federation::FederationError),
+    Federation(EndpointError),
     /// The configuration names no usable database.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -212,7 +212,8 @@ impl Server {
                     ..Policy::default()
                 },
             },
-        )?;
+        )
+        .map_err(StartError::Federation)?;
         let admin = tokio::spawn(admin::serve(socket, node.clone()));
         let accept = endpoint.serve(node.clone(), config.max_connections);
         tracing::info!(

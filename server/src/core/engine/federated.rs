@@ -327,6 +327,11 @@ impl Engine {
         if let Err(refused) = self.check_parties(members.iter().map(|m| &m.address)) {
             return refused;
         }
+        // Numbered before any party is recorded: a refusal writes nothing.
+        let key = match self.take_key() {
+            Ok(key) => key,
+            Err(refused) => return refused,
+        };
         let mut parties = Vec::with_capacity(members.len());
         for member in members {
             match self.party_for(now_ms, &member.address, Some(member), applied) {
@@ -334,13 +339,6 @@ impl Engine {
                 Err(refused) => return refused,
             }
         }
-        if self.next_key >= self.key_end {
-            return Reply::Refused(Refusal::internal(
-                "no ids left to number a conversation; retry",
-            ));
-        }
-        let key = self.next_key;
-        self.next_key += 1;
         let record = ConversationRecord {
             key,
             id: conversation.clone(),
@@ -350,7 +348,8 @@ impl Engine {
             last_activity_ms: created_at_ms,
             members: parties,
         };
-        self.start_conversation(now_ms, record, applied);
+        let audience = self.audience(&record.members);
+        self.start_conversation(now_ms, record, &audience, applied);
         Reply::Done
     }
 

@@ -61,8 +61,13 @@ impl Inboxes {
 /// Accepts peers until the endpoint closes.
 pub(super) async fn serve(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
+        let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let remote = incoming.remote_address();
             if let Err(why) = session(&shared, incoming).await {
                 tracing::warn!(%remote, "federation: {why}");

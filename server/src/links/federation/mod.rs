@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::task::JoinHandle;
 
 use crate::core::federation::outbox::Policy;
+use crate::links::quic::endpoint::EndpointError;
 use crate::model::{NewParty, Party, PartyKind, Refusal, RefusalCode};
 use crate::node::Node;
 use crate::node::writer::now_ms;
@@ -32,6 +33,11 @@ pub(crate) const MAX_TRANSACTION_FRAME: usize = kanal_proto::limits::MAX_FRAME +
 
 /// Longest a dial, or the `Open`/`Ready` exchange, may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most peer connections handled at once, handshakes included: a flood of
+/// connections from anyone (peers are known only once a handshake is done)
+/// is refused past it, and costs no more than this many sessions.
+const MAX_SESSIONS: usize = 256;
 
 /// Drop a federation connection after this long without traffic (QUIC
 /// keep-alives keep a delivery's connection up in between).
@@ -48,22 +54,6 @@ pub(crate) struct Settings {
     pub key: PrivateKeyDer<'static>,
     /// How delivery retries and gives up.
     pub policy: Policy,
-}
-
-/// Why the endpoint could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum FederationError {
-    /// rustls refused the certificate or key.
-    #[error("TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
-    /// The UDP socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
 }
 
 /// The federation link: its endpoint, and a delivery per peer.
@@ -86,12 +76,14 @@ struct Shared {
     alive: Mutex<Vec<String>>,
     /// The receiving state from each peer (shared by its connections).
     inboxes: accept::Inboxes,
+    /// Sessions that may run at once.
+    sessions: Arc<tokio::sync::Semaphore>,
 }
 
 impl Federation {
     /// Binds `settings.listen` and starts accepting peers and delivering
     /// the outbox (resuming every peer with stored transactions at once).
-    pub(crate) fn serve(node: Arc<Node>, settings: Settings) -> Result<Self, FederationError> {
+    pub(crate) fn serve(node: Arc<Node>, settings: Settings) -> Result<Self, EndpointError> {
         let server = tls::server_crypto(settings.certs.clone(), settings.key.clone_key())?;
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server)
             .map_err(|e| rustls::Error::General(e.to_string()))?;
@@ -99,7 +91,7 @@ impl Federation {
         server_config.transport_config(Arc::new(transport()));
         let endpoint =
             quinn::Endpoint::server(server_config, settings.listen).map_err(|source| {
-                FederationError::Bind {
+                EndpointError::Bind {
                     addr: settings.listen,
                     source,
                 }
@@ -112,6 +104,7 @@ impl Federation {
             policy: settings.policy,
             alive: Mutex::default(),
             inboxes: accept::Inboxes::default(),
+            sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
         });
         let accept = tokio::spawn(accept::serve(shared.clone()));
         let deliveries = tokio::spawn(deliver::serve(shared.clone()));

@@ -244,23 +244,29 @@ async fn create_conversation(node: &Node, party: &Party, create: pb::CreateConve
     if create.subject.len() > limits::MAX_SUBJECT {
         return Err(Refusal::new(RefusalCode::TooLarge, "subject too long"));
     }
-    let mut to = Vec::with_capacity(create.to.len());
+    let mut addresses = Vec::with_capacity(create.to.len());
     for text in &create.to {
         let address: Address = text.parse().map_err(|e: kanal_proto::address::NameError| {
             Refusal::new(RefusalCode::InvalidAddress, e.to_string())
         })?;
+        addresses.push(address);
+    }
+    // Before any lookup: naming remote parties records them, and that is
+    // bounded by the send rate.
+    node.limits.send(party.id)?;
+    let mut to = Vec::with_capacity(addresses.len());
+    for address in &addresses {
         let other = if address.domain() == node.domain {
             node.store
-                .party_by_address(&address)
+                .party_by_address(address)
                 .await
                 .map_err(internal)?
                 .ok_or_else(|| Refusal::new(RefusalCode::NotFound, format!("no party {address}")))?
         } else {
-            crate::links::federation::remote_party(node, &address).await?
+            crate::links::federation::remote_party(node, address).await?
         };
         to.push(other);
     }
-    node.limits.send(party.id)?;
     submit(
         node,
         Command::CreateConversation {
