@@ -229,6 +229,18 @@ impl Outbox {
         Ok(())
     }
 
+    /// The peer began a session saying it committed everything up to
+    /// `committed` (its `Ready`): that acknowledges even transactions this
+    /// run never sent, whose acknowledgement was lost with an earlier run
+    /// of this server (it stored the rows, the peer applied them, and it
+    /// was killed before it stored the acknowledgement). Capped at the last
+    /// transaction queued; returns what [`Outbox::ack`] may now take.
+    pub(crate) fn ready(&mut self, committed: u64) -> u64 {
+        let up_to = committed.min(self.last());
+        self.sent_max = self.sent_max.max(up_to);
+        up_to
+    }
+
     /// A try failed at `now` (the connection could not be made or broke,
     /// or acknowledgements stopped): everything unacknowledged is sent
     /// again after a backoff. `random` jitters the wait.

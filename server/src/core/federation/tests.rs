@@ -320,6 +320,25 @@ fn a_restarted_sender_resumes_at_once_and_a_late_ack_of_an_earlier_try_counts() 
 }
 
 #[test]
+fn a_restarted_sender_takes_the_peers_ready_for_what_it_acknowledged_before_the_crash() {
+    // Stored: acknowledged up to 40, rows 41..=45. The peer had committed
+    // up to 43 and acknowledged it, but this server was killed before it
+    // stored that acknowledgement.
+    let mut outbox = Outbox::resume(Policy::default(), 40, (41..=45).map(|seq| (seq, 5)));
+    assert!(
+        outbox.ack(43, 100).is_err(),
+        "an Ack of what was never sent"
+    );
+    let up_to = outbox.ready(43);
+    assert_eq!(up_to, 43);
+    assert_eq!(outbox.ack(up_to, 100), Ok(()));
+    assert_eq!(outbox.acked(), 43);
+    let sent: Vec<u64> = std::iter::from_fn(|| outbox.poll_send(100).map(|t| t.seq)).collect();
+    assert_eq!(sent, [44, 45], "the rest, and only the rest");
+    assert_eq!(outbox.ready(99), 45, "never beyond what is queued");
+}
+
+#[test]
 fn a_refused_transaction_goes_to_the_dead_letters_and_its_sender_is_told_once() {
     let mut outbox = Outbox::new(Policy::default(), 0);
     for _ in 0..3 {

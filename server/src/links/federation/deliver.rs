@@ -241,8 +241,8 @@ impl Delivery {
             .ok_or("the peer ended the stream before Ready")?;
         match ready.kind {
             Some(fed::receipt::Kind::Ready(ready)) => {
-                self.acknowledged(shared, ready.committed.min(self.outbox.last()))
-                    .await?
+                let up_to = self.outbox.ready(ready.committed);
+                self.acknowledged(shared, up_to).await?
             }
             Some(fed::receipt::Kind::RefusedOpen(refused)) => {
                 return Err(format!("the peer refused this server: {}", refused.reason));
