@@ -588,7 +588,47 @@ pub async fn spawn_kanald(
     data: &Path,
     listen: SocketAddr,
 ) -> Result<(tokio::process::Child, SocketAddr, String)> {
+    let started = spawn_kanald_federated(kanald, data, listen, loopback(0), None).await?;
+    Ok((started.child, started.addr, started.fingerprint))
+}
+
+/// A `kanald run` process, and what its start line said.
+#[derive(Debug)]
+pub struct Kanald {
+    /// The process (killed when the handle is dropped).
+    pub child: tokio::process::Child,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The domain it answers for.
+    pub domain: String,
+    /// Its certificate's fingerprint (what clients pin, and peers trust).
+    pub fingerprint: String,
+    /// Where other servers connect: its federation endpoint.
+    pub federation: SocketAddr,
+}
+
+/// Starts `kanald run` (the binary at `kanald`) on `data`, listening on
+/// `listen` for clients and on `federation` for other servers (port 0 the
+/// first time; the ports it reported to start again on the same ones).
+/// Its stderr, the log, is appended to `log` if given. Returns the process
+/// with what its first line on stdout said.
+pub async fn spawn_kanald_federated(
+    kanald: &str,
+    data: &Path,
+    listen: SocketAddr,
+    federation: SocketAddr,
+    log: Option<&Path>,
+) -> Result<Kanald> {
     use tokio::io::AsyncBufReadExt as _;
+    let stderr = match log {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?
+            .into(),
+        None => std::process::Stdio::null(),
+    };
     let mut child = tokio::process::Command::new(kanald)
         .arg("--data-dir")
         .arg(data)
@@ -598,9 +638,9 @@ pub async fn spawn_kanald(
         .arg("--device-listen")
         .arg(loopback(0).to_string())
         .arg("--federation-listen")
-        .arg(loopback(0).to_string())
+        .arg(federation.to_string())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
@@ -611,8 +651,16 @@ pub async fn spawn_kanald(
         .context("kanald exited before listening")?;
     // "kanald listening on ADDR domain DOMAIN fingerprint FP federation ADDR"
     let words: Vec<&str> = line.split_whitespace().collect();
-    let (Some(addr), Some(fingerprint)) = (words.get(3), words.get(7)) else {
+    let (Some(addr), Some(domain), Some(fingerprint), Some(federation)) =
+        (words.get(3), words.get(5), words.get(7), words.get(9))
+    else {
         bail!("unexpected start line: {line}");
     };
-    Ok((child, addr.parse()?, fingerprint.to_string()))
+    Ok(Kanald {
+        addr: addr.parse()?,
+        domain: (*domain).to_owned(),
+        fingerprint: (*fingerprint).to_owned(),
+        federation: federation.parse()?,
+        child,
+    })
 }

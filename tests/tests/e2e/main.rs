@@ -12,6 +12,7 @@ mod control_stream;
 mod devices;
 mod durability;
 mod federation;
+mod federation_processes;
 mod handshake_flood;
 mod history_paging;
 mod idempotent_send;
