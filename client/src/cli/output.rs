@@ -132,6 +132,18 @@ pub(crate) fn event_line(event: &pb::Event) -> String {
             receipt.up_to_seq
         ),
         Some(pb::event::Kind::Desk(entry)) => desk_line(entry),
+        Some(pb::event::Kind::DeliveryFailed(failed)) => format!(
+            "[{}] NOT DELIVERED to {}: {} ({}: {})",
+            failed.conversation,
+            failed.server,
+            if failed.client_msg_id.is_empty() {
+                "the start of the conversation".to_owned()
+            } else {
+                format!("message {}", failed.client_msg_id)
+            },
+            failure_name(failed.failure()),
+            failed.reason
+        ),
         None => format!("(event #{} of an unknown kind)", event.seq),
     }
 }
@@ -341,7 +353,26 @@ pub(crate) fn event_json(event: &pb::Event) -> Value {
             "up_to_seq": receipt.up_to_seq,
         }),
         Some(pb::event::Kind::Desk(entry)) => desk_json(entry, Some(event.seq)),
+        Some(pb::event::Kind::DeliveryFailed(failed)) => json!({
+            "type": "delivery_failed",
+            "event_seq": event.seq,
+            "conversation": failed.conversation,
+            "client_msg_id": failed.client_msg_id,
+            "seq": failed.seq,
+            "server": failed.server,
+            "failure": failure_name(failed.failure()),
+            "reason": failed.reason,
+        }),
         None => json!({ "type": "unknown", "event_seq": event.seq }),
+    }
+}
+
+/// Why a delivery failed, in a word.
+fn failure_name(failure: pb::DeliveryFailure) -> &'static str {
+    match failure {
+        pb::DeliveryFailure::Expired => "expired",
+        pb::DeliveryFailure::Refused => "refused",
+        pb::DeliveryFailure::Unspecified => "failed",
     }
 }
 

@@ -22,11 +22,12 @@ use super::audience::Audience;
 use crate::model::{
     Availability, Body, ConversationKey, ConversationRecord, ConversationView, Counters, Event,
     EventRef, InboxClaim, InboxHead, LogHead, Message, NewParty, Party, PartyId, Receipt,
-    ReceiptKind, Refusal, RefusalCode, Sent, StoredSend, TicketView, Write,
+    ReceiptKind, Refusal, RefusalCode, Sent, StoredSend, TicketView, Undelivered, Write,
 };
 
 mod desk;
 mod federated;
+mod undelivered;
 
 pub(crate) use desk::{DeskRequest, LoadedDesk, LoadedTicket};
 pub(crate) use federated::command as federated_command;
@@ -149,6 +150,32 @@ pub enum Command {
         seq: u64,
         /// What it carries (`None`: a tombstone, which only counts).
         transaction: Option<Box<crate::model::Transaction>>,
+    },
+    /// Transaction `seq` toward `peer` will not be delivered (FEDERATION.md
+    /// §5.3): it is kept, and its sender, if a party of this server, is
+    /// told with a delivery-failure event.
+    Undelivered {
+        /// The peer's domain.
+        peer: String,
+        /// Its seq in the peer's sequence.
+        seq: u64,
+        /// The peer refused it (rather than: it waited past the horizon).
+        refused: bool,
+        /// Why, for people.
+        reason: String,
+        /// The encoded transaction, as it was queued.
+        payload: Vec<u8>,
+        /// When it was queued, ms since the Unix epoch.
+        enqueued_at_ms: i64,
+    },
+    /// Queues undelivered transactions toward `peer` again, in seq order,
+    /// each as a new transaction (an operator's `kanald peer replay`).
+    /// Those replayed already are skipped.
+    Replay {
+        /// The peer's domain.
+        peer: String,
+        /// `(seq, payload)` of each, as stored.
+        transactions: Vec<(u64, Vec<u8>)>,
     },
 }
 
@@ -326,6 +353,9 @@ pub(crate) struct Engine {
     /// The highest seq of the outbox toward each peer server loaded: the
     /// engine numbers each peer's transactions (it writes them all).
     outbox_heads: HashMap<String, u64>,
+    /// Undelivered transactions this engine queued again, by (peer, seq):
+    /// an operator's replay repeated is not queued twice.
+    replayed: HashSet<(String, u64)>,
 }
 
 impl Engine {
@@ -362,6 +392,7 @@ impl Engine {
             notes: HashMap::new(),
             notes_checked: HashSet::new(),
             outbox_heads: HashMap::new(),
+            replayed: HashSet::new(),
         }
     }
 
@@ -513,6 +544,12 @@ impl Engine {
             Command::Federated { transaction, .. } => {
                 if let Some(transaction) = transaction {
                     self.federated_needs(transaction, &mut needs);
+                }
+            }
+            Command::Undelivered { payload, .. } => self.undelivered_needs(payload, &mut needs),
+            Command::Replay { peer, .. } => {
+                if !self.outbox_heads.contains_key(peer) {
+                    needs.push(Need::OutboxHead(peer.clone()));
                 }
             }
             Command::MarkReceipt {
@@ -763,6 +800,30 @@ impl Engine {
                 seq,
                 transaction,
             } => self.federated(now_ms, origin, *seq, transaction.as_deref(), &mut applied),
+            Command::Undelivered {
+                peer,
+                seq,
+                refused,
+                reason,
+                payload,
+                enqueued_at_ms,
+            } => {
+                let undelivered = Undelivered {
+                    peer: peer.clone(),
+                    seq: *seq,
+                    refused: *refused,
+                    reason: reason.clone(),
+                    payload: payload.clone().into(),
+                    enqueued_at_ms: *enqueued_at_ms,
+                    failed_at_ms: now_ms,
+                    told: None,
+                    replayed_as: None,
+                };
+                self.undelivered(now_ms, undelivered, &mut applied)
+            }
+            Command::Replay { peer, transactions } => {
+                self.replay(now_ms, peer, transactions, &mut applied)
+            }
         };
         (reply, applied)
     }

@@ -63,6 +63,68 @@ pub enum Event {
     Receipt(Receipt),
     /// An entry of a conversation's desk log, for the agents of its inbox.
     Desk(DeskRecord),
+    /// Something the party sent will not reach another server.
+    DeliveryFailed(DeliveryFailure),
+}
+
+/// Something a party sent that another server will not get (PROTOCOL.md
+/// §6.6): told to the sender once, in its own log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// The conversation.
+    pub conversation: kanal_proto::address::ConversationId,
+    /// The message's idempotency key; empty: the conversation's start.
+    pub client_msg_id: String,
+    /// The message's seq, if its host ordered it (0: it never got there).
+    pub seq: u64,
+    /// The server it did not reach.
+    pub server: String,
+    /// Refused for good by that server, rather than undelivered within the
+    /// horizon.
+    pub refused: bool,
+    /// Why, for people.
+    pub reason: String,
+}
+
+impl DeliveryFailure {
+    /// As the store keeps it: an encoded `kanal.v1.DeliveryFailed`.
+    pub fn encode(&self) -> bytes::Bytes {
+        prost::Message::encode_to_vec(&self.to_pb()).into()
+    }
+
+    /// The failure as the client protocol tells it.
+    pub fn to_pb(&self) -> kanal_proto::pb::DeliveryFailed {
+        use kanal_proto::pb::DeliveryFailure as Failure;
+        kanal_proto::pb::DeliveryFailed {
+            conversation: self.conversation.to_string(),
+            client_msg_id: self.client_msg_id.clone(),
+            seq: self.seq,
+            server: self.server.clone(),
+            failure: if self.refused {
+                Failure::Refused
+            } else {
+                Failure::Expired
+            } as i32,
+            reason: self.reason.clone(),
+        }
+    }
+
+    /// A failure the store kept, of a message of `conversation`; `None` if
+    /// `stored` does not decode.
+    pub fn decode(
+        conversation: kanal_proto::address::ConversationId,
+        stored: &[u8],
+    ) -> Option<Self> {
+        let pb: kanal_proto::pb::DeliveryFailed = prost::Message::decode(stored).ok()?;
+        Some(Self {
+            conversation,
+            refused: pb.failure() == kanal_proto::pb::DeliveryFailure::Refused,
+            client_msg_id: pb.client_msg_id,
+            seq: pb.seq,
+            server: pb.server,
+            reason: pb.reason,
+        })
+    }
 }
 
 /// An entry of a conversation's desk log as its agents receive it.
@@ -114,6 +176,12 @@ pub enum EventRef {
     Desk {
         /// Its dseq.
         dseq: u64,
+    },
+    /// Transaction `seq` toward another server will not be delivered: the
+    /// failure is stored with it ([`Undelivered`](super::Undelivered)).
+    DeliveryFailed {
+        /// Its seq in that server's sequence.
+        seq: u64,
     },
 }
 

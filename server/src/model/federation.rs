@@ -90,6 +90,45 @@ pub enum Replicated {
     },
 }
 
+/// A transaction toward a peer that will not be delivered: refused by the
+/// peer for good (a dead letter), or undelivered at the horizon. It is
+/// kept, with what it carried, until the operator delivers it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    /// The peer's domain.
+    pub peer: String,
+    /// Its seq in the peer's sequence.
+    pub seq: u64,
+    /// The peer refused it (rather than: it waited past the horizon).
+    pub refused: bool,
+    /// Why, for people: the peer's reason, or how long it waited.
+    pub reason: String,
+    /// The encoded transaction, as it was queued.
+    pub payload: bytes::Bytes,
+    /// When it was queued, ms since the Unix epoch.
+    pub enqueued_at_ms: i64,
+    /// When it was given up, ms since the Unix epoch.
+    pub failed_at_ms: i64,
+    /// The party told (its sender, if one of this server's) and the seq of
+    /// that event in its log, with what it was told.
+    pub told: Option<FailureNotice>,
+    /// Delivered again, as this seq of the peer's sequence.
+    pub replayed_as: Option<u64>,
+}
+
+/// What a sender was told of an undelivered transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureNotice {
+    /// The sender.
+    pub party: super::party::PartyId,
+    /// The event's seq in its log.
+    pub event_seq: u64,
+    /// The conversation's key.
+    pub key: super::conversation::ConversationKey,
+    /// The failure, as the event shows it.
+    pub failure: super::event::DeliveryFailure,
+}
+
 /// A member of a replicated conversation, as its host knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {

@@ -25,8 +25,10 @@ pub use desk::{
     TicketFilter, TicketView,
 };
 pub use device::{Device, NewDevice};
-pub use event::{DeskRecord, Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind};
-pub use federation::{Member, Replicated, Submitted, Transaction};
+pub use event::{
+    DeliveryFailure, DeskRecord, Event, EventRef, InboxHead, LogHead, Receipt, ReceiptKind,
+};
+pub use federation::{FailureNotice, Member, Replicated, Submitted, Transaction, Undelivered};
 pub use invite::{Invite, NewInvite};
 pub use party::{NewParty, Party, PartyId, PartyKind, Session};
 pub use peer::PeerRecord;

@@ -110,6 +110,19 @@ pub enum Write {
     /// Queue something for another server, in the same transaction as the
     /// change it carries, so it is sent exactly when that change is durable.
     Outbox(OutboxRow),
+    /// A transaction toward a peer will not be delivered: kept with what
+    /// it carried, and the sender's event (if any) is written with it.
+    Undelivered(Box<super::federation::Undelivered>),
+    /// Undelivered transaction `seq` toward `peer` is queued again, as
+    /// `as_seq`.
+    Replayed {
+        /// The peer's domain.
+        peer: String,
+        /// The undelivered transaction.
+        seq: u64,
+        /// Its new seq.
+        as_seq: u64,
+    },
     /// Every transaction from `peer` up to `up_to` is applied: committed
     /// with the changes they made, so each is applied once, across
     /// restarts. Raises the peer's committed cursor (never lowers it).

@@ -108,6 +108,21 @@ enum PeerCommand {
         /// The peer's domain.
         domain: String,
     },
+    /// What was given up toward a peer: refused by it (dead letters), or
+    /// undelivered at the horizon; each sender was told.
+    Undelivered {
+        /// The peer's domain.
+        domain: String,
+    },
+    /// Deliver again, in order, what was given up toward a peer (once its
+    /// cause is fixed): each as a new transaction, with a new horizon.
+    Replay {
+        /// The peer's domain.
+        domain: String,
+        /// Only this one (its seq in `kanald peer undelivered`).
+        #[arg(long)]
+        seq: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -725,6 +740,14 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
             },
             true,
         ),
+        PeerCommand::Undelivered { domain } => {
+            let response = administer(data_dir, AdminRequest::Undelivered { domain }).await?;
+            return print_undelivered(response, false);
+        }
+        PeerCommand::Replay { domain, seq } => {
+            let response = administer(data_dir, AdminRequest::Replay { domain, seq }).await?;
+            return print_undelivered(response, true);
+        }
         PeerCommand::Remove { domain } => {
             let response = administer(
                 data_dir,
@@ -757,6 +780,7 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
                     println!("acked        {}", peer.acked);
                     println!("applied      {}", peer.committed);
                     println!("dead letters {}", peer.dead_letters);
+                    println!("expired      {}", peer.expired);
                     if let Some(error) = &peer.last_error {
                         println!("last error   {error}");
                     }
@@ -780,6 +804,40 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
         AdminResponse::Error { message } => bail!("{message}"),
         other => bail!("unexpected answer {other:?}"),
     }
+}
+
+/// Prints what was given up toward a peer (`replayed`: after a replay,
+/// which says what it queued again).
+fn print_undelivered(response: AdminResponse, replayed: bool) -> Result<()> {
+    let (peer, transactions) = match response {
+        AdminResponse::Undelivered { peer, transactions } => (peer, transactions),
+        AdminResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer {other:?}"),
+    };
+    if transactions.is_empty() {
+        println!("nothing toward {peer} was given up");
+    }
+    for t in &transactions {
+        let state = match (t.replayed_as, t.refused) {
+            (Some(seq), _) => format!("delivered again as {seq}"),
+            (None, true) => "refused".to_owned(),
+            (None, false) => "expired".to_owned(),
+        };
+        println!("{:>8}  {}  {state}", t.seq, utc(t.failed_at_ms));
+        println!("          {}", t.what);
+        println!("          why: {}", t.reason);
+        if let Some(told) = &t.told {
+            println!("          told: {told}");
+        }
+    }
+    if replayed {
+        let again = transactions
+            .iter()
+            .filter(|t| t.replayed_as.is_some())
+            .count();
+        eprintln!("{again} transaction(s) toward {peer} delivered again so far");
+    }
+    Ok(())
 }
 
 async fn invite(data_dir: &Path, command: InviteCommand) -> Result<()> {

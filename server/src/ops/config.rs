@@ -108,8 +108,9 @@ pub struct Config {
     /// Default: `0.0.0.0:7449`.
     pub federation_listen: SocketAddr,
     /// Hours a transaction toward a peer is retried before its sender is
-    /// told it failed. Default: 120 (5 days).
-    pub federation_horizon_hours: u32,
+    /// told it failed; fractions allowed (0.5: half an hour). Default: 120
+    /// (5 days).
+    pub federation_horizon_hours: f64,
 }
 
 impl Default for Config {
@@ -141,7 +142,7 @@ impl Default for Config {
                 [0, 0, 0, 0],
                 kanal_proto::DEFAULT_FEDERATION_PORT,
             )),
-            federation_horizon_hours: 120,
+            federation_horizon_hours: 120.0,
         }
     }
 }
@@ -156,6 +157,12 @@ impl Config {
                 self.database
             ),
         })
+    }
+
+    /// How long a transaction toward a peer is retried, ms.
+    pub fn federation_horizon_ms(&self) -> i64 {
+        // Validated: above 0, at most a year.
+        (self.federation_horizon_hours * 3_600_000.0) as i64
     }
 
     /// What the node lets clients do, from these keys.
@@ -282,10 +289,11 @@ impl Config {
                 ),
             });
         }
-        if self.federation_horizon_hours == 0 {
+        let horizon = self.federation_horizon_hours;
+        if !(horizon.is_finite() && horizon > 0.0 && horizon <= 24.0 * 365.0) {
             return Err(ConfigError::Invalid {
                 key: "federation_horizon_hours",
-                problem: "must be at least 1".into(),
+                problem: format!("{horizon} is not a number of hours above 0 and at most a year"),
             });
         }
         if self.sends_per_second_per_party > 0 && self.send_burst_per_party == 0 {

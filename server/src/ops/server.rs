@@ -208,9 +208,10 @@ impl Server {
                 certs: fed_certs,
                 key: fed_key,
                 policy: Policy {
-                    horizon_ms: i64::from(config.federation_horizon_hours) * 3_600_000,
+                    horizon_ms: config.federation_horizon_ms(),
                     ..Policy::default()
                 },
+                reset_key,
             },
         )
         .map_err(StartError::Federation)?;

@@ -9,7 +9,9 @@ use std::collections::hash_map::Entry;
 
 use super::columns::{event_kind, seq_to_db};
 use super::{StoreResult, body};
-use crate::model::{DeskEntry, EventRef, InboxClaim, ReceiptKind, StoredSeat, StoredTicket, Write};
+use crate::model::{
+    DeskEntry, EventRef, InboxClaim, ReceiptKind, StoredSeat, StoredTicket, Undelivered, Write,
+};
 
 /// A conversation row.
 pub(crate) struct ConversationRow<'a> {
@@ -119,6 +121,42 @@ impl<'a> DeskEntryRow<'a> {
     }
 }
 
+/// An `undelivered` row.
+pub(crate) struct UndeliveredRow<'a> {
+    pub(crate) peer: &'a str,
+    pub(crate) seq: i64,
+    pub(crate) refused: i64,
+    pub(crate) reason: &'a str,
+    pub(crate) payload: &'a [u8],
+    pub(crate) enqueued_at_ms: i64,
+    pub(crate) failed_at_ms: i64,
+    pub(crate) party: Option<i64>,
+    pub(crate) event_seq: Option<i64>,
+    pub(crate) key: Option<i64>,
+    pub(crate) notice: Option<Vec<u8>>,
+    pub(crate) replayed_as: Option<i64>,
+}
+
+impl<'a> UndeliveredRow<'a> {
+    fn new(undelivered: &'a Undelivered) -> StoreResult<Self> {
+        let told = undelivered.told.as_ref();
+        Ok(Self {
+            peer: &undelivered.peer,
+            seq: seq_to_db(undelivered.seq)?,
+            refused: i64::from(undelivered.refused),
+            reason: &undelivered.reason,
+            payload: &undelivered.payload,
+            enqueued_at_ms: undelivered.enqueued_at_ms,
+            failed_at_ms: undelivered.failed_at_ms,
+            party: told.map(|t| t.party),
+            event_seq: told.map(|t| seq_to_db(t.event_seq)).transpose()?,
+            key: told.map(|t| t.key),
+            notice: told.map(|t| t.failure.encode().to_vec()),
+            replayed_as: undelivered.replayed_as.map(seq_to_db).transpose()?,
+        })
+    }
+}
+
 /// Rows of an upserted table, the last write of each row winning (one
 /// statement cannot update a row twice).
 pub(crate) struct Upserts<K, T> {
@@ -174,6 +212,9 @@ impl EventRow {
                 (event_kind::CONVERSATION_ADDED, seq_to_db(last_seq)?, None)
             }
             EventRef::Desk { dseq } => (event_kind::DESK, seq_to_db(dseq)?, None),
+            EventRef::DeliveryFailed { seq } => {
+                (event_kind::DELIVERY_FAILED, seq_to_db(seq)?, None)
+            }
             EventRef::Receipt { party, kind, up_to } => {
                 let kind = match kind {
                     ReceiptKind::Delivered => event_kind::DELIVERED,
@@ -216,6 +257,10 @@ pub(crate) struct Rows<'a> {
     /// (peer, up_to), one per peer: the committed cursor of each peer the
     /// batch applied transactions from.
     pub(crate) peer_committed: Vec<(&'a str, i64)>,
+    /// Transactions given up.
+    pub(crate) undelivered: Vec<UndeliveredRow<'a>>,
+    /// (peer, seq, as_seq): undelivered transactions queued again.
+    pub(crate) replayed: Vec<(&'a str, i64, i64)>,
     /// What the batch assumed of party logs: (party, seq of the last row
     /// before the batch, whether the batch's rows of that log may move
     /// after another node's). Only a store several nodes write checks them.
@@ -284,6 +329,13 @@ impl<'a> Rows<'a> {
                             rows.peer_committed.push((peer.as_str(), up_to));
                         }
                     }
+                }
+                Write::Undelivered(undelivered) => {
+                    rows.undelivered.push(UndeliveredRow::new(undelivered)?);
+                }
+                Write::Replayed { peer, seq, as_seq } => {
+                    rows.replayed
+                        .push((peer.as_str(), seq_to_db(*seq)?, seq_to_db(*as_seq)?));
                 }
                 Write::NewConversation {
                     key,

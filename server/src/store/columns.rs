@@ -13,9 +13,9 @@ use crate::model::{
     Availability, DeskEntry, DeskRecord, Owner, Priority, Status, StoredSeat, StoredTicket,
 };
 use crate::model::{
-    ConversationRecord, ConversationView, Device, Event, Invite, LogHead, Message, NewDevice,
-    NewInvite, OutboxRow, Party, PartyId, PartyKind, PeerRecord, Receipt, ReceiptKind, Session,
-    StoredSend,
+    ConversationRecord, ConversationView, DeliveryFailure, Device, Event, FailureNotice, Invite,
+    LogHead, Message, NewDevice, NewInvite, OutboxRow, Party, PartyId, PartyKind, PeerRecord,
+    Receipt, ReceiptKind, Session, StoredSend, Undelivered,
 };
 
 /// Event kinds as stored in `events.kind` and `inbox_events.kind`.
@@ -31,6 +31,10 @@ pub(crate) mod event_kind {
     pub(crate) const READ: i64 = 4;
     /// An entry of the conversation's desk log; `ref_seq` is its dseq.
     pub(crate) const DESK: i64 = 5;
+    /// Something the party sent will not reach another server; `ref_seq`
+    /// is the transaction's seq toward it, whose `undelivered` row holds
+    /// what the event shows.
+    pub(crate) const DELIVERY_FAILED: i64 = 6;
 }
 
 /// The current time, ms since the Unix epoch.
@@ -324,6 +328,71 @@ pub(crate) fn outbox_row(
     })
 }
 
+/// Columns `seq, refused, reason, payload, enqueued_at_ms, failed_at_ms,
+/// party, event_seq, key, notice, replayed_as` of `undelivered`, and the id
+/// of the conversation `key`.
+pub(crate) type UndeliveredColumns = (
+    i64,
+    i64,
+    String,
+    Vec<u8>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<i64>,
+    Option<String>,
+);
+
+/// An undelivered transaction toward `peer` from its columns.
+pub(crate) fn undelivered(peer: &str, columns: UndeliveredColumns) -> StoreResult<Undelivered> {
+    let (
+        seq,
+        refused,
+        reason,
+        payload,
+        enqueued_at_ms,
+        failed_at_ms,
+        party,
+        event_seq,
+        key,
+        notice,
+        replayed_as,
+        conversation,
+    ) = columns;
+    let seq = seq_from_db(seq, "undelivered.seq")?;
+    let told = match (party, event_seq, key, notice, conversation) {
+        (Some(party), Some(event_seq), Some(key), Some(notice), Some(conversation)) => {
+            let failure = DeliveryFailure::decode(conversation_id(&conversation)?, &notice)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("undelivered {peer}/{seq}: its notice"))
+                })?;
+            Some(FailureNotice {
+                party,
+                event_seq: seq_from_db(event_seq, "undelivered.event_seq")?,
+                key,
+                failure,
+            })
+        }
+        _ => None,
+    };
+    Ok(Undelivered {
+        peer: peer.to_owned(),
+        seq,
+        refused: refused != 0,
+        reason,
+        payload: payload.into(),
+        enqueued_at_ms,
+        failed_at_ms,
+        told,
+        replayed_as: replayed_as
+            .map(|s| seq_from_db(s, "undelivered.replayed_as"))
+            .transpose()?,
+    })
+}
+
 /// Columns `domain, address, fingerprint, added_at_ms` of `peers`.
 pub(crate) type PeerColumns = (String, String, String, i64);
 
@@ -566,6 +635,13 @@ pub(crate) fn events(
                     dseq: ref_seq,
                     payload: payload.into(),
                 })
+            }
+            event_kind::DELIVERY_FAILED => {
+                let notice = desk_payload.ok_or_else(|| corrupt("its failure is missing"))?;
+                Event::DeliveryFailed(
+                    DeliveryFailure::decode(conversation, &notice)
+                        .ok_or_else(|| corrupt("its failure does not decode"))?,
+                )
             }
             other => return Err(corrupt(&format!("unknown kind {other}"))),
         };

@@ -40,7 +40,7 @@ pub use durability::{
 };
 pub use federation::{
     outbox_acks_delete_rows_and_keep_the_head, peer_committed_commits_with_its_batch,
-    peers_are_put_replaced_listed_and_removed,
+    peers_are_put_replaced_listed_and_removed, undelivered_transactions_are_kept_told_and_replayed,
 };
 pub use invites::invites_are_used_up_expire_and_revoke;
 pub use logs::logs_follow_inbox_logs;
@@ -77,6 +77,7 @@ macro_rules! store_conformance_tests {
             peers_are_put_replaced_listed_and_removed,
             outbox_acks_delete_rows_and_keep_the_head,
             peer_committed_commits_with_its_batch,
+            undelivered_transactions_are_kept_told_and_replayed,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {

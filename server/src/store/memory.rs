@@ -22,7 +22,7 @@ use crate::core::audience;
 use crate::model::{
     Body, Committed, ConversationKey, ConversationRecord, ConversationView, Device, Event,
     EventRef, InboxHead, Invite, LogHead, Message, NewDevice, NewInvite, OutboxRow, Party, PartyId,
-    PeerRecord, Receipt, ReceiptKind, Session, StoredSend, Write,
+    PeerRecord, Receipt, ReceiptKind, Session, StoredSend, Undelivered, Write,
 };
 use crate::model::{
     Counters, DeskEntry, DeskRecord, Owner, StoredDesk, StoredSeat, StoredTicket, TicketFilter,
@@ -97,6 +97,8 @@ struct State {
     watermarks: HashMap<(ConversationKey, PartyId, ReceiptKind), u64>,
     /// (peer, seq) → (payload, enqueued_at_ms)
     outbox: BTreeMap<(String, u64), (Bytes, i64)>,
+    /// Transactions given up, by (peer, seq).
+    undelivered: BTreeMap<(String, u64), Undelivered>,
     /// The peer servers the operator configured, by domain.
     peers: BTreeMap<String, PeerRecord>,
     /// Where federation stands with each peer.
@@ -302,6 +304,15 @@ impl State {
                     payload: entry.payload.clone(),
                 })
             }
+            EventRef::DeliveryFailed { .. } => {
+                let told = self
+                    .undelivered
+                    .values()
+                    .filter_map(|u| u.told.as_ref())
+                    .find(|t| t.party == party && t.event_seq == seq)
+                    .ok_or_else(corrupt)?;
+                Event::DeliveryFailed(told.failure.clone())
+            }
             EventRef::ConversationAdded { last_seq } => {
                 let record = self.record(stored.key)?.ok_or_else(corrupt)?;
                 Event::conversation_added(&record, last_seq, stored.at_ms)
@@ -365,6 +376,7 @@ impl State {
         let mut inbox_events = HashSet::new();
         let mut spans = HashSet::new();
         let mut outbox = HashSet::new();
+        let mut undelivered = HashSet::new();
         let mut entries = HashSet::new();
         let mut notes = HashSet::new();
         let party_known = |id: &PartyId, new: &HashSet<PartyId>| {
@@ -462,6 +474,16 @@ impl State {
                         return Err(conflict(format!("outbox {}/{}", row.peer, row.seq)));
                     }
                 }
+                Write::Undelivered(u) => {
+                    let at = (u.peer.clone(), u.seq);
+                    if self.undelivered.contains_key(&at) || !undelivered.insert(at) {
+                        return Err(StoreError::Corrupt(format!(
+                            "undelivered {}/{} exists",
+                            u.peer, u.seq
+                        )));
+                    }
+                }
+                Write::Replayed { .. } => {}
                 Write::Ticket(ticket) => {
                     if !self.conversations.contains_key(&ticket.key) && !keys.contains(&ticket.key)
                     {
@@ -582,6 +604,14 @@ impl State {
                 Write::Outbox(row) => {
                     self.outbox
                         .insert((row.peer, row.seq), (row.payload, row.enqueued_at_ms));
+                }
+                Write::Undelivered(u) => {
+                    self.undelivered.insert((u.peer.clone(), u.seq), *u);
+                }
+                Write::Replayed { peer, seq, as_seq } => {
+                    if let Some(u) = self.undelivered.get_mut(&(peer, seq)) {
+                        u.replayed_as = Some(as_seq);
+                    }
                 }
                 Write::PeerCommitted { peer, up_to } => {
                     let cursors = self.peer_cursors.entry(peer).or_default();
@@ -1204,6 +1234,15 @@ impl Store for MemoryStore {
         let mut peers: Vec<String> = state.outbox.keys().map(|(peer, _)| peer.clone()).collect();
         peers.dedup();
         Ok(peers)
+    }
+
+    async fn undelivered(&self, peer: &str) -> StoreResult<Vec<Undelivered>> {
+        let state = self.lock();
+        Ok(state
+            .undelivered
+            .range((peer.to_owned(), 0)..=(peer.to_owned(), u64::MAX))
+            .map(|(_, u)| u.clone())
+            .collect())
     }
 }
 

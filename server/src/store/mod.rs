@@ -21,7 +21,7 @@ use crate::model::{Committed, Counters, DeskEntry, Device, NewDevice, StoredDesk
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Event, InboxHead, Invite, LogHead,
     Message, NewInvite, NodeStatus, OutboxRow, Party, PartyId, PeerRecord, ReceiptKind, Session,
-    SlotLease, StoredSend, Write,
+    SlotLease, StoredSend, Undelivered, Write,
 };
 
 mod batch;
@@ -401,6 +401,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The peers that outbox rows are queued toward, ordered.
     async fn outbox_peers(&self) -> StoreResult<Vec<String>>;
+
+    /// The transactions toward `peer` given up ([`Write::Undelivered`]),
+    /// replayed ones included, in seq order.
+    async fn undelivered(&self, peer: &str) -> StoreResult<Vec<Undelivered>>;
 
     // --- several nodes ----------------------------------------------------------
 

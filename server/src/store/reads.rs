@@ -17,14 +17,14 @@ use sqlx::sqlite::SqliteRow;
 use super::StoreResult;
 use super::columns::{
     self, DeviceColumns, EventColumns, InviteColumns, LogHeadColumns, MessageColumns,
-    OutboxColumns, PartyColumns, PeerColumns, RecordColumns, SessionColumns, ViewColumns,
-    seq_from_db, seq_to_db,
+    OutboxColumns, PartyColumns, PeerColumns, RecordColumns, SessionColumns, UndeliveredColumns,
+    ViewColumns, seq_from_db, seq_to_db,
 };
 use super::columns::{DeskEntryColumns, SeatColumns, TicketColumns};
 use crate::model::{
     ConversationKey, ConversationRecord, ConversationView, Counters, Device, Event, Invite,
     LogHead, Message, OutboxRow, Party, PartyId, PartyKind, PeerRecord, ReceiptKind, Session,
-    StoredSend,
+    StoredSend, Undelivered,
 };
 use crate::model::{DeskEntry, StoredDesk, StoredTicket, TicketFilter};
 
@@ -476,6 +476,7 @@ pub(crate) async fn events_since(
                 Param::Int(i64::from(limit)),
                 Param::Int(i64::try_from(max_body_bytes).unwrap_or(i64::MAX)),
                 Param::Int(columns::event_kind::DESK),
+                Param::Int(columns::event_kind::DELIVERY_FAILED),
             ],
         )
         .await?;
@@ -494,8 +495,10 @@ pub(crate) async fn events_since(
 /// the process's lifetime, as sqlx takes statement texts as `&'static str`.
 ///
 /// It takes the party (`$1`), `since` (`$2`), the message event kind
-/// (`$3`), `limit` (`$4`), the page's budget of body bytes (`$5`) and the
-/// desk event kind (`$6`), and returns [`EventColumns`] in seq order.
+/// (`$3`), `limit` (`$4`), the page's budget of body bytes (`$5`), the
+/// desk event kind (`$6`) and the delivery-failure event kind (`$7`), and
+/// returns [`EventColumns`] in seq order (a desk entry's payload and a
+/// failure's notice share a column).
 ///
 /// The page's rows come from the party's own events and, through its spans,
 /// from inbox logs: a span starting at seq `s` over inbox event `i` maps
@@ -533,7 +536,7 @@ pub(crate) fn events_since_sql(greatest: &str, least: &str, octet_length: &str) 
                                    AND sp.iseq + (sp.last - sp.seq))
                SELECT e.seq, e.kind, e.at_ms, e.ref_seq, c.id, actor.address AS actor,
                       sender.address AS sender, m.client_msg_id, m.sent_at_ms, m.body,
-                      d.payload AS desk_payload,
+                      COALESCE(d.payload, u.notice) AS desk_payload,
                       SUM(COALESCE({octet_length}(m.body), 0)
                           + COALESCE({octet_length}(d.payload), 0))
                           OVER (ORDER BY e.seq) AS running,
@@ -544,6 +547,7 @@ pub(crate) fn events_since_sql(greatest: &str, least: &str, octet_length: &str) 
                LEFT JOIN messages m ON e.kind = $3 AND m.key = e.key AND m.seq = e.ref_seq
                LEFT JOIN parties sender ON sender.id = m.sender
                LEFT JOIN desk_entries d ON e.kind = $6 AND d.key = e.key AND d.dseq = e.ref_seq
+               LEFT JOIN undelivered u ON e.kind = $7 AND u.party = $1 AND u.event_seq = e.seq
                ORDER BY e.seq
                LIMIT $4) AS page
          WHERE n = 1 OR running <= $5
@@ -838,6 +842,22 @@ pub(crate) async fn peer_committed(reader: &impl Reader, peer: &str) -> StoreRes
     .await?
     .map_or(0, |(committed,)| committed);
     seq_from_db(committed, "peer_cursors.committed")
+}
+
+/// The transactions toward `peer` given up, in seq order.
+pub(crate) async fn undelivered(reader: &impl Reader, peer: &str) -> StoreResult<Vec<Undelivered>> {
+    reader
+        .rows::<UndeliveredColumns>(
+            "SELECT u.seq, u.refused, u.reason, u.payload, u.enqueued_at_ms, u.failed_at_ms,
+                    u.party, u.event_seq, u.key, u.notice, u.replayed_as, c.id
+             FROM undelivered u LEFT JOIN conversations c ON c.key = u.key
+             WHERE u.peer = $1 ORDER BY u.seq",
+            &[Param::Text(peer)],
+        )
+        .await?
+        .into_iter()
+        .map(|columns| columns::undelivered(peer, columns))
+        .collect()
 }
 
 /// The peers that outbox rows are queued toward, ordered.

@@ -14,7 +14,7 @@ use super::{SEVERAL_NODES, Store, StoreError, StoreResult};
 use crate::model::{
     Committed, ConversationKey, ConversationRecord, ConversationView, Counters, Device, Event,
     InboxHead, Invite, LogHead, Message, NewDevice, NewInvite, NodeStatus, OutboxRow, Party,
-    PartyId, PeerRecord, ReceiptKind, Session, SlotLease, StoredSend, Write,
+    PartyId, PeerRecord, ReceiptKind, Session, SlotLease, StoredSend, Undelivered, Write,
 };
 use crate::model::{DeskEntry, StoredDesk, StoredTicket, TicketFilter};
 
@@ -394,6 +394,10 @@ impl<B: SqlBackend> Store for B {
 
     async fn outbox_peers(&self) -> StoreResult<Vec<String>> {
         reads::outbox_peers(self.reader()).await
+    }
+
+    async fn undelivered(&self, peer: &str) -> StoreResult<Vec<Undelivered>> {
+        reads::undelivered(self.reader(), peer).await
     }
 
     async fn report_node(&self, status: &NodeStatus) -> StoreResult<()> {

@@ -1,12 +1,16 @@
 //! Federation between two servers in this process, over real QUIC on
 //! 127.0.0.1 (FEDERATION.md): a customer of `a.test` writes to
 //! `support@b.test`; B's agent answers; both see the same ordered history.
-//! A server that is not a configured peer cannot be reached.
+//! A server that is not a configured peer cannot be reached. What a peer
+//! refuses, or what waits past the horizon, comes back to its sender once,
+//! and the operator can deliver it again (`kanald peer replay`).
 
 use kanal_proto::pb;
 use kanal_server::admin;
 use kanal_server::config::Config;
 use kanal_tests::*;
+
+const KANALD: &str = env!("CARGO_BIN_EXE_kanald-under-test");
 
 async fn server(domain: &str) -> anyhow::Result<TestServer> {
     TestServer::start_with(Config {
@@ -14,6 +18,22 @@ async fn server(domain: &str) -> anyhow::Result<TestServer> {
         ..Config::default()
     })
     .await
+}
+
+/// A text body.
+fn text(text: &str) -> pb::Body {
+    pb::Body {
+        kind: Some(pb::body::Kind::Text(text.to_owned())),
+    }
+}
+
+/// Waits for the next delivery-failure event.
+async fn next_failure(events: &mut kanal_client::Events) -> anyhow::Result<pb::DeliveryFailed> {
+    loop {
+        if let Some(pb::event::Kind::DeliveryFailed(failed)) = next_stored(events).await?.kind {
+            return Ok(failed);
+        }
+    }
 }
 
 /// Makes `a` and `b` peers of each other.
@@ -110,5 +130,138 @@ async fn a_server_that_is_not_a_peer_reaches_nobody() -> anyhow::Result<()> {
         .create_conversation(&["support@b.test"], "hello")
         .await;
     assert_refused(refused, pb::ErrorCode::RemoteUnreachable)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn what_a_peer_refuses_comes_back_to_its_sender_and_is_delivered_once_fixed()
+-> anyhow::Result<()> {
+    let a = server("a.test").await?;
+    let b = server("b.test").await?;
+    pair(&a, &b).await?;
+    let carla = a.register("carla").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    until_caught_up(&mut carla_events).await?;
+
+    // A mistyped address on another server: only that server can tell.
+    let conversation = carla
+        .create_conversation(&["nobdy@b.test"], "hello")
+        .await?;
+    let sent = carla.send_text(&conversation.id, "anyone there?").await?;
+    assert!(sent.relayed);
+
+    // Both the start and the message come back, refused, once each.
+    let start = next_failure(&mut carla_events).await?;
+    assert_eq!(
+        (start.conversation.as_str(), start.client_msg_id.as_str()),
+        (conversation.id.as_str(), "")
+    );
+    assert_eq!(start.failure(), pb::DeliveryFailure::Refused);
+    assert_eq!(start.server, "b.test");
+    assert!(start.reason.contains("nobdy@b.test"), "{}", start.reason);
+    let message = next_failure(&mut carla_events).await?;
+    assert_eq!(message.failure(), pb::DeliveryFailure::Refused);
+    assert!(!message.client_msg_id.is_empty());
+    assert_eq!(message.seq, 0, "its host never ordered it");
+
+    // The operator sees both as dead letters, and so does a fresh sync.
+    let listed = kanald_output(KANALD, a.path(), &["peer", "undelivered", "b.test"]).await?;
+    assert_eq!(listed.matches("refused").count(), 2, "{listed}");
+    assert!(listed.contains("told: carla@a.test"), "{listed}");
+    let shown = kanald_output(KANALD, a.path(), &["peer", "show", "b.test"]).await?;
+    assert!(shown.contains("dead letters 2"), "{shown}");
+    let carla_again = a.login("carla@a.test").await?;
+    let mut again = carla_again.subscribe(0).await?;
+    let replayed = until_caught_up(&mut again).await?;
+    let failures = replayed
+        .iter()
+        .filter(|e| matches!(e.kind, Some(pb::event::Kind::DeliveryFailed(_))))
+        .count();
+    assert_eq!(failures, 2, "each failure is in the log once");
+
+    // B's operator creates the address; A's delivers both again, in order.
+    b.add_user("nobdy").await?;
+    let nobdy = b.login("nobdy@b.test").await?;
+    let mut nobdy_events = nobdy.subscribe(0).await?;
+    until_caught_up(&mut nobdy_events).await?;
+    kanald_output(KANALD, a.path(), &["peer", "replay", "b.test"]).await?;
+    let arrived = next_message(&mut nobdy_events).await?;
+    assert_eq!(
+        (arrived.seq, arrived.sender.as_str(), text_of(&arrived)),
+        (1, "carla@a.test", "anyone there?")
+    );
+    let back = next_message(&mut carla_events).await?;
+    assert_eq!((back.seq, text_of(&back)), (1, "anyone there?"));
+
+    // Replayed once: a second replay has nothing left to do.
+    let listed = kanald_output(KANALD, a.path(), &["peer", "undelivered", "b.test"]).await?;
+    assert_eq!(listed.matches("delivered again as").count(), 2, "{listed}");
+    let refused = refused_kanald(KANALD, a.path(), &["peer", "replay", "b.test"]).await?;
+    assert!(refused.contains("nothing toward b.test"), "{refused}");
+    let shown = kanald_output(KANALD, a.path(), &["peer", "show", "b.test"]).await?;
+    assert!(shown.contains("dead letters 0"), "{shown}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_unreachable_past_the_horizon_gets_each_sender_told_once() -> anyhow::Result<()> {
+    let a = TestServer::start_with(Config {
+        domain: "a.test".into(),
+        // Two seconds.
+        federation_horizon_hours: 2.0 / 3600.0,
+        ..Config::default()
+    })
+    .await?;
+    // b.test is a peer, but nothing answers where it should listen.
+    let gone = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    admin::add_peer(
+        &a.server.node(),
+        "b.test",
+        &gone.to_string(),
+        &"0".repeat(64),
+    )
+    .await?;
+    let carla = a.register("carla").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    until_caught_up(&mut carla_events).await?;
+    let conversation = carla
+        .create_conversation(&["support@b.test"], "heater")
+        .await?;
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let cmid = format!("m{n}");
+        carla.send(&conversation.id, &cmid, text(&cmid)).await?;
+        sent.push(cmid);
+    }
+
+    // The start and each message come back, expired.
+    let mut told = Vec::new();
+    for _ in 0..4 {
+        let failed = next_failure(&mut carla_events).await?;
+        assert_eq!(failed.failure(), pb::DeliveryFailure::Expired);
+        assert_eq!(failed.server, "b.test");
+        told.push(failed.client_msg_id);
+    }
+    assert_eq!(told, ["", "m0", "m1", "m2"]);
+
+    // After a restart nothing is told again: the next failure is of the
+    // next message, and the log holds each failure once.
+    let a = a.restart().await?;
+    let carla = a.login("carla@a.test").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    let before = until_caught_up(&mut carla_events).await?;
+    carla.send(&conversation.id, "m3", text("m3")).await?;
+    let failed = next_failure(&mut carla_events).await?;
+    assert_eq!(failed.client_msg_id, "m3");
+    let failures: Vec<String> = before
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            Some(pb::event::Kind::DeliveryFailed(f)) => Some(f.client_msg_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures, ["", "m0", "m1", "m2"]);
+    let listed = kanald_output(KANALD, a.path(), &["peer", "undelivered", "b.test"]).await?;
+    assert_eq!(listed.matches("expired").count(), 5, "{listed}");
     Ok(())
 }

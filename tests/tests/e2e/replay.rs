@@ -55,6 +55,7 @@ async fn every_kind_of_event_replays_as_it_was_delivered_live() -> Result<()> {
             Some(pb::event::Kind::Message(_)) => "message",
             Some(pb::event::Kind::Receipt(_)) => "receipt",
             Some(pb::event::Kind::Desk(_)) => "desk",
+            Some(pb::event::Kind::DeliveryFailed(_)) => "delivery failed",
             None => "none",
         })
         .collect();

@@ -426,22 +426,25 @@ impl Engine {
             .all(|s| self.outbox_heads.contains_key(s))
     }
 
-    /// Queues `transaction` toward `server`, in the same commit.
+    /// Queues `transaction` toward `server`, in the same commit; its seq
+    /// in that server's sequence.
     pub(super) fn queue(
         &mut self,
         now_ms: i64,
         server: &str,
         transaction: &Transaction,
         applied: &mut Applied,
-    ) {
+    ) -> u64 {
         let head = self.outbox_heads.entry(server.to_owned()).or_default();
         *head += 1;
+        let seq = *head;
         applied.writes.push(Write::Outbox(OutboxRow {
             peer: server.to_owned(),
-            seq: *head,
-            payload: wire::encode(*head, transaction),
+            seq,
+            payload: wire::encode(seq, transaction),
             enqueued_at_ms: now_ms,
         }));
+        seq
     }
 
     /// Queues `what` toward the server of every remote member of a

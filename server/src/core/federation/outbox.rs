@@ -276,6 +276,29 @@ impl Outbox {
         })
     }
 
+    /// Transaction `seq` was given up before (refused, or expired) and its
+    /// sender told, in an earlier run: it is not told again, and travels
+    /// as a tombstone.
+    pub(crate) fn given_up(&mut self, seq: u64, refused: bool) {
+        let Some(index) = seq.checked_sub(self.acked + 1) else {
+            return;
+        };
+        if let Some(entry) = self.queue.get_mut(index as usize) {
+            if refused {
+                entry.refused = true;
+                self.dead_letters.push(seq);
+            } else {
+                entry.expired = true;
+            }
+        }
+    }
+
+    /// When transaction `seq` was queued, if it waits here.
+    pub(crate) fn enqueued_at(&self, seq: u64) -> Option<i64> {
+        let index = seq.checked_sub(self.acked + 1)?;
+        self.queue.get(index as usize).map(|e| e.enqueued_at_ms)
+    }
+
     /// The transactions the peer refused for good.
     #[cfg(test)]
     pub(crate) fn dead_letters(&self) -> &[u64] {

@@ -96,6 +96,14 @@ pub(crate) fn tombstone(seq: u64) -> Bytes {
     .into()
 }
 
+/// The content of a transaction as the outbox stored it (`None`: a
+/// tombstone).
+pub(crate) fn decode_stored(payload: &[u8]) -> Result<Option<Transaction>, Malformed> {
+    let frame = fed::Transaction::decode(payload)
+        .map_err(|e| malformed(format!("the stored transaction does not decode: {e}")))?;
+    decode(frame.kind)
+}
+
 /// A received transaction's content (`None`: a tombstone).
 pub(crate) fn decode(
     kind: Option<fed::transaction::Kind>,

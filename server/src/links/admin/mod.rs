@@ -18,7 +18,7 @@ use crate::node::{Node, directory};
 
 mod peers;
 
-pub(crate) use peers::PeerInfo;
+pub(crate) use peers::{PeerInfo, UndeliveredInfo};
 
 /// The socket's file name in the data directory.
 pub(crate) const SOCKET_FILE: &str = "admin.sock";
@@ -138,6 +138,18 @@ pub(crate) enum AdminRequest {
         /// Just this one.
         domain: Option<String>,
     },
+    /// The transactions toward a peer given up: refused by it, or expired.
+    Undelivered {
+        /// The peer.
+        domain: String,
+    },
+    /// Queue the transactions toward a peer given up again, in order.
+    Replay {
+        /// The peer.
+        domain: String,
+        /// Just this one (its seq).
+        seq: Option<u64>,
+    },
     /// Revoke a device.
     RevokeDevice {
         /// Its serial.
@@ -207,6 +219,13 @@ pub(crate) enum AdminResponse {
     Peers {
         /// The peers.
         peers: Vec<PeerInfo>,
+    },
+    /// The transactions toward a peer given up, in seq order.
+    Undelivered {
+        /// The peer.
+        peer: String,
+        /// The transactions.
+        transactions: Vec<UndeliveredInfo>,
     },
     /// The command failed; nothing changed.
     Error {
@@ -490,6 +509,8 @@ pub(crate) async fn handle(node: &Node, request: AdminRequest) -> AdminResponse 
         } => return peers::add(node, domain, address, fingerprint).await,
         AdminRequest::RemovePeer { domain } => return peers::remove(node, &domain).await,
         AdminRequest::Peers { domain } => return peers::respond(node, domain.as_deref()).await,
+        AdminRequest::Undelivered { domain } => return peers::undelivered(node, &domain).await,
+        AdminRequest::Replay { domain, seq } => return peers::replay(node, &domain, seq).await,
         AdminRequest::Devices => {
             return match node.store.devices().await {
                 Ok(devices) => devices_response(node, &devices, Vec::new()).await,

@@ -26,8 +26,10 @@ pub(crate) struct PeerInfo {
     pub last_error: Option<String>,
     /// Seconds until the next try, if delivery waits out a backoff.
     pub next_retry_secs: Option<u64>,
-    /// Transactions it refused for good.
+    /// Transactions it refused for good, not delivered again since.
     pub dead_letters: u64,
+    /// Transactions given up at the horizon, not delivered again since.
+    pub expired: u64,
     /// Everything toward it is acknowledged up to here.
     pub acked: u64,
     /// Everything from it is applied here up to here.
@@ -87,6 +89,13 @@ async fn info(node: &Node, peer: PeerRecord) -> crate::store::StoreResult<PeerIn
     let committed = node.store.peer_committed(&peer.domain).await?;
     let now = now_ms();
     let status = node.federation.status(&peer.domain);
+    let given_up = node.store.undelivered(&peer.domain).await?;
+    let waiting = |refused: bool| {
+        given_up
+            .iter()
+            .filter(|u| u.refused == refused && u.replayed_as.is_none())
+            .count() as u64
+    };
     let secs = |ms: i64| u64::try_from(ms / 1000).unwrap_or(0);
     Ok(PeerInfo {
         queued: head.saturating_sub(acked),
@@ -96,13 +105,136 @@ async fn info(node: &Node, peer: PeerRecord) -> crate::store::StoreResult<PeerIn
             .as_ref()
             .and_then(|s| s.next_retry_ms)
             .map(|at| secs(at - now)),
-        dead_letters: status.as_ref().map_or(0, |s| s.dead_letters as u64),
+        dead_letters: waiting(true),
+        expired: waiting(false),
         acked,
         committed,
         domain: peer.domain,
         address: peer.address,
         fingerprint: peer.fingerprint,
     })
+}
+
+/// A transaction toward a peer given up, as the admin link shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UndeliveredInfo {
+    /// Its seq toward the peer.
+    pub seq: u64,
+    /// The peer refused it (a dead letter), rather than: it expired.
+    pub refused: bool,
+    /// Why.
+    pub reason: String,
+    /// What it carried, for people.
+    pub what: String,
+    /// When it was queued, ms since the Unix epoch.
+    pub enqueued_at_ms: i64,
+    /// When it was given up, ms since the Unix epoch.
+    pub failed_at_ms: i64,
+    /// Whose sender was told (address), if one of this server's.
+    pub told: Option<String>,
+    /// Delivered again as this seq.
+    pub replayed_as: Option<u64>,
+}
+
+/// The transactions toward `domain` given up, replayed ones included.
+pub(super) async fn undelivered(node: &Node, domain: &str) -> AdminResponse {
+    match node.store.undelivered(domain).await {
+        Ok(rows) => {
+            let mut shown = Vec::with_capacity(rows.len());
+            for row in rows {
+                shown.push(undelivered_info(node, row).await);
+            }
+            AdminResponse::Undelivered {
+                peer: domain.to_owned(),
+                transactions: shown,
+            }
+        }
+        Err(e) => error(e.to_string()),
+    }
+}
+
+/// Queues the transactions toward `domain` given up (`only`: that one)
+/// again, in their order, unless delivered again before.
+pub(super) async fn replay(node: &Node, domain: &str, only: Option<u64>) -> AdminResponse {
+    let rows = match node.store.undelivered(domain).await {
+        Ok(rows) => rows,
+        Err(e) => return error(e.to_string()),
+    };
+    let transactions: Vec<(u64, Vec<u8>)> = rows
+        .into_iter()
+        .filter(|u| u.replayed_as.is_none() && only.is_none_or(|seq| seq == u.seq))
+        .map(|u| (u.seq, u.payload.to_vec()))
+        .collect();
+    if transactions.is_empty() {
+        return error(match only {
+            Some(seq) => {
+                format!("no transaction {seq} toward {domain} waits to be delivered again")
+            }
+            None => format!("nothing toward {domain} waits to be delivered again"),
+        });
+    }
+    let command = crate::core::engine::Command::Replay {
+        peer: domain.to_owned(),
+        transactions,
+    };
+    if let crate::core::engine::Reply::Refused(why) = node.writer.enqueue(command).await.await {
+        return error(why.message);
+    }
+    undelivered(node, domain).await
+}
+
+async fn undelivered_info(node: &Node, row: crate::model::Undelivered) -> UndeliveredInfo {
+    let told = match &row.told {
+        Some(told) => node
+            .store
+            .party_by_id(told.party)
+            .await
+            .ok()
+            .flatten()
+            .map(|p| p.address.to_string()),
+        None => None,
+    };
+    UndeliveredInfo {
+        seq: row.seq,
+        refused: row.refused,
+        what: describe(&row.payload),
+        reason: row.reason,
+        enqueued_at_ms: row.enqueued_at_ms,
+        failed_at_ms: row.failed_at_ms,
+        told,
+        replayed_as: row.replayed_as,
+    }
+}
+
+/// What a stored transaction carries, in a few words.
+fn describe(payload: &[u8]) -> String {
+    use crate::model::{Replicated, Submitted, Transaction};
+    match crate::core::federation::wire::decode_stored(payload) {
+        Err(why) => why.0,
+        Ok(None) => "nothing (a tombstone)".into(),
+        Ok(Some(Transaction::Submit {
+            conversation,
+            sender,
+            what,
+        })) => match what {
+            Submitted::Create { to, .. } => format!(
+                "start of {conversation} by {sender} with {}",
+                to.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            Submitted::Post { client_msg_id, .. } => {
+                format!("message {client_msg_id:?} of {sender} to {conversation}")
+            }
+        },
+        Ok(Some(Transaction::Replicate { conversation, what })) => match what {
+            Replicated::Created { .. } => format!("the start of {conversation}"),
+            Replicated::Posted {
+                seq,
+                sender,
+                client_msg_id,
+                ..
+            } => format!("message {seq} ({client_msg_id:?}) of {sender} in {conversation}"),
+        },
+    }
 }
 
 fn error(message: String) -> AdminResponse {

@@ -13,6 +13,7 @@ use kanal_proto::fed;
 use kanal_proto::io::{FrameReader, write_frame};
 
 use super::{HANDSHAKE_TIMEOUT, Shared, jitter, now, tls};
+use crate::core::engine::{Command, Reply};
 use crate::core::federation::outbox::{Outbox, Told};
 use crate::core::federation::wire;
 
@@ -23,6 +24,8 @@ const READ_AHEAD: u32 = 512;
 /// each peer a commit first queues for.
 pub(super) async fn serve(shared: Arc<Shared>) {
     let mut started: HashSet<String> = HashSet::new();
+    // Ended with this task: aborting it stops every delivery.
+    let mut deliveries = tokio::task::JoinSet::new();
     let stored = loop {
         match shared.node.store.outbox_peers().await {
             Ok(peers) => break peers,
@@ -42,13 +45,13 @@ pub(super) async fn serve(shared: Arc<Shared>) {
             .map(|p| p.domain),
     ) {
         if started.insert(peer.clone()) {
-            tokio::spawn(deliver(shared.clone(), peer));
+            deliveries.spawn(deliver(shared.clone(), peer));
         }
     }
     loop {
         for peer in shared.node.federation.outbox.fresh().await {
             if started.insert(peer.clone()) {
-                tokio::spawn(deliver(shared.clone(), peer));
+                deliveries.spawn(deliver(shared.clone(), peer));
             }
         }
     }
@@ -66,6 +69,10 @@ async fn deliver(shared: Arc<Shared>, peer: String) {
             }
         }
     };
+    // Once at startup, the peer is greeted even with nothing to deliver:
+    // the connection is a sign of life that ends its backoff toward this
+    // server, which may have grown to minutes while this one was down.
+    let mut greeting = true;
     loop {
         if let Err(e) = delivery.catch_up(&shared).await {
             tracing::error!(%peer, error = %e, "federation: the outbox could not be read");
@@ -77,18 +84,24 @@ async fn deliver(shared: Arc<Shared>, peer: String) {
         }
         let pending = delivery.outbox.last() > delivery.outbox.acked();
         let waiting = delivery.outbox.poll_timeout().filter(|&due| due > at);
-        if !pending || delivery.backing_off(at) {
+        if (!pending && !greeting) || delivery.backing_off(at) {
             // Nothing to send, or a backoff runs: wait for new rows, a sign
             // of life, or the next deadline.
             tokio::select! {
                 () = waker.notified() => {}
                 () = sleep_until(waiting) => {}
             }
-            delivery.timeouts(&peer);
+            delivery.timeouts(&shared).await;
             continue;
         }
-        if let Err(why) = delivery.session(&shared, &waker).await {
-            tracing::info!(%peer, "federation: delivery failed, retrying: {why}");
+        let result = delivery.session(&shared, &waker, greeting).await;
+        greeting = false;
+        if let Err(why) = result {
+            if pending {
+                tracing::info!(%peer, "federation: delivery failed, retrying: {why}");
+            } else {
+                tracing::debug!(%peer, "federation: the peer could not be greeted: {why}");
+            }
             delivery.outbox.failed(now(), &why, jitter());
         }
     }
@@ -122,6 +135,11 @@ impl Delivery {
             payloads: BTreeMap::new(),
         };
         delivery.catch_up(shared).await?;
+        for given_up in shared.node.store.undelivered(peer).await? {
+            if given_up.seq > acked && given_up.replayed_as.is_none() {
+                delivery.outbox.given_up(given_up.seq, given_up.refused);
+            }
+        }
         Ok(delivery)
     }
 
@@ -155,10 +173,51 @@ impl Delivery {
             .is_some_and(|at| at > now)
     }
 
-    /// Handles what is due: transactions past the horizon are told.
-    fn timeouts(&mut self, peer: &str) {
+    /// Handles what is due: the senders of transactions past the horizon
+    /// are told.
+    async fn timeouts(&mut self, shared: &Shared) {
         for told in self.outbox.handle_timeout(now(), jitter()) {
-            report(peer, &told);
+            self.give_up(shared, told).await;
+        }
+    }
+
+    /// Keeps a transaction the peer will not get and tells its sender,
+    /// through the writer, before anything else of this peer's delivery
+    /// happens (a refused transaction's acknowledgement, which deletes
+    /// its row, comes after). On a restart before that commit, the
+    /// transaction is given up, and told, again.
+    async fn give_up(&mut self, shared: &Shared, told: Told) {
+        report(&self.peer, &told);
+        let (seq, refused, reason) = match told {
+            Told::Expired(seq) => (
+                seq,
+                false,
+                format!(
+                    "{} could not be reached for {} hours",
+                    self.peer,
+                    shared.policy.horizon_ms / 3_600_000
+                ),
+            ),
+            Told::Refused { seq, reason } => (seq, true, reason),
+        };
+        let enqueued_at_ms = self.outbox.enqueued_at(seq).unwrap_or(0);
+        let payload = match self.payload(shared, seq).await {
+            Ok(payload) => payload,
+            Err(why) => {
+                tracing::error!(peer = %self.peer, seq, "federation: an undelivered transaction could not be kept: {why}");
+                return;
+            }
+        };
+        let command = Command::Undelivered {
+            peer: self.peer.clone(),
+            seq,
+            refused,
+            reason,
+            payload: payload.to_vec(),
+            enqueued_at_ms,
+        };
+        if let Reply::Refused(why) = shared.node.writer.enqueue(command).await.await {
+            tracing::error!(peer = %self.peer, seq, "federation: an undelivered transaction could not be kept: {}", why.message);
         }
     }
 
@@ -191,11 +250,13 @@ impl Delivery {
     }
 
     /// One connection to the peer: sends what the outbox says, takes its
-    /// receipts, until it fails.
+    /// receipts, until it fails; a `greeting` ends once nothing is left to
+    /// deliver.
     async fn session(
         &mut self,
         shared: &Shared,
         waker: &tokio::sync::Notify,
+        greeting: bool,
     ) -> Result<(), String> {
         let Some(config) = shared.node.federation.peers.get(&self.peer) else {
             return Err(format!("{} is not a configured peer", self.peer));
@@ -265,6 +326,11 @@ impl Delivery {
                 send.write_all(&prefixed).await.map_err(|e| e.to_string())?;
             }
             self.publish(shared);
+            if greeting && self.outbox.last() == self.outbox.acked() {
+                let _ = send.finish();
+                connection.close(0u32.into(), b"nothing to deliver");
+                return Ok(());
+            }
             let deadline = self.outbox.poll_timeout();
             tokio::select! {
                 receipt = receipts.next::<fed::Receipt>() => {
@@ -274,7 +340,7 @@ impl Delivery {
                         Some(fed::receipt::Kind::Refuse(refused)) => {
                             tracing::warn!(peer = %self.peer, seq = refused.seq, code = refused.code, "federation: the peer refused a transaction: {}", refused.reason);
                             if let Some(told) = self.outbox.refused(refused.seq, &refused.reason) {
-                                report(&self.peer, &told);
+                                self.give_up(shared, told).await;
                             }
                         }
                         _ => return Err("the peer sent an unexpected receipt".into()),
@@ -284,8 +350,7 @@ impl Delivery {
                     self.catch_up(shared).await.map_err(|e| e.to_string())?;
                 }
                 () = sleep_until(deadline) => {
-                    let peer = self.peer.clone();
-                    self.timeouts(&peer);
+                    self.timeouts(shared).await;
                     if self.backing_off(now()) {
                         // The outbox counted the failure itself.
                         return Ok(());

@@ -54,6 +54,26 @@ pub(crate) struct Settings {
     pub key: PrivateKeyDer<'static>,
     /// How delivery retries and gives up.
     pub policy: Policy,
+    /// The persisted stateless-reset secret (`reset.key`): a restarted
+    /// server resets its predecessor's connections at their peer's next
+    /// packet, so a peer delivering on one learns at once that it is gone
+    /// and delivers again on a new one.
+    pub reset_key: [u8; 64],
+}
+
+/// Label under which the federation endpoint's reset key is derived.
+const RESET_KEY_LABEL: &[u8] = b"kanal federation reset key v1";
+
+/// The federation endpoint's reset key: derived from `reset.key`, so it
+/// shares no secret with the client endpoint's.
+fn reset_key(secret: &[u8; 64]) -> [u8; 32] {
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+        RESET_KEY_LABEL,
+    );
+    let mut key = [0u8; 32];
+    key.copy_from_slice(tag.as_ref());
+    key
 }
 
 /// The federation link: its endpoint, and a delivery per peer.
@@ -89,13 +109,18 @@ impl Federation {
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport()));
-        let endpoint =
-            quinn::Endpoint::server(server_config, settings.listen).map_err(|source| {
-                EndpointError::Bind {
-                    addr: settings.listen,
-                    source,
-                }
-            })?;
+        let bind_err = |source| EndpointError::Bind {
+            addr: settings.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(settings.listen).map_err(bind_err)?;
+        let endpoint = quinn::Endpoint::new(
+            crate::links::quic::endpoint::endpoint_config(&reset_key(&settings.reset_key)),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         let shared = Arc::new(Shared {
             node,
             endpoint,

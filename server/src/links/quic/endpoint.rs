@@ -125,7 +125,7 @@ const CID_KEY_LABEL: &[u8] = b"kanal connection-id key v1";
 /// the restart: the reset key, so the tokens match the ones clients hold,
 /// and the connection-id key, because quinn drops a packet whose connection
 /// id its generator does not recognise before it considers a reset.
-fn endpoint_config(reset_key: &[u8; 64]) -> quinn::EndpointConfig {
+pub(crate) fn endpoint_config(reset_key: &[u8]) -> quinn::EndpointConfig {
     let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
     let cid_key = connection_id_key(&hmac);
     let mut config = quinn::EndpointConfig::new(Arc::new(hmac));

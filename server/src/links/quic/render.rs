@@ -146,6 +146,7 @@ pub(crate) fn event_kind(event: &Event) -> pb::event::Kind {
             kind: receipt_kind(*kind) as i32,
             up_to_seq: *up_to,
         }),
+        Event::DeliveryFailed(failure) => pb::event::Kind::DeliveryFailed(failure.to_pb()),
     }
 }
 

@@ -88,7 +88,9 @@ impl Slots {
             // A node ticks the desks it holds, of the slots it orders.
             Command::DeskTick => return Ok(None),
             // Federation runs on one node (FEDERATION.md §7).
-            Command::Federated { .. } => return Ok(None),
+            Command::Federated { .. } | Command::Undelivered { .. } | Command::Replay { .. } => {
+                return Ok(None);
+            }
             Command::CreateConversation { by, to, .. } => {
                 home(&self.domain, std::iter::once(by).chain(to))
             }

@@ -5,7 +5,10 @@
 use bytes::Bytes;
 
 use super::{conversation_id, message, new_conversation, new_party};
-use crate::model::{OutboxRow, PartyKind, PeerRecord, Write};
+use crate::model::{
+    DeliveryFailure, Event, EventRef, FailureNotice, OutboxRow, PartyKind, PeerRecord, Undelivered,
+    Write,
+};
 use crate::store::{Store, StoreError};
 
 /// A peer server's configuration.
@@ -250,4 +253,90 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
         .expect("the store goes on");
     assert_eq!(store.peer_committed(home).await.expect("committed"), 6);
     assert_eq!(queued(store, home).await, vec![1, 2]);
+}
+
+/// A transaction given up is kept with what it carried; the sender's event
+/// reads back from its log as the failure told; a replay marks it, and a
+/// transaction told nobody reads back without a notice.
+pub async fn undelivered_transactions_are_kept_told_and_replayed<S: Store>(store: &S) {
+    let home = "home.example";
+    let carla = new_party(store, "carla@here.example", PartyKind::User).await;
+    let id = conversation_id("home.example/c1");
+    store
+        .commit(new_conversation(1, &id, carla.id, &[carla.id], 10))
+        .await
+        .expect("conversation");
+    let failure = DeliveryFailure {
+        conversation: id.clone(),
+        client_msg_id: "m1".into(),
+        seq: 0,
+        server: home.into(),
+        refused: true,
+        reason: "no party nobody@home.example".into(),
+    };
+    let told = Undelivered {
+        peer: home.into(),
+        seq: 3,
+        refused: true,
+        reason: failure.reason.clone(),
+        payload: Bytes::from_static(b"transaction 3"),
+        enqueued_at_ms: 20,
+        failed_at_ms: 30,
+        told: Some(FailureNotice {
+            party: carla.id,
+            event_seq: 1,
+            key: 1,
+            failure: failure.clone(),
+        }),
+        replayed_as: None,
+    };
+    let untold = Undelivered {
+        seq: 4,
+        refused: false,
+        told: None,
+        reason: "unreachable".into(),
+        ..told.clone()
+    };
+    store
+        .commit(vec![
+            Write::Event {
+                party: carla.id,
+                seq: 1,
+                key: 1,
+                what: EventRef::DeliveryFailed { seq: 3 },
+                at_ms: 30,
+            },
+            Write::Undelivered(Box::new(told.clone())),
+            Write::Undelivered(Box::new(untold.clone())),
+        ])
+        .await
+        .expect("give up");
+    assert_eq!(
+        store.undelivered(home).await.expect("undelivered"),
+        vec![told.clone(), untold.clone()]
+    );
+    assert!(
+        store
+            .undelivered("other.example")
+            .await
+            .expect("undelivered")
+            .is_empty()
+    );
+    let log = store
+        .events_since(carla.id, 0, 10, 1 << 20)
+        .await
+        .expect("log");
+    assert_eq!(log, vec![(1, Event::DeliveryFailed(failure))]);
+
+    store
+        .commit(vec![Write::Replayed {
+            peer: home.into(),
+            seq: 3,
+            as_seq: 9,
+        }])
+        .await
+        .expect("replay");
+    let after = store.undelivered(home).await.expect("undelivered");
+    assert_eq!(after[0].replayed_as, Some(9));
+    assert_eq!(after[1].replayed_as, None);
 }

@@ -288,6 +288,35 @@ async fn write(rows: &Rows<'_>, conn: &mut PgConnection) -> sqlx::Result<()> {
         },
     )
     .await?;
+    for u in &rows.undelivered {
+        sqlx::query(
+            "INSERT INTO undelivered (peer, seq, refused, reason, payload, enqueued_at_ms,
+                 failed_at_ms, party, event_seq, key, notice, replayed_as)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(u.peer)
+        .bind(u.seq)
+        .bind(u.refused)
+        .bind(u.reason)
+        .bind(u.payload)
+        .bind(u.enqueued_at_ms)
+        .bind(u.failed_at_ms)
+        .bind(u.party)
+        .bind(u.event_seq)
+        .bind(u.key)
+        .bind(u.notice.as_deref())
+        .bind(u.replayed_as)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (peer, seq, as_seq) in &rows.replayed {
+        sqlx::query("UPDATE undelivered SET replayed_as = $3 WHERE peer = $1 AND seq = $2")
+            .bind(*peer)
+            .bind(*seq)
+            .bind(*as_seq)
+            .execute(&mut *conn)
+            .await?;
+    }
     write_desk(rows, conn).await
 }
 

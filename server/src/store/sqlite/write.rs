@@ -162,6 +162,33 @@ fn write(rows: &Rows<'_>, conn: &Connection) -> rusqlite::Result<()> {
         )?
         .execute(rusqlite::params![peer, up_to])?;
     }
+    for u in &rows.undelivered {
+        conn.prepare_cached(
+            "INSERT INTO undelivered (peer, seq, refused, reason, payload, enqueued_at_ms,
+                 failed_at_ms, party, event_seq, key, notice, replayed_as)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(rusqlite::params![
+            u.peer,
+            u.seq,
+            u.refused,
+            u.reason,
+            u.payload,
+            u.enqueued_at_ms,
+            u.failed_at_ms,
+            u.party,
+            u.event_seq,
+            u.key,
+            u.notice,
+            u.replayed_as
+        ])?;
+    }
+    for (peer, seq, as_seq) in &rows.replayed {
+        conn.prepare_cached(
+            "UPDATE undelivered SET replayed_as = ?3 WHERE peer = ?1 AND seq = ?2",
+        )?
+        .execute(rusqlite::params![peer, seq, as_seq])?;
+    }
     chunked(conn, &TICKETS, &rows.tickets.rows, |s, t| {
         s.put(t.key)?
             .put(t.inbox)?
