@@ -70,9 +70,24 @@ wait_port() {
   return 1
 }
 
+# Waits until nothing listens on UDP ports $@ any more (a previous server
+# still shutting down); false after 10 s.
+ports_free() {
+  local port taken
+  for _ in $(seq 1 100); do
+    taken=
+    for port in "$@"; do ss -lun | grep -q ":$port " && taken=1; done
+    [ -z "$taken" ] && return 0
+    sleep 0.1
+  done
+  echo "UDP ports $* still taken" >&2
+  return 1
+}
+
 # kanald: two fresh servers peered both ways, then kanal-bench federation.
 kanal() {
   local name=$1; shift
+  ports_free 17461 17462 17463 17471 17472 17473 || return 1
   rm -rf "$root"/kanal-*
   local a=$root/kanal-a b=$root/kanal-b password="agent password 1"
   "$bin/kanald" --data-dir "$a" init --domain a.test >/dev/null
