@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Bounded loopback XMPP probe for side-by-side comparisons with kanald.
 
-P sender clients each write to a paired receiver on the same server (c2s
-routing). Two modes:
+P sender clients each write to a paired receiver: on the same server (c2s
+routing), or with --recv-server on a second server, so that every message
+crosses server to server (s2s). Two modes:
 
   --rate R   open loop: message k is due at t0 + k/R, on sender k mod P, and
              is sent when due whether or not earlier ones arrived; latency is
@@ -13,7 +14,8 @@ routing). Two modes:
              tight loop (the probe, single-threaded Python, is the bottleneck).
 
 Server CPU is read from /proc/PID/stat (utime + stime, all threads) of the
---pids processes over the measured interval: for --rate from the end of the
+--pids processes over the measured interval (their sum, and each process
+on its own): for --rate from the end of the
 warm-up to the last scheduled send, divided by the messages sent in it (as
 kanal-bench does); as fast as possible from the first send to the last
 receipt, divided by the messages received.
@@ -74,13 +76,14 @@ class Client(slixmpp.ClientXMPP):
 
 
 def cpu_seconds(pids):
+    """CPU seconds (utime + stime) of each of `pids`, in order."""
     tck = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    used = []
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tck
-    return total
+        used.append((int(fields[11]) + int(fields[12])) / tck)
+    return used
 
 
 def own_cpu():
@@ -102,6 +105,9 @@ def body(seq, sched_ns, size):
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", required=True, help="host:port@domain (loopback)")
+    ap.add_argument("--recv-server", default=None,
+                    help="host:port@domain (loopback) of the receivers' server "
+                         "(default: --server); another domain makes every message s2s")
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--recv-offset", type=int, default=None,
                     help="receiver user index offset (default: --pairs): senders are "
@@ -120,6 +126,7 @@ async def main():
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     host, port, domain = parse_ep(a.server)
+    rhost, rport, rdomain = parse_ep(a.recv_server or a.server)
     off = a.pairs if a.recv_offset is None else a.recv_offset
     pids = [int(x) for x in a.pids.split(",") if x]
     if a.rate > 0:
@@ -156,9 +163,9 @@ async def main():
 
     receivers, senders = [], []
     for i in range(1, a.pairs + 1):
-        r = Client(f"u{i + off}@{domain}/bench", a.password, on_msg)
+        r = Client(f"u{i + off}@{rdomain}/bench", a.password, on_msg)
         s = Client(f"u{i}@{domain}/bench", a.password)
-        r.connect((host, port), use_ssl=False, force_starttls=False, disable_starttls=True)
+        r.connect((rhost, rport), use_ssl=False, force_starttls=False, disable_starttls=True)
         s.connect((host, port), use_ssl=False, force_starttls=False, disable_starttls=True)
         receivers.append(r)
         senders.append(s)
@@ -166,7 +173,7 @@ async def main():
     await asyncio.wait_for(asyncio.gather(*(c.ready for c in receivers + senders)), 60)
     connect_s = time.perf_counter() - t_conn
     await asyncio.sleep(1.0)
-    prefix = [f"<message to='u{i + 1 + off}@{domain}/bench' type='chat'><body>"
+    prefix = [f"<message to='u{i + 1 + off}@{rdomain}/bench' type='chat'><body>"
               for i in range(a.pairs)]
     tail = "</body></message>"
 
@@ -217,7 +224,8 @@ async def main():
     lat.sort()
     lag.sort()
     sent = measured_sent[0]
-    server_cpu = (c1 - c0) if pids else None
+    by_pid = [after - before for before, after in zip(c0, c1)]
+    server_cpu = sum(by_pid) if pids else None
     per_msg_basis = sent if a.rate > 0 else max(got_measured, 1)
     result = {
         "mode": "rate" if a.rate > 0 else "max",
@@ -242,6 +250,8 @@ async def main():
         "server_cpu_s": server_cpu,
         "server_us_per_msg": (1e6 * server_cpu / per_msg_basis) if pids else None,
         "server_cores": (server_cpu / wall) if pids else None,
+        "server_us_per_msg_by_pid": {str(pid): 1e6 * used / per_msg_basis
+                                     for pid, used in zip(pids, by_pid)},
         "probe_cores": (p1 - p0) / wall,
     }
     for c in receivers + senders:

@@ -61,17 +61,18 @@ pub(crate) struct Options {
 
 /// When each message is due: message `k` at `t0 + k / rate`.
 #[derive(Debug)]
-struct Schedule {
-    t0: Instant,
-    rate: u64,
+pub(crate) struct Schedule {
+    pub(crate) t0: Instant,
+    pub(crate) rate: u64,
     /// The first message measured (earlier ones are warm-up).
-    first_measured: u64,
+    pub(crate) first_measured: u64,
     /// How many messages in all.
-    total: u64,
+    pub(crate) total: u64,
 }
 
 impl Schedule {
-    fn at(&self, k: u64) -> Instant {
+    /// When message `k` is due.
+    pub(crate) fn at(&self, k: u64) -> Instant {
         let nanos = u128::from(k) * 1_000_000_000 / u128::from(self.rate);
         self.t0 + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }

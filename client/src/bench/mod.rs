@@ -19,6 +19,10 @@
 //! kanal-bench sync --events 10000
 //! ```
 //!
+//! `federation` needs two servers that are each other's peers, customers
+//! on one and the agents of an inbox on the other: see [`federation`] and
+//! `bench/federation.sh`.
+//!
 //! Devices go to the gateway's UDP port instead: see [`devices`].
 //!
 //! `abuse` runs against a server on its default limits instead: the
@@ -35,6 +39,7 @@
 mod abuse;
 mod desk_report;
 mod devices;
+mod federation;
 mod global;
 mod idle;
 mod latency;
@@ -86,6 +91,10 @@ pub(crate) enum Scenario {
     /// One attack while a well-behaved pair converses: the pair's latency
     /// and losses, the server's peak memory and CPU
     Abuse(abuse::Options),
+    /// Federation end to end: customers on server A write to an inbox of
+    /// server B; throughput and latency to B's agents, with every message
+    /// replicated back to A
+    Federation(federation::Options),
     /// What a service-desk report costs: customers open tickets that an
     /// agent answers and resolves, then the agent asks for the report
     DeskReport(desk_report::Options),
@@ -153,6 +162,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Summary> {
         Scenario::Sync(options) => sync::run(&target, &cli.global, options).await,
         Scenario::Abuse(options) => abuse::run(&target, &cli.global, options).await,
         Scenario::DeskReport(options) => desk_report::run(&target, &cli.global, options).await,
+        Scenario::Federation(options) => federation::run(&target, &cli.global, options).await,
         Scenario::DeviceKeys(options) => devices::keys(options),
         Scenario::Devices(options) => devices::fleet::run(&cli.global, options).await,
         Scenario::DeviceFlood(options) => devices::flood::run(&cli.global, options).await,

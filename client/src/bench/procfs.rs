@@ -98,31 +98,86 @@ impl CpuUsage {
         operations: u64,
         unit: &str,
     ) {
-        let wall = self.wall.as_secs_f64().max(f64::EPSILON);
         for (who, used) in [("server", self.server), ("bench", self.bench)] {
-            let Some(used) = used else {
-                summary.field(
-                    &format!("{prefix}{who}_cpu"),
-                    &format!("{who} CPU"),
-                    serde_json::Value::Null,
-                    "unknown (pass --server-pid)",
-                );
-                continue;
-            };
-            let used = used.as_secs_f64();
-            let cores = used / wall;
-            let per_op_us = used * 1e6 / operations.max(1) as f64;
-            summary.field(
+            cpu_field(
+                summary,
                 &format!("{prefix}{who}_cpu"),
                 &format!("{who} CPU"),
-                serde_json::json!({
-                    "cores": (cores * 100.0).round() / 100.0,
-                    "us_per_op": (per_op_us * 10.0).round() / 10.0,
-                }),
-                format!("{cores:.2} cores, {per_op_us:.1} µs per {unit}"),
+                used,
+                self.wall,
+                (operations, unit),
+                "unknown (pass --server-pid)",
             );
         }
     }
+
+    /// The server's figures alone, under JSON key `key` and `label`, for a
+    /// scenario that measures several servers (`missing`: what to say
+    /// without its pid).
+    pub(crate) fn report_server_as(
+        &self,
+        summary: &mut Summary,
+        key: &str,
+        label: &str,
+        operations: u64,
+        unit: &str,
+        missing: &str,
+    ) {
+        cpu_field(
+            summary,
+            key,
+            label,
+            self.server,
+            self.wall,
+            (operations, unit),
+            missing,
+        );
+    }
+
+    /// The bench's own figures alone, under JSON key `bench_cpu`.
+    pub(crate) fn report_bench(&self, summary: &mut Summary, operations: u64, unit: &str) {
+        cpu_field(
+            summary,
+            "bench_cpu",
+            "bench CPU",
+            self.bench,
+            self.wall,
+            (operations, unit),
+            "unknown",
+        );
+    }
+}
+
+/// One process's cores used on average over `wall` and CPU time per
+/// operation (`per`: how many, and what one is called), or `missing`
+/// without its figure.
+fn cpu_field(
+    summary: &mut Summary,
+    key: &str,
+    label: &str,
+    used: Option<Duration>,
+    wall: Duration,
+    per: (u64, &str),
+    missing: &str,
+) {
+    let (operations, unit) = per;
+    let Some(used) = used else {
+        summary.field(key, label, serde_json::Value::Null, missing);
+        return;
+    };
+    let wall = wall.as_secs_f64().max(f64::EPSILON);
+    let used = used.as_secs_f64();
+    let cores = used / wall;
+    let per_op_us = used * 1e6 / operations.max(1) as f64;
+    summary.field(
+        key,
+        label,
+        serde_json::json!({
+            "cores": (cores * 100.0).round() / 100.0,
+            "us_per_op": (per_op_us * 10.0).round() / 10.0,
+        }),
+        format!("{cores:.2} cores, {per_op_us:.1} µs per {unit}"),
+    );
 }
 
 /// The `VmRSS:  1234 kB` line of a `/proc/<pid>/status`.
