@@ -265,3 +265,85 @@ async fn a_peer_unreachable_past_the_horizon_gets_each_sender_told_once() -> any
     assert_eq!(listed.matches("expired").count(), 5, "{listed}");
     Ok(())
 }
+
+/// Waits until `kanald peer show DOMAIN` on `server` names a last error
+/// containing `wanted`; returns what it showed.
+async fn until_last_error(
+    server: &TestServer,
+    domain: &str,
+    wanted: &str,
+) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let shown = kanald_output(KANALD, server.path(), &["peer", "show", domain]).await?;
+        if shown
+            .lines()
+            .any(|line| line.starts_with("last error") && line.contains(wanted))
+        {
+            return Ok(shown);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no last error with {wanted:?}:\n{shown}"
+        );
+        // The status is published as delivery goes: look again shortly.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_server_with_another_certificate_is_refused_both_ways() -> anyhow::Result<()> {
+    let a = server("a.test").await?;
+    let b = server("b.test").await?;
+    pair(&a, &b).await?;
+    let ann = b.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+
+    // An impostor calls itself a.test, with a certificate of its own, and
+    // dials B: B holds a.test to A's certificate and refuses it.
+    let impostor = server("a.test").await?;
+    admin::add_peer(
+        &impostor.server.node(),
+        "b.test",
+        &b.server.federation_addr().to_string(),
+        b.server.fingerprint(),
+    )
+    .await?;
+    let mallory = impostor.register("mallory").await?;
+    let forged = mallory
+        .create_conversation(&["support@b.test"], "refund me")
+        .await?;
+    mallory.send_text(&forged.id, "hello").await?;
+    let shown = until_last_error(&impostor, "b.test", "refused this server").await?;
+    assert!(shown.contains("queued       2"), "{shown}");
+
+    // And a server that dials an address where another certificate
+    // answers refuses to deliver there.
+    let c = server("c.test").await?;
+    admin::add_peer(
+        &a.server.node(),
+        "c.test",
+        &b.server.federation_addr().to_string(),
+        c.server.fingerprint(),
+    )
+    .await?;
+    let carla = a.register("carla").await?;
+    let to_c = carla
+        .create_conversation(&["support@c.test"], "hello")
+        .await?;
+    carla.send_text(&to_c.id, "hello c").await?;
+    let shown = until_last_error(&a, "c.test", "certificate").await?;
+    assert!(shown.contains("queued       2"), "{shown}");
+
+    // Nothing reached B from either: its agent's next event is the one
+    // real customer's conversation.
+    let real = carla
+        .create_conversation(&["support@b.test"], "real")
+        .await?;
+    match next_stored(&mut ann_events).await?.kind {
+        Some(pb::event::Kind::ConversationAdded(c)) => assert_eq!(c.id, real.id),
+        other => panic!("expected the real conversation, got {other:?}"),
+    }
+    Ok(())
+}
