@@ -22,7 +22,8 @@ use super::audience::Audience;
 use crate::model::{
     Availability, Body, ConversationKey, ConversationRecord, ConversationView, Counters, Event,
     EventRef, InboxClaim, InboxHead, LogHead, Message, NewParty, Party, PartyId, Receipt,
-    ReceiptKind, Refusal, RefusalCode, Sent, StoredSend, TicketView, Undelivered, Write,
+    ReceiptKind, Refusal, RefusalCode, Replicated, Sent, StoredSend, Submitted, TicketView,
+    Transaction, Undelivered, Write,
 };
 
 mod desk;
@@ -1210,12 +1211,59 @@ impl Engine {
             ));
         }
         let key = state.record.key;
+        if !self.raise(
+            now_ms,
+            key,
+            conversation,
+            &audience,
+            by,
+            kind,
+            up_to,
+            applied,
+        ) {
+            return Reply::Done;
+        }
+        let host = conversation.host();
+        if host == self.domain {
+            let raised = Replicated::Watermark {
+                party: by.address.clone(),
+                kind,
+                up_to,
+            };
+            self.replicate(now_ms, conversation, &audience, raised, applied);
+        } else if by.address.domain() == self.domain && self.outbox_heads.contains_key(host) {
+            // Kept here at once; the host orders it for everyone else.
+            let host = host.to_owned();
+            let submitted = Transaction::Submit {
+                conversation: conversation.clone(),
+                sender: by.address.clone(),
+                what: Submitted::Watermark { kind, up_to },
+            };
+            self.queue(now_ms, &host, &submitted, applied);
+        }
+        Reply::Done
+    }
+
+    /// Raises `by`'s watermark of `kind` in conversation `key` to `up_to`
+    /// and tells the audience; whether it rose.
+    #[expect(clippy::too_many_arguments, reason = "a receipt's whole content")]
+    fn raise(
+        &mut self,
+        now_ms: i64,
+        key: ConversationKey,
+        conversation: &ConversationId,
+        audience: &Audience,
+        by: &Party,
+        kind: ReceiptKind,
+        up_to: u64,
+        applied: &mut Applied,
+    ) -> bool {
         let Some(state) = self.conversations.get_mut(conversation) else {
-            return not_found(conversation);
+            return false;
         };
         let current = state.watermarks.entry((by.id, kind)).or_insert(0);
         if up_to <= *current {
-            return Reply::Done;
+            return false;
         }
         *current = up_to;
         applied.writes.push(Write::Watermark {
@@ -1235,8 +1283,8 @@ impl Engine {
             kind,
             up_to,
         };
-        self.fan_out(key, &audience, what, now_ms, event, applied);
-        Reply::Done
+        self.fan_out(key, audience, what, now_ms, event, applied);
+        true
     }
 
     /// The audience of a conversation of `members`, by the one rule.

@@ -60,6 +60,13 @@ pub enum Submitted {
         /// What it says.
         body: Body,
     },
+    /// Raise the member's watermark.
+    Watermark {
+        /// Delivered or read.
+        kind: super::event::ReceiptKind,
+        /// Every message up to here.
+        up_to: u64,
+    },
 }
 
 /// What the host ordered.
@@ -87,6 +94,16 @@ pub enum Replicated {
         sent_at_ms: i64,
         /// What it says.
         body: Body,
+    },
+    /// A member's watermark rose.
+    Watermark {
+        /// Whose.
+        #[serde(with = "super::text")]
+        party: Address,
+        /// Delivered or read.
+        kind: super::event::ReceiptKind,
+        /// Every message up to here.
+        up_to: u64,
     },
 }
 

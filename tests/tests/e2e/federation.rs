@@ -119,7 +119,43 @@ async fn a_customer_of_one_server_converses_with_an_inbox_of_another() -> anyhow
             ]
         );
     }
+
+    // Receipts cross too: each side sees the other's, as a local party's.
+    ann.mark(&conversation.id, pb::ReceiptKind::Read, 3).await?;
+    let read = next_receipt_of(&mut carla_events, "ann@b.test").await?;
+    assert_eq!((read.kind(), read.up_to_seq), (pb::ReceiptKind::Read, 3));
+    carla
+        .mark(&conversation.id, pb::ReceiptKind::Delivered, 3)
+        .await?;
+    let delivered = next_receipt_of(&mut ann_events, "carla@a.test").await?;
+    assert_eq!(
+        (delivered.kind(), delivered.up_to_seq),
+        (pb::ReceiptKind::Delivered, 3)
+    );
+    // Stored on the customer's server: a fresh sync replays it.
+    let later = a.login("carla@a.test").await?;
+    let mut replay = later.subscribe(0).await?;
+    let logged = until_caught_up(&mut replay).await?;
+    assert!(
+        logged.iter().any(|e| matches!(&e.kind,
+            Some(pb::event::Kind::Receipt(r)) if r.party == "ann@b.test" && r.up_to_seq == 3)),
+        "ann's receipt is in carla's log"
+    );
     Ok(())
+}
+
+/// Waits for the next receipt of `party`.
+async fn next_receipt_of(
+    events: &mut kanal_client::Events,
+    party: &str,
+) -> anyhow::Result<pb::Receipt> {
+    loop {
+        if let Some(pb::event::Kind::Receipt(receipt)) = next_stored(events).await?.kind
+            && receipt.party == party
+        {
+            return Ok(receipt);
+        }
+    }
 }
 
 #[tokio::test]

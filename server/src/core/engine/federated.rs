@@ -39,6 +39,7 @@ impl Engine {
                     addresses.extend(members.iter().map(|m| &m.address));
                 }
                 Replicated::Posted { sender, .. } => addresses.push(sender),
+                Replicated::Watermark { party, .. } => addresses.push(party),
             },
         }
         let mut missing = false;
@@ -59,6 +60,16 @@ impl Engine {
         }
         if missing {
             return;
+        }
+        if let Some((party, kind)) = watermark_of(transaction)
+            && let (Some(state), Some(Some(party))) = (loaded, self.parties.get(party))
+            && !state.watermarks.contains_key(&(party.id, kind))
+        {
+            needs.push(Need::Watermark {
+                conversation: conversation.clone(),
+                party: party.id,
+                kind,
+            });
         }
         match loaded {
             Some(state) => {
@@ -214,6 +225,20 @@ impl Engine {
                 };
                 self.send(now_ms, &by, conversation, client_msg_id, body, 0, applied)
             }
+            Transaction::Submit {
+                conversation,
+                sender,
+                what: Submitted::Watermark { kind, up_to },
+            } => {
+                let Some(Some(by)) = self.parties.get(sender).cloned() else {
+                    return not_found(conversation);
+                };
+                self.mark(now_ms, &by, conversation, *kind, *up_to, applied)
+            }
+            Transaction::Replicate {
+                conversation,
+                what: Replicated::Watermark { party, kind, up_to },
+            } => self.replica_watermark(now_ms, conversation, party, *kind, *up_to, applied),
             Transaction::Replicate {
                 conversation,
                 what:
@@ -417,6 +442,63 @@ impl Engine {
         }
     }
 
+    /// A member's watermark its host ordered. An agent of the host's
+    /// answers through its inbox, so need not be a member here.
+    fn replica_watermark(
+        &mut self,
+        now_ms: i64,
+        conversation: &ConversationId,
+        party: &Address,
+        kind: crate::model::ReceiptKind,
+        up_to: u64,
+        applied: &mut Applied,
+    ) -> Reply {
+        let Some((state, audience)) = self.loaded(conversation) else {
+            return not_found(conversation);
+        };
+        let key = state.record.key;
+        let last = state.record.last_seq;
+        let member = state
+            .record
+            .members
+            .iter()
+            .find(|m| &m.address == party)
+            .cloned();
+        let by = match member {
+            Some(by) => by,
+            None if party.domain() == conversation.host() => {
+                match self.party_for(now_ms, party, None, applied) {
+                    Ok(party) => party,
+                    Err(refused) => return refused,
+                }
+            }
+            None => {
+                return Reply::Refused(Refusal::new(
+                    RefusalCode::NotFound,
+                    format!("{party} is not a member of {conversation}"),
+                ));
+            }
+        };
+        // The host orders a watermark after the messages it covers.
+        if up_to > last {
+            return Reply::Refused(Refusal::new(
+                RefusalCode::OutOfOrder,
+                format!("{conversation} is at seq {last} here; a watermark at {up_to} is ahead"),
+            ));
+        }
+        self.raise(
+            now_ms,
+            key,
+            conversation,
+            &audience,
+            &by,
+            kind,
+            up_to,
+            applied,
+        );
+        Reply::Done
+    }
+
     /// Whether the outbox toward every server `audience` reaches is loaded:
     /// a change it must carry can then be numbered.
     pub(super) fn outboxes_loaded(&self, audience: &Audience) -> bool {
@@ -519,6 +601,22 @@ impl Engine {
     pub(crate) fn load_outbox_head(&mut self, peer: String, head: u64) {
         let cached = self.outbox_heads.entry(peer).or_default();
         *cached = (*cached).max(head);
+    }
+}
+
+/// Whose watermark of which kind a transaction raises, if it does.
+fn watermark_of(transaction: &Transaction) -> Option<(&Address, crate::model::ReceiptKind)> {
+    match transaction {
+        Transaction::Submit {
+            sender,
+            what: Submitted::Watermark { kind, .. },
+            ..
+        } => Some((sender, *kind)),
+        Transaction::Replicate {
+            what: Replicated::Watermark { party, kind, .. },
+            ..
+        } => Some((party, *kind)),
+        _ => None,
     }
 }
 

@@ -21,7 +21,11 @@ fn sent_by(transaction: &Transaction) -> Option<(&Address, &str, u64)> {
             what: Submitted::Post { client_msg_id, .. },
             ..
         } => Some((sender, client_msg_id, 0)),
-        Transaction::Submit { sender, .. } => Some((sender, "", 0)),
+        Transaction::Submit {
+            sender,
+            what: Submitted::Create { .. },
+            ..
+        } => Some((sender, "", 0)),
         Transaction::Replicate {
             what:
                 Replicated::Posted {
@@ -32,6 +36,15 @@ fn sent_by(transaction: &Transaction) -> Option<(&Address, &str, u64)> {
                 },
             ..
         } => Some((sender, client_msg_id, *seq)),
+        // A watermark is nobody's message.
+        Transaction::Submit {
+            what: Submitted::Watermark { .. },
+            ..
+        }
+        | Transaction::Replicate {
+            what: Replicated::Watermark { .. },
+            ..
+        } => None,
         // The host tells nobody of a start a member's server missed: the
         // messages that follow it fail in their turn, each to its sender.
         Transaction::Replicate {

@@ -10,7 +10,7 @@ use kanal_proto::address::{Address, ConversationId};
 use kanal_proto::fed;
 use prost::Message as _;
 
-use crate::model::{Member, PartyKind, Replicated, Submitted, Transaction};
+use crate::model::{Member, PartyKind, ReceiptKind, Replicated, Submitted, Transaction};
 use crate::store::body;
 
 /// Why a received transaction is refused before it reaches the engine.
@@ -39,6 +39,9 @@ pub(crate) fn encode(seq: u64, transaction: &Transaction) -> Bytes {
                     client_msg_id: client_msg_id.clone(),
                     body: Some(body::to_pb(content)),
                 }),
+                Submitted::Watermark { kind, up_to } => {
+                    fed::submit::Kind::Watermark(watermark(None, *kind, *up_to))
+                }
             }),
         }),
         Transaction::Replicate { conversation, what } => {
@@ -74,6 +77,9 @@ pub(crate) fn encode(seq: u64, transaction: &Transaction) -> Bytes {
                         sent_at_ms: *sent_at_ms,
                         body: Some(body::to_pb(content)),
                     }),
+                    Replicated::Watermark { party, kind, up_to } => {
+                        fed::replicate::Kind::Watermark(watermark(Some(party), *kind, *up_to))
+                    }
                 }),
             })
         }
@@ -84,6 +90,22 @@ pub(crate) fn encode(seq: u64, transaction: &Transaction) -> Bytes {
     }
     .encode_to_vec()
     .into()
+}
+
+fn watermark(party: Option<&Address>, kind: ReceiptKind, up_to: u64) -> fed::Watermark {
+    fed::Watermark {
+        kind: crate::links::quic::render::receipt_kind(kind) as i32,
+        up_to_seq: up_to,
+        party: party.map(ToString::to_string).unwrap_or_default(),
+    }
+}
+
+fn receipt_kind(kind: i32) -> Result<ReceiptKind, Malformed> {
+    match kanal_proto::pb::ReceiptKind::try_from(kind) {
+        Ok(kanal_proto::pb::ReceiptKind::Delivered) => Ok(ReceiptKind::Delivered),
+        Ok(kanal_proto::pb::ReceiptKind::Read) => Ok(ReceiptKind::Read),
+        _ => Err(malformed(format!("receipt kind {kind}"))),
+    }
 }
 
 /// The tombstone of transaction `seq`: only its place in the sequence.
@@ -129,6 +151,10 @@ pub(crate) fn decode(
                     client_msg_id: post.client_msg_id,
                     body: content(post.body)?,
                 },
+                Some(fed::submit::Kind::Watermark(mark)) => Submitted::Watermark {
+                    kind: receipt_kind(mark.kind)?,
+                    up_to: mark.up_to_seq,
+                },
             },
         },
         Some(Kind::Replicate(replicate)) => Transaction::Replicate {
@@ -156,6 +182,11 @@ pub(crate) fn decode(
                     client_msg_id: posted.client_msg_id,
                     sent_at_ms: posted.sent_at_ms,
                     body: content(posted.body)?,
+                },
+                Some(fed::replicate::Kind::Watermark(mark)) => Replicated::Watermark {
+                    party: address(&mark.party)?,
+                    kind: receipt_kind(mark.kind)?,
+                    up_to: mark.up_to_seq,
                 },
             },
         },

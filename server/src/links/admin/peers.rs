@@ -224,6 +224,9 @@ fn describe(payload: &[u8]) -> String {
             Submitted::Post { client_msg_id, .. } => {
                 format!("message {client_msg_id:?} of {sender} to {conversation}")
             }
+            Submitted::Watermark { kind, up_to } => {
+                format!("{kind:?} receipt of {sender} up to {up_to} in {conversation}")
+            }
         },
         Ok(Some(Transaction::Replicate { conversation, what })) => match what {
             Replicated::Created { .. } => format!("the start of {conversation}"),
@@ -233,6 +236,9 @@ fn describe(payload: &[u8]) -> String {
                 client_msg_id,
                 ..
             } => format!("message {seq} ({client_msg_id:?}) of {sender} in {conversation}"),
+            Replicated::Watermark { party, kind, up_to } => {
+                format!("{kind:?} receipt of {party} up to {up_to} in {conversation}")
+            }
         },
     }
 }
