@@ -127,6 +127,9 @@ pub(crate) struct Federation {
     /// Where delivery to each peer stands, as its delivery last saw it
     /// (empty while no server runs).
     pub(crate) statuses: Mutex<HashMap<String, Status>>,
+    /// An open connection with each peer (either side dialled it), for
+    /// what travels as datagrams: typing.
+    pub(crate) links: Mutex<HashMap<String, quinn::Connection>>,
 }
 
 impl Federation {
@@ -137,6 +140,29 @@ impl Federation {
             .unwrap_or_else(PoisonError::into_inner)
             .get(peer)
             .cloned()
+    }
+
+    /// A connection with `peer` is open: datagrams for it may use it.
+    pub(crate) fn linked(&self, peer: &str, connection: &quinn::Connection) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer.to_owned(), connection.clone());
+    }
+
+    /// Sends `datagram` to `peer` on an open connection with it; dropped
+    /// (best effort) when there is none.
+    pub(crate) fn send_datagram(&self, peer: &str, datagram: bytes::Bytes) {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(connection) = links.get(peer) else {
+            return;
+        };
+        if connection.close_reason().is_some() {
+            links.remove(peer);
+            return;
+        }
+        // Too large or refused by the peer: typing is best effort.
+        let _ = connection.send_datagram(datagram);
     }
 
     /// Records where delivery to `peer` stands.

@@ -132,6 +132,11 @@ async fn a_customer_of_one_server_converses_with_an_inbox_of_another() -> anyhow
         (delivered.kind(), delivered.up_to_seq),
         (pb::ReceiptKind::Delivered, 3)
     );
+    // Typing crosses both ways, best effort (a datagram may be lost, so
+    // the typist keeps typing until it shows).
+    until_typing_shows(&carla, &conversation.id, &mut ann_events, "carla@a.test").await?;
+    until_typing_shows(&ann, &conversation.id, &mut carla_events, "ann@b.test").await?;
+
     // Stored on the customer's server: a fresh sync replays it.
     let later = a.login("carla@a.test").await?;
     let mut replay = later.subscribe(0).await?;
@@ -142,6 +147,35 @@ async fn a_customer_of_one_server_converses_with_an_inbox_of_another() -> anyhow
         "ann's receipt is in carla's log"
     );
     Ok(())
+}
+
+/// Has `typist` type in `conversation` until `events` shows typing from
+/// `from` (each try waits half a second for it).
+async fn until_typing_shows(
+    typist: &kanal_client::Client,
+    conversation: &str,
+    events: &mut kanal_client::Events,
+    from: &str,
+) -> anyhow::Result<()> {
+    for _ in 0..40 {
+        typist.typing(conversation, true)?;
+        let shown = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+            loop {
+                if let kanal_client::ClientEvent::Typing(typing) = next_event(events).await?
+                    && typing.from == from
+                    && typing.conversation == conversation
+                    && typing.active
+                {
+                    return anyhow::Ok(());
+                }
+            }
+        })
+        .await;
+        if let Ok(shown) = shown {
+            return shown;
+        }
+    }
+    anyhow::bail!("typing from {from} never showed")
 }
 
 /// Waits for the next receipt of `party`.

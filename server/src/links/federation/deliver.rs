@@ -311,6 +311,7 @@ impl Delivery {
             _ => return Err("the peer answered Open with something else than Ready".into()),
         }
         self.outbox.sign_of_life();
+        super::typing::attach(&shared.node, &self.peer, &connection);
         tracing::debug!(peer = %self.peer, acked = self.outbox.acked(), "federation: delivering");
         loop {
             while let Some(transmit) = self.outbox.poll_send(now()) {

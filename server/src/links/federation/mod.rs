@@ -12,6 +12,7 @@
 mod accept;
 mod deliver;
 mod tls;
+pub(crate) mod typing;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

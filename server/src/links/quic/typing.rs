@@ -31,14 +31,23 @@ const AUDIENCE_TTL: Duration = Duration::from_secs(5);
 /// Conversations whose recipients a connection keeps at once.
 const CACHED_AUDIENCES: usize = 16;
 
+/// Who a conversation's typing reaches: its other local recipients, and
+/// the servers of its remote members.
+#[derive(Debug, Clone)]
+struct Reach {
+    others: Vec<PartyId>,
+    servers: Vec<String>,
+}
+
 /// The typing relay of one connection.
 #[derive(Debug)]
 pub(super) struct TypingRelay {
     /// Tokens left, refilled at [`RATE`] up to [`BURST`].
     tokens: f64,
     refilled: Instant,
-    /// Other recipients by conversation, and when they were looked up.
-    audiences: HashMap<ConversationId, (Vec<PartyId>, Instant)>,
+    /// Other recipients and the servers of remote members, by
+    /// conversation, and when they were looked up.
+    audiences: HashMap<ConversationId, (Reach, Instant)>,
     /// Datagrams dropped: over the rate, malformed, or for a conversation
     /// the sender does not see.
     pub(super) dropped: u64,
@@ -77,10 +86,15 @@ impl TypingRelay {
             self.dropped += 1;
             return;
         };
-        let Some(others) = self.others(node, party, &id).await else {
+        let Some(reach) = self.reach(node, party, &id).await else {
             self.dropped += 1;
             return;
         };
+        for server in &reach.servers {
+            let datagram =
+                crate::links::federation::typing::datagram(&id, &party.address, typing.active);
+            node.federation.send_datagram(server, datagram);
+        }
         let relayed = pb::Datagram {
             kind: Some(pb::datagram::Kind::Typing(pb::Typing {
                 conversation: id.to_string(),
@@ -89,7 +103,7 @@ impl TypingRelay {
             })),
         };
         node.hub
-            .relay_datagram(&others, connection, relayed.encode_to_vec().into());
+            .relay_datagram(&reach.others, connection, relayed.encode_to_vec().into());
     }
 
     fn take_token(&mut self) -> bool {
@@ -105,19 +119,14 @@ impl TypingRelay {
         }
     }
 
-    /// The conversation's recipients other than `party`, if `party` sees it:
-    /// from the cache, or looked up once.
-    async fn others(
-        &mut self,
-        node: &Node,
-        party: &Party,
-        id: &ConversationId,
-    ) -> Option<Vec<PartyId>> {
+    /// Who typing in the conversation reaches, if `party` sees it: from
+    /// the cache, or looked up once.
+    async fn reach(&mut self, node: &Node, party: &Party, id: &ConversationId) -> Option<Reach> {
         let now = Instant::now();
-        if let Some((others, at)) = self.audiences.get(id)
+        if let Some((reach, at)) = self.audiences.get(id)
             && now.duration_since(*at) < AUDIENCE_TTL
         {
-            return Some(others.clone());
+            return Some(reach.clone());
         }
         let audience = match node.audience(id).await {
             Ok(Some((_, audience))) if audience.sees(party.id) => audience,
@@ -127,12 +136,15 @@ impl TypingRelay {
                 return None;
             }
         };
-        let others: Vec<PartyId> = audience
-            .recipients()
-            .iter()
-            .copied()
-            .filter(|p| *p != party.id)
-            .collect();
+        let reach = Reach {
+            others: audience
+                .recipients()
+                .iter()
+                .copied()
+                .filter(|p| *p != party.id)
+                .collect(),
+            servers: audience.servers().to_vec(),
+        };
         if self.audiences.len() >= CACHED_AUDIENCES {
             self.audiences
                 .retain(|_, (_, at)| now.duration_since(*at) < AUDIENCE_TTL);
@@ -140,7 +152,7 @@ impl TypingRelay {
                 self.audiences.clear();
             }
         }
-        self.audiences.insert(id.clone(), (others.clone(), now));
-        Some(others)
+        self.audiences.insert(id.clone(), (reach.clone(), now));
+        Some(reach)
     }
 }

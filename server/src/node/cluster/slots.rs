@@ -87,7 +87,7 @@ impl Slots {
             | Command::ConfigureDesk { inbox, .. } => inbox.id,
             // A node ticks the desks it holds, of the slots it orders.
             Command::DeskTick => return Ok(None),
-            // Federation runs on one node (FEDERATION.md §7).
+            // Federation runs on one node (FEDERATION.md §9).
             Command::Federated { .. } | Command::Undelivered { .. } | Command::Replay { .. } => {
                 return Ok(None);
             }
