@@ -111,6 +111,11 @@ pub struct Config {
     /// told it failed; fractions allowed (0.5: half an hour). Default: 120
     /// (5 days).
     pub federation_horizon_hours: f64,
+    /// Transactions a second one peer may have this server apply, in
+    /// bursts of as many; past it, this server reads the peer's stream
+    /// more slowly (the peer waits, nothing is lost). 0: no limit.
+    /// Default: 20,000.
+    pub federation_transactions_per_second_per_peer: u32,
 }
 
 impl Default for Config {
@@ -143,6 +148,7 @@ impl Default for Config {
                 kanal_proto::DEFAULT_FEDERATION_PORT,
             )),
             federation_horizon_hours: 120.0,
+            federation_transactions_per_second_per_peer: 20_000,
         }
     }
 }
@@ -370,6 +376,9 @@ device_cookie_threshold = {device_cookies}
 # retried before its sender is told it failed.
 federation_listen = "{federation_listen}"
 federation_horizon_hours = {federation_horizon}
+# Transactions a second one peer may have applied here (0: no limit); past
+# it the peer is read more slowly.
+federation_transactions_per_second_per_peer = {federation_rate}
 "#,
             domain = self.domain,
             listen = self.listen,
@@ -394,6 +403,7 @@ federation_horizon_hours = {federation_horizon}
             device_cookies = self.device_cookie_threshold,
             federation_listen = self.federation_listen,
             federation_horizon = self.federation_horizon_hours,
+            federation_rate = self.federation_transactions_per_second_per_peer,
         )
     }
 }

@@ -212,6 +212,7 @@ impl Server {
                     ..Policy::default()
                 },
                 reset_key,
+                transactions_per_second: config.federation_transactions_per_second_per_peer,
             },
         )
         .map_err(StartError::Federation)?;

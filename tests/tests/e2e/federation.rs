@@ -417,3 +417,44 @@ async fn a_server_with_another_certificate_is_refused_both_ways() -> anyhow::Res
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_peer_past_its_rate_is_read_more_slowly_and_loses_nothing() -> anyhow::Result<()> {
+    let a = TestServer::start_with(Config {
+        domain: "a.test".into(),
+        ..unlimited_sends()
+    })
+    .await?;
+    let b = TestServer::start_with(Config {
+        domain: "b.test".into(),
+        federation_transactions_per_second_per_peer: 40,
+        ..Config::default()
+    })
+    .await?;
+    pair(&a, &b).await?;
+    let ann = b.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let carla = a.register("carla").await?;
+    let conversation = carla
+        .create_conversation(&["support@b.test"], "many")
+        .await?;
+    let started = std::time::Instant::now();
+    for n in 0..120 {
+        carla
+            .send(&conversation.id, &format!("m{n}"), text(&format!("m{n}")))
+            .await?;
+    }
+    let mut received = Vec::new();
+    while received.len() < 120 {
+        let message = next_message(&mut ann_events).await?;
+        received.push((message.seq, message.client_msg_id));
+    }
+    let expected: Vec<(u64, String)> = (0..120).map(|n| (n + 1, format!("m{n}"))).collect();
+    assert_eq!(received, expected, "all of them, once, in order");
+    // 121 transactions at 40 a second after a burst of 40: two seconds at
+    // least, however fast the machine.
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(1_900), "{took:?}");
+    Ok(())
+}

@@ -144,12 +144,20 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
     // Applied since the last acknowledgement: one goes out at least every
     // ACK_EVERY, and whenever nothing more is being applied.
     let mut unacked = 0;
+    let mut logs = LogBudget::new(&origin);
     loop {
         tokio::select! {
             frame = frames.next_frame() => {
                 let Some(bytes) = frame? else {
                     return Ok(());
                 };
+                // Past the peer's rate, its transaction waits for a token,
+                // and the stream is not read meanwhile: the peer waits.
+                if let Some(buckets) = &shared.inbound {
+                    while let Err(wait) = buckets.try_take(&origin) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 let Ok(transaction) = fed::Transaction::decode(bytes) else {
                     connection.close(quinn::VarInt::from_u32(CLOSE_PROTOCOL), b"undecodable transaction");
                     return Err(Ended::Refused(format!("{origin} sent an undecodable frame")));
@@ -184,7 +192,9 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
             }
             Some((seq, malformed, reply)) = applying.next(), if !applying.is_empty() => {
                 if let Some(Malformed(why)) = malformed {
-                    tracing::warn!(%origin, seq, "federation: refused a malformed transaction: {why}");
+                    if logs.take() {
+                        tracing::warn!(%origin, seq, "federation: refused a malformed transaction: {why}");
+                    }
                     write_frame(&mut send, &refuse(seq, fed::FedCode::FedBadTransaction, why)).await?;
                 }
                 match reply {
@@ -196,7 +206,9 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                         return Err(Ended::Refused("a transaction could not be stored".into()));
                     }
                     Reply::Refused(r) => {
-                        tracing::warn!(%origin, seq, code = ?r.code, "federation: refused a transaction: {}", r.message);
+                        if logs.take() {
+                            tracing::warn!(%origin, seq, code = ?r.code, "federation: refused a transaction: {}", r.message);
+                        }
                         write_frame(&mut send, &refuse(seq, fed_code(r.code), r.message)).await?;
                     }
                     _ => {}
@@ -212,6 +224,49 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                     write_frame(&mut send, &receipt(fed::receipt::Kind::Ack(fed::Ack { up_to }))).await?;
                 }
             }
+        }
+    }
+}
+
+/// Refusals a session logs one line each; the rest are counted, and the
+/// count is logged when the session ends: a peer sending nothing but bad
+/// transactions cannot flood the log.
+const LOGGED_REFUSALS: u32 = 20;
+
+/// What a session may still log of its refusals; the count of the rest is
+/// logged when the session ends.
+#[derive(Debug)]
+struct LogBudget {
+    origin: String,
+    logged: u32,
+    unlogged: u64,
+}
+
+impl LogBudget {
+    fn new(origin: &str) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            logged: 0,
+            unlogged: 0,
+        }
+    }
+
+    /// Whether this refusal gets a line of its own.
+    fn take(&mut self) -> bool {
+        if self.logged < LOGGED_REFUSALS {
+            self.logged += 1;
+            true
+        } else {
+            self.unlogged += 1;
+            false
+        }
+    }
+}
+
+impl Drop for LogBudget {
+    fn drop(&mut self) {
+        if self.unlogged > 0 {
+            tracing::warn!(origin = %self.origin, unlogged = self.unlogged, "federation: more transactions were refused than logged");
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::core::federation::outbox::Policy;
 use crate::links::quic::endpoint::EndpointError;
 use crate::model::{NewParty, Party, PartyKind, Refusal, RefusalCode};
 use crate::node::Node;
+use crate::node::limits::Buckets;
 use crate::node::writer::now_ms;
 
 /// Largest transaction frame, in bytes: a message at its limit with its
@@ -60,6 +61,8 @@ pub(crate) struct Settings {
     /// packet, so a peer delivering on one learns at once that it is gone
     /// and delivers again on a new one.
     pub reset_key: [u8; 64],
+    /// Transactions a second one peer may have applied (0: no limit).
+    pub transactions_per_second: u32,
 }
 
 /// Label under which the federation endpoint's reset key is derived.
@@ -99,6 +102,9 @@ struct Shared {
     inboxes: accept::Inboxes,
     /// Sessions that may run at once.
     sessions: Arc<tokio::sync::Semaphore>,
+    /// Each peer's inbound transactions, a second's worth at once (`None`:
+    /// no limit).
+    inbound: Option<Buckets<String>>,
 }
 
 impl Federation {
@@ -131,6 +137,10 @@ impl Federation {
             alive: Mutex::default(),
             inboxes: accept::Inboxes::default(),
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+            inbound: (settings.transactions_per_second > 0).then(|| {
+                let rate = settings.transactions_per_second;
+                Buckets::new(f64::from(rate), Duration::from_secs(1) / rate)
+            }),
         });
         let accept = tokio::spawn(accept::serve(shared.clone()));
         let deliveries = tokio::spawn(deliver::serve(shared.clone()));
