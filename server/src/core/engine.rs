@@ -220,6 +220,16 @@ pub(crate) enum Need {
     },
     /// The highest seq of the outbox toward a peer server.
     OutboxHead(String),
+    /// Whether this server's `sender` submitted this message to the
+    /// conversation's host.
+    Submission {
+        /// The conversation.
+        key: ConversationKey,
+        /// The sender.
+        sender: PartyId,
+        /// The idempotency key.
+        client_msg_id: String,
+    },
     /// Whether the sender already stored this client message id.
     PriorSend {
         /// The conversation.
@@ -357,6 +367,9 @@ pub(crate) struct Engine {
     /// Undelivered transactions this engine queued again, by (peer, seq):
     /// an operator's replay repeated is not queued twice.
     replayed: HashSet<(String, u64)>,
+    /// Whether this server's parties submitted these messages to their
+    /// conversation's host, as loaded or written.
+    submissions: HashMap<SendKey, bool>,
 }
 
 impl Engine {
@@ -394,6 +407,7 @@ impl Engine {
             notes_checked: HashSet::new(),
             outbox_heads: HashMap::new(),
             replayed: HashSet::new(),
+            submissions: HashMap::new(),
         }
     }
 
@@ -1045,7 +1059,7 @@ impl Engine {
         };
         let key = state.record.key;
         if conversation.host() != self.domain {
-            return self.submit_post(now_ms, by, conversation, client_msg_id, body, applied);
+            return self.submit_post(now_ms, by, key, conversation, client_msg_id, body, applied);
         }
         if !self.outboxes_loaded(&audience) {
             return Reply::Refused(Refusal::internal("the outbox could not be read"));

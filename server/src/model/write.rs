@@ -113,6 +113,16 @@ pub enum Write {
     /// A transaction toward a peer will not be delivered: kept with what
     /// it carried, and the sender's event (if any) is written with it.
     Undelivered(Box<super::federation::Undelivered>),
+    /// A party of this server submitted a message to a conversation another
+    /// server hosts: the host's copy of it is accepted only then.
+    Submitted {
+        /// The conversation (its replica here).
+        key: ConversationKey,
+        /// The sender.
+        sender: PartyId,
+        /// Its idempotency key.
+        client_msg_id: String,
+    },
     /// Undelivered transaction `seq` toward `peer` is queued again, as
     /// `as_seq`.
     Replayed {

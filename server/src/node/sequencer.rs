@@ -392,6 +392,16 @@ impl Sequencer {
             (Need::OutboxHead(peer), Loaded::OutboxHead(head)) => {
                 self.engine.load_outbox_head(peer, head);
             }
+            (
+                Need::Submission {
+                    key,
+                    sender,
+                    client_msg_id,
+                },
+                Loaded::Submission(submitted),
+            ) => self
+                .engine
+                .load_submission(key, sender, client_msg_id, submitted),
             (Need::InboxAgents(inbox), Loaded::InboxAgents(agents)) => {
                 self.engine.load_inbox_agents(inbox, agents);
             }
@@ -465,6 +475,7 @@ enum Loaded {
     Ticket(Option<Box<LoadedTicket>>),
     PriorNote(Option<(u64, i64)>),
     OutboxHead(u64),
+    Submission(bool),
 }
 
 async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
@@ -476,6 +487,11 @@ async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
         Need::InboxAgents(inbox) => Loaded::InboxAgents(store.inbox_agents(*inbox).await?),
         Need::Ids => Loaded::Ids(store.counters().await?),
         Need::OutboxHead(peer) => Loaded::OutboxHead(store.outbox_head(peer).await?),
+        Need::Submission {
+            key,
+            sender,
+            client_msg_id,
+        } => Loaded::Submission(store.submitted(*key, *sender, client_msg_id).await?),
         Need::PriorSend {
             key,
             sender,

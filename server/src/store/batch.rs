@@ -259,6 +259,8 @@ pub(crate) struct Rows<'a> {
     pub(crate) peer_committed: Vec<(&'a str, i64)>,
     /// Transactions given up.
     pub(crate) undelivered: Vec<UndeliveredRow<'a>>,
+    /// (key, sender, client_msg_id): messages submitted to other hosts.
+    pub(crate) submitted: Vec<(i64, i64, &'a str)>,
     /// (peer, seq, as_seq): undelivered transactions queued again.
     pub(crate) replayed: Vec<(&'a str, i64, i64)>,
     /// What the batch assumed of party logs: (party, seq of the last row
@@ -333,6 +335,11 @@ impl<'a> Rows<'a> {
                 Write::Undelivered(undelivered) => {
                     rows.undelivered.push(UndeliveredRow::new(undelivered)?);
                 }
+                Write::Submitted {
+                    key,
+                    sender,
+                    client_msg_id,
+                } => rows.submitted.push((*key, *sender, client_msg_id.as_str())),
                 Write::Replayed { peer, seq, as_seq } => {
                     rows.replayed
                         .push((peer.as_str(), seq_to_db(*seq)?, seq_to_db(*as_seq)?));

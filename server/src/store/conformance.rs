@@ -40,7 +40,8 @@ pub use durability::{
 };
 pub use federation::{
     outbox_acks_delete_rows_and_keep_the_head, peer_committed_commits_with_its_batch,
-    peers_are_put_replaced_listed_and_removed, undelivered_transactions_are_kept_told_and_replayed,
+    peers_are_put_replaced_listed_and_removed, submissions_are_recorded,
+    undelivered_transactions_are_kept_told_and_replayed,
 };
 pub use invites::invites_are_used_up_expire_and_revoke;
 pub use logs::logs_follow_inbox_logs;
@@ -78,6 +79,7 @@ macro_rules! store_conformance_tests {
             outbox_acks_delete_rows_and_keep_the_head,
             peer_committed_commits_with_its_batch,
             undelivered_transactions_are_kept_told_and_replayed,
+            submissions_are_recorded,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {

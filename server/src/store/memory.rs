@@ -97,6 +97,8 @@ struct State {
     watermarks: HashMap<(ConversationKey, PartyId, ReceiptKind), u64>,
     /// (peer, seq) → (payload, enqueued_at_ms)
     outbox: BTreeMap<(String, u64), (Bytes, i64)>,
+    /// Messages submitted to other hosts: (key, sender, client_msg_id).
+    submitted: HashSet<(ConversationKey, PartyId, String)>,
     /// Transactions given up, by (peer, seq).
     undelivered: BTreeMap<(String, u64), Undelivered>,
     /// The peer servers the operator configured, by domain.
@@ -483,7 +485,7 @@ impl State {
                         )));
                     }
                 }
-                Write::Replayed { .. } => {}
+                Write::Replayed { .. } | Write::Submitted { .. } => {}
                 Write::Ticket(ticket) => {
                     if !self.conversations.contains_key(&ticket.key) && !keys.contains(&ticket.key)
                     {
@@ -607,6 +609,13 @@ impl State {
                 }
                 Write::Undelivered(u) => {
                     self.undelivered.insert((u.peer.clone(), u.seq), *u);
+                }
+                Write::Submitted {
+                    key,
+                    sender,
+                    client_msg_id,
+                } => {
+                    self.submitted.insert((key, sender, client_msg_id));
                 }
                 Write::Replayed { peer, seq, as_seq } => {
                     if let Some(u) = self.undelivered.get_mut(&(peer, seq)) {
@@ -1234,6 +1243,18 @@ impl Store for MemoryStore {
         let mut peers: Vec<String> = state.outbox.keys().map(|(peer, _)| peer.clone()).collect();
         peers.dedup();
         Ok(peers)
+    }
+
+    async fn submitted(
+        &self,
+        key: ConversationKey,
+        sender: PartyId,
+        client_msg_id: &str,
+    ) -> StoreResult<bool> {
+        let state = self.lock();
+        Ok(state
+            .submitted
+            .contains(&(key, sender, client_msg_id.to_owned())))
     }
 
     async fn undelivered(&self, peer: &str) -> StoreResult<Vec<Undelivered>> {

@@ -402,6 +402,15 @@ pub trait Store: Send + Sync + 'static {
     /// The peers that outbox rows are queued toward, ordered.
     async fn outbox_peers(&self) -> StoreResult<Vec<String>>;
 
+    /// Whether `sender` submitted `client_msg_id` to conversation `key`
+    /// ([`Write::Submitted`]).
+    async fn submitted(
+        &self,
+        key: ConversationKey,
+        sender: PartyId,
+        client_msg_id: &str,
+    ) -> StoreResult<bool>;
+
     /// The transactions toward `peer` given up ([`Write::Undelivered`]),
     /// replayed ones included, in seq order.
     async fn undelivered(&self, peer: &str) -> StoreResult<Vec<Undelivered>>;

@@ -844,6 +844,26 @@ pub(crate) async fn peer_committed(reader: &impl Reader, peer: &str) -> StoreRes
     seq_from_db(committed, "peer_cursors.committed")
 }
 
+/// Whether `sender` submitted `client_msg_id` to conversation `key`.
+pub(crate) async fn submitted(
+    reader: &impl Reader,
+    key: ConversationKey,
+    sender: PartyId,
+    client_msg_id: &str,
+) -> StoreResult<bool> {
+    let rows = reader
+        .rows::<(i64,)>(
+            "SELECT key FROM submissions WHERE key = $1 AND sender = $2 AND client_msg_id = $3",
+            &[
+                Param::Int(key),
+                Param::Int(sender),
+                Param::Text(client_msg_id),
+            ],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 /// The transactions toward `peer` given up, in seq order.
 pub(crate) async fn undelivered(reader: &impl Reader, peer: &str) -> StoreResult<Vec<Undelivered>> {
     reader

@@ -396,6 +396,15 @@ impl<B: SqlBackend> Store for B {
         reads::outbox_peers(self.reader()).await
     }
 
+    async fn submitted(
+        &self,
+        key: ConversationKey,
+        sender: PartyId,
+        client_msg_id: &str,
+    ) -> StoreResult<bool> {
+        reads::submitted(self.reader(), key, sender, client_msg_id).await
+    }
+
     async fn undelivered(&self, peer: &str) -> StoreResult<Vec<Undelivered>> {
         reads::undelivered(self.reader(), peer).await
     }

@@ -71,6 +71,30 @@ impl Engine {
                 kind,
             });
         }
+        if let (
+            Some(state),
+            Transaction::Replicate {
+                what:
+                    Replicated::Posted {
+                        sender,
+                        client_msg_id,
+                        ..
+                    },
+                ..
+            },
+        ) = (loaded, transaction)
+            && sender.domain() == self.domain
+            && let Some(Some(party)) = self.parties.get(sender)
+        {
+            let wanted = (state.record.key, party.id, client_msg_id.clone());
+            if !self.submissions.contains_key(&wanted) {
+                needs.push(Need::Submission {
+                    key: wanted.0,
+                    sender: wanted.1,
+                    client_msg_id: wanted.2,
+                });
+            }
+        }
         match loaded {
             Some(state) => {
                 self.conversation_needs(state, needs);
@@ -421,6 +445,28 @@ impl Engine {
         if seq <= last {
             return Reply::Done;
         }
+        if sender.domain() == self.domain {
+            // The host speaks for its own parties, never for this server's.
+            match self
+                .submissions
+                .get(&(key, by.id, client_msg_id.to_owned()))
+            {
+                // Used once: a repeat of this seq is applied already.
+                Some(true) => {
+                    self.submissions
+                        .remove(&(key, by.id, client_msg_id.to_owned()));
+                }
+                Some(false) => {
+                    return Reply::Refused(forged(format!(
+                        "{} replicates a message of {sender} ({client_msg_id:?}) that was never submitted from here",
+                        conversation.host()
+                    )));
+                }
+                None => {
+                    return Reply::Refused(Refusal::internal("the submissions could not be read"));
+                }
+            }
+        }
         if seq != last + 1 {
             return Reply::Refused(Refusal::new(
                 RefusalCode::OutOfOrder,
@@ -553,10 +599,12 @@ impl Engine {
 
     /// A local member's message to a conversation hosted elsewhere: queued
     /// for its host, which orders it and sends it back with its seq.
+    #[expect(clippy::too_many_arguments, reason = "a message's whole content")]
     pub(super) fn submit_post(
         &mut self,
         now_ms: i64,
         by: &Party,
+        key: crate::model::ConversationKey,
         conversation: &ConversationId,
         client_msg_id: &str,
         body: &Body,
@@ -575,6 +623,13 @@ impl Engine {
             },
         };
         self.queue(now_ms, &host, &transaction, applied);
+        applied.writes.push(Write::Submitted {
+            key,
+            sender: by.id,
+            client_msg_id: client_msg_id.to_owned(),
+        });
+        self.submissions
+            .insert((key, by.id, client_msg_id.to_owned()), true);
         Reply::Sent(Sent {
             conversation: conversation.clone(),
             seq: 0,
@@ -595,6 +650,19 @@ impl Engine {
                 display_name: m.display_name.clone(),
             })
             .collect()
+    }
+
+    /// Supplies whether a message was submitted from here.
+    pub(crate) fn load_submission(
+        &mut self,
+        key: crate::model::ConversationKey,
+        sender: crate::model::PartyId,
+        client_msg_id: String,
+        submitted: bool,
+    ) {
+        self.submissions
+            .entry((key, sender, client_msg_id))
+            .or_insert(submitted);
     }
 
     /// Supplies the highest outbox seq toward `peer`.

@@ -948,3 +948,88 @@ fn the_desk_log_goes_on_after_a_restart_when_only_notes_were_added() {
         "{reply:?}"
     );
 }
+
+/// A conversation alice started with an inbox of `host.example`, which
+/// hosts it: its remote inbox stored, the replica created here.
+fn open_with_remote(f: &mut Fixture) -> (ConversationId, Party) {
+    let remote = Party {
+        id: 6,
+        address: "support@host.example".parse().expect("valid"),
+        kind: PartyKind::Inbox,
+        display_name: String::new(),
+    };
+    ready(f.store.commit(vec![Write::NewParty {
+        id: remote.id,
+        party: NewParty {
+            address: remote.address.clone(),
+            kind: remote.kind,
+            display_name: String::new(),
+            password_hash: None,
+        },
+        created_at_ms: 0,
+    }]))
+    .expect("remote party");
+    let id = match f.run(Command::CreateConversation {
+        by: alice(),
+        to: vec![remote.clone()],
+        subject: "heater".into(),
+        opaque: "rem".into(),
+    }) {
+        Reply::Conversation(c) => c.id,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(id.host(), "host.example");
+    (id, remote)
+}
+
+fn posted(conversation: &ConversationId, seq: u64, sender: &Party, cmid: &str) -> Command {
+    Command::Federated {
+        origin: "host.example".into(),
+        seq,
+        transaction: Some(Box::new(crate::model::Transaction::Replicate {
+            conversation: conversation.clone(),
+            what: crate::model::Replicated::Posted {
+                seq,
+                sender: sender.address.clone(),
+                client_msg_id: cmid.into(),
+                sent_at_ms: 5,
+                body: text("hi"),
+            },
+        })),
+    }
+}
+
+#[test]
+fn a_host_replicates_only_what_this_servers_parties_submitted() {
+    let mut f = Fixture::new();
+    let (id, _) = open_with_remote(&mut f);
+    let sent = f.send(alice(), &id, "c1");
+    assert!(
+        matches!(&sent, Reply::Sent(s) if s.relayed && s.seq == 0),
+        "{sent:?}"
+    );
+
+    // Its own message comes back ordered: applied.
+    assert_eq!(f.run(posted(&id, 1, &alice(), "c1")), Reply::Done);
+    // A message of alice's she never sent: refused, nothing stored.
+    match f.run(posted(&id, 2, &alice(), "forged")) {
+        Reply::Refused(r) => assert_eq!(r.code, RefusalCode::ForgedOrigin, "{r:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let key = ready(f.store.load_conversation(&id))
+        .expect("load")
+        .expect("replica")
+        .key;
+    let (messages, _) = ready(f.store.history(key, 0, 10)).expect("history");
+    let seqs: Vec<(u64, String)> = messages
+        .iter()
+        .map(|m| (m.seq, m.client_msg_id.clone()))
+        .collect();
+    assert_eq!(seqs, [(1, "c1".to_owned())]);
+
+    // After a restart of the engine, what was submitted is still known.
+    let sent = f.send(alice(), &id, "c2");
+    assert!(matches!(&sent, Reply::Sent(s) if s.relayed), "{sent:?}");
+    f.sequencer = ready(Sequencer::new(f.store.clone(), "localhost".into())).expect("sequencer");
+    assert_eq!(f.run(posted(&id, 2, &alice(), "c2")), Reply::Done);
+}

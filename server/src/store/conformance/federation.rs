@@ -340,3 +340,28 @@ pub async fn undelivered_transactions_are_kept_told_and_replayed<S: Store>(store
     assert_eq!(after[0].replayed_as, Some(9));
     assert_eq!(after[1].replayed_as, None);
 }
+
+/// A message submitted to another host is recorded once, by conversation,
+/// sender and client message id.
+pub async fn submissions_are_recorded<S: Store>(store: &S) {
+    let carla = new_party(store, "carla@here.example", PartyKind::User).await;
+    let id = conversation_id("host.example/c2");
+    store
+        .commit(new_conversation(1, &id, carla.id, &[carla.id], 10))
+        .await
+        .expect("conversation");
+    assert!(!store.submitted(1, carla.id, "m1").await.expect("read"));
+    let submitted = Write::Submitted {
+        key: 1,
+        sender: carla.id,
+        client_msg_id: "m1".into(),
+    };
+    store.commit(vec![submitted.clone()]).await.expect("submit");
+    store
+        .commit(vec![submitted])
+        .await
+        .expect("a repeat is one");
+    assert!(store.submitted(1, carla.id, "m1").await.expect("read"));
+    assert!(!store.submitted(1, carla.id, "m2").await.expect("read"));
+    assert!(!store.submitted(2, carla.id, "m1").await.expect("read"));
+}

@@ -309,6 +309,17 @@ async fn write(rows: &Rows<'_>, conn: &mut PgConnection) -> sqlx::Result<()> {
         .execute(&mut *conn)
         .await?;
     }
+    for (key, sender, client_msg_id) in &rows.submitted {
+        sqlx::query(
+            "INSERT INTO submissions (key, sender, client_msg_id) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(*key)
+        .bind(*sender)
+        .bind(*client_msg_id)
+        .execute(&mut *conn)
+        .await?;
+    }
     for (peer, seq, as_seq) in &rows.replayed {
         sqlx::query("UPDATE undelivered SET replayed_as = $3 WHERE peer = $1 AND seq = $2")
             .bind(*peer)

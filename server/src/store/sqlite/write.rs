@@ -183,6 +183,13 @@ fn write(rows: &Rows<'_>, conn: &Connection) -> rusqlite::Result<()> {
             u.replayed_as
         ])?;
     }
+    for (key, sender, client_msg_id) in &rows.submitted {
+        conn.prepare_cached(
+            "INSERT INTO submissions (key, sender, client_msg_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(rusqlite::params![key, sender, client_msg_id])?;
+    }
     for (peer, seq, as_seq) in &rows.replayed {
         conn.prepare_cached(
             "UPDATE undelivered SET replayed_as = ?3 WHERE peer = ?1 AND seq = ?2",
