@@ -128,7 +128,7 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
     }
     let origin = peer.domain;
     shared.sign_of_life(&origin);
-    super::typing::attach(&shared.node, &origin, &connection);
+    super::typing::attach(&shared.node, &shared.typing, &origin, &connection);
     let Some(inbox) = shared.inboxes.of(shared, &origin).await else {
         connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"try later");
         return Err(Ended::Refused("the store could not be read".into()));

@@ -193,9 +193,9 @@ impl Delivery {
                 seq,
                 false,
                 format!(
-                    "{} could not be reached for {} hours",
+                    "{} could not be reached for {}",
                     self.peer,
-                    shared.policy.horizon_ms / 3_600_000
+                    waited(shared.policy.horizon_ms)
                 ),
             ),
             Told::Refused { seq, reason } => (seq, true, reason),
@@ -311,7 +311,7 @@ impl Delivery {
             _ => return Err("the peer answered Open with something else than Ready".into()),
         }
         self.outbox.sign_of_life();
-        super::typing::attach(&shared.node, &self.peer, &connection);
+        super::typing::attach(&shared.node, &shared.typing, &self.peer, &connection);
         tracing::debug!(peer = %self.peer, acked = self.outbox.acked(), "federation: delivering");
         loop {
             while let Some(transmit) = self.outbox.poll_send(now()) {
@@ -378,6 +378,15 @@ impl Delivery {
             .map_err(|e| format!("the acknowledgement could not be stored: {e}"))?;
         self.payloads = self.payloads.split_off(&(up_to + 1));
         Ok(())
+    }
+}
+
+/// A horizon for people: in hours, or seconds below an hour.
+fn waited(ms: i64) -> String {
+    if ms >= 3_600_000 {
+        format!("{} hours", ms / 3_600_000)
+    } else {
+        format!("{} seconds", ms / 1_000)
     }
 }
 

@@ -105,6 +105,8 @@ struct Shared {
     /// Each peer's inbound transactions, a second's worth at once (`None`:
     /// no limit).
     inbound: Option<Buckets<String>>,
+    /// Each peer's typing datagrams, over all its connections.
+    typing: Arc<Buckets<String>>,
 }
 
 impl Federation {
@@ -137,6 +139,7 @@ impl Federation {
             alive: Mutex::default(),
             inboxes: accept::Inboxes::default(),
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+            typing: Arc::new(typing::budget()),
             inbound: (settings.transactions_per_second > 0).then(|| {
                 let rate = settings.transactions_per_second;
                 Buckets::new(f64::from(rate), Duration::from_secs(1) / rate)

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use kanal_proto::address::{Address, ConversationId};
 use kanal_proto::{fed, pb};
 use prost::Message as _;
-use tokio::time::Instant;
 
 use std::sync::Arc;
 
 use crate::node::Node;
+use crate::node::limits::Buckets;
 
 /// Typing datagrams a peer may send per second, on average (all its
 /// parties together).
@@ -20,22 +20,28 @@ const RATE: f64 = 200.0;
 /// Typing datagrams a peer may send at once after a quiet spell.
 const BURST: f64 = 400.0;
 
-/// `connection` with `origin` is open: its datagrams are read, and typing
-/// toward `origin` may use it, until it closes.
-pub(super) fn attach(node: &Arc<Node>, origin: &str, connection: &quinn::Connection) {
+/// The typing datagrams each peer may send, over all its connections.
+pub(super) fn budget() -> Buckets<String> {
+    Buckets::new(BURST, std::time::Duration::from_secs(1).div_f64(RATE))
+}
+
+/// `connection` with `origin` is open: its datagrams are read, within
+/// `origin`'s share of `budget`, and typing toward `origin` may use it,
+/// until it closes.
+pub(super) fn attach(
+    node: &Arc<Node>,
+    budget: &Arc<Buckets<String>>,
+    origin: &str,
+    connection: &quinn::Connection,
+) {
     node.federation.linked(origin, connection);
-    let (node, origin, connection) = (node.clone(), origin.to_owned(), connection.clone());
+    let (node, budget) = (node.clone(), budget.clone());
+    let (origin, connection) = (origin.to_owned(), connection.clone());
     tokio::spawn(async move {
-        let mut bucket = (BURST, Instant::now());
         while let Ok(datagram) = connection.read_datagram().await {
-            let now = Instant::now();
-            bucket.0 = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * RATE).min(BURST);
-            bucket.1 = now;
-            if bucket.0 < 1.0 {
-                continue;
+            if budget.try_take(&origin).is_ok() {
+                relay(&node, &origin, datagram).await;
             }
-            bucket.0 -= 1.0;
-            relay(&node, &origin, datagram).await;
         }
     });
 }
