@@ -12,7 +12,7 @@ use bytes::Bytes;
 use kanal_proto::fed;
 use kanal_proto::io::{FrameReader, write_frame};
 
-use super::{HANDSHAKE_TIMEOUT, Shared, jitter, now, tls};
+use super::{HANDSHAKE_TIMEOUT, Shared, jitter, now};
 use crate::core::engine::{Command, Reply};
 use crate::core::federation::outbox::{Outbox, Told};
 use crate::core::federation::wire;
@@ -258,32 +258,7 @@ impl Delivery {
         waker: &tokio::sync::Notify,
         greeting: bool,
     ) -> Result<(), String> {
-        let Some(config) = shared.node.federation.peers.get(&self.peer) else {
-            return Err(format!("{} is not a configured peer", self.peer));
-        };
-        let address = tokio::net::lookup_host(&config.address)
-            .await
-            .map_err(|e| format!("{}: {e}", config.address))?
-            .next()
-            .ok_or_else(|| format!("{} resolves to nothing", config.address))?;
-        let crypto = tls::client_crypto(
-            shared.certs.clone(),
-            shared.key.clone_key(),
-            config.fingerprint.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        let crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| e.to_string())?;
-        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(Arc::new(super::transport()));
-        let connecting = shared
-            .endpoint
-            .connect_with(client, address, &self.peer)
-            .map_err(|e| e.to_string())?;
-        let connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
-            .await
-            .map_err(|_| "the handshake timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+        let connection = super::dial::connect(shared, &self.peer).await?;
         let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
         write_frame(
             &mut send,

@@ -11,6 +11,7 @@
 
 mod accept;
 mod deliver;
+mod dial;
 mod tls;
 pub(crate) mod typing;
 
