@@ -3,13 +3,13 @@
 //! commit queued transactions for it (FEDERATION.md §5). The `kanal-fed/1`
 //! link reads both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::sync::Notify;
 
 use crate::core::federation::outbox::Status;
-use crate::model::PeerRecord;
+use crate::model::{OutboxRow, PeerRecord};
 use crate::store::{Store, StoreResult};
 
 /// The operator's configured peers, by domain.
@@ -54,53 +54,100 @@ impl Peers {
     }
 }
 
+/// Most transactions, and bytes of them, a commit hands to the delivery
+/// toward one peer that has not taken them yet; past either, the oldest
+/// are dropped, and the delivery reads them from the store instead.
+const HANDED_ROWS: usize = 4096;
+const HANDED_BYTES: usize = 8 << 20;
+
 /// Wakes the delivery toward a peer once a commit queued transactions for
-/// it, and tells the link of peers it has no delivery for yet.
+/// it, handing it what was committed so that it need not read it back, and
+/// tells the link of peers it has no delivery for yet.
 #[derive(Debug, Default)]
 pub(crate) struct OutboxSignal {
-    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    by_peer: Mutex<HashMap<String, PeerSignal>>,
     /// Peers signalled before any delivery toward them existed.
     fresh: Mutex<Vec<String>>,
     fresh_waker: Notify,
 }
 
+/// What waits for the delivery toward one peer.
+#[derive(Debug, Default)]
+struct PeerSignal {
+    waker: Arc<Notify>,
+    /// A delivery runs and takes the committed rows (without one, the
+    /// rows are only in the store, where a delivery starts reading).
+    taking: bool,
+    /// Committed rows not taken yet, in seq order.
+    handed: VecDeque<OutboxRow>,
+    /// Bytes of their payloads.
+    bytes: usize,
+}
+
 impl OutboxSignal {
-    /// Transactions toward `peer` are committed.
-    pub(crate) fn advanced(&self, peer: &str) {
-        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
-        match wakers.get(peer) {
-            Some(waker) => waker.notify_one(),
-            None => {
-                wakers.insert(peer.to_owned(), Arc::new(Notify::new()));
+    /// `rows` are committed: each peer's delivery gets its rows and is woken.
+    pub(crate) fn committed(&self, rows: Vec<OutboxRow>) {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut woken: Vec<String> = Vec::new();
+        for row in rows {
+            if !woken.contains(&row.peer) {
+                woken.push(row.peer.clone());
+            }
+            let Some(signal) = by_peer.get_mut(&row.peer) else {
+                by_peer.insert(row.peer.clone(), PeerSignal::default());
                 self.fresh
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push(peer.to_owned());
+                    .push(row.peer);
                 self.fresh_waker.notify_one();
+                continue;
+            };
+            if signal.taking {
+                signal.bytes += row.payload.len();
+                signal.handed.push_back(row);
+                while signal.handed.len() > HANDED_ROWS || signal.bytes > HANDED_BYTES {
+                    let dropped = signal.handed.pop_front().map_or(0, |r| r.payload.len());
+                    signal.bytes -= dropped;
+                }
+            }
+        }
+        for peer in woken {
+            if let Some(signal) = by_peer.get(&peer) {
+                signal.waker.notify_one();
             }
         }
     }
 
-    /// What wakes the delivery toward `peer` (it starts by reading the
-    /// outbox, so a signal before this call is not missed).
+    /// What wakes the delivery toward `peer`; from now on it is handed the
+    /// rows committed for it (it starts by reading the outbox, so nothing
+    /// committed before this call is missed).
     pub(crate) fn waker(&self, peer: &str) -> Arc<Notify> {
-        self.wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(peer.to_owned())
-            .or_default()
-            .clone()
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        let signal = by_peer.entry(peer.to_owned()).or_default();
+        signal.taking = true;
+        signal.waker.clone()
+    }
+
+    /// The rows committed toward `peer` since this was last asked, in seq
+    /// order; the oldest may be missing (dropped past the bounds).
+    pub(crate) fn take(&self, peer: &str) -> Vec<OutboxRow> {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(signal) = by_peer.get_mut(peer) else {
+            return Vec::new();
+        };
+        signal.bytes = 0;
+        std::mem::take(&mut signal.handed).into()
     }
 
     /// Wakes the delivery toward `peer`, if one runs.
     pub(crate) fn wake(&self, peer: &str) {
-        if let Some(waker) = self
-            .wakers
+        if let Some(signal) = self
+            .by_peer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(peer)
         {
-            waker.notify_one();
+            signal.waker.notify_one();
         }
     }
 
@@ -171,5 +218,60 @@ impl Federation {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(peer.to_owned(), status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(peer: &str, seq: u64, bytes: usize) -> OutboxRow {
+        OutboxRow {
+            peer: peer.to_owned(),
+            seq,
+            payload: bytes::Bytes::from(vec![0u8; bytes]),
+            enqueued_at_ms: 0,
+        }
+    }
+
+    fn seqs(rows: &[OutboxRow]) -> Vec<u64> {
+        rows.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn a_delivery_is_handed_what_was_committed_after_it_started_and_only_that() {
+        let signal = OutboxSignal::default();
+        // No delivery yet: the peer is announced, its rows left in the store.
+        signal.committed(vec![row("b.test", 1, 10), row("b.test", 2, 10)]);
+        assert!(signal.take("b.test").is_empty());
+        let waker = signal.waker("b.test");
+        signal.committed(vec![row("b.test", 3, 10), row("c.test", 1, 10)]);
+        signal.committed(vec![row("b.test", 4, 10)]);
+        assert_eq!(seqs(&signal.take("b.test")), vec![3, 4]);
+        assert!(signal.take("b.test").is_empty(), "taken once");
+        // The commit woke it (a permit is stored for the next wait).
+        assert!(
+            futures::FutureExt::now_or_never(waker.notified()).is_some(),
+            "woken"
+        );
+    }
+
+    #[test]
+    fn past_its_bounds_the_oldest_handed_rows_are_dropped_for_the_store_to_give() {
+        let signal = OutboxSignal::default();
+        let _waker = signal.waker("b.test");
+        let rows = (1..=HANDED_ROWS as u64 + 10).map(|seq| row("b.test", seq, 1));
+        signal.committed(rows.collect());
+        let taken = signal.take("b.test");
+        assert_eq!(taken.len(), HANDED_ROWS);
+        assert_eq!(taken[0].seq, 11, "the oldest went");
+        // By bytes: two rows of half the bound and one more keep the last two.
+        let half = HANDED_BYTES / 2;
+        signal.committed(vec![
+            row("b.test", 1, half),
+            row("b.test", 2, half),
+            row("b.test", 3, 1),
+        ]);
+        assert_eq!(seqs(&signal.take("b.test")), vec![2, 3]);
     }
 }

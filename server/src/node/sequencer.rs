@@ -31,7 +31,8 @@ use super::federation::OutboxSignal;
 use crate::core::desk::{DeskConfig, TicketState};
 use crate::core::engine::{Command, Engine, LoadedDesk, LoadedTicket, Need, Published, Reply};
 use crate::model::{
-    ConversationRecord, Counters, InboxHead, LogHead, Party, PartyId, Refusal, StoredSend, Write,
+    ConversationRecord, Counters, InboxHead, LogHead, OutboxRow, Party, PartyId, Refusal,
+    StoredSend, Write,
 };
 use crate::store::{Store, StoreError, StoreResult};
 
@@ -255,19 +256,18 @@ impl Sequencer {
         self.engine.finish_batch();
         let applied = started.elapsed();
         let rows = writes.len();
-        let mut peers: Vec<String> = Vec::new();
-        for write in &writes {
-            if let Write::Outbox(row) = write
-                && !peers.contains(&row.peer)
-            {
-                peers.push(row.peer.clone());
-            }
-        }
+        let queued: Vec<OutboxRow> = writes
+            .iter()
+            .filter_map(|write| match write {
+                Write::Outbox(row) => Some(row.clone()),
+                _ => None,
+            })
+            .collect();
         if rows > 0 {
             match self.store.commit(writes).await {
                 Ok(committed) => {
-                    for peer in &peers {
-                        self.outbox.advanced(peer);
+                    if !queued.is_empty() {
+                        self.outbox.committed(queued);
                     }
                     // Another node appended to these logs first: this
                     // batch's events of them were stored after its.

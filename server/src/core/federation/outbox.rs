@@ -80,6 +80,9 @@ pub(crate) struct AckBeyond {
 pub(crate) struct Status {
     /// Transactions not yet acknowledged.
     pub(crate) queued: usize,
+    /// Everything up to this seq is acknowledged (the store may learn it
+    /// a moment later).
+    pub(crate) acked: u64,
     /// How long the oldest of them has waited, ms (0: none waits).
     pub(crate) oldest_age_ms: i64,
     /// Why the last try failed, since the last success.
@@ -343,6 +346,7 @@ impl Outbox {
     pub(crate) fn status(&self, now: i64) -> Status {
         Status {
             queued: self.queue.len(),
+            acked: self.acked,
             oldest_age_ms: self
                 .queue
                 .front()

@@ -84,11 +84,13 @@ pub(super) async fn respond(node: &Node, only: Option<&str>) -> AdminResponse {
 }
 
 async fn info(node: &Node, peer: PeerRecord) -> crate::store::StoreResult<PeerInfo> {
-    let acked = node.store.outbox_acked(&peer.domain).await?;
+    let status = node.federation.status(&peer.domain);
+    // The delivery knows of acknowledgements before the store does.
+    let acked =
+        (node.store.outbox_acked(&peer.domain).await?).max(status.as_ref().map_or(0, |s| s.acked));
     let head = node.store.outbox_head(&peer.domain).await?;
     let committed = node.store.peer_committed(&peer.domain).await?;
     let now = now_ms();
-    let status = node.federation.status(&peer.domain);
     let given_up = node.store.undelivered(&peer.domain).await?;
     let waiting = |refused: bool| {
         given_up

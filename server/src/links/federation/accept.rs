@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
@@ -22,6 +23,11 @@ const WINDOW: u64 = 1024;
 
 /// Most transactions applied before an acknowledgement goes out.
 const ACK_EVERY: usize = 64;
+
+/// Longest an acknowledgement waits, once nothing more is being applied,
+/// for more commits to cover: at a low rate one goes out for a few
+/// transactions rather than one each (FEDERATION.md §5.2).
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// A received transaction: its content, or why it cannot be applied.
 type Received = Result<Option<Transaction>, Malformed>;
@@ -142,8 +148,9 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
     tracing::debug!(%origin, %remote, committed, "federation: peer connected");
     let mut applying = FuturesOrdered::new();
     // Applied since the last acknowledgement: one goes out at least every
-    // ACK_EVERY, and whenever nothing more is being applied.
+    // ACK_EVERY, and ACK_DELAY after nothing more is being applied.
     let mut unacked = 0;
+    let mut ack_due: Option<tokio::time::Instant> = None;
     let mut logs = LogBudget::new(&origin);
     loop {
         tokio::select! {
@@ -219,10 +226,19 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                     inbox.ack()
                 };
                 unacked += 1;
-                if applying.is_empty() || unacked >= ACK_EVERY {
+                if unacked >= ACK_EVERY {
                     unacked = 0;
+                    ack_due = None;
                     write_frame(&mut send, &receipt(fed::receipt::Kind::Ack(fed::Ack { up_to }))).await?;
+                } else if applying.is_empty() && ack_due.is_none() {
+                    ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
                 }
+            }
+            () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                unacked = 0;
+                ack_due = None;
+                let up_to = lock(&inbox).ack();
+                write_frame(&mut send, &receipt(fed::receipt::Kind::Ack(fed::Ack { up_to }))).await?;
             }
         }
     }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use kanal_proto::fed;
 use kanal_proto::io::{FrameReader, write_frame};
 
+use super::acked::AckedPoint;
 use super::{HANDSHAKE_TIMEOUT, Shared, jitter, now};
 use crate::core::engine::{Command, Reply};
 use crate::core::federation::outbox::{Outbox, Told};
@@ -124,17 +125,20 @@ struct Delivery {
     outbox: Outbox,
     /// Stored transactions read ahead, by seq.
     payloads: BTreeMap<u64, Bytes>,
+    /// Stores what the peer acknowledged.
+    acked: AckedPoint,
 }
 
 impl Delivery {
-    async fn resume(shared: &Shared, peer: &str) -> crate::store::StoreResult<Self> {
+    async fn resume(shared: &Arc<Shared>, peer: &str) -> crate::store::StoreResult<Self> {
         let acked = shared.node.store.outbox_acked(peer).await?;
         let mut delivery = Self {
             peer: peer.to_owned(),
             outbox: Outbox::resume(shared.policy, acked, std::iter::empty()),
             payloads: BTreeMap::new(),
+            acked: AckedPoint::start(shared.clone(), peer.to_owned(), acked),
         };
-        delivery.catch_up(shared).await?;
+        delivery.read_stored(shared).await?;
         for given_up in shared.node.store.undelivered(peer).await? {
             if given_up.seq > acked && given_up.replayed_as.is_none() {
                 delivery.outbox.given_up(given_up.seq, given_up.refused);
@@ -143,8 +147,29 @@ impl Delivery {
         Ok(delivery)
     }
 
-    /// Queues every stored transaction after the last one known.
+    /// Queues every transaction committed after the last one known: those
+    /// the commits handed over, and from the store what they did not.
     async fn catch_up(&mut self, shared: &Shared) -> crate::store::StoreResult<()> {
+        for row in shared.node.federation.outbox.take(&self.peer) {
+            if row.seq <= self.outbox.last() {
+                continue;
+            }
+            if row.seq > self.outbox.last() + 1 {
+                // Some were dropped before this delivery took them.
+                self.read_stored(shared).await?;
+                if row.seq <= self.outbox.last() {
+                    continue;
+                }
+            }
+            if !self.queue(row.seq, row.enqueued_at_ms, row.payload) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues every stored transaction after the last one known.
+    async fn read_stored(&mut self, shared: &Shared) -> crate::store::StoreResult<()> {
         loop {
             let rows = shared
                 .node
@@ -155,15 +180,27 @@ impl Delivery {
                 return Ok(());
             }
             for row in rows {
-                if self.outbox.queue_stored(row.seq, row.enqueued_at_ms) {
-                    if self.payloads.len() < READ_AHEAD as usize * 4 {
-                        self.payloads.insert(row.seq, row.payload);
-                    }
-                } else {
+                if !self.queue(row.seq, row.enqueued_at_ms, row.payload) {
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// Queues transaction `seq`, keeping its payload at hand while few
+    /// are; false if it does not follow the last one known (one already
+    /// known is skipped).
+    fn queue(&mut self, seq: u64, enqueued_at_ms: i64, payload: Bytes) -> bool {
+        if seq <= self.outbox.last() {
+            return true;
+        }
+        if !self.outbox.queue_stored(seq, enqueued_at_ms) {
+            return false;
+        }
+        if self.payloads.len() < READ_AHEAD as usize * 4 {
+            self.payloads.insert(seq, payload);
+        }
+        true
     }
 
     fn backing_off(&self, now: i64) -> bool {
@@ -278,7 +315,7 @@ impl Delivery {
         match ready.kind {
             Some(fed::receipt::Kind::Ready(ready)) => {
                 let up_to = self.outbox.ready(ready.committed);
-                self.acknowledged(shared, up_to).await?
+                self.acknowledged(up_to)?
             }
             Some(fed::receipt::Kind::RefusedOpen(refused)) => {
                 return Err(format!("the peer refused this server: {}", refused.reason));
@@ -312,7 +349,7 @@ impl Delivery {
                 receipt = receipts.next::<fed::Receipt>() => {
                     let receipt = receipt.map_err(|e| e.to_string())?.ok_or("the peer ended the stream")?;
                     match receipt.kind {
-                        Some(fed::receipt::Kind::Ack(ack)) => self.acknowledged(shared, ack.up_to).await?,
+                        Some(fed::receipt::Kind::Ack(ack)) => self.acknowledged(ack.up_to)?,
                         Some(fed::receipt::Kind::Refuse(refused)) => {
                             tracing::warn!(peer = %self.peer, seq = refused.seq, code = refused.code, "federation: the peer refused a transaction: {}", refused.reason);
                             if let Some(told) = self.outbox.refused(refused.seq, &refused.reason) {
@@ -336,8 +373,9 @@ impl Delivery {
         }
     }
 
-    /// The peer committed everything up to `up_to`.
-    async fn acknowledged(&mut self, shared: &Shared, up_to: u64) -> Result<(), String> {
+    /// The peer committed everything up to `up_to`: the outbox goes on at
+    /// once, and the store learns it shortly after.
+    fn acknowledged(&mut self, up_to: u64) -> Result<(), String> {
         if up_to <= self.outbox.acked() {
             self.outbox.sign_of_life();
             return Ok(());
@@ -345,12 +383,7 @@ impl Delivery {
         self.outbox
             .ack(up_to, now())
             .map_err(|e| format!("the peer acknowledged {} of {} sent", e.acked, e.sent))?;
-        shared
-            .node
-            .store
-            .ack_outbox(&self.peer, up_to)
-            .await
-            .map_err(|e| format!("the acknowledgement could not be stored: {e}"))?;
+        self.acked.raise(up_to);
         self.payloads = self.payloads.split_off(&(up_to + 1));
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! with sockets and the clock.
 
 mod accept;
+mod acked;
 mod deliver;
 mod dial;
 mod tls;
