@@ -2,6 +2,7 @@
 //! refusals, and the rows the engine asks the store to write. No protobuf:
 //! each link renders these in its own wire format.
 
+mod body_limits;
 mod cluster;
 mod conversation;
 mod desk;

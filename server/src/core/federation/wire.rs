@@ -207,9 +207,14 @@ fn conversation(text: &str) -> Result<ConversationId, Malformed> {
         .map_err(|e| malformed(format!("conversation `{text}`: {e}")))
 }
 
+/// A message's body, within its kind's limits (as a client's would be).
 fn content(body: Option<kanal_proto::pb::Body>) -> Result<crate::model::Body, Malformed> {
-    body.and_then(body::from_pb)
-        .ok_or_else(|| malformed("the message has no body"))
+    let body = body
+        .and_then(body::from_pb)
+        .ok_or_else(|| malformed("the message has no body"))?;
+    body.check_limits()
+        .map_err(|refused| malformed(format!("the message's body: {}", refused.message)))?;
+    Ok(body)
 }
 
 fn from_party_kind(value: i32) -> Result<PartyKind, Malformed> {
@@ -286,5 +291,37 @@ mod tests {
             decode(None),
             Err(Malformed("the transaction has no kind".into()))
         );
+    }
+
+    #[test]
+    fn a_body_past_its_limits_is_malformed_from_a_peer_as_from_a_client() {
+        let conversation: ConversationId = "b.test/x1".parse().expect("id");
+        let alice: Address = "alice@a.test".parse().expect("address");
+        let long = Body::Text("x".repeat(kanal_proto::limits::MAX_TEXT + 1));
+        let submit = Transaction::Submit {
+            conversation: conversation.clone(),
+            sender: alice.clone(),
+            what: Submitted::Post {
+                client_msg_id: "m1".into(),
+                body: long.clone(),
+            },
+        };
+        let replicate = Transaction::Replicate {
+            conversation,
+            what: Replicated::Posted {
+                seq: 3,
+                sender: alice,
+                client_msg_id: "m1".into(),
+                sent_at_ms: 9,
+                body: long,
+            },
+        };
+        for case in [submit, replicate] {
+            let frame = fed::Transaction::decode(encode(1, &case)).expect("frame");
+            let Err(Malformed(why)) = decode(frame.kind) else {
+                panic!("a text past the limit was taken");
+            };
+            assert!(why.contains("exceeds"), "{why}");
+        }
     }
 }

@@ -317,45 +317,14 @@ async fn send_command(node: &Node, party: &Party, send: pb::Send) -> Result<Comm
 /// Refuses a body that breaks its kind's limits, or that its sender may not
 /// send (a device report from anything but a device).
 pub(crate) fn check_body(party: &Party, body: &crate::model::Body) -> Result<(), Refusal> {
-    use crate::model::Body;
-    use kanal_proto::device::limits::{MAX_QUICK_REPLIES, MAX_QUICK_REPLY};
-    let text = body.text();
-    if text.len() > limits::MAX_TEXT {
+    body.check_limits()?;
+    if let crate::model::Body::DeviceReport { .. } = body {
         return Err(Refusal::new(
-            RefusalCode::TooLarge,
-            format!("text of {} bytes exceeds {}", text.len(), limits::MAX_TEXT),
-        ));
-    }
-    match body {
-        Body::Text(_) => Ok(()),
-        Body::Prompt { replies, .. } => {
-            if replies.is_empty() || replies.len() > MAX_QUICK_REPLIES {
-                return Err(Refusal::new(
-                    RefusalCode::BadRequest,
-                    format!("a prompt offers 1 to {MAX_QUICK_REPLIES} replies"),
-                ));
-            }
-            match replies
-                .iter()
-                .find(|r| r.is_empty() || r.len() > MAX_QUICK_REPLY)
-            {
-                Some(reply) => Err(Refusal::new(
-                    RefusalCode::TooLarge,
-                    format!(
-                        "a reply label is 1 to {MAX_QUICK_REPLY} bytes, not {}",
-                        reply.len()
-                    ),
-                )),
-                None => Ok(()),
-            }
-        }
-        Body::Question(question) => structured::check_question(&question.0),
-        Body::Answer(answer) => structured::check_answer(&answer.0),
-        Body::DeviceReport { .. } => Err(Refusal::new(
             RefusalCode::BadRequest,
             format!("{}: only devices send device reports", party.address),
-        )),
+        ));
     }
+    Ok(())
 }
 
 /// The writer command of a valid MarkReceipt.

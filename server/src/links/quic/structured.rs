@@ -6,32 +6,15 @@
 
 use kanal_proto::address::ConversationId;
 use kanal_proto::pb;
-use kanal_proto::question::{ShapeError, answer_text, check_answer_shape};
+use kanal_proto::question::answer_text;
 
 use super::requests::visible_key;
 use crate::model::{Body, Party, Refusal, RefusalCode, Wire};
 use crate::node::Node;
 use crate::store::StoreError;
 
-fn shape(error: ShapeError) -> Refusal {
-    match error {
-        ShapeError::BadRequest(message) => Refusal::new(RefusalCode::BadRequest, message),
-        ShapeError::TooLarge(message) => Refusal::new(RefusalCode::TooLarge, message),
-    }
-}
-
 fn invalid(message: impl Into<String>) -> Refusal {
     Refusal::new(RefusalCode::InvalidAnswer, message)
-}
-
-/// Refuses a question that breaks its kind's rules.
-pub(super) fn check_question(question: &pb::Question) -> Result<(), Refusal> {
-    kanal_proto::question::check_question(question).map_err(shape)
-}
-
-/// Refuses an answer that is malformed on its own.
-pub(super) fn check_answer(answer: &pb::Answer) -> Result<(), Refusal> {
-    check_answer_shape(answer).map_err(shape)
 }
 
 /// The answer as the server stores it: checked against the question at
