@@ -424,3 +424,86 @@ fn a_slow_peer_does_not_delay_a_healthy_one() {
         (0..1_000).map(|n| format!("c{n}")).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn restarting_either_server_mid_transfer_loses_and_doubles_nothing() {
+    let mut service = service(BAD, 77);
+    let (a, b, customer, agent) = (service.a, service.b, service.customer, service.agent);
+    let id = service.conversation.clone();
+    let messages = 2_000;
+    for burst in 0..messages / BURST {
+        for n in burst * BURST..(burst + 1) * BURST {
+            service
+                .sim
+                .send(customer, &id, &format!("c{n}"), &format!("customer {n}"));
+        }
+        service
+            .sim
+            .send(agent, &id, &format!("a{burst}"), &format!("agent {burst}"));
+        let next = service.sim.now() + 100;
+        service.sim.run_until(next);
+        // Each restart comes while both directions have transactions in
+        // flight.
+        if [5, 9, 14].contains(&burst) {
+            for (node, peer) in [(a, "b.example"), (b, "a.example")] {
+                let delivery = &service.sim.nodes[node].deliveries[peer];
+                assert!(
+                    delivery.last() > delivery.acked(),
+                    "mid-transfer at {burst}"
+                );
+            }
+        }
+        match burst {
+            5 => service.sim.restart_node(a),
+            9 => service.sim.restart_node(b),
+            14 => {
+                service.sim.restart_node(a);
+                service.sim.restart_node(b);
+            }
+            _ => {}
+        }
+    }
+    service
+        .sim
+        .drive_bounded(1_000_000)
+        .expect("the run goes idle");
+
+    let host = service.history(b);
+    let customers: Vec<&str> = host
+        .iter()
+        .map(|m| m.client_msg_id.as_str())
+        .filter(|id| id.starts_with('c'))
+        .collect();
+    let sent: Vec<String> = (0..messages).map(|n| format!("c{n}")).collect();
+    assert_eq!(customers, sent, "none lost, none doubled, in order");
+    assert_eq!(
+        host.iter()
+            .filter(|m| m.client_msg_id.starts_with('a'))
+            .count(),
+        messages / BURST
+    );
+    assert_eq!(
+        host.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=(messages + messages / BURST) as u64).collect::<Vec<_>>(),
+        "gapless"
+    );
+    assert_eq!(shown(&service.history(a)), shown(&host));
+    for client in [customer, agent] {
+        let received: Vec<Message> = service
+            .received(client)
+            .into_iter()
+            .map(|(m, _)| m.clone())
+            .collect();
+        assert_eq!(
+            shown(&received),
+            shown(&host),
+            "client {client} saw each once, in order"
+        );
+    }
+    let failed = service.sim.clients[customer]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::DeliveryFailed(_)))
+        .count();
+    assert_eq!(failed, 0, "nothing given up");
+}
