@@ -51,7 +51,7 @@ fn service(conditions: Conditions, seed: u64) -> Service {
     let ann = sim.add_party(b, "ann", PartyKind::Agent);
     let now = sim.now();
     sim.nodes[b].add_inbox_agent(&support, &ann, now);
-    let support_on_a = sim.remote(a, &support);
+    let support_on_a = sim.remote(a, &support.address);
     let customer = sim.add_client(a, carla);
     let agent = sim.add_client(b, ann);
     sim.create(customer, vec![support_on_a], "washer");
@@ -99,9 +99,12 @@ impl Service {
     }
 }
 
-/// `(seq, sender, client_msg_id, body)` of each message: what both sides
+/// `(seq, sender, client_msg_id, body)` of a message: what both sides
 /// must agree on.
-fn shown(messages: &[Message]) -> Vec<(u64, String, String, crate::model::Body)> {
+type Shown = (u64, String, String, crate::model::Body);
+
+/// Each message as [`Shown`].
+fn shown(messages: &[Message]) -> Vec<Shown> {
     messages
         .iter()
         .map(|m| {
@@ -343,7 +346,10 @@ fn a_slow_peer_does_not_delay_a_healthy_one() {
     let now = sim.now();
     sim.nodes[b].add_inbox_agent(&support, &ann, now);
     sim.nodes[c].add_inbox_agent(&help, &cy, now);
-    let (support_on_a, help_on_a) = (sim.remote(a, &support), sim.remote(a, &help));
+    let (support_on_a, help_on_a) = (
+        sim.remote(a, &support.address),
+        sim.remote(a, &help.address),
+    );
     let to_b = sim.add_client(a, carla);
     let to_c = sim.add_client(a, dora);
     let at_b = sim.add_client(b, ann);
@@ -506,4 +512,91 @@ fn restarting_either_server_mid_transfer_loses_and_doubles_nothing() {
         .filter(|(_, e)| matches!(e, Event::DeliveryFailed(_)))
         .count();
     assert_eq!(failed, 0, "nothing given up");
+}
+
+#[test]
+fn a_start_the_host_refuses_is_told_to_its_sender_once_as_refused_and_consumed_on_both_sides() {
+    let mut sim = Sim::new(Conditions::PERFECT, 13);
+    let a = sim.add_node("a.example");
+    let b = sim.add_node("b.example");
+    sim.federate(a, b, BAD);
+    let carla = sim.add_party(a, "carla", PartyKind::User);
+    let nobody = sim.remote(a, &"nobody@b.example".parse().expect("address"));
+    let customer = sim.add_client(a, carla);
+    sim.create(customer, vec![nobody], "lost");
+    sim.drive();
+
+    let failures: Vec<&crate::model::DeliveryFailure> = sim.clients[customer]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::DeliveryFailed(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 1, "told once: {failures:?}");
+    let failure = failures[0];
+    assert!(
+        failure.refused && failure.client_msg_id.is_empty(),
+        "{failure:?}"
+    );
+    assert_eq!(failure.server, "b.example");
+    assert_eq!(failure.reason, "no party nobody@b.example");
+    let kept = ready(sim.nodes[a].store.undelivered("b.example")).expect("undelivered");
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].refused && kept[0].told.is_some());
+    let delivery = &sim.nodes[a].deliveries["b.example"];
+    assert_eq!((delivery.acked(), delivery.last()), (1, 1), "consumed");
+    let committed = ready(sim.nodes[b].store.peer_committed("a.example")).expect("cursor");
+    assert_eq!(committed, 1, "the host moved past it");
+    let hosted = ready(sim.nodes[b].store.conversation_key(&failure.conversation)).expect("key");
+    assert_eq!(hosted, None, "and holds nothing of it");
+
+    // A restart neither tells it again nor sends it again.
+    sim.restart_node(a);
+    sim.drive();
+    let told = sim.clients[customer]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::DeliveryFailed(_)))
+        .count();
+    assert_eq!(told, 1);
+    assert_eq!(sim.nodes[a].deliveries["b.example"].sent, 0);
+}
+
+/// What a run of the restart scenario ends with: its route's counts, its
+/// end in virtual time, and the host's conversation.
+fn fingerprint(seed: u64) -> (u64, u64, u64, i64, Vec<Shown>) {
+    let mut service = service(BAD, seed);
+    let id = service.conversation.clone();
+    for n in 0..300 {
+        service
+            .sim
+            .send(service.customer, &id, &format!("c{n}"), "again");
+        if n == 150 {
+            service.sim.restart_node(service.a);
+        }
+    }
+    service.sim.drive_bounded(1_000_000).expect("idle");
+    let host = shown(&service.history(service.b));
+    let route = service.sim.route(service.a, service.b).clone();
+    (
+        route.sent,
+        route.lost,
+        route.doubled,
+        service.sim.now(),
+        host,
+    )
+}
+
+#[test]
+fn a_federated_run_is_the_same_run_for_the_same_seed() {
+    let first = fingerprint(21);
+    assert_eq!(first.4.len(), 300);
+    assert_eq!(fingerprint(21), first, "deterministic");
+    assert_ne!(
+        fingerprint(22).0..=fingerprint(22).2,
+        first.0..=first.2,
+        "and the seed matters"
+    );
 }

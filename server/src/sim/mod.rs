@@ -147,9 +147,10 @@ impl Sim {
         self.routes.get_mut(&pair(a, b)).expect("federated nodes")
     }
 
-    /// The party `node` records for `party` of another node.
-    pub(crate) fn remote(&mut self, node: usize, party: &Party) -> Party {
-        self.nodes[node].remote_party(&party.address, self.now)
+    /// The party `node` records for `address` of another node (which need
+    /// not exist there).
+    pub(crate) fn remote(&mut self, node: usize, address: &kanal_proto::address::Address) -> Party {
+        self.nodes[node].remote_party(address, self.now)
     }
 
     /// Creates an account on `node`; returns the party.
