@@ -5,6 +5,11 @@
 //! on its `Pair`: build a [`Sim`], add nodes and clients, act, [`Sim::drive`]
 //! until nothing is left to do, and check what everyone holds.
 //!
+//! Federated nodes ([`Sim::federate`]) deliver to each other as servers do,
+//! with the real outbox and peer inbox of `core::federation` (see
+//! `deliver.rs` and `accept.rs`), over a [`Route`] per pair whose
+//! conditions a test may change, or take down.
+//!
 //! Nothing here reads a clock or waits: the store answers at once, time is
 //! a number the simulator advances to the next packet or deadline, and a
 //! run that never goes idle is reported as a livelock rather than hanging.
