@@ -47,6 +47,8 @@ pub(crate) struct SimClient {
     pub party: Party,
     /// Its log as received: every seq once, in order, from 1.
     pub events: Vec<(u64, Event)>,
+    /// When each of `events` arrived, ms of virtual time.
+    pub received_at: Vec<i64>,
     /// Answers, by request number.
     pub replies: BTreeMap<u64, Reply>,
     /// Requests not yet answered, with when they were last sent.
@@ -65,6 +67,7 @@ impl SimClient {
             node,
             party,
             events: Vec::new(),
+            received_at: Vec::new(),
             replies: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_request: 1,
@@ -148,6 +151,7 @@ impl SimClient {
                 let last = self.last();
                 if seq == last + 1 {
                     self.events.push((seq, event));
+                    self.received_at.push(now);
                     Vec::new()
                 } else if seq > last + 1 && self.syncing.is_none() {
                     // A gap: something was lost on the way; the node has it.

@@ -5,11 +5,21 @@
 //! on its `Pair`: build a [`Sim`], add nodes and clients, act, [`Sim::drive`]
 //! until nothing is left to do, and check what everyone holds.
 //!
+//! Federated nodes ([`Sim::federate`]) deliver to each other as servers do,
+//! with the real outbox and peer inbox of `core::federation` (see
+//! `deliver.rs` and `accept.rs`), over a [`Route`] per pair whose
+//! conditions a test may change, or take down.
+//!
 //! Nothing here reads a clock or waits: the store answers at once, time is
 //! a number the simulator advances to the next packet or deadline, and a
 //! run that never goes idle is reported as a livelock rather than hanging.
 
+mod accept;
 mod client;
+mod deliver;
+mod federation;
+#[cfg(test)]
+mod federation_tests;
 mod link;
 mod node;
 #[cfg(test)]
@@ -22,6 +32,7 @@ use std::task::{Context, Poll, Waker};
 use kanal_proto::address::ConversationId;
 
 pub(crate) use client::{SimClient, ToClient};
+pub(crate) use federation::{FedPacket, Route};
 pub(crate) use link::{Conditions, Rng, arrivals};
 pub(crate) use node::{SimNode, ToNode};
 
@@ -52,11 +63,22 @@ pub(crate) struct Livelock {
     pub now: i64,
 }
 
-/// Something in flight between a client and its node.
+/// Something in flight between a client and its node, or between nodes.
 #[derive(Debug, Clone)]
 enum Payload {
-    ToNode { client: usize, message: ToNode },
-    ToClient { client: usize, message: ToClient },
+    ToNode {
+        client: usize,
+        message: ToNode,
+    },
+    ToClient {
+        client: usize,
+        message: ToClient,
+    },
+    Federation {
+        from: usize,
+        to: usize,
+        packet: FedPacket,
+    },
 }
 
 /// Nodes, clients and the packets between them. See the module docs.
@@ -77,6 +99,9 @@ pub(crate) struct Sim {
     pub lost: u64,
     /// Packets the links delivered twice.
     pub doubled: u64,
+    /// The path between each pair of federated nodes, by (lower, higher)
+    /// index.
+    routes: BTreeMap<(usize, usize), Route>,
 }
 
 impl Sim {
@@ -93,6 +118,7 @@ impl Sim {
             sent: 0,
             lost: 0,
             doubled: 0,
+            routes: BTreeMap::new(),
         }
     }
 
@@ -103,8 +129,33 @@ impl Sim {
 
     /// Adds a node for `domain` on an empty store; returns its index.
     pub(crate) fn add_node(&mut self, domain: &str) -> usize {
-        self.nodes.push(SimNode::new(domain));
+        let seed = self.rng.next_u64();
+        self.nodes.push(SimNode::new(domain, seed));
         self.nodes.len() - 1
+    }
+
+    /// Makes nodes `a` and `b` peers of each other, over a path in
+    /// `conditions`.
+    pub(crate) fn federate(&mut self, a: usize, b: usize, conditions: Conditions) {
+        let (domain_a, domain_b) = (self.nodes[a].domain.clone(), self.nodes[b].domain.clone());
+        self.nodes[a].add_peer(&domain_b, self.now);
+        self.nodes[b].add_peer(&domain_a, self.now);
+        self.routes.insert(pair(a, b), Route::new(conditions));
+    }
+
+    /// The path between nodes `a` and `b`: to read what it did, or to
+    /// change its conditions or take it down.
+    ///
+    /// # Panics
+    /// If they are not federated.
+    pub(crate) fn route(&mut self, a: usize, b: usize) -> &mut Route {
+        self.routes.get_mut(&pair(a, b)).expect("federated nodes")
+    }
+
+    /// The party `node` records for `address` of another node (which need
+    /// not exist there).
+    pub(crate) fn remote(&mut self, node: usize, address: &kanal_proto::address::Address) -> Party {
+        self.nodes[node].remote_party(address, self.now)
     }
 
     /// Creates an account on `node`; returns the party.
@@ -159,7 +210,7 @@ impl Sim {
     /// connections are gone; its store keeps what was committed. Its
     /// clients reconnect and sync.
     pub(crate) fn restart_node(&mut self, node: usize) {
-        self.nodes[node].restart();
+        self.nodes[node].restart(self.now);
         for client in 0..self.clients.len() {
             if self.clients[client].node == node {
                 let out = self.clients[client].start_sync(self.now);
@@ -188,6 +239,27 @@ impl Sim {
             self.step();
         }
         panic!("not done after {MAX_STEPS} steps");
+    }
+
+    /// Runs every instant due up to `until`, then stands at `until`
+    /// (virtual time passes whether or not anything happens).
+    ///
+    /// # Panics
+    /// After [`MAX_STEPS`] instants.
+    pub(crate) fn run_until(&mut self, until: i64) {
+        for _ in 0..MAX_STEPS {
+            match self.next_due() {
+                Some(next) if next <= until => {
+                    self.now = self.now.max(next);
+                    self.step();
+                }
+                _ => {
+                    self.now = self.now.max(until);
+                    return;
+                }
+            }
+        }
+        panic!("not at {until} after {MAX_STEPS} steps");
     }
 
     /// Runs until nothing is in flight and no deadline is pending.
@@ -231,6 +303,7 @@ impl Sim {
     fn step(&mut self) {
         let now = self.now;
         let mut to_nodes: Vec<Vec<(usize, ToNode)>> = vec![Vec::new(); self.nodes.len()];
+        let mut federated: Vec<Vec<(String, FedPacket)>> = vec![Vec::new(); self.nodes.len()];
         while let Some(entry) = self.packets.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -243,9 +316,17 @@ impl Sim {
                     let out = self.clients[client].receive(message, now);
                     self.transmit_to_node(client, out);
                 }
+                Payload::Federation { from, to, packet } => {
+                    let route = self.routes.get_mut(&pair(from, to)).expect("a route");
+                    if route.down {
+                        route.unreachable += 1;
+                    } else {
+                        federated[to].push((self.nodes[from].domain.clone(), packet));
+                    }
+                }
             }
         }
-        for (node, arrived) in to_nodes.into_iter().enumerate() {
+        for (node, (arrived, federated)) in to_nodes.into_iter().zip(federated).enumerate() {
             if self.nodes[node].poll_timeout().is_some_and(|at| at <= now) {
                 for (client, message) in self.nodes[node].handle_timeout(now) {
                     self.transmit_to_client(client, message);
@@ -254,6 +335,13 @@ impl Sim {
             for (client, message) in self.nodes[node].receive(arrived, now) {
                 self.transmit_to_client(client, message);
             }
+            let (to_clients, answers) = self.nodes[node].receive_federation(federated, now);
+            for (client, message) in to_clients {
+                self.transmit_to_client(client, message);
+            }
+            self.transmit_federation(node, answers);
+            let sends = self.nodes[node].federate(now);
+            self.transmit_federation(node, sends);
         }
         for client in 0..self.clients.len() {
             if self.clients[client]
@@ -276,6 +364,34 @@ impl Sim {
         self.transmit(Payload::ToClient { client, message });
     }
 
+    fn transmit_federation(&mut self, from: usize, packets: Vec<(String, FedPacket)>) {
+        for (peer, packet) in packets {
+            let Some(to) = self.nodes.iter().position(|n| n.domain == peer) else {
+                continue; // A peer no node serves: nothing answers.
+            };
+            let Some(route) = self.routes.get_mut(&pair(from, to)) else {
+                continue; // Not federated: no path.
+            };
+            route.sent += 1;
+            if route.down {
+                route.unreachable += 1;
+                continue;
+            }
+            let arrivals = link::arrivals(&route.conditions, &mut self.rng, self.now);
+            match arrivals.len() {
+                0 => route.lost += 1,
+                2 => route.doubled += 1,
+                _ => {}
+            }
+            for at in arrivals {
+                self.sent += 1;
+                let packet = packet.clone();
+                self.packets
+                    .insert((at, self.sent), Payload::Federation { from, to, packet });
+            }
+        }
+    }
+
     fn transmit(&mut self, payload: Payload) {
         let arrivals = link::arrivals(&self.conditions, &mut self.rng, self.now);
         match arrivals.len() {
@@ -288,4 +404,9 @@ impl Sim {
             self.packets.insert((at, self.sent), payload.clone());
         }
     }
+}
+
+/// The key of the route between two nodes.
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
 }
