@@ -18,26 +18,9 @@
 //!   has no hole; one refused for good goes to the dead letters, and its
 //!   sender is told at once.
 
-// The simulator drives both now; the `kanal-fed/1` link still does their
-// work inline and switches to them when its delivery and session loop are
-// next changed (then these expectations fail, and go).
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the kanal-fed/1 link does this inline until it switches"
-    )
-)]
 pub(crate) mod give_up;
 pub(crate) mod inbox;
 pub(crate) mod outbox;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the kanal-fed/1 link does this inline until it switches"
-    )
-)]
 pub(crate) mod receive;
 pub(crate) mod wire;
 

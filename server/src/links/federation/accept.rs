@@ -10,13 +10,10 @@ use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
 use kanal_proto::fed;
 use kanal_proto::io::{FrameReader, write_frame};
-use prost::Message as _;
 
 use super::{HANDSHAKE_TIMEOUT, MAX_TRANSACTION_FRAME, Shared, tls};
-use crate::core::engine::{Reply, federated_command};
 use crate::core::federation::inbox::{Offered, PeerInbox};
-use crate::core::federation::wire::{self, Malformed};
-use crate::model::{RefusalCode, Transaction};
+use crate::core::federation::receive::{self, Answer, Received};
 
 /// How far ahead of the last applied transaction a peer may send.
 const WINDOW: u64 = 1024;
@@ -28,9 +25,6 @@ const ACK_EVERY: usize = 64;
 /// for more commits to cover: at a low rate one goes out for a few
 /// transactions rather than one each (FEDERATION.md §5.2).
 const ACK_DELAY: Duration = Duration::from_millis(20);
-
-/// A received transaction: its content, or why it cannot be applied.
-type Received = Result<Option<Transaction>, Malformed>;
 
 /// The receiving state from each peer, shared by its connections.
 #[derive(Debug, Default)]
@@ -165,13 +159,15 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                         tokio::time::sleep(wait).await;
                     }
                 }
-                let Ok(transaction) = fed::Transaction::decode(bytes) else {
-                    connection.close(quinn::VarInt::from_u32(CLOSE_PROTOCOL), b"undecodable transaction");
-                    return Err(Ended::Refused(format!("{origin} sent an undecodable frame")));
+                let (seq, received) = match receive::frame(bytes) {
+                    Ok(frame) => frame,
+                    Err(why) => {
+                        connection.close(quinn::VarInt::from_u32(CLOSE_PROTOCOL), b"undecodable transaction");
+                        return Err(Ended::Refused(format!("{origin} sent an undecodable frame: {why}")));
+                    }
                 };
                 shared.sign_of_life(&origin);
-                let seq = transaction.seq;
-                let offered = lock(&inbox).offer(seq, wire::decode(transaction.kind));
+                let offered = lock(&inbox).offer(seq, received);
                 match offered {
                     Offered::Duplicate => {
                         let up_to = lock(&inbox).ack();
@@ -186,11 +182,8 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                     }
                     Offered::Apply(run) => {
                         for (seq, received) in run {
-                            let (command, malformed) = match received {
-                                Ok(transaction) => (federated_command(&origin, seq, transaction), None),
-                                // Consumed as a tombstone: the peer is told why.
-                                Err(why) => (federated_command(&origin, seq, None), Some(why)),
-                            };
+                            // A malformed one is consumed as a tombstone: the peer is told why.
+                            let (command, malformed) = receive::command(&origin, seq, received);
                             let reply = shared.node.writer.enqueue(command).await;
                             applying.push_back(async move { (seq, malformed, reply.await) });
                         }
@@ -198,27 +191,21 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                 }
             }
             Some((seq, malformed, reply)) = applying.next(), if !applying.is_empty() => {
-                if let Some(Malformed(why)) = malformed {
-                    if logs.take() {
-                        tracing::warn!(%origin, seq, "federation: refused a malformed transaction: {why}");
-                    }
-                    write_frame(&mut send, &refuse(seq, fed::FedCode::FedBadTransaction, why)).await?;
-                }
-                match reply {
-                    Reply::Refused(r) if r.code == RefusalCode::Internal => {
+                match receive::answer(seq, malformed, &reply) {
+                    Answer::NotStored(why) => {
                         // Not committed: the peer sends it again.
                         lock(&inbox).abandon();
-                        tracing::warn!(%origin, seq, "federation: a transaction could not be stored: {}", r.message);
+                        tracing::warn!(%origin, seq, "federation: a transaction could not be stored: {why}");
                         connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"try later");
                         return Err(Ended::Refused("a transaction could not be stored".into()));
                     }
-                    Reply::Refused(r) => {
+                    Answer::Consumed(Some(refused)) => {
                         if logs.take() {
-                            tracing::warn!(%origin, seq, code = ?r.code, "federation: refused a transaction: {}", r.message);
+                            tracing::warn!(%origin, seq, code = refused.code, "federation: refused a transaction: {}", refused.reason);
                         }
-                        write_frame(&mut send, &refuse(seq, fed_code(r.code), r.message)).await?;
+                        write_frame(&mut send, &receipt(fed::receipt::Kind::Refuse(refused))).await?;
                     }
-                    _ => {}
+                    Answer::Consumed(None) => {}
                 }
                 let up_to = {
                     let mut inbox = lock(&inbox);
@@ -312,25 +299,4 @@ fn lock(inbox: &Mutex<PeerInbox<Received>>) -> std::sync::MutexGuard<'_, PeerInb
 
 fn receipt(kind: fed::receipt::Kind) -> fed::Receipt {
     fed::Receipt { kind: Some(kind) }
-}
-
-fn refuse(seq: u64, code: fed::FedCode, reason: String) -> fed::Receipt {
-    receipt(fed::receipt::Kind::Refuse(fed::Refuse {
-        seq,
-        code: code as u32,
-        reason,
-    }))
-}
-
-/// The federation code of a refusal the engine gave.
-fn fed_code(code: RefusalCode) -> fed::FedCode {
-    match code {
-        RefusalCode::ForgedOrigin => fed::FedCode::FedForgedOrigin,
-        RefusalCode::OutOfOrder => fed::FedCode::FedOutOfOrder,
-        RefusalCode::NotFound => fed::FedCode::FedNotFound,
-        RefusalCode::NotAnAgent | RefusalCode::InvalidState | RefusalCode::Unauthenticated => {
-            fed::FedCode::FedNotAllowed
-        }
-        _ => fed::FedCode::FedBadTransaction,
-    }
 }

@@ -14,7 +14,8 @@ use kanal_proto::io::{FrameReader, write_frame};
 
 use super::acked::AckedPoint;
 use super::{HANDSHAKE_TIMEOUT, Shared, jitter, now};
-use crate::core::engine::{Command, Reply};
+use crate::core::engine::Reply;
+use crate::core::federation::give_up;
 use crate::core::federation::outbox::{Outbox, Told};
 use crate::core::federation::wire;
 
@@ -225,18 +226,7 @@ impl Delivery {
     /// transaction is given up, and told, again.
     async fn give_up(&mut self, shared: &Shared, told: Told) {
         report(&self.peer, &told);
-        let (seq, refused, reason) = match told {
-            Told::Expired(seq) => (
-                seq,
-                false,
-                format!(
-                    "{} could not be reached for {}",
-                    self.peer,
-                    waited(shared.policy.horizon_ms)
-                ),
-            ),
-            Told::Refused { seq, reason } => (seq, true, reason),
-        };
+        let seq = give_up::seq(&told);
         let enqueued_at_ms = self.outbox.enqueued_at(seq).unwrap_or(0);
         let payload = match self.payload(shared, seq).await {
             Ok(payload) => payload,
@@ -245,14 +235,13 @@ impl Delivery {
                 return;
             }
         };
-        let command = Command::Undelivered {
-            peer: self.peer.clone(),
-            seq,
-            refused,
-            reason,
-            payload: payload.to_vec(),
+        let command = give_up::command(
+            &self.peer,
+            told,
+            shared.policy.horizon_ms,
+            payload.to_vec(),
             enqueued_at_ms,
-        };
+        );
         if let Reply::Refused(why) = shared.node.writer.enqueue(command).await.await {
             tracing::error!(peer = %self.peer, seq, "federation: an undelivered transaction could not be kept: {}", why.message);
         }
@@ -386,15 +375,6 @@ impl Delivery {
         self.acked.raise(up_to);
         self.payloads = self.payloads.split_off(&(up_to + 1));
         Ok(())
-    }
-}
-
-/// A horizon for people: in hours, or seconds below an hour.
-fn waited(ms: i64) -> String {
-    if ms >= 3_600_000 {
-        format!("{} hours", ms / 3_600_000)
-    } else {
-        format!("{} seconds", ms / 1_000)
     }
 }
 
