@@ -62,6 +62,7 @@ impl Node {
         domain: String,
         policy: limits::Policy,
         store: Arc<dyn Store>,
+        commit_window: std::time::Duration,
     ) -> StoreResult<(Arc<Node>, tokio::task::JoinHandle<()>)> {
         let hub = Arc::new(Hub::default());
         let writer_store = store.for_writer().unwrap_or_else(|| store.clone());
@@ -72,6 +73,7 @@ impl Node {
             hub.clone(),
             domain.clone(),
             federation.outbox.clone(),
+            commit_window,
         )
         .await?;
         let devices = devices::DeviceRegistry::default();

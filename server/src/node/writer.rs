@@ -15,6 +15,11 @@
 //!
 //! The writer owns the clock: it wakes on a command or at the engine's next
 //! deadline ([`Sequencer::poll_timeout`]), whichever comes first.
+//!
+//! With a commit window (`commit_window_ms`), a batch that would start
+//! within the window of the previous one waits for its end, taking in what
+//! is queued meanwhile: under load, fewer and larger commits (fsyncs); at a
+//! low rate, when the last commit is older than the window, no wait.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -149,11 +154,18 @@ pub(crate) async fn spawn(
     hub: Arc<Hub>,
     domain: String,
     outbox: Arc<OutboxSignal>,
+    window: Duration,
 ) -> StoreResult<(WriterHandle, JoinHandle<()>)> {
     let sequencer = Sequencer::new(store, domain).await?.signalling(outbox);
     let stats = sequencer.stats();
     let (tx, rx) = mpsc::channel(QUEUE);
-    let task = Writer { sequencer, hub, rx };
+    let task = Writer {
+        sequencer,
+        hub,
+        rx,
+        window,
+        last_batch: None,
+    };
     let handle = WriterHandle {
         tx,
         stats,
@@ -166,6 +178,10 @@ struct Writer {
     sequencer: Sequencer,
     hub: Arc<Hub>,
     rx: mpsc::Receiver<Job>,
+    /// The commit window: least time from one batch's start to the next's.
+    window: Duration,
+    /// When the last batch started.
+    last_batch: Option<tokio::time::Instant>,
 }
 
 impl Writer {
@@ -181,6 +197,7 @@ impl Writer {
                     if received == 0 {
                         return;
                     }
+                    self.gather(&mut batch).await;
                     let (commands, waiting): (Vec<Command>, Vec<_>) =
                         batch.drain(..).map(|job| (job.command, job.reply)).unzip();
                     let (replies, published) = self.sequencer.order(&commands, now_ms()).await;
@@ -196,6 +213,27 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+impl Writer {
+    /// Within the commit window of the last batch, waits for its end, taking
+    /// in what is queued meanwhile (up to [`MAX_BATCH`]).
+    async fn gather(&mut self, batch: &mut Vec<Job>) {
+        if let Some(last) = self.last_batch
+            && !self.window.is_zero()
+        {
+            let until = last + self.window;
+            while batch.len() < MAX_BATCH {
+                let room = MAX_BATCH - batch.len();
+                match tokio::time::timeout_at(until, self.rx.recv_many(batch, room)).await {
+                    Ok(received) if received > 0 => {}
+                    // Closed, or the window is over.
+                    _ => break,
+                }
+            }
+        }
+        self.last_batch = Some(tokio::time::Instant::now());
     }
 }
 

@@ -162,6 +162,9 @@ struct RunArgs {
     /// Overrides `idle_timeout_secs`.
     #[arg(long)]
     idle_timeout_secs: Option<u64>,
+    /// Overrides `commit_window_ms` (0: commit at once).
+    #[arg(long)]
+    commit_window_ms: Option<u32>,
     /// Overrides `registrations_per_hour_per_source` (0: unlimited).
     #[arg(long)]
     registrations_per_hour_per_source: Option<u32>,
@@ -1058,6 +1061,9 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     }
     if let Some(v) = args.idle_timeout_secs {
         config.idle_timeout_secs = v;
+    }
+    if let Some(v) = args.commit_window_ms {
+        config.commit_window_ms = v;
     }
     if let Some(v) = args.registrations_per_hour_per_source {
         config.registrations_per_hour_per_source = v;

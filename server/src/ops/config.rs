@@ -42,6 +42,9 @@ pub enum ConfigError {
 /// connection is held no longer than this.
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
 
+/// Longest commit window, ms.
+pub const MAX_COMMIT_WINDOW_MS: u32 = 100;
+
 use super::database::Database;
 use crate::node::limits::Policy;
 pub use crate::node::limits::Registration;
@@ -69,6 +72,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Seconds without traffic before a connection is dropped. Default: 60.
     pub idle_timeout_secs: u64,
+    /// Milliseconds the writer lets commands gather after a commit before
+    /// it starts the next: fewer, larger commits (fsyncs) under load, for
+    /// at most this much more latency; 0: commit as soon as anything is
+    /// queued. Nothing is acknowledged before it is durable either way.
+    /// Default: 0.
+    pub commit_window_ms: u32,
     /// Registrations one source address may make per hour; 0: unlimited.
     /// Default: 20.
     pub registrations_per_hour_per_source: u32,
@@ -130,6 +139,7 @@ impl Default for Config {
             tls_key: "key.pem".into(),
             max_connections: 20_000,
             idle_timeout_secs: 60,
+            commit_window_ms: 0,
             registrations_per_hour_per_source: policy.registrations_per_hour_per_source,
             registrations_per_hour: policy.registrations_per_hour,
             sends_per_second_per_party: policy.sends_per_second_per_party,
@@ -163,6 +173,11 @@ impl Config {
                 self.database
             ),
         })
+    }
+
+    /// The writer's commit window (`commit_window_ms`).
+    pub fn commit_window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.commit_window_ms))
     }
 
     /// How long a transaction toward a peer is retried, ms.
@@ -250,6 +265,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "max_connections",
                 problem: "must be at least 1".into(),
+            });
+        }
+        if self.commit_window_ms > MAX_COMMIT_WINDOW_MS {
+            return Err(ConfigError::Invalid {
+                key: "commit_window_ms",
+                problem: format!(
+                    "{} is out of range: 0 to {MAX_COMMIT_WINDOW_MS}",
+                    self.commit_window_ms
+                ),
             });
         }
         if !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&self.idle_timeout_secs) {
@@ -355,6 +379,11 @@ max_connections_per_account = {per_account_connections}
 # Seconds without traffic before a connection is dropped.
 idle_timeout_secs = {idle}
 
+# Milliseconds the writer lets commands gather after a commit before it
+# starts the next (0 to 100): fewer fsyncs under load, for at most this
+# much more latency. 0: commit as soon as anything is queued.
+commit_window_ms = {commit_window}
+
 # Several nodes on one PostgreSQL database tell each other what they
 # committed through NATS, e.g. "nats://127.0.0.1:4222". Empty: one node.
 nats = "{nats}"
@@ -394,6 +423,7 @@ federation_transactions_per_second_per_peer = {federation_rate}
             per_source_connections = self.max_connections_per_source,
             per_account_connections = self.max_connections_per_account,
             idle = self.idle_timeout_secs,
+            commit_window = self.commit_window_ms,
             nats = self.nats,
             nats_subject_prefix = self.nats_subject_prefix,
             device_listen = self.device_listen,
@@ -437,6 +467,14 @@ mod tests {
         let idle = Config::parse("idle_timeout_secs = 1099511627776").expect_err("too long");
         assert!(idle.to_string().contains("`idle_timeout_secs`"), "{idle}");
         assert!(idle.to_string().contains("1 to 86400"), "{idle}");
+        let window = Config::parse("commit_window_ms = 101").expect_err("too long");
+        assert!(
+            window.to_string().contains("`commit_window_ms`"),
+            "{window}"
+        );
+        assert!(window.to_string().contains("0 to 100"), "{window}");
+        let window = Config::parse("commit_window_ms = 2").expect("a window");
+        assert_eq!(window.commit_window(), std::time::Duration::from_millis(2));
         let burst = Config::parse("send_burst_per_party = 0").expect_err("no burst");
         assert!(
             burst.to_string().contains("`send_burst_per_party`"),

@@ -139,12 +139,17 @@ impl Server {
             key,
             reset_key,
         })?;
-        let (node, writer) = Node::start(config.domain.clone(), config.policy(), store)
-            .await
-            .map_err(|source| StartError::Store {
-                database: database_name(data_dir, &config),
-                source,
-            })?;
+        let (node, writer) = Node::start(
+            config.domain.clone(),
+            config.policy(),
+            store,
+            config.commit_window(),
+        )
+        .await
+        .map_err(|source| StartError::Store {
+            database: database_name(data_dir, &config),
+            source,
+        })?;
         let admin_socket = data_dir.join(admin::SOCKET_FILE);
         let socket = admin::bind(data_dir).map_err(|source| StartError::DataDir {
             path: admin_socket.clone(),
@@ -390,12 +395,17 @@ impl Offline {
     pub async fn open(data_dir: &Path, config: &Config) -> Result<Self, StartError> {
         let lock = lock(data_dir)?;
         let store = open_store(data_dir, config).await?;
-        let (node, writer) = Node::start(config.domain.clone(), config.policy(), store.shared())
-            .await
-            .map_err(|source| StartError::Store {
-                database: database_name(data_dir, config),
-                source,
-            })?;
+        let (node, writer) = Node::start(
+            config.domain.clone(),
+            config.policy(),
+            store.shared(),
+            config.commit_window(),
+        )
+        .await
+        .map_err(|source| StartError::Store {
+            database: database_name(data_dir, config),
+            source,
+        })?;
         Ok(Self {
             node,
             writer,

@@ -99,6 +99,7 @@ async fn nothing_is_acknowledged_before_its_commit() {
         hub.clone(),
         "localhost".into(),
         Arc::default(),
+        Duration::ZERO,
     )
     .await
     .expect("writer");
@@ -196,6 +197,7 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
         Arc::new(Hub::default()),
         "localhost".into(),
         Arc::default(),
+        Duration::ZERO,
     )
     .await
     .expect("writer");
@@ -210,6 +212,7 @@ async fn a_retry_older_than_the_writers_memory_is_a_duplicate() {
         Arc::new(Hub::default()),
         "localhost".into(),
         Arc::default(),
+        Duration::ZERO,
     )
     .await
     .expect("writer");
@@ -248,6 +251,7 @@ async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
         Arc::new(Hub::default()),
         "localhost".into(),
         Arc::default(),
+        Duration::ZERO,
     )
     .await
     .expect("writer");
@@ -298,6 +302,53 @@ async fn a_failed_commit_leaves_no_gap_for_the_batches_after_it() {
         "numbered as if the failed batch never was"
     );
     assert_stored_seqs(store.as_ref(), 1..=10).await;
+    drop(writer);
+    task.await.expect("writer ends");
+}
+
+/// With a commit window, what is queued within it after a batch waits for
+/// its end and commits as one batch; past the window nothing waits.
+#[tokio::test(start_paused = true)]
+async fn a_commit_window_gathers_what_comes_within_it_and_delays_nothing_after() {
+    use std::sync::atomic::Ordering;
+    const WINDOW: Duration = Duration::from_millis(50);
+    let store = Arc::new(MemoryStore::new());
+    let alice = party(store.as_ref(), "alice", PartyKind::User).await;
+    let bob = party(store.as_ref(), "bob", PartyKind::User).await;
+    let (writer, task) = spawn(
+        store.clone(),
+        Arc::new(Hub::default()),
+        "localhost".into(),
+        Arc::default(),
+        WINDOW,
+    )
+    .await
+    .expect("writer");
+    let batches = || writer.stats.batches.load(Ordering::Relaxed);
+
+    // The first batch does not wait: no batch came before it.
+    let started = tokio::time::Instant::now();
+    let id = create(&writer, &alice, &bob, "window").await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    let after_create = batches();
+
+    // Sends right after it wait for the window's end, and commit together.
+    let sends: Vec<_> = (0..5)
+        .map(|i| send_task(&writer, &alice, &id, format!("m{i}")))
+        .collect();
+    for send in sends {
+        assert!(matches!(send.await.expect("task"), Reply::Sent(_)));
+    }
+    assert_eq!(started.elapsed(), WINDOW, "they waited out the window");
+    assert_eq!(batches(), after_create + 1, "in one batch");
+
+    // Once the window is over, a send is committed at once.
+    tokio::time::advance(WINDOW * 2).await;
+    let late = tokio::time::Instant::now();
+    let reply = send_task(&writer, &alice, &id, "late".into()).await;
+    assert!(matches!(reply.expect("task"), Reply::Sent(_)));
+    assert_eq!(late.elapsed(), Duration::ZERO);
+    assert_stored_seqs(store.as_ref(), 1..=6).await;
     drop(writer);
     task.await.expect("writer ends");
 }
