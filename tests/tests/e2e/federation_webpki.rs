@@ -4,7 +4,8 @@
 //! `federation_ca_file`) issued their certificates for their domains. A
 //! certificate for another domain, or from no trusted root, is refused by
 //! either side; a domain without an SRV record waits, its error shown,
-//! until the record exists.
+//! until the record exists, and one never found is told to its senders
+//! as undelivered at the horizon.
 
 use kanal_proto::pb;
 use kanal_server::config::Config;
@@ -257,5 +258,59 @@ async fn a_domain_without_an_srv_record_shows_why_and_is_delivered_once_it_has_o
     }
     let message = next_message(&mut ann_events).await?;
     assert_eq!(text_of(&message), "it is cold");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_domain_never_found_is_told_undelivered_to_its_sender_at_the_horizon()
+-> anyhow::Result<()> {
+    let dns = TestDns::start().await?;
+    let ca = TestCa::new("Kanal test CA")?;
+    let issued = ca.issue("a.test")?;
+    let a = TestServer::start_with_certificate(
+        Config {
+            domain: "a.test".into(),
+            federation_webpki: true,
+            federation_ca_file: ROOTS.into(),
+            federation_public_roots: false,
+            federation_dns: dns.addr().to_string(),
+            // Two seconds.
+            federation_horizon_hours: 2.0 / 3600.0,
+            ..Config::default()
+        },
+        &issued,
+        &[(ROOTS, ca.pem())],
+    )
+    .await?;
+    let carla = a.register("carla").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    until_caught_up(&mut carla_events).await?;
+    // Nothing in DNS names nowhere.test: the conversation is taken, and
+    // then what it carries comes back, expired, once each.
+    let conversation = carla
+        .create_conversation(&["support@nowhere.test"], "anyone?")
+        .await?;
+    carla
+        .send(
+            &conversation.id,
+            "m0",
+            pb::Body {
+                kind: Some(pb::body::Kind::Text("m0".into())),
+            },
+        )
+        .await?;
+    let mut told = Vec::new();
+    while told.len() < 2 {
+        if let Some(pb::event::Kind::DeliveryFailed(failed)) =
+            next_stored(&mut carla_events).await?.kind
+        {
+            assert_eq!(failed.failure(), pb::DeliveryFailure::Expired);
+            assert_eq!(failed.server, "nowhere.test");
+            told.push(failed.client_msg_id);
+        }
+    }
+    assert_eq!(told, ["", "m0"]);
+    let listed = kanald_output(KANALD, a.path(), &["peer", "undelivered", "nowhere.test"]).await?;
+    assert_eq!(listed.matches("expired").count(), 2, "{listed}");
     Ok(())
 }
