@@ -314,3 +314,60 @@ async fn a_domain_never_found_is_told_undelivered_to_its_sender_at_the_horizon()
     assert_eq!(listed.matches("expired").count(), 2, "{listed}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_peer_added_without_a_fingerprint_is_trusted_by_webpki_at_its_configured_address()
+-> anyhow::Result<()> {
+    let dns = TestDns::start().await?;
+    let ca = TestCa::new("Kanal test CA")?;
+    let a = published("a.test", &dns, &ca).await?;
+    // DNS does not name B: A reaches it at the address its operator gives.
+    let b = server("b.test", &dns, &ca, &ca.issue("b.test")?).await?;
+    let b_addr = b.server.federation_addr().to_string();
+    let refused = refused_kanald(KANALD, a.path(), &["peer", "add", "b.test"]).await?;
+    assert!(
+        refused.contains("an address, a fingerprint or both"),
+        "{refused}"
+    );
+    kanald_output(
+        KANALD,
+        a.path(),
+        &["peer", "add", "b.test", "--address", &b_addr],
+    )
+    .await?;
+    let shown = kanald_output(KANALD, a.path(), &["peer", "show", "b.test"]).await?;
+    assert!(
+        shown.contains(&format!("address      {b_addr}\n")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("fingerprint  none, trusted by WebPKI\n"),
+        "{shown}"
+    );
+
+    let ann = b.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let carla = a.register("carla").await?;
+    let conversation = carla
+        .create_conversation(&["support@b.test"], "hello")
+        .await?;
+    carla.send_text(&conversation.id, "found you").await?;
+    let message = next_message(&mut ann_events).await?;
+    assert_eq!(text_of(&message), "found you");
+
+    // Without WebPKI, a peer needs its fingerprint: the CLI says which key.
+    let plain = TestServer::start_with(Config {
+        domain: "c.test".into(),
+        ..Config::default()
+    })
+    .await?;
+    let refused = refused_kanald(
+        KANALD,
+        plain.path(),
+        &["peer", "add", "b.test", "--address", &b_addr],
+    )
+    .await?;
+    assert!(refused.contains("federation_webpki"), "{refused}");
+    Ok(())
+}
