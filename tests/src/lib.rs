@@ -16,9 +16,11 @@ use kanal_server::config::Config;
 use kanal_server::model::PartyKind;
 use kanal_server::{Server, admin, datadir};
 
+pub mod authority;
 mod bystander;
 mod cluster;
 pub mod device;
+pub mod dns;
 pub use bystander::{Bystander, Report};
 pub use cluster::{DEFAULT_NATS, DEFAULT_POSTGRES, NATS_ENV, NatsLink, PrivateNats, TestCluster};
 
@@ -65,6 +67,29 @@ impl TestServer {
                 "on PostgreSQL, yet {} exists",
                 file.display()
             );
+        }
+        Self::start_in(dir, database, loopback(0)).await
+    }
+
+    /// As [`TestServer::start_with`], but the server proves its domain
+    /// with `certificate` (its `tls_cert` and `tls_key` are replaced), and
+    /// `files` (name, contents) are written into its data directory first,
+    /// e.g. the roots its `federation_ca_file` names.
+    pub async fn start_with_certificate(
+        mut config: Config,
+        certificate: &authority::Issued,
+        files: &[(&str, &str)],
+    ) -> Result<Self> {
+        let dir = Arc::new(tempfile::tempdir()?);
+        let database = FreshDatabase::for_this_test().await?.map(Arc::new);
+        if let Some(database) = &database {
+            config.database.clone_from(&database.url);
+        }
+        datadir::init(dir.path(), &config).await?;
+        std::fs::write(dir.path().join(&config.tls_cert), &certificate.cert)?;
+        std::fs::write(dir.path().join(&config.tls_key), &certificate.key)?;
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents)?;
         }
         Self::start_in(dir, database, loopback(0)).await
     }

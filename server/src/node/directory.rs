@@ -463,9 +463,10 @@ pub async fn revoke_device(node: &Node, serial: &str) -> Result<Device, AdminErr
     reread_device(node, serial).await
 }
 
-/// Trusts the server for `domain`, listening at `address` (`host:port`),
-/// whose certificate has the SHA-256 `fingerprint` (hex; colons allowed):
-/// added, or replaced if it was a peer already.
+/// Trusts the server for `domain`, listening at `address` (`host:port`;
+/// empty: found by DNS SRV), whose certificate has the SHA-256
+/// `fingerprint` (hex, colons allowed; empty: trusted by WebPKI): added,
+/// or replaced if it was a peer already.
 pub async fn add_peer(
     node: &Node,
     domain: &str,
@@ -478,19 +479,30 @@ pub async fn add_peer(
             "{domain} is this server's own domain"
         )));
     }
-    if !address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+    // Empty: found by DNS SRV (FEDERATION.md §2).
+    if !address.is_empty()
+        && !address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
     {
         return Err(AdminError::Invalid(format!(
-            "address `{address}`: give it as HOST:PORT"
+            "address `{address}`: give it as HOST:PORT, or none to find it by DNS SRV"
         )));
     }
+    // Empty: trusted by WebPKI.
     let fingerprint = fingerprint.replace(':', "").to_ascii_lowercase();
-    if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !fingerprint.is_empty()
+        && (fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         return Err(AdminError::Invalid(format!(
             "fingerprint `{fingerprint}`: give the peer's SHA-256 as 64 hex digits \
              (`kanald fingerprint` on the peer)"
+        )));
+    }
+    if address.is_empty() && fingerprint.is_empty() {
+        return Err(AdminError::Invalid(format!(
+            "give {domain} an address, a fingerprint or both: with neither, it is found by DNS \
+             SRV and trusted by WebPKI (`federation_webpki = true`) without being added"
         )));
     }
     let peer = crate::model::PeerRecord {

@@ -4,6 +4,8 @@
 //! link reads both.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::sync::Notify;
@@ -177,6 +179,12 @@ pub(crate) struct Federation {
     /// An open connection with each peer (either side dialled it), for
     /// what travels as datagrams: typing.
     pub(crate) links: Mutex<HashMap<String, quinn::Connection>>,
+    /// Whether servers that are not configured peers are trusted by
+    /// WebPKI and found by DNS SRV (`federation_webpki`): then any domain
+    /// may be written to.
+    webpki: AtomicBool,
+    /// Where this server last reached each peer, as dialled.
+    dialled: Mutex<HashMap<String, SocketAddr>>,
 }
 
 impl Federation {
@@ -210,6 +218,48 @@ impl Federation {
         }
         // Too large or refused by the peer: typing is best effort.
         let _ = connection.send_datagram(datagram);
+    }
+
+    /// Trusts servers by WebPKI, and finds them by DNS SRV, from now on.
+    pub(crate) fn trust_webpki(&self, on: bool) {
+        self.webpki.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether a server on `domain` may be written to: a configured peer,
+    /// or any domain while WebPKI trust is on (it is then found by DNS
+    /// and its certificate checked when delivering).
+    pub(crate) fn reachable(&self, domain: &str) -> bool {
+        self.webpki.load(Ordering::Relaxed) || self.peers.get(domain).is_some()
+    }
+
+    /// This server reached `peer` at `address`.
+    pub(crate) fn set_dialled(&self, peer: &str, address: SocketAddr) {
+        self.dialled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer.to_owned(), address);
+    }
+
+    /// Where this server last reached `peer`.
+    pub(crate) fn dialled(&self, peer: &str) -> Option<SocketAddr> {
+        self.dialled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(peer)
+            .copied()
+    }
+
+    /// Every peer a delivery published a status for, by domain.
+    pub(crate) fn peers_with_status(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self
+            .statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        peers.sort();
+        peers
     }
 
     /// Records where delivery to `peer` stands.

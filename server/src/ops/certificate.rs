@@ -101,6 +101,52 @@ pub(crate) fn load(
     Ok((certs, key))
 }
 
+/// The roots WebPKI trusts: the usual public ones (`public`, as the
+/// `webpki-roots` crate ships Mozilla's) and every certificate of the PEM
+/// file `extra`, if given.
+pub(crate) fn roots(public: bool, extra: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if public {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if let Some(path) = extra {
+        let pem_err = |message: String| TlsError::Pem {
+            path: path.display().to_string(),
+            message,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| pem_err(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(pem_err("no certificate in file".into()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| pem_err(format!("not a usable root certificate: {e}")))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Why `certs` (this server's chain) does not prove `domain` by WebPKI
+/// name rules, if it does not: peers trusting by WebPKI would refuse it.
+pub(crate) fn not_valid_for(certs: &[CertificateDer<'_>], domain: &str) -> Option<String> {
+    let name = match rustls_pki_types::ServerName::try_from(domain) {
+        Ok(name) => name,
+        Err(e) => return Some(e.to_string()),
+    };
+    let first = certs.first()?;
+    let cert = match webpki::EndEntityCert::try_from(first) {
+        Ok(cert) => cert,
+        Err(e) => return Some(format!("unreadable certificate: {e}")),
+    };
+    cert.verify_is_valid_for_subject_name(&name)
+        .err()
+        .map(|e| e.to_string())
+}
+
 /// The SHA-256 fingerprint of a DER certificate, as lowercase hex: what
 /// clients pin.
 pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
@@ -121,6 +167,30 @@ mod tests {
         let fp = fingerprint(&certs[0]);
         assert_eq!(fp.len(), 64);
         assert_eq!(fp, fingerprint(&load(&cp, &kp).expect("load").0[0]));
+    }
+
+    #[test]
+    fn roots_load_from_pem_and_name_a_bad_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, _key) = self_signed("ca.example").expect("generate");
+        let path = dir.path().join("roots.pem");
+        std::fs::write(&path, &cert).expect("write");
+        assert_eq!(roots(false, Some(&path)).expect("roots").len(), 1);
+        assert!(roots(true, None).expect("public roots").len() > 50);
+        std::fs::write(&path, "not pem").expect("write");
+        let err = roots(false, Some(&path)).expect_err("no certificate");
+        assert!(err.to_string().contains("roots.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_is_checked_for_the_domain_it_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = self_signed("acme.example").expect("generate");
+        let (cp, kp) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        write_pair(&cp, &kp, &cert, &key).expect("write");
+        let (certs, _key) = load(&cp, &kp).expect("load");
+        assert_eq!(not_valid_for(&certs, "acme.example"), None);
+        assert!(not_valid_for(&certs, "other.example").is_some());
     }
 
     #[test]

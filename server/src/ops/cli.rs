@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::links::admin::{self, AdminRequest, AdminResponse, DeviceSpecInfo, PartyInfo};
+use crate::links::admin::{self, AdminRequest, AdminResponse, DeviceSpecInfo, PartyInfo, PeerInfo};
 use crate::ops::cluster;
 use crate::ops::config::{Config, Registration};
 use crate::ops::datadir;
@@ -88,12 +88,14 @@ enum PeerCommand {
         /// The peer's domain, e.g. `acme.example`.
         domain: String,
         /// Where its federation endpoint listens, `HOST:PORT` (its
-        /// `federation_listen`; port 7449 by default).
+        /// `federation_listen`; port 7449 by default). Omitted: found by
+        /// DNS SRV (`_kanal._udp.DOMAIN`).
         #[arg(long)]
-        address: String,
-        /// The SHA-256 fingerprint of its certificate.
+        address: Option<String>,
+        /// The SHA-256 fingerprint of its certificate. Omitted: trusted by
+        /// WebPKI (needs `federation_webpki = true`).
         #[arg(long)]
-        fingerprint: String,
+        fingerprint: Option<String>,
     },
     /// List the peers, with where delivery to each stands.
     List,
@@ -728,14 +730,23 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
             domain,
             address,
             fingerprint,
-        } => (
-            AdminRequest::AddPeer {
-                domain,
-                address,
-                fingerprint,
-            },
-            true,
-        ),
+        } => {
+            if fingerprint.is_none() && !Config::load(data_dir)?.federation_webpki {
+                bail!(
+                    "give --fingerprint: without one {domain} is trusted by WebPKI, which is \
+                     off (`federation_webpki = true` in {})",
+                    data_dir.join(crate::ops::config::CONFIG_FILE).display()
+                );
+            }
+            (
+                AdminRequest::AddPeer {
+                    domain,
+                    address: address.unwrap_or_default(),
+                    fingerprint: fingerprint.unwrap_or_default(),
+                },
+                true,
+            )
+        }
         PeerCommand::List => (AdminRequest::Peers { domain: None }, false),
         PeerCommand::Show { domain } => (
             AdminRequest::Peers {
@@ -772,10 +783,11 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
     match administer(data_dir, request).await? {
         AdminResponse::Peers { peers } => {
             for peer in peers {
+                let address = shown_address(&peer);
                 if long {
                     println!("peer         {}", peer.domain);
-                    println!("address      {}", peer.address);
-                    println!("fingerprint  {}", peer.fingerprint);
+                    println!("address      {address}");
+                    println!("fingerprint  {}", shown_fingerprint(&peer));
                     println!("queued       {}", peer.queued);
                     if let Some(age) = peer.oldest_age_secs.filter(|_| peer.queued > 0) {
                         println!("oldest       {age} s");
@@ -794,7 +806,7 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
                     println!(
                         "{:<24} {:<24} queued {:>6}{}",
                         peer.domain,
-                        peer.address,
+                        address,
                         peer.queued,
                         peer.last_error
                             .as_ref()
@@ -806,6 +818,25 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
         }
         AdminResponse::Error { message } => bail!("{message}"),
         other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// Where a peer is, for people: its configured address, or what DNS SRV
+/// found last.
+fn shown_address(peer: &PeerInfo) -> String {
+    match (peer.address.as_str(), &peer.dialled) {
+        ("", Some(dialled)) => format!("{dialled} (DNS SRV)"),
+        ("", None) => "by DNS SRV".to_owned(),
+        (address, _) => address.to_owned(),
+    }
+}
+
+/// How a peer's certificate is trusted, for people.
+fn shown_fingerprint(peer: &PeerInfo) -> String {
+    match (peer.fingerprint.as_str(), peer.configured) {
+        ("", true) => "none, trusted by WebPKI".to_owned(),
+        ("", false) => "none, trusted by WebPKI (not a configured peer)".to_owned(),
+        (fingerprint, _) => fingerprint.to_owned(),
     }
 }
 

@@ -125,6 +125,23 @@ pub struct Config {
     /// more slowly (the peer waits, nothing is lost). 0: no limit.
     /// Default: 20,000.
     pub federation_transactions_per_second_per_peer: u32,
+    /// Trust a server that is not a configured peer when its certificate
+    /// chains to a trusted root and is valid for its domain (WebPKI), and
+    /// find it by DNS SRV. Configured peers keep their pinned
+    /// fingerprint. Default: false (configured peers only).
+    pub federation_webpki: bool,
+    /// Extra roots WebPKI trusts (PEM certificates), relative to the data
+    /// directory, e.g. a company's own authority. Empty (the default):
+    /// none.
+    pub federation_ca_file: PathBuf,
+    /// Whether WebPKI trusts the usual public roots (Mozilla's, as the
+    /// `webpki-roots` crate ships them) besides `federation_ca_file`.
+    /// Default: true.
+    pub federation_public_roots: bool,
+    /// The DNS server that finds peers (`_kanal._udp.DOMAIN` SRV, then the
+    /// target's A/AAAA), as `IP` or `IP:PORT`. Empty (the default): the
+    /// system's (`/etc/resolv.conf`).
+    pub federation_dns: String,
 }
 
 impl Default for Config {
@@ -159,6 +176,10 @@ impl Default for Config {
             )),
             federation_horizon_hours: 120.0,
             federation_transactions_per_second_per_peer: 20_000,
+            federation_webpki: false,
+            federation_ca_file: PathBuf::new(),
+            federation_public_roots: true,
+            federation_dns: String::new(),
         }
     }
 }
@@ -184,6 +205,27 @@ impl Config {
     pub fn federation_horizon_ms(&self) -> i64 {
         // Validated: above 0, at most a year.
         (self.federation_horizon_hours * 3_600_000.0) as i64
+    }
+
+    /// The DNS server `federation_dns` names (`None`: the system's).
+    pub fn federation_dns_server(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.federation_dns.is_empty() {
+            return Ok(None);
+        }
+        let text = self.federation_dns.as_str();
+        text.parse::<SocketAddr>()
+            .or_else(|_| {
+                text.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                key: "federation_dns",
+                problem: format!(
+                    "`{text}`: not an IP address with an optional port (e.g. \"127.0.0.1:5353\", \
+                     or \"::1\" for port 53); leave it empty for the system's resolver"
+                ),
+            })
     }
 
     /// What the node lets clients do, from these keys.
@@ -326,6 +368,27 @@ impl Config {
                 problem: format!("{horizon} is not a number of hours above 0 and at most a year"),
             });
         }
+        self.federation_dns_server()?;
+        if !self.federation_webpki && !self.federation_ca_file.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "federation_ca_file",
+                problem: "roots are trusted only with `federation_webpki = true`: set it, or \
+                          leave `federation_ca_file` empty"
+                    .into(),
+            });
+        }
+        if self.federation_webpki
+            && !self.federation_public_roots
+            && self.federation_ca_file.as_os_str().is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                key: "federation_public_roots",
+                problem: "with it false and no `federation_ca_file`, WebPKI trusts no root: \
+                          name your roots in `federation_ca_file`, or set \
+                          `federation_webpki = false`"
+                    .into(),
+            });
+        }
         if self.sends_per_second_per_party > 0 && self.send_burst_per_party == 0 {
             return Err(ConfigError::Invalid {
                 key: "send_burst_per_party",
@@ -408,6 +471,17 @@ federation_horizon_hours = {federation_horizon}
 # Transactions a second one peer may have applied here (0: no limit); past
 # it the peer is read more slowly.
 federation_transactions_per_second_per_peer = {federation_rate}
+# Trust by WebPKI: a server that is not a configured peer (`kanald peer
+# add`) is trusted when its certificate chains to a trusted root and is
+# valid for its domain; it is found by DNS SRV (_kanal._udp.DOMAIN). This
+# server's own tls_cert must then be valid for its domain. The roots: the
+# usual public ones (federation_public_roots) and those in
+# federation_ca_file (PEM, relative to this directory; empty: none).
+federation_webpki = {federation_webpki}
+federation_ca_file = "{federation_ca_file}"
+federation_public_roots = {federation_public_roots}
+# The DNS server that finds peers, "IP" or "IP:PORT"; empty: the system's.
+federation_dns = "{federation_dns}"
 "#,
             domain = self.domain,
             listen = self.listen,
@@ -434,6 +508,10 @@ federation_transactions_per_second_per_peer = {federation_rate}
             federation_listen = self.federation_listen,
             federation_horizon = self.federation_horizon_hours,
             federation_rate = self.federation_transactions_per_second_per_peer,
+            federation_webpki = self.federation_webpki,
+            federation_ca_file = self.federation_ca_file.display(),
+            federation_public_roots = self.federation_public_roots,
+            federation_dns = self.federation_dns,
         )
     }
 }
@@ -497,5 +575,62 @@ mod tests {
             prefix.to_string().contains("`nats_subject_prefix`"),
             "{prefix}"
         );
+    }
+
+    #[test]
+    fn federation_trust_and_discovery_keys_are_checked() {
+        let defaults = Config::parse("").expect("defaults");
+        assert!(!defaults.federation_webpki);
+        assert!(defaults.federation_public_roots);
+        assert_eq!(defaults.federation_dns_server().expect("valid"), None);
+        let dns = Config::parse("federation_dns = \"127.0.0.1:5353\"").expect("ip:port");
+        assert_eq!(
+            dns.federation_dns_server().expect("valid"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 5353)))
+        );
+        let bare = Config::parse("federation_dns = \"::1\"").expect("bare ip");
+        assert_eq!(
+            bare.federation_dns_server().expect("valid"),
+            Some("[::1]:53".parse().expect("address"))
+        );
+        let name = Config::parse("federation_dns = \"dns.example\"").expect_err("a name");
+        assert!(name.to_string().contains("`federation_dns`"), "{name}");
+        assert!(name.to_string().contains("dns.example"), "{name}");
+        let port = Config::parse("federation_dns = \"127.0.0.1:99999\"").expect_err("port");
+        assert!(port.to_string().contains("`federation_dns`"), "{port}");
+        let unused = Config::parse("federation_ca_file = \"ca.pem\"").expect_err("webpki off");
+        assert!(
+            unused.to_string().contains("`federation_ca_file`"),
+            "{unused}"
+        );
+        assert!(unused.to_string().contains("federation_webpki"), "{unused}");
+        Config::parse("federation_webpki = true\nfederation_ca_file = \"ca.pem\"")
+            .expect("roots with webpki");
+        let none = Config::parse("federation_webpki = true\nfederation_public_roots = false")
+            .expect_err("no root");
+        assert!(
+            none.to_string().contains("`federation_public_roots`"),
+            "{none}"
+        );
+        Config::parse(
+            "federation_webpki = true\nfederation_public_roots = false\n\
+             federation_ca_file = \"ca.pem\"",
+        )
+        .expect("private roots only");
+        let typed = Config::parse("federation_webpki = \"yes\"").expect_err("not a bool");
+        assert!(typed.to_string().contains("federation_webpki"), "{typed}");
+        let rendered = Config::parse(
+            &Config {
+                federation_webpki: true,
+                federation_ca_file: "roots.pem".into(),
+                federation_dns: "127.0.0.1:53".into(),
+                ..Config::default()
+            }
+            .render(),
+        )
+        .expect("rendered keys parse back");
+        assert!(rendered.federation_webpki);
+        assert_eq!(rendered.federation_ca_file, PathBuf::from("roots.pem"));
+        assert_eq!(rendered.federation_dns, "127.0.0.1:53");
     }
 }

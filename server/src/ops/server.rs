@@ -26,6 +26,24 @@ use crate::store::{Store, StoreError};
 /// How long shutdown waits for connections to close and the writer to drain.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The roots federation trusts by WebPKI (`federation_webpki`), if on.
+fn federation_roots(
+    data_dir: &Path,
+    config: &Config,
+) -> Result<Option<rustls::RootCertStore>, ConfigError> {
+    if !config.federation_webpki {
+        return Ok(None);
+    }
+    let extra = (!config.federation_ca_file.as_os_str().is_empty())
+        .then(|| data_dir.join(&config.federation_ca_file));
+    certificate::roots(config.federation_public_roots, extra.as_deref())
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid {
+            key: "federation_ca_file",
+            problem: e.to_string(),
+        })
+}
+
 /// The lock file a running server holds in its data directory: one server
 /// per data directory, and operator commands know whether one runs.
 pub const LOCK_FILE: &str = "kanald.lock";
@@ -132,6 +150,16 @@ impl Server {
             source,
         })?;
         let (fed_certs, fed_key) = (certs.clone(), key.clone_key());
+        let webpki = federation_roots(data_dir, &config)?;
+        if webpki.is_some()
+            && let Some(why) = certificate::not_valid_for(&certs, &config.domain)
+        {
+            tracing::warn!(
+                domain = %config.domain,
+                "federation: tls_cert is not valid for this server's domain ({why}): peers \
+                 trusting by WebPKI will refuse this server"
+            );
+        }
         let endpoint = Endpoint::bind(endpoint::Settings {
             listen: config.listen,
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -218,6 +246,8 @@ impl Server {
                 },
                 reset_key,
                 transactions_per_second: config.federation_transactions_per_second_per_peer,
+                webpki,
+                dns: config.federation_dns_server()?,
             },
         )
         .map_err(StartError::Federation)?;

@@ -13,6 +13,7 @@ mod devices;
 mod durability;
 mod federation;
 mod federation_processes;
+mod federation_webpki;
 mod handshake_flood;
 mod history_paging;
 mod idempotent_send;

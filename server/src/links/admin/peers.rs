@@ -14,10 +14,17 @@ use crate::node::writer::now_ms;
 pub(crate) struct PeerInfo {
     /// Its domain.
     pub domain: String,
-    /// Where it listens (`host:port`).
+    /// Where it listens (`host:port`); empty: found by DNS SRV.
     pub address: String,
-    /// SHA-256 of its certificate, lowercase hex.
+    /// SHA-256 of its certificate, lowercase hex; empty: trusted by WebPKI.
     pub fingerprint: String,
+    /// Whether the operator configured it (`kanald peer add`), rather than
+    /// it being written to and found by DNS.
+    #[serde(default)]
+    pub configured: bool,
+    /// Where this server last reached it (running server only).
+    #[serde(default)]
+    pub dialled: Option<String>,
     /// Transactions toward it not yet acknowledged.
     pub queued: u64,
     /// How long the oldest of them has waited, seconds (running server only).
@@ -60,17 +67,44 @@ pub(super) async fn remove(node: &Node, domain: &str) -> AdminResponse {
     }
 }
 
-/// Every peer (`only`: just that one), after reading them again.
+/// Every peer (`only`: just that one), after reading them again: the
+/// configured ones, and those found by DNS that transactions are queued
+/// toward or a delivery runs for.
 pub(super) async fn respond(node: &Node, only: Option<&str>) -> AdminResponse {
     if let Err(e) = node.federation.peers.reload(node.store.as_ref()).await {
         return error(e.to_string());
     }
+    let mut all: std::collections::BTreeMap<String, (PeerRecord, bool)> = node
+        .federation
+        .peers
+        .all()
+        .into_iter()
+        .map(|p| (p.domain.clone(), (p, true)))
+        .collect();
+    let queued = match node.store.outbox_peers().await {
+        Ok(queued) => queued,
+        Err(e) => return error(e.to_string()),
+    };
+    for domain in queued
+        .into_iter()
+        .chain(node.federation.peers_with_status())
+    {
+        all.entry(domain.clone()).or_insert_with(|| {
+            let found = PeerRecord {
+                domain,
+                address: String::new(),
+                fingerprint: String::new(),
+                added_at_ms: 0,
+            };
+            (found, false)
+        });
+    }
     let mut peers = Vec::new();
-    for peer in node.federation.peers.all() {
-        if only.is_some_and(|d| d != peer.domain) {
+    for (domain, (peer, configured)) in all {
+        if only.is_some_and(|d| d != domain) {
             continue;
         }
-        match info(node, peer).await {
+        match info(node, peer, configured).await {
             Ok(info) => peers.push(info),
             Err(e) => return error(e.to_string()),
         }
@@ -83,7 +117,11 @@ pub(super) async fn respond(node: &Node, only: Option<&str>) -> AdminResponse {
     AdminResponse::Peers { peers }
 }
 
-async fn info(node: &Node, peer: PeerRecord) -> crate::store::StoreResult<PeerInfo> {
+async fn info(
+    node: &Node,
+    peer: PeerRecord,
+    configured: bool,
+) -> crate::store::StoreResult<PeerInfo> {
     let status = node.federation.status(&peer.domain);
     // The delivery knows of acknowledgements before the store does.
     let acked =
@@ -111,6 +149,8 @@ async fn info(node: &Node, peer: PeerRecord) -> crate::store::StoreResult<PeerIn
         expired: waiting(false),
         acked,
         committed,
+        configured,
+        dialled: node.federation.dialled(&peer.domain).map(|a| a.to_string()),
         domain: peer.domain,
         address: peer.address,
         fingerprint: peer.fingerprint,

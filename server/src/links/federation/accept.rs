@@ -11,7 +11,7 @@ use futures::stream::FuturesOrdered;
 use kanal_proto::fed;
 use kanal_proto::io::{FrameReader, write_frame};
 
-use super::{HANDSHAKE_TIMEOUT, MAX_TRANSACTION_FRAME, Shared, tls};
+use super::{HANDSHAKE_TIMEOUT, MAX_TRANSACTION_FRAME, Shared, tls, trust};
 use crate::core::federation::inbox::{Offered, PeerInbox};
 use crate::core::federation::receive::{self, Answer, Received};
 
@@ -98,35 +98,19 @@ const CLOSE_PROTOCOL: u32 = 0x1;
 async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended> {
     let connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await??;
     let remote = connection.remote_address();
-    let fingerprint = tls::peer_fingerprint(&connection).unwrap_or_default();
     let (mut send, recv) =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi()).await??;
     let mut frames = FrameReader::new(recv, MAX_TRANSACTION_FRAME);
     let open: fed::Open = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next())
         .await??
         .ok_or_else(|| Ended::Refused("the stream ended before Open".into()))?;
-    let peer = match shared.node.federation.peers.get(&open.origin) {
-        Some(peer) if peer.fingerprint == fingerprint => peer,
-        Some(_) => {
-            let why = format!(
-                "{remote} claims {} with certificate {fingerprint}, not the one configured for it",
-                open.origin
-            );
-            return Err(refuse_open(&connection, &mut send, fed::FedCode::FedUntrusted, why).await);
-        }
-        None => {
-            let why = format!(
-                "{remote} claims {}, which is not a configured peer (certificate {fingerprint})",
-                open.origin
-            );
-            return Err(refuse_open(&connection, &mut send, fed::FedCode::FedUntrusted, why).await);
+    let origin = match opened(shared, &connection, &open) {
+        Ok(origin) => origin,
+        Err((code, why)) => {
+            let why = format!("{remote} {why}");
+            return Err(refuse_open(&connection, &mut send, code, why).await);
         }
     };
-    if open.version != kanal_proto::FEDERATION_VERSION {
-        let why = format!("{} speaks version {}", peer.domain, open.version);
-        return Err(refuse_open(&connection, &mut send, fed::FedCode::FedVersion, why).await);
-    }
-    let origin = peer.domain;
     shared.sign_of_life(&origin);
     super::typing::attach(&shared.node, &shared.typing, &origin, &connection);
     let Some(inbox) = shared.inboxes.of(shared, &origin).await else {
@@ -229,6 +213,30 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
             }
         }
     }
+}
+
+/// The domain whose server opened `connection` with `open`, once its
+/// certificate proves it (FEDERATION.md §3), or the code and reason it is
+/// refused with.
+fn opened(
+    shared: &Shared,
+    connection: &quinn::Connection,
+    open: &fed::Open,
+) -> Result<String, (fed::FedCode, String)> {
+    let configured = shared.node.federation.peers.get(&open.origin);
+    let origin = trust::for_accepting(
+        &shared.node.domain,
+        &open.origin,
+        configured.as_ref(),
+        shared.webpki.as_deref(),
+        &tls::peer_chain(connection),
+    )
+    .map_err(|why| (fed::FedCode::FedUntrusted, why))?;
+    if open.version != kanal_proto::FEDERATION_VERSION {
+        let why = format!("speaks version {} for {origin}", open.version);
+        return Err((fed::FedCode::FedVersion, why));
+    }
+    Ok(origin)
 }
 
 /// Refusals a session logs one line each; the rest are counted, and the

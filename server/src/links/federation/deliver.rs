@@ -79,8 +79,14 @@ async fn deliver(shared: Arc<Shared>, peer: String) {
         if let Err(e) = delivery.catch_up(&shared).await {
             tracing::error!(%peer, error = %e, "federation: the outbox could not be read");
         }
-        delivery.publish(&shared);
         let at = now();
+        // What fell due while the last try ran: a try that fails at once
+        // (a name that does not resolve) can pass a transaction's horizon
+        // between two waits, and a deadline already past is not waited for.
+        for told in delivery.outbox.handle_timeout(at, jitter()) {
+            delivery.give_up(&shared, told).await;
+        }
+        delivery.publish(&shared);
         if shared.take_sign_of_life(&peer) {
             delivery.outbox.sign_of_life();
         }

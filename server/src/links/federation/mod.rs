@@ -13,7 +13,9 @@ mod accept;
 mod acked;
 mod deliver;
 mod dial;
+pub(crate) mod discover;
 mod tls;
+pub(crate) mod trust;
 pub(crate) mod typing;
 
 use std::net::SocketAddr;
@@ -65,6 +67,11 @@ pub(crate) struct Settings {
     pub reset_key: [u8; 64],
     /// Transactions a second one peer may have applied (0: no limit).
     pub transactions_per_second: u32,
+    /// The roots servers that are not configured peers are trusted by
+    /// (`federation_webpki`); `None`: configured peers only.
+    pub webpki: Option<rustls::RootCertStore>,
+    /// The DNS server peers are found with (`None`: the system's).
+    pub dns: Option<SocketAddr>,
 }
 
 /// Label under which the federation endpoint's reset key is derived.
@@ -109,6 +116,10 @@ struct Shared {
     inbound: Option<Buckets<String>>,
     /// Each peer's typing datagrams, over all its connections.
     typing: Arc<Buckets<String>>,
+    /// WebPKI trust, when it is on.
+    webpki: Option<Arc<trust::WebPki>>,
+    /// Finds peers without a configured address.
+    discovery: discover::Discovery,
 }
 
 impl Federation {
@@ -116,6 +127,11 @@ impl Federation {
     /// the outbox (resuming every peer with stored transactions at once).
     pub(crate) fn serve(node: Arc<Node>, settings: Settings) -> Result<Self, EndpointError> {
         let server = tls::server_crypto(settings.certs.clone(), settings.key.clone_key())?;
+        let webpki = settings
+            .webpki
+            .map(|roots| trust::WebPki::new(roots).map(Arc::new))
+            .transpose()?;
+        node.federation.trust_webpki(webpki.is_some());
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server)
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -142,6 +158,8 @@ impl Federation {
             inboxes: accept::Inboxes::default(),
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             typing: Arc::new(typing::budget()),
+            webpki,
+            discovery: discover::Discovery::new(settings.dns),
             inbound: (settings.transactions_per_second > 0).then(|| {
                 let rate = settings.transactions_per_second;
                 Buckets::new(f64::from(rate), Duration::from_secs(1) / rate)
@@ -205,14 +223,18 @@ fn transport() -> quinn::TransportConfig {
 
 /// The party this server records for `address` of another server: found,
 /// or created as a remote party the first time a conversation names it.
-/// Refused when this server has no way to that server.
+/// Refused when this server has no way to that server: it is not a
+/// configured peer, and WebPKI trust is off. (With it on, any domain is
+/// taken; one that cannot be found or trusted fails as any unreachable
+/// peer does: retries, then its senders are told.)
 pub(crate) async fn remote_party(node: &Node, address: &Address) -> Result<Party, Refusal> {
     let internal = |e: crate::store::StoreError| Refusal::internal(e.to_string());
-    if node.federation.peers.get(address.domain()).is_none() {
+    if !node.federation.reachable(address.domain()) {
         return Err(Refusal::new(
             RefusalCode::RemoteUnreachable,
             format!(
-                "{address} is on {}, which is not a peer of this server (`kanald peer add`)",
+                "{address} is on {}, which is not a peer of this server (`kanald peer add`, \
+                 or `federation_webpki = true`)",
                 address.domain()
             ),
         ));

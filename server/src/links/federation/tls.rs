@@ -1,10 +1,11 @@
 //! TLS between servers (FEDERATION.md §2): TLS 1.3, ALPN `kanal-fed/1`,
 //! both sides present their certificate. The TLS layer checks that each
 //! side holds its certificate's key (the handshake signatures); which
-//! domain a certificate speaks for is decided against the operator's
-//! configured peers: the dialling side pins the peer's fingerprint, the
-//! accepting side finds the peer whose fingerprint it is and holds the
-//! peer's `Open` to that domain.
+//! domain a certificate speaks for is decided by `trust`: the dialling
+//! side checks the peer's certificate as it connects (a pinned
+//! fingerprint, or WebPKI for the peer's domain), the accepting side takes
+//! any certificate holder and holds the peer's `Open` to the domain its
+//! certificate proves.
 
 use std::sync::Arc;
 
@@ -16,7 +17,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::ops::certificate;
 
-fn provider() -> Arc<CryptoProvider> {
+/// The cryptography federation uses (ring).
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -38,18 +40,14 @@ pub(crate) fn server_crypto(
     Ok(tls)
 }
 
-/// The dialling side's TLS toward a peer whose certificate has
-/// `fingerprint`: this server presents its own certificate.
+/// The dialling side's TLS toward a peer whose certificate `verifier`
+/// checks: this server presents its own certificate.
 pub(crate) fn client_crypto(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    fingerprint: String,
+    verifier: Arc<dyn ServerCertVerifier>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider();
-    let verifier = Arc::new(Pinned {
-        fingerprint,
-        algorithms: provider.signature_verification_algorithms,
-    });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -59,11 +57,22 @@ pub(crate) fn client_crypto(
     Ok(tls)
 }
 
-/// The fingerprint of the certificate a connection's peer presented.
-pub(crate) fn peer_fingerprint(connection: &quinn::Connection) -> Option<String> {
-    let identity = connection.peer_identity()?;
-    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    certs.first().map(certificate::fingerprint)
+/// Accepts exactly the certificate with `fingerprint` (a configured
+/// peer's).
+pub(crate) fn pinned(fingerprint: String) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(Pinned {
+        fingerprint,
+        algorithms: provider().signature_verification_algorithms,
+    })
+}
+
+/// The certificate chain a connection's peer presented (empty if none).
+pub(crate) fn peer_chain(connection: &quinn::Connection) -> Vec<CertificateDer<'static>> {
+    connection
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .map(|certs| *certs)
+        .unwrap_or_default()
 }
 
 /// Accepts any certificate whose key signed the handshake: which peer it
