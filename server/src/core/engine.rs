@@ -220,6 +220,8 @@ pub(crate) enum Need {
     },
     /// The highest seq of the outbox toward a peer server.
     OutboxHead(String),
+    /// Up to where the transactions from a peer server are committed.
+    PeerCommitted(String),
     /// Whether this server's `sender` submitted this message to the
     /// conversation's host.
     Submission {
@@ -364,6 +366,10 @@ pub(crate) struct Engine {
     /// The highest seq of the outbox toward each peer server loaded: the
     /// engine numbers each peer's transactions (it writes them all).
     outbox_heads: HashMap<String, u64>,
+    /// Up to where each peer server's transactions are consumed, as loaded
+    /// and applied since: the engine applies each once and in order,
+    /// whatever the link that offers them remembers.
+    peer_committed: HashMap<String, u64>,
     /// Undelivered transactions this engine queued again, by (peer, seq):
     /// an operator's replay repeated is not queued twice.
     replayed: HashSet<(String, u64)>,
@@ -406,6 +412,7 @@ impl Engine {
             notes: HashMap::new(),
             notes_checked: HashSet::new(),
             outbox_heads: HashMap::new(),
+            peer_committed: HashMap::new(),
             replayed: HashSet::new(),
             submissions: HashMap::new(),
         }
@@ -556,7 +563,14 @@ impl Engine {
                 self.conversation_needs(state, &mut needs);
                 self.desk_needs(&state.record.members, Some(state.record.key), &mut needs);
             }
-            Command::Federated { transaction, .. } => {
+            Command::Federated {
+                origin,
+                transaction,
+                ..
+            } => {
+                if !self.peer_committed.contains_key(origin) {
+                    needs.push(Need::PeerCommitted(origin.clone()));
+                }
                 if let Some(transaction) = transaction {
                     self.federated_needs(transaction, &mut needs);
                 }
@@ -729,6 +743,9 @@ impl Engine {
         }
         if self.inbox_heads.len() > MAX_CACHED {
             self.inbox_heads.clear();
+        }
+        if self.peer_committed.len() > MAX_CACHED {
+            self.peer_committed.clear();
         }
         if self.parties.len() > MAX_CACHED {
             self.parties.clear();

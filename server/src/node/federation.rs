@@ -80,6 +80,8 @@ struct PeerSignal {
     /// A delivery runs and takes the committed rows (without one, the
     /// rows are only in the store, where a delivery starts reading).
     taking: bool,
+    /// The peer showed a sign of life since its delivery last looked.
+    alive: bool,
     /// Committed rows not taken yet, in seq order.
     handed: VecDeque<OutboxRow>,
     /// Bytes of their payloads.
@@ -141,16 +143,47 @@ impl OutboxSignal {
         std::mem::take(&mut signal.handed).into()
     }
 
-    /// Wakes the delivery toward `peer`, if one runs.
-    pub(crate) fn wake(&self, peer: &str) {
-        if let Some(signal) = self
-            .by_peer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(peer)
-        {
+    /// `peer` showed a sign of life: its delivery, if one runs, is woken
+    /// and ends a backoff.
+    pub(crate) fn sign_of_life(&self, peer: &str) {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(signal) = by_peer.get_mut(peer) {
+            signal.alive = true;
             signal.waker.notify_one();
         }
+    }
+
+    /// Whether `peer` showed a sign of life since this was last asked.
+    pub(crate) fn take_sign_of_life(&self, peer: &str) -> bool {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        by_peer
+            .get_mut(peer)
+            .is_some_and(|signal| std::mem::take(&mut signal.alive))
+    }
+
+    /// Makes way for a delivery toward `peer` that is about to start: true
+    /// if none runs or is announced for it (then the caller starts it),
+    /// false if one does (a commit announced it: see [`Self::fresh`]).
+    pub(crate) fn claim(&self, peer: &str) -> bool {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        if by_peer.contains_key(peer) {
+            return false;
+        }
+        by_peer.insert(peer.to_owned(), PeerSignal::default());
+        true
+    }
+
+    /// The delivery toward `peer` ends, having nothing to deliver: true if
+    /// nothing was committed for it meanwhile (from now on, a commit for
+    /// `peer` announces a new delivery), false if something was (then it
+    /// goes on).
+    pub(crate) fn retire(&self, peer: &str) -> bool {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        if by_peer.get(peer).is_some_and(|s| !s.handed.is_empty()) {
+            return false;
+        }
+        by_peer.remove(peer);
+        true
     }
 
     /// Peers signalled that had no delivery yet; waits for one.
@@ -203,6 +236,18 @@ impl Federation {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(peer.to_owned(), connection.clone());
+    }
+
+    /// `connection` with `peer` closed: it is forgotten, unless another
+    /// took its place.
+    pub(crate) fn unlinked(&self, peer: &str, connection: &quinn::Connection) {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        if links
+            .get(peer)
+            .is_some_and(|linked| linked.stable_id() == connection.stable_id())
+        {
+            links.remove(peer);
+        }
     }
 
     /// Sends `datagram` to `peer` on an open connection with it; dropped
@@ -260,6 +305,18 @@ impl Federation {
             .collect();
         peers.sort();
         peers
+    }
+
+    /// The delivery toward `peer` ended: what it published is dropped.
+    pub(crate) fn forget(&self, peer: &str) {
+        self.statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(peer);
+        self.dialled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(peer);
     }
 
     /// Records where delivery to `peer` stands.

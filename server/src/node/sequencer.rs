@@ -392,6 +392,9 @@ impl Sequencer {
             (Need::OutboxHead(peer), Loaded::OutboxHead(head)) => {
                 self.engine.load_outbox_head(peer, head);
             }
+            (Need::PeerCommitted(peer), Loaded::PeerCommitted(up_to)) => {
+                self.engine.load_peer_committed(peer, up_to);
+            }
             (
                 Need::Submission {
                     key,
@@ -475,6 +478,7 @@ enum Loaded {
     Ticket(Option<Box<LoadedTicket>>),
     PriorNote(Option<(u64, i64)>),
     OutboxHead(u64),
+    PeerCommitted(u64),
     Submission(bool),
 }
 
@@ -487,6 +491,7 @@ async fn load(store: &dyn Store, need: &Need) -> StoreResult<Loaded> {
         Need::InboxAgents(inbox) => Loaded::InboxAgents(store.inbox_agents(*inbox).await?),
         Need::Ids => Loaded::Ids(store.counters().await?),
         Need::OutboxHead(peer) => Loaded::OutboxHead(store.outbox_head(peer).await?),
+        Need::PeerCommitted(peer) => Loaded::PeerCommitted(store.peer_committed(peer).await?),
         Need::Submission {
             key,
             sender,

@@ -207,6 +207,31 @@ struct RunArgs {
     /// Overrides `device_cookie_threshold`.
     #[arg(long)]
     device_cookie_threshold: Option<u32>,
+    /// Overrides `nats_subject_prefix`.
+    #[arg(long)]
+    nats_subject_prefix: Option<String>,
+    /// Overrides `federation_horizon_hours`.
+    #[arg(long)]
+    federation_horizon_hours: Option<f64>,
+    /// Overrides `federation_transactions_per_second_per_peer` (0: no
+    /// limit).
+    #[arg(long)]
+    federation_transactions_per_second_per_peer: Option<u32>,
+    /// Overrides `federation_webpki` (`true` or `false`).
+    #[arg(long)]
+    federation_webpki: Option<bool>,
+    /// Overrides `federation_ca_file`.
+    #[arg(long)]
+    federation_ca_file: Option<PathBuf>,
+    /// Overrides `federation_public_roots` (`true` or `false`).
+    #[arg(long)]
+    federation_public_roots: Option<bool>,
+    /// Overrides `federation_dns` (`IP` or `IP:PORT`).
+    #[arg(long)]
+    federation_dns: Option<String>,
+    /// Overrides `federation_idle_peer_minutes`.
+    #[arg(long)]
+    federation_idle_peer_minutes: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1132,6 +1157,30 @@ async fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     if let Some(v) = args.device_cookie_threshold {
         config.device_cookie_threshold = v;
     }
+    if let Some(v) = args.nats_subject_prefix {
+        config.nats_subject_prefix = v;
+    }
+    if let Some(v) = args.federation_horizon_hours {
+        config.federation_horizon_hours = v;
+    }
+    if let Some(v) = args.federation_transactions_per_second_per_peer {
+        config.federation_transactions_per_second_per_peer = v;
+    }
+    if let Some(v) = args.federation_webpki {
+        config.federation_webpki = v;
+    }
+    if let Some(v) = args.federation_ca_file {
+        config.federation_ca_file = v;
+    }
+    if let Some(v) = args.federation_public_roots {
+        config.federation_public_roots = v;
+    }
+    if let Some(v) = args.federation_dns {
+        config.federation_dns = v;
+    }
+    if let Some(v) = args.federation_idle_peer_minutes {
+        config.federation_idle_peer_minutes = v;
+    }
     config.validate()?;
     let server = Server::start(data_dir, config).await?;
     // One line on stdout that scripts (and tests) can read.
@@ -1166,4 +1215,33 @@ async fn shutdown_signal() -> Result<()> {
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+    use crate::config::Config;
+
+    #[test]
+    fn every_key_of_the_configuration_is_a_flag_of_kanald_run() {
+        let command = Cli::command();
+        let run = command.find_subcommand("run").expect("run");
+        let flags: Vec<String> = run
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        let rendered = Config::default().render();
+        let keys: Vec<&str> = rendered
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once(" = ").map(|(key, _)| key))
+            .collect();
+        assert!(keys.len() > 20, "{keys:?}");
+        for key in keys {
+            let flag = key.replace('_', "-");
+            assert!(flags.contains(&flag), "no --{flag} for `{key}`");
+        }
+    }
 }

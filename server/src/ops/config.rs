@@ -142,6 +142,11 @@ pub struct Config {
     /// target's A/AAAA), as `IP` or `IP:PORT`. Empty (the default): the
     /// system's (`/etc/resolv.conf`).
     pub federation_dns: String,
+    /// Minutes a delivery toward a server that is not a configured peer
+    /// (found by DNS) stays up with nothing to deliver; then its
+    /// connection is closed and its state forgotten, until this server
+    /// has something for it again. Fractions allowed. Default: 10.
+    pub federation_idle_peer_minutes: f64,
 }
 
 impl Default for Config {
@@ -180,6 +185,7 @@ impl Default for Config {
             federation_ca_file: PathBuf::new(),
             federation_public_roots: true,
             federation_dns: String::new(),
+            federation_idle_peer_minutes: 10.0,
         }
     }
 }
@@ -205,6 +211,13 @@ impl Config {
     pub fn federation_horizon_ms(&self) -> i64 {
         // Validated: above 0, at most a year.
         (self.federation_horizon_hours * 3_600_000.0) as i64
+    }
+
+    /// How long a delivery toward a peer that is not configured idles
+    /// before it is dropped (`federation_idle_peer_minutes`).
+    pub fn federation_idle_peer(&self) -> std::time::Duration {
+        // Validated: above 0, at most a day.
+        std::time::Duration::from_secs_f64(self.federation_idle_peer_minutes * 60.0)
     }
 
     /// The DNS server `federation_dns` names (`None`: the system's).
@@ -368,6 +381,13 @@ impl Config {
                 problem: format!("{horizon} is not a number of hours above 0 and at most a year"),
             });
         }
+        let idle = self.federation_idle_peer_minutes;
+        if !(idle.is_finite() && idle > 0.0 && idle <= 24.0 * 60.0) {
+            return Err(ConfigError::Invalid {
+                key: "federation_idle_peer_minutes",
+                problem: format!("{idle} is not a number of minutes above 0 and at most a day"),
+            });
+        }
         self.federation_dns_server()?;
         if !self.federation_webpki && !self.federation_ca_file.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
@@ -482,6 +502,10 @@ federation_ca_file = "{federation_ca_file}"
 federation_public_roots = {federation_public_roots}
 # The DNS server that finds peers, "IP" or "IP:PORT"; empty: the system's.
 federation_dns = "{federation_dns}"
+# Minutes a delivery toward a server that is not a configured peer stays up
+# with nothing to deliver; then its connection is closed and its state
+# forgotten until there is something for it again.
+federation_idle_peer_minutes = {federation_idle_peer}
 "#,
             domain = self.domain,
             listen = self.listen,
@@ -512,6 +536,7 @@ federation_dns = "{federation_dns}"
             federation_ca_file = self.federation_ca_file.display(),
             federation_public_roots = self.federation_public_roots,
             federation_dns = self.federation_dns,
+            federation_idle_peer = self.federation_idle_peer_minutes,
         )
     }
 }
@@ -575,6 +600,43 @@ mod tests {
             prefix.to_string().contains("`nats_subject_prefix`"),
             "{prefix}"
         );
+    }
+
+    #[test]
+    fn every_key_survives_being_written_and_read_back() {
+        // `kanald init` writes the configuration it is given: a key the
+        // template forgot would fall back to its default unseen.
+        let config = Config {
+            commit_window_ms: 3,
+            federation_horizon_hours: 0.5,
+            federation_webpki: true,
+            federation_ca_file: "roots.pem".into(),
+            federation_public_roots: false,
+            federation_dns: "127.0.0.1:5353".into(),
+            federation_idle_peer_minutes: 0.25,
+            ..Config::default()
+        };
+        let read = Config::parse(&config.render()).expect("valid");
+        assert_eq!(format!("{read:?}"), format!("{config:?}"));
+    }
+
+    #[test]
+    fn the_idle_time_of_peers_found_by_dns_is_checked() {
+        let defaults = Config::parse("").expect("defaults");
+        assert_eq!(
+            defaults.federation_idle_peer(),
+            std::time::Duration::from_secs(600)
+        );
+        for bad in ["0", "-1", "1441", "nan"] {
+            let refused =
+                Config::parse(&format!("federation_idle_peer_minutes = {bad}")).expect_err(bad);
+            assert!(
+                refused
+                    .to_string()
+                    .contains("`federation_idle_peer_minutes`"),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

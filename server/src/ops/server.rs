@@ -248,6 +248,7 @@ impl Server {
                 transactions_per_second: config.federation_transactions_per_second_per_peer,
                 webpki,
                 dns: config.federation_dns_server()?,
+                idle_peer: config.federation_idle_peer(),
             },
         )
         .map_err(StartError::Federation)?;

@@ -26,25 +26,35 @@ async fn server(
     ca: &TestCa,
     certificate: &Issued,
 ) -> anyhow::Result<TestServer> {
-    TestServer::start_with_certificate(
-        Config {
-            domain: domain.into(),
-            federation_webpki: true,
-            federation_ca_file: ROOTS.into(),
-            federation_public_roots: false,
-            federation_dns: dns.addr().to_string(),
-            ..Config::default()
-        },
-        certificate,
-        &[(ROOTS, ca.pem())],
-    )
-    .await
+    TestServer::start_with_certificate(config(domain, dns), certificate, &[(ROOTS, ca.pem())]).await
+}
+
+/// The configuration of a server of `domain` that trusts by WebPKI and
+/// finds peers through `dns`.
+fn config(domain: &str, dns: &TestDns) -> Config {
+    Config {
+        domain: domain.into(),
+        federation_webpki: true,
+        federation_ca_file: ROOTS.into(),
+        federation_public_roots: false,
+        federation_dns: dns.addr().to_string(),
+        ..Config::default()
+    }
 }
 
 /// A server of `domain` with the test CA's certificate for it, published
 /// in `dns` (its SRV record and its host's A record).
 async fn published(domain: &str, dns: &TestDns, ca: &TestCa) -> anyhow::Result<TestServer> {
-    let server = server(domain, dns, ca, &ca.issue(domain)?).await?;
+    published_with(config(domain, dns), dns, ca).await
+}
+
+/// A server configured by `config`, published as [`published`] does.
+async fn published_with(config: Config, dns: &TestDns, ca: &TestCa) -> anyhow::Result<TestServer> {
+    let domain = config.domain.clone();
+    let certificate = ca.issue(&domain)?;
+    let server =
+        TestServer::start_with_certificate(config, &certificate, &[(ROOTS, ca.pem())]).await?;
+    let domain = domain.as_str();
     dns.publish(
         domain,
         &format!("fed.{domain}"),
@@ -136,6 +146,75 @@ async fn servers_found_by_dns_srv_and_trusted_by_webpki_converse() -> anyhow::Re
     assert!(shown.contains("trusted by WebPKI"), "{shown}");
     let listed = kanald_output(KANALD, b.path(), &["peer", "list"]).await?;
     assert!(listed.starts_with("a.test "), "{listed}");
+    Ok(())
+}
+
+/// Waits until `kanald peer list` on `server` lists no peer.
+async fn until_no_peer_listed(server: &TestServer) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let listed = kanald_output(KANALD, server.path(), &["peer", "list"]).await?;
+        if listed.trim().is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "still listed:\n{listed}"
+        );
+        // Deliveries end as they find themselves idle: look again shortly.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_toward_a_peer_found_by_dns_ends_when_idle_and_starts_again_for_the_next_message()
+-> anyhow::Result<()> {
+    let dns = TestDns::start().await?;
+    let ca = TestCa::new("Kanal test CA")?;
+    let idling = |domain: &str| Config {
+        // 0.6 s.
+        federation_idle_peer_minutes: 0.01,
+        ..config(domain, &dns)
+    };
+    let a = published_with(idling("a.test"), &dns, &ca).await?;
+    let b = published_with(idling("b.test"), &dns, &ca).await?;
+    let ann = b.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let carla = a.register("carla").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    until_caught_up(&mut carla_events).await?;
+    let conversation = carla
+        .create_conversation(&["support@b.test"], "washer leaks")
+        .await?;
+    carla.send_text(&conversation.id, "first").await?;
+    next_stored(&mut ann_events).await?;
+    assert_eq!(text_of(&next_message(&mut ann_events).await?), "first");
+    ann.send_text(&conversation.id, "reply").await?;
+    assert_eq!(next_message(&mut ann_events).await?.seq, 2, "her own");
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        let message = next_message(&mut carla_events).await?;
+        texts.push(text_of(&message).to_owned());
+    }
+    assert_eq!(texts, ["first", "reply"]);
+
+    // Nothing more to deliver either way: both deliveries end, and with
+    // them what each server held for the other.
+    until_no_peer_listed(&a).await?;
+    until_no_peer_listed(&b).await?;
+
+    // The next message starts them again, numbered on from the last.
+    carla.send_text(&conversation.id, "second").await?;
+    let second = next_message(&mut ann_events).await?;
+    assert_eq!((second.seq, text_of(&second)), (3, "second"));
+    ann.send_text(&conversation.id, "again").await?;
+    let mine = next_message(&mut carla_events).await?;
+    let answer = next_message(&mut carla_events).await?;
+    assert_eq!(
+        [(mine.seq, text_of(&mine)), (answer.seq, text_of(&answer))],
+        [(3, "second"), (4, "again")]
+    );
     Ok(())
 }
 

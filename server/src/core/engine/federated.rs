@@ -141,6 +141,26 @@ impl Engine {
         transaction: Option<&Transaction>,
         applied: &mut Applied,
     ) -> Reply {
+        let Some(&committed) = self.peer_committed.get(origin) else {
+            return Reply::Refused(Refusal::internal(format!(
+                "the cursor of {origin} could not be loaded"
+            )));
+        };
+        if seq <= committed {
+            // Consumed before, by this commit or an earlier one: the link
+            // offered it again (a connection that ended while it was being
+            // applied). Nothing changes; it is acknowledged.
+            return Reply::Done;
+        }
+        if seq > committed + 1 {
+            // One before it was not consumed (its commit failed, or was
+            // refused for now): nothing after it may be, or it would be
+            // skipped for good. The peer sends both again.
+            return Reply::Refused(Refusal::internal(format!(
+                "transaction {seq} of {origin} came before {} was committed",
+                committed + 1
+            )));
+        }
         let reply = match transaction {
             None => Reply::Done,
             Some(transaction) => match self.check_origin(origin, transaction) {
@@ -153,6 +173,7 @@ impl Engine {
             applied.writes.clear();
             applied.published.clear();
         } else {
+            self.peer_committed.insert(origin.to_owned(), seq);
             applied.writes.push(Write::PeerCommitted {
                 peer: origin.to_owned(),
                 up_to: seq,
@@ -669,6 +690,13 @@ impl Engine {
     pub(crate) fn load_outbox_head(&mut self, peer: String, head: u64) {
         let cached = self.outbox_heads.entry(peer).or_default();
         *cached = (*cached).max(head);
+    }
+
+    /// The store's cursor of `peer`: its transactions up to `up_to` are
+    /// consumed.
+    pub(crate) fn load_peer_committed(&mut self, peer: String, up_to: u64) {
+        let cached = self.peer_committed.entry(peer).or_default();
+        *cached = (*cached).max(up_to);
     }
 }
 

@@ -982,10 +982,18 @@ fn open_with_remote(f: &mut Fixture) -> (ConversationId, Party) {
     (id, remote)
 }
 
-fn posted(conversation: &ConversationId, seq: u64, sender: &Party, cmid: &str) -> Command {
+/// The host's transaction `peer_seq` toward this server: message `seq` of
+/// the conversation.
+fn posted(
+    conversation: &ConversationId,
+    peer_seq: u64,
+    seq: u64,
+    sender: &Party,
+    cmid: &str,
+) -> Command {
     Command::Federated {
         origin: "host.example".into(),
-        seq,
+        seq: peer_seq,
         transaction: Some(Box::new(crate::model::Transaction::Replicate {
             conversation: conversation.clone(),
             what: crate::model::Replicated::Posted {
@@ -1010,9 +1018,9 @@ fn a_host_replicates_only_what_this_servers_parties_submitted() {
     );
 
     // Its own message comes back ordered: applied.
-    assert_eq!(f.run(posted(&id, 1, &alice(), "c1")), Reply::Done);
+    assert_eq!(f.run(posted(&id, 1, 1, &alice(), "c1")), Reply::Done);
     // A message of alice's she never sent: refused, nothing stored.
-    match f.run(posted(&id, 2, &alice(), "forged")) {
+    match f.run(posted(&id, 2, 2, &alice(), "forged")) {
         Reply::Refused(r) => assert_eq!(r.code, RefusalCode::ForgedOrigin, "{r:?}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -1031,5 +1039,49 @@ fn a_host_replicates_only_what_this_servers_parties_submitted() {
     let sent = f.send(alice(), &id, "c2");
     assert!(matches!(&sent, Reply::Sent(s) if s.relayed), "{sent:?}");
     f.sequencer = ready(Sequencer::new(f.store.clone(), "localhost".into())).expect("sequencer");
-    assert_eq!(f.run(posted(&id, 2, &alice(), "c2")), Reply::Done);
+    assert_eq!(f.run(posted(&id, 3, 2, &alice(), "c2")), Reply::Done);
+    let (messages, _) = ready(f.store.history(key, 0, 10)).expect("history");
+    assert_eq!(messages.len(), 2, "c2 stored");
+}
+
+/// The stored messages of conversation `key`, by client message id.
+fn stored_ids(f: &Fixture, key: i64) -> Vec<String> {
+    let (messages, _) = ready(f.store.history(key, 0, 10)).expect("history");
+    messages.into_iter().map(|m| m.client_msg_id).collect()
+}
+
+#[test]
+fn a_peers_transactions_are_consumed_once_and_in_order_whatever_the_link_offers() {
+    let mut f = Fixture::new();
+    let (id, _) = open_with_remote(&mut f);
+    for cmid in ["c1", "c2", "c3"] {
+        f.send(alice(), &id, cmid);
+    }
+    assert_eq!(f.run(posted(&id, 1, 1, &alice(), "c1")), Reply::Done);
+    let key = ready(f.store.load_conversation(&id))
+        .expect("load")
+        .expect("replica")
+        .key;
+    // Offered again (a link that forgot it was applied): nothing changes.
+    assert_eq!(f.run(posted(&id, 1, 1, &alice(), "c1")), Reply::Done);
+    assert_eq!(stored_ids(&f, key), ["c1"]);
+    // Transaction 3 before 2: not consumed, and 2 is not skipped.
+    match f.run(posted(&id, 3, 3, &alice(), "c3")) {
+        Reply::Refused(r) => assert_eq!(r.code, RefusalCode::Internal, "{r:?}"),
+        other => panic!("expected a refusal for now, got {other:?}"),
+    }
+    assert_eq!(
+        ready(f.store.peer_committed("host.example")).expect("cursor"),
+        1
+    );
+    // A restarted engine reads the cursor from the store, and goes on.
+    f.sequencer = ready(Sequencer::new(f.store.clone(), "localhost".into())).expect("sequencer");
+    assert_eq!(f.run(posted(&id, 1, 1, &alice(), "c1")), Reply::Done);
+    assert_eq!(f.run(posted(&id, 2, 2, &alice(), "c2")), Reply::Done);
+    assert_eq!(f.run(posted(&id, 3, 3, &alice(), "c3")), Reply::Done);
+    assert_eq!(stored_ids(&f, key), ["c1", "c2", "c3"]);
+    assert_eq!(
+        ready(f.store.peer_committed("host.example")).expect("cursor"),
+        3
+    );
 }

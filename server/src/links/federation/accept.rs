@@ -7,13 +7,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use kanal_proto::fed;
 use kanal_proto::io::{FrameReader, write_frame};
 
 use super::{HANDSHAKE_TIMEOUT, MAX_TRANSACTION_FRAME, Shared, tls, trust};
+use crate::core::engine::Reply;
 use crate::core::federation::inbox::{Offered, PeerInbox};
 use crate::core::federation::receive::{self, Answer, Received};
+use crate::core::federation::wire::Malformed;
 
 /// How far ahead of the last applied transaction a peer may send.
 const WINDOW: u64 = 1024;
@@ -51,6 +54,18 @@ impl Inboxes {
                 .or_insert_with(|| Arc::new(Mutex::new(PeerInbox::new(committed, WINDOW))))
                 .clone(),
         )
+    }
+
+    /// A session from `peer` ended with nothing of it still being applied:
+    /// once no other session holds the state, it is dropped (the store's
+    /// cursor says where a later one starts), so a peer that is gone costs
+    /// nothing.
+    fn release(&self, peer: &str, inbox: Arc<Mutex<PeerInbox<Received>>>) {
+        let mut by_peer = self.lock();
+        // This session's and the map's: no one else's.
+        if Arc::strong_count(&inbox) == 2 {
+            by_peer.remove(peer);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<PeerInbox<Received>>>>> {
@@ -124,12 +139,50 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
     )
     .await?;
     tracing::debug!(%origin, %remote, committed, "federation: peer connected");
-    let mut applying = FuturesOrdered::new();
+    let mut applying = Applying::new();
+    let ended = receive(
+        shared,
+        &connection,
+        &origin,
+        &inbox,
+        send,
+        frames,
+        &mut applying,
+    )
+    .await;
+    // What is still being applied is waited for: the cursor then says what
+    // it committed, before another connection, or a new state read from the
+    // store, takes over.
+    while let Some((seq, malformed, reply)) = applying.next().await {
+        let mut inbox = lock(&inbox);
+        match receive::answer(seq, malformed, &reply) {
+            Answer::NotStored(_) => inbox.abandon(),
+            Answer::Consumed(_) => inbox.committed(seq),
+        }
+    }
+    shared.inboxes.release(&origin, inbox);
+    ended
+}
+
+/// The transactions of a session being applied, in the order they came.
+type Applying = FuturesOrdered<BoxFuture<'static, (u64, Option<Malformed>, Reply)>>;
+
+/// Reads `origin`'s transactions, has each applied in order, and tells it
+/// what is committed, until the stream or the connection ends.
+async fn receive(
+    shared: &Shared,
+    connection: &quinn::Connection,
+    origin: &String,
+    inbox: &Mutex<PeerInbox<Received>>,
+    mut send: quinn::SendStream,
+    mut frames: FrameReader<quinn::RecvStream>,
+    applying: &mut Applying,
+) -> Result<(), Ended> {
     // Applied since the last acknowledgement: one goes out at least every
     // ACK_EVERY, and ACK_DELAY after nothing more is being applied.
     let mut unacked = 0;
     let mut ack_due: Option<tokio::time::Instant> = None;
-    let mut logs = LogBudget::new(&origin);
+    let mut logs = LogBudget::new(origin);
     loop {
         tokio::select! {
             frame = frames.next_frame() => {
@@ -139,7 +192,7 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                 // Past the peer's rate, its transaction waits for a token,
                 // and the stream is not read meanwhile: the peer waits.
                 if let Some(buckets) = &shared.inbound {
-                    while let Err(wait) = buckets.try_take(&origin) {
+                    while let Err(wait) = buckets.try_take(origin) {
                         tokio::time::sleep(wait).await;
                     }
                 }
@@ -150,11 +203,11 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                         return Err(Ended::Refused(format!("{origin} sent an undecodable frame: {why}")));
                     }
                 };
-                shared.sign_of_life(&origin);
-                let offered = lock(&inbox).offer(seq, received);
+                shared.sign_of_life(origin);
+                let offered = lock(inbox).offer(seq, received);
                 match offered {
                     Offered::Duplicate => {
-                        let up_to = lock(&inbox).ack();
+                        let up_to = lock(inbox).ack();
                         write_frame(&mut send, &receipt(fed::receipt::Kind::Ack(fed::Ack { up_to }))).await?;
                     }
                     Offered::Held => {}
@@ -167,9 +220,9 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                     Offered::Apply(run) => {
                         for (seq, received) in run {
                             // A malformed one is consumed as a tombstone: the peer is told why.
-                            let (command, malformed) = receive::command(&origin, seq, received);
+                            let (command, malformed) = receive::command(origin, seq, received);
                             let reply = shared.node.writer.enqueue(command).await;
-                            applying.push_back(async move { (seq, malformed, reply.await) });
+                            applying.push_back(Box::pin(async move { (seq, malformed, reply.await) }));
                         }
                     }
                 }
@@ -178,7 +231,7 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                 match receive::answer(seq, malformed, &reply) {
                     Answer::NotStored(why) => {
                         // Not committed: the peer sends it again.
-                        lock(&inbox).abandon();
+                        lock(inbox).abandon();
                         tracing::warn!(%origin, seq, "federation: a transaction could not be stored: {why}");
                         connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"try later");
                         return Err(Ended::Refused("a transaction could not be stored".into()));
@@ -192,7 +245,7 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
                     Answer::Consumed(None) => {}
                 }
                 let up_to = {
-                    let mut inbox = lock(&inbox);
+                    let mut inbox = lock(inbox);
                     inbox.committed(seq);
                     inbox.ack()
                 };
@@ -208,7 +261,7 @@ async fn session(shared: &Shared, incoming: quinn::Incoming) -> Result<(), Ended
             () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
                 unacked = 0;
                 ack_due = None;
-                let up_to = lock(&inbox).ack();
+                let up_to = lock(inbox).ack();
                 write_frame(&mut send, &receipt(fed::receipt::Kind::Ack(fed::Ack { up_to }))).await?;
             }
         }

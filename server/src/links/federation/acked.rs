@@ -27,6 +27,8 @@ const RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(super) struct AckedPoint {
     point: watch::Sender<u64>,
+    /// The point the store holds.
+    stored: watch::Receiver<u64>,
     keeper: JoinHandle<()>,
 }
 
@@ -34,8 +36,22 @@ impl AckedPoint {
     /// Starts storing `peer`'s point, `stored` as the store holds it.
     pub(super) fn start(shared: Arc<Shared>, peer: String, stored: u64) -> Self {
         let (point, watched) = watch::channel(stored);
-        let keeper = tokio::spawn(keep(shared, peer, stored, watched));
-        Self { point, keeper }
+        let (held, held_rx) = watch::channel(stored);
+        let keeper = tokio::spawn(keep(shared, peer, held, watched));
+        Self {
+            point,
+            stored: held_rx,
+            keeper,
+        }
+    }
+
+    /// Waits until the store holds the latest point (a delivery that ends
+    /// leaves it for the next to start from).
+    pub(super) async fn stored(&mut self) {
+        let mut stored = self.stored.clone();
+        let wanted = *self.point.borrow();
+        // The keeper ends only with this point: it cannot go away first.
+        let _ = stored.wait_for(|&at| at >= wanted).await;
     }
 
     /// The peer committed everything up to `up_to`.
@@ -58,18 +74,18 @@ impl Drop for AckedPoint {
 async fn keep(
     shared: Arc<Shared>,
     peer: String,
-    mut stored: u64,
+    stored: watch::Sender<u64>,
     mut watched: watch::Receiver<u64>,
 ) {
     while watched.changed().await.is_ok() {
         loop {
             let up_to = *watched.borrow_and_update();
-            if up_to <= stored {
+            if up_to <= *stored.borrow() {
                 break;
             }
             match shared.node.store.ack_outbox(&peer, up_to).await {
                 Ok(()) => {
-                    stored = up_to;
+                    stored.send_replace(up_to);
                     break;
                 }
                 Err(e) => {

@@ -4,7 +4,7 @@
 //! sans-IO [`Outbox`]'s decisions: what to send, when to try again, what
 //! waited past the horizon.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +23,9 @@ use crate::core::federation::wire;
 const READ_AHEAD: u32 = 512;
 
 /// Starts a delivery for every peer with stored transactions, then for
-/// each peer a commit first queues for.
+/// each peer a commit first queues for (again after its delivery ended
+/// idle).
 pub(super) async fn serve(shared: Arc<Shared>) {
-    let mut started: HashSet<String> = HashSet::new();
     // Ended with this task: aborting it stops every delivery.
     let mut deliveries = tokio::task::JoinSet::new();
     let stored = loop {
@@ -37,6 +37,7 @@ pub(super) async fn serve(shared: Arc<Shared>) {
             }
         }
     };
+    let signal = &shared.node.federation.outbox;
     for peer in stored.into_iter().chain(
         shared
             .node
@@ -46,20 +47,34 @@ pub(super) async fn serve(shared: Arc<Shared>) {
             .into_iter()
             .map(|p| p.domain),
     ) {
-        if started.insert(peer.clone()) {
+        if signal.claim(&peer) {
             deliveries.spawn(deliver(shared.clone(), peer));
         }
     }
     loop {
-        for peer in shared.node.federation.outbox.fresh().await {
-            if started.insert(peer.clone()) {
-                deliveries.spawn(deliver(shared.clone(), peer));
+        tokio::select! {
+            fresh = signal.fresh() => {
+                for peer in fresh {
+                    deliveries.spawn(deliver(shared.clone(), peer));
+                }
             }
+            // Reap the deliveries that ended idle.
+            Some(_) = deliveries.join_next(), if !deliveries.is_empty() => {}
         }
     }
 }
 
-/// The delivery toward `peer`, for as long as the server runs.
+/// How a connection to the peer ended without failing.
+enum Ended {
+    /// It may be tried again at once if something is due.
+    Done,
+    /// Nothing was delivered for the idle time of a peer that is not
+    /// configured: the delivery ends.
+    Idle,
+}
+
+/// The delivery toward `peer`, until it has nothing to deliver for long
+/// (peers that are not configured) or the server stops.
 async fn deliver(shared: Arc<Shared>, peer: String) {
     let waker = shared.node.federation.outbox.waker(&peer);
     let mut delivery = loop {
@@ -87,30 +102,44 @@ async fn deliver(shared: Arc<Shared>, peer: String) {
             delivery.give_up(&shared, told).await;
         }
         delivery.publish(&shared);
-        if shared.take_sign_of_life(&peer) {
+        if shared.node.federation.outbox.take_sign_of_life(&peer) {
             delivery.outbox.sign_of_life();
         }
         let pending = delivery.outbox.last() > delivery.outbox.acked();
         let waiting = delivery.outbox.poll_timeout().filter(|&due| due > at);
+        let idles = !pending && delivery.idles(&shared);
         if (!pending && !greeting) || delivery.backing_off(at) {
             // Nothing to send, or a backoff runs: wait for new rows, a sign
             // of life, or the next deadline.
             tokio::select! {
                 () = waker.notified() => {}
                 () = sleep_until(waiting) => {}
+                () = tokio::time::sleep(shared.idle_peer), if idles => {
+                    if delivery.retire(&shared).await {
+                        return;
+                    }
+                }
             }
             delivery.timeouts(&shared).await;
             continue;
         }
         let result = delivery.session(&shared, &waker, greeting).await;
         greeting = false;
-        if let Err(why) = result {
-            if pending {
-                tracing::info!(%peer, "federation: delivery failed, retrying: {why}");
-            } else {
-                tracing::debug!(%peer, "federation: the peer could not be greeted: {why}");
+        match result {
+            Ok(Ended::Done) => {}
+            Ok(Ended::Idle) => {
+                if delivery.retire(&shared).await {
+                    return;
+                }
             }
-            delivery.outbox.failed(now(), &why, jitter());
+            Err(why) => {
+                if pending {
+                    tracing::info!(%peer, "federation: delivery failed, retrying: {why}");
+                } else {
+                    tracing::debug!(%peer, "federation: the peer could not be greeted: {why}");
+                }
+                delivery.outbox.failed(now(), &why, jitter());
+            }
         }
     }
 }
@@ -210,6 +239,29 @@ impl Delivery {
         true
     }
 
+    /// Whether this delivery ends once it idled long enough: the peer is
+    /// not configured (it was found by DNS; a configured one keeps its
+    /// delivery and connection).
+    fn idles(&self, shared: &Shared) -> bool {
+        shared.node.federation.peers.get(&self.peer).is_none()
+    }
+
+    /// Ends this delivery, idle: what the peer acknowledged is stored,
+    /// and its state forgotten. False if something was committed for it
+    /// meanwhile: then it goes on.
+    async fn retire(&mut self, shared: &Shared) -> bool {
+        if self.outbox.last() > self.outbox.acked() || !self.idles(shared) {
+            return false;
+        }
+        self.acked.stored().await;
+        if !shared.node.federation.outbox.retire(&self.peer) {
+            return false;
+        }
+        shared.node.federation.forget(&self.peer);
+        tracing::debug!(peer = %self.peer, "federation: nothing to deliver for a while; the delivery ends until there is");
+        true
+    }
+
     fn backing_off(&self, now: i64) -> bool {
         self.outbox
             .status(now)
@@ -289,7 +341,7 @@ impl Delivery {
         shared: &Shared,
         waker: &tokio::sync::Notify,
         greeting: bool,
-    ) -> Result<(), String> {
+    ) -> Result<Ended, String> {
         let connection = super::dial::connect(shared, &self.peer).await?;
         let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
         write_frame(
@@ -320,6 +372,8 @@ impl Delivery {
         self.outbox.sign_of_life();
         super::typing::attach(&shared.node, &shared.typing, &self.peer, &connection);
         tracing::debug!(peer = %self.peer, acked = self.outbox.acked(), "federation: delivering");
+        // Since when nothing was left to deliver, for a peer that idles.
+        let mut idle_since: Option<tokio::time::Instant> = None;
         loop {
             while let Some(transmit) = self.outbox.poll_send(now()) {
                 let frame = if transmit.tombstone {
@@ -334,13 +388,23 @@ impl Delivery {
                 send.write_all(&prefixed).await.map_err(|e| e.to_string())?;
             }
             self.publish(shared);
-            if greeting && self.outbox.last() == self.outbox.acked() {
+            let delivered = self.outbox.last() == self.outbox.acked();
+            if greeting && delivered {
                 let _ = send.finish();
                 connection.close(0u32.into(), b"nothing to deliver");
-                return Ok(());
+                return Ok(Ended::Done);
             }
+            idle_since = match idle_since {
+                Some(since) if delivered => Some(since),
+                _ => (delivered && self.idles(shared)).then(tokio::time::Instant::now),
+            };
             let deadline = self.outbox.poll_timeout();
             tokio::select! {
+                () = tokio::time::sleep_until(idle_since.unwrap_or_else(tokio::time::Instant::now) + shared.idle_peer), if idle_since.is_some() => {
+                    let _ = send.finish();
+                    connection.close(0u32.into(), b"idle");
+                    return Ok(Ended::Idle);
+                }
                 receipt = receipts.next::<fed::Receipt>() => {
                     let receipt = receipt.map_err(|e| e.to_string())?.ok_or("the peer ended the stream")?;
                     match receipt.kind {
@@ -361,7 +425,7 @@ impl Delivery {
                     self.timeouts(shared).await;
                     if self.backing_off(now()) {
                         // The outbox counted the failure itself.
-                        return Ok(());
+                        return Ok(Ended::Done);
                     }
                 }
             }

@@ -19,7 +19,7 @@ pub(crate) mod trust;
 pub(crate) mod typing;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kanal_proto::address::Address;
@@ -72,6 +72,9 @@ pub(crate) struct Settings {
     pub webpki: Option<rustls::RootCertStore>,
     /// The DNS server peers are found with (`None`: the system's).
     pub dns: Option<SocketAddr>,
+    /// How long a delivery toward a peer that is not configured stays with
+    /// nothing to deliver before it is dropped.
+    pub idle_peer: Duration,
 }
 
 /// Label under which the federation endpoint's reset key is derived.
@@ -105,8 +108,8 @@ struct Shared {
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     policy: Policy,
-    /// Peers that showed a sign of life since their delivery last looked.
-    alive: Mutex<Vec<String>>,
+    /// How long a delivery toward a peer that is not configured idles.
+    idle_peer: Duration,
     /// The receiving state from each peer (shared by its connections).
     inboxes: accept::Inboxes,
     /// Sessions that may run at once.
@@ -154,7 +157,7 @@ impl Federation {
             certs: settings.certs,
             key: settings.key,
             policy: settings.policy,
-            alive: Mutex::default(),
+            idle_peer: settings.idle_peer,
             inboxes: accept::Inboxes::default(),
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
             typing: Arc::new(typing::budget()),
@@ -193,20 +196,7 @@ impl Federation {
 impl Shared {
     /// `peer` showed it is there: its delivery ends a backoff at once.
     fn sign_of_life(&self, peer: &str) {
-        let mut alive = self.alive.lock().unwrap_or_else(PoisonError::into_inner);
-        if !alive.iter().any(|p| p == peer) {
-            alive.push(peer.to_owned());
-        }
-        drop(alive);
-        self.node.federation.outbox.wake(peer);
-    }
-
-    /// Whether `peer` showed a sign of life since this was last asked.
-    fn take_sign_of_life(&self, peer: &str) -> bool {
-        let mut alive = self.alive.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = alive.len();
-        alive.retain(|p| p != peer);
-        alive.len() != before
+        self.node.federation.outbox.sign_of_life(peer);
     }
 }
 

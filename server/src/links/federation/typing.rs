@@ -43,6 +43,7 @@ pub(super) fn attach(
                 relay(&node, &origin, datagram).await;
             }
         }
+        node.federation.unlinked(&origin, &connection);
     });
 }
 
