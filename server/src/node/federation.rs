@@ -381,4 +381,30 @@ mod tests {
         ]);
         assert_eq!(seqs(&signal.take("b.test")), vec![2, 3]);
     }
+
+    #[test]
+    fn a_delivery_ends_only_with_nothing_handed_and_the_next_commit_announces_a_new_one() {
+        let signal = OutboxSignal::default();
+        assert!(signal.claim("b.test"), "no delivery yet: started");
+        assert!(!signal.claim("b.test"), "one already runs");
+        let _waker = signal.waker("b.test");
+        signal.sign_of_life("b.test");
+        assert!(signal.take_sign_of_life("b.test"));
+        assert!(!signal.take_sign_of_life("b.test"), "taken once");
+
+        // Something committed that it did not take yet: it goes on.
+        signal.committed(vec![row("b.test", 1, 10)]);
+        assert!(!signal.retire("b.test"));
+        assert_eq!(seqs(&signal.take("b.test")), vec![1]);
+        assert!(signal.retire("b.test"));
+
+        // Ended: signs of life are not kept, and a commit announces a new
+        // delivery, which reads its rows from the store.
+        signal.sign_of_life("b.test");
+        assert!(!signal.take_sign_of_life("b.test"));
+        signal.committed(vec![row("b.test", 2, 10)]);
+        let fresh = futures::FutureExt::now_or_never(signal.fresh()).expect("announced");
+        assert_eq!(fresh, vec!["b.test".to_owned()]);
+        assert!(!signal.claim("b.test"), "announced: started from there");
+    }
 }
