@@ -141,6 +141,8 @@ pub enum Write {
         peer: String,
         /// The seq of the last transaction from `peer` the batch applies.
         up_to: u64,
+        /// When, ms since the Unix epoch.
+        at_ms: i64,
     },
     /// What the batch assumed of a party's log: where its last row was.
     /// On a store that several nodes write, the batch commits only if it

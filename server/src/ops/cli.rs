@@ -850,6 +850,9 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
 /// found last.
 fn shown_address(peer: &PeerInfo) -> String {
     match (peer.address.as_str(), &peer.dialled) {
+        ("", _) if !peer.reachable => {
+            "none: not a configured peer, and federation_webpki is off".to_owned()
+        }
         ("", Some(dialled)) => format!("{dialled} (DNS SRV)"),
         ("", None) => "by DNS SRV".to_owned(),
         (address, _) => address.to_owned(),

@@ -254,9 +254,9 @@ pub(crate) struct Rows<'a> {
     pub(crate) watermarks: Vec<(i64, i64, i64, i64)>,
     /// (peer, seq, payload, enqueued_at_ms)
     pub(crate) outbox: Vec<(&'a str, i64, &'a [u8], i64)>,
-    /// (peer, up_to), one per peer: the committed cursor of each peer the
-    /// batch applied transactions from.
-    pub(crate) peer_committed: Vec<(&'a str, i64)>,
+    /// (peer, up_to, at_ms), one per peer: the committed cursor of each
+    /// peer the batch applied transactions from, and when.
+    pub(crate) peer_committed: Vec<(&'a str, i64, i64)>,
     /// Transactions given up.
     pub(crate) undelivered: Vec<UndeliveredRow<'a>>,
     /// (key, sender, client_msg_id): messages submitted to other hosts.
@@ -319,16 +319,17 @@ impl<'a> Rows<'a> {
                         row.enqueued_at_ms,
                     ));
                 }
-                Write::PeerCommitted { peer, up_to } => {
+                Write::PeerCommitted { peer, up_to, at_ms } => {
                     let up_to = seq_to_db(*up_to)?;
                     match peer_committed_at.entry(peer.as_str()) {
                         Entry::Occupied(at) => {
                             let row = &mut rows.peer_committed[*at.get()];
                             row.1 = row.1.max(up_to);
+                            row.2 = row.2.max(*at_ms);
                         }
                         Entry::Vacant(at) => {
                             at.insert(rows.peer_committed.len());
-                            rows.peer_committed.push((peer.as_str(), up_to));
+                            rows.peer_committed.push((peer.as_str(), up_to, *at_ms));
                         }
                     }
                 }

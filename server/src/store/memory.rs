@@ -130,6 +130,8 @@ struct PeerCursors {
     acked: u64,
     /// Every transaction from the peer up to here is applied.
     committed: u64,
+    /// When the last of them was, ms since the Unix epoch.
+    committed_at_ms: i64,
 }
 
 #[derive(Debug)]
@@ -622,9 +624,10 @@ impl State {
                         u.replayed_as = Some(as_seq);
                     }
                 }
-                Write::PeerCommitted { peer, up_to } => {
+                Write::PeerCommitted { peer, up_to, at_ms } => {
                     let cursors = self.peer_cursors.entry(peer).or_default();
                     cursors.committed = cursors.committed.max(up_to);
+                    cursors.committed_at_ms = cursors.committed_at_ms.max(at_ms);
                 }
                 Write::LogClaim { .. } => {}
                 Write::InboxClaim(claim) => {
@@ -1236,6 +1239,18 @@ impl Store for MemoryStore {
 
     async fn peer_committed(&self, peer: &str) -> StoreResult<u64> {
         Ok(self.lock().cursors(peer).committed)
+    }
+
+    async fn peers_committed_since(&self, since_ms: i64) -> StoreResult<Vec<String>> {
+        let state = self.lock();
+        let mut peers: Vec<String> = state
+            .peer_cursors
+            .iter()
+            .filter(|(_, c)| c.committed > 0 && c.committed_at_ms >= since_ms)
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        peers.sort();
+        Ok(peers)
     }
 
     async fn outbox_peers(&self) -> StoreResult<Vec<String>> {

@@ -402,6 +402,10 @@ pub trait Store: Send + Sync + 'static {
     /// The peers that outbox rows are queued toward, ordered.
     async fn outbox_peers(&self) -> StoreResult<Vec<String>>;
 
+    /// The peers a transaction from which was committed at `since_ms` or
+    /// later, ordered.
+    async fn peers_committed_since(&self, since_ms: i64) -> StoreResult<Vec<String>>;
+
     /// Whether `sender` submitted `client_msg_id` to conversation `key`
     /// ([`Write::Submitted`]).
     async fn submitted(

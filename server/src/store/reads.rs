@@ -890,6 +890,24 @@ pub(crate) async fn outbox_peers(reader: &impl Reader) -> StoreResult<Vec<String
         .collect())
 }
 
+/// The peers a transaction from which was committed at `since_ms` or
+/// later, ordered.
+pub(crate) async fn peers_committed_since(
+    reader: &impl Reader,
+    since_ms: i64,
+) -> StoreResult<Vec<String>> {
+    Ok(reader
+        .rows::<(String,)>(
+            "SELECT peer FROM peer_cursors
+             WHERE committed > 0 AND committed_at_ms >= $1 ORDER BY peer",
+            &[Param::Int(since_ms)],
+        )
+        .await?
+        .into_iter()
+        .map(|(peer,)| peer)
+        .collect())
+}
+
 /// The peer servers the operator configured, by domain.
 pub(crate) async fn peers(reader: &impl Reader) -> StoreResult<Vec<PeerRecord>> {
     Ok(reader

@@ -396,6 +396,10 @@ impl<B: SqlBackend> Store for B {
         reads::outbox_peers(self.reader()).await
     }
 
+    async fn peers_committed_since(&self, since_ms: i64) -> StoreResult<Vec<String>> {
+        reads::peers_committed_since(self.reader(), since_ms).await
+    }
+
     async fn submitted(
         &self,
         key: ConversationKey,

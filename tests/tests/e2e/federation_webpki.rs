@@ -218,6 +218,60 @@ async fn a_delivery_toward_a_peer_found_by_dns_ends_when_idle_and_starts_again_f
     Ok(())
 }
 
+/// Waits until `kanald peer show DOMAIN` on `server` shows `wanted`.
+async fn until_shown(server: &TestServer, domain: &str, wanted: &str) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let shown = kanald_output(KANALD, server.path(), &["peer", "show", domain])
+            .await
+            .unwrap_or_default();
+        if shown.contains(wanted) {
+            return Ok(shown);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no {wanted:?} for {domain}:\n{shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_server_greets_the_peers_found_by_dns_that_delivered_to_it()
+-> anyhow::Result<()> {
+    let dns = TestDns::start().await?;
+    let ca = TestCa::new("Kanal test CA")?;
+    let idling = |domain: &str| Config {
+        // 3 s.
+        federation_idle_peer_minutes: 0.05,
+        ..config(domain, &dns)
+    };
+    let a = published_with(idling("a.test"), &dns, &ca).await?;
+    let b = published_with(idling("b.test"), &dns, &ca).await?;
+    let ann = b.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let carla = a.register("carla").await?;
+    carla
+        .create_conversation(&["support@b.test"], "washer leaks")
+        .await?;
+    next_stored(&mut ann_events).await?;
+    // B replicated the conversation to A, and its delivery ended idle:
+    // nothing is queued toward A, which is not a configured peer.
+    until_no_peer_listed(&b).await?;
+    drop((ann, ann_events));
+
+    let b = b.restart().await?;
+    dns.publish("b.test", "fed.b.test", b.server.federation_addr())?;
+    // A delivered to B lately: B dials it, found by DNS, only to greet it.
+    let a_addr = a.server.federation_addr().to_string();
+    let shown = until_shown(&b, "a.test", &format!("{a_addr} (DNS SRV)")).await?;
+    assert!(shown.contains("queued       0"), "{shown}");
+    // Greeted, the delivery ends idle again.
+    until_no_peer_listed(&b).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_certificate_for_another_domain_or_from_no_trusted_root_is_refused_both_ways()
 -> anyhow::Result<()> {

@@ -177,6 +177,7 @@ impl Engine {
             applied.writes.push(Write::PeerCommitted {
                 peer: origin.to_owned(),
                 up_to: seq,
+                at_ms: now_ms,
             });
         }
         reply

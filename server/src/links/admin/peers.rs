@@ -22,6 +22,9 @@ pub(crate) struct PeerInfo {
     /// it being written to and found by DNS.
     #[serde(default)]
     pub configured: bool,
+    /// Whether this server may deliver to it: configured, or WebPKI on.
+    #[serde(default = "reachable_by_default")]
+    pub reachable: bool,
     /// Where this server last reached it (running server only).
     #[serde(default)]
     pub dialled: Option<String>,
@@ -150,11 +153,16 @@ async fn info(
         acked,
         committed,
         configured,
+        reachable: node.federation.reachable(&peer.domain),
         dialled: node.federation.dialled(&peer.domain).map(|a| a.to_string()),
         domain: peer.domain,
         address: peer.address,
         fingerprint: peer.fingerprint,
     })
+}
+
+fn reachable_by_default() -> bool {
+    true
 }
 
 /// A transaction toward a peer given up, as the admin link shows it.

@@ -38,15 +38,12 @@ pub(super) async fn serve(shared: Arc<Shared>) {
         }
     };
     let signal = &shared.node.federation.outbox;
-    for peer in stored.into_iter().chain(
-        shared
-            .node
-            .federation
-            .peers
-            .all()
-            .into_iter()
-            .map(|p| p.domain),
-    ) {
+    let configured = shared.node.federation.peers.all().into_iter();
+    for peer in stored
+        .into_iter()
+        .chain(configured.map(|p| p.domain))
+        .chain(recent_senders(&shared).await)
+    {
         if signal.claim(&peer) {
             deliveries.spawn(deliver(shared.clone(), peer));
         }
@@ -60,6 +57,25 @@ pub(super) async fn serve(shared: Arc<Shared>) {
             }
             // Reap the deliveries that ended idle.
             Some(_) = deliveries.join_next(), if !deliveries.is_empty() => {}
+        }
+    }
+}
+
+/// The peers that delivered to this server within the horizon, and that it
+/// can reach: they may be waiting out a backoff toward it, grown while it
+/// was down, which its greeting ends (FEDERATION.md §5.2). Configured peers
+/// are greeted anyway.
+async fn recent_senders(shared: &Shared) -> Vec<String> {
+    let since = now() - shared.policy.horizon_ms;
+    match shared.node.store.peers_committed_since(since).await {
+        Ok(peers) => peers
+            .into_iter()
+            .filter(|peer| shared.node.federation.reachable(peer))
+            .collect(),
+        Err(e) => {
+            // Only a greeting is lost: they deliver at their next retry.
+            tracing::warn!(error = %e, "federation: the peers that delivered here could not be read; not greeting them");
+            Vec::new()
         }
     }
 }
@@ -123,7 +139,15 @@ async fn deliver(shared: Arc<Shared>, peer: String) {
             delivery.timeouts(&shared).await;
             continue;
         }
+        // Greetings with nothing to deliver go a few at once: a restart
+        // greets every peer that delivered here lately.
+        let permit = if greeting && !pending {
+            shared.greetings.acquire().await.ok()
+        } else {
+            None
+        };
         let result = delivery.session(&shared, &waker, greeting).await;
+        drop(permit);
         greeting = false;
         match result {
             Ok(Ended::Done) => {}

@@ -45,6 +45,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// is refused past it, and costs no more than this many sessions.
 const MAX_SESSIONS: usize = 256;
 
+/// Greetings with nothing to deliver (FEDERATION.md §5.2) made at once.
+const MAX_GREETINGS: usize = 16;
+
 /// Drop a federation connection after this long without traffic (QUIC
 /// keep-alives keep a delivery's connection up in between).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -114,6 +117,8 @@ struct Shared {
     inboxes: accept::Inboxes,
     /// Sessions that may run at once.
     sessions: Arc<tokio::sync::Semaphore>,
+    /// Greetings with nothing to deliver that may run at once.
+    greetings: tokio::sync::Semaphore,
     /// Each peer's inbound transactions, a second's worth at once (`None`:
     /// no limit).
     inbound: Option<Buckets<String>>,
@@ -160,6 +165,7 @@ impl Federation {
             idle_peer: settings.idle_peer,
             inboxes: accept::Inboxes::default(),
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+            greetings: tokio::sync::Semaphore::new(MAX_GREETINGS),
             typing: Arc::new(typing::budget()),
             webpki,
             discovery: discover::Discovery::new(settings.dns),

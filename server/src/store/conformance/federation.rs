@@ -168,20 +168,28 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
         Write::PeerCommitted {
             peer: home.into(),
             up_to: 3,
+            at_ms: 100,
         },
         // Twice in one batch: the higher holds.
         Write::PeerCommitted {
             peer: home.into(),
             up_to: 5,
+            at_ms: 300,
         },
         Write::PeerCommitted {
             peer: home.into(),
             up_to: 4,
+            at_ms: 200,
         },
         Write::Outbox(row(home, 1)),
     ]);
     store.commit(batch).await.expect("apply");
     assert_eq!(store.peer_committed(home).await.expect("committed"), 5);
+    // When: the latest of the batch's.
+    for (since, listed) in [(0, true), (300, true), (301, false)] {
+        let peers = store.peers_committed_since(since).await.expect("since");
+        assert_eq!(peers == [home], listed, "since {since}: {peers:?}");
+    }
     assert_eq!(
         store.outbox_acked(home).await.expect("acked"),
         0,
@@ -199,6 +207,7 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
         .commit(vec![Write::PeerCommitted {
             peer: home.into(),
             up_to: 2,
+            at_ms: 0,
         }])
         .await
         .expect("a lower cursor");
@@ -207,16 +216,23 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
         5,
         "never lowers"
     );
+    assert_eq!(
+        store.peers_committed_since(300).await.expect("since"),
+        [home],
+        "nor its time"
+    );
 
     // A retry of a stored send fails the batch: nothing of it is stored.
     let doomed = vec![
         Write::PeerCommitted {
             peer: home.into(),
             up_to: 9,
+            at_ms: 0,
         },
         Write::PeerCommitted {
             peer: "new.example".into(),
             up_to: 1,
+            at_ms: 0,
         },
         Write::Outbox(row(home, 2)),
         Write::Outbox(row("new.example", 1)),
@@ -234,6 +250,11 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
             .expect("committed"),
         0
     );
+    assert_eq!(
+        store.peers_committed_since(0).await.expect("since"),
+        [home],
+        "nothing of the failed batch"
+    );
     assert_eq!(queued(store, home).await, vec![1]);
     assert_eq!(store.outbox_head(home).await.expect("head"), 1);
     assert_eq!(
@@ -246,6 +267,7 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
             Write::PeerCommitted {
                 peer: home.into(),
                 up_to: 6,
+                at_ms: 0,
             },
             Write::Outbox(row(home, 2)),
         ])

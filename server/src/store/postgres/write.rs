@@ -278,13 +278,15 @@ async fn write(rows: &Rows<'_>, conn: &mut PgConnection) -> sqlx::Result<()> {
     insert(
         conn,
         cursors,
-        "INSERT INTO peer_cursors (peer, committed)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[])
+        "INSERT INTO peer_cursors (peer, committed, committed_at_ms)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])
          ON CONFLICT (peer)
-         DO UPDATE SET committed = GREATEST(peer_cursors.committed, excluded.committed)",
+         DO UPDATE SET committed = GREATEST(peer_cursors.committed, excluded.committed),
+             committed_at_ms = GREATEST(peer_cursors.committed_at_ms, excluded.committed_at_ms)",
         |q| {
             q.bind(column(cursors, |c| c.0))
                 .bind(column(cursors, |c| c.1))
+                .bind(column(cursors, |c| c.2))
         },
     )
     .await?;

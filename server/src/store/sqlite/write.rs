@@ -155,12 +155,13 @@ fn write(rows: &Rows<'_>, conn: &Connection) -> rusqlite::Result<()> {
         )?
         .execute(rusqlite::params![peer, seq, payload, enqueued_at_ms])?;
     }
-    for (peer, up_to) in &rows.peer_committed {
+    for (peer, up_to, at_ms) in &rows.peer_committed {
         conn.prepare_cached(
-            "INSERT INTO peer_cursors (peer, committed) VALUES (?1, ?2)
-             ON CONFLICT (peer) DO UPDATE SET committed = MAX(committed, excluded.committed)",
+            "INSERT INTO peer_cursors (peer, committed, committed_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (peer) DO UPDATE SET committed = MAX(committed, excluded.committed),
+                 committed_at_ms = MAX(committed_at_ms, excluded.committed_at_ms)",
         )?
-        .execute(rusqlite::params![peer, up_to])?;
+        .execute(rusqlite::params![peer, up_to, at_ms])?;
     }
     for u in &rows.undelivered {
         conn.prepare_cached(
