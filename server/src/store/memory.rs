@@ -1241,16 +1241,20 @@ impl Store for MemoryStore {
         Ok(self.lock().cursors(peer).committed)
     }
 
-    async fn peers_committed_since(&self, since_ms: i64) -> StoreResult<Vec<String>> {
+    async fn peers_committed_since(&self, since_ms: i64, limit: u32) -> StoreResult<Vec<String>> {
         let state = self.lock();
-        let mut peers: Vec<String> = state
+        let mut peers: Vec<(i64, &String)> = state
             .peer_cursors
             .iter()
             .filter(|(_, c)| c.committed > 0 && c.committed_at_ms >= since_ms)
-            .map(|(peer, _)| peer.clone())
+            .map(|(peer, c)| (c.committed_at_ms, peer))
             .collect();
-        peers.sort();
-        Ok(peers)
+        peers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        Ok(peers
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, peer)| peer.clone())
+            .collect())
     }
 
     async fn outbox_peers(&self) -> StoreResult<Vec<String>> {

@@ -403,8 +403,8 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_peers(&self) -> StoreResult<Vec<String>>;
 
     /// The peers a transaction from which was committed at `since_ms` or
-    /// later, ordered.
-    async fn peers_committed_since(&self, since_ms: i64) -> StoreResult<Vec<String>>;
+    /// later, at most `limit`, those committed from last first.
+    async fn peers_committed_since(&self, since_ms: i64, limit: u32) -> StoreResult<Vec<String>>;
 
     /// Whether `sender` submitted `client_msg_id` to conversation `key`
     /// ([`Write::Submitted`]).

@@ -891,16 +891,18 @@ pub(crate) async fn outbox_peers(reader: &impl Reader) -> StoreResult<Vec<String
 }
 
 /// The peers a transaction from which was committed at `since_ms` or
-/// later, ordered.
+/// later, at most `limit`, those committed from last first.
 pub(crate) async fn peers_committed_since(
     reader: &impl Reader,
     since_ms: i64,
+    limit: u32,
 ) -> StoreResult<Vec<String>> {
     Ok(reader
         .rows::<(String,)>(
             "SELECT peer FROM peer_cursors
-             WHERE committed > 0 AND committed_at_ms >= $1 ORDER BY peer",
-            &[Param::Int(since_ms)],
+             WHERE committed > 0 AND committed_at_ms >= $1
+             ORDER BY committed_at_ms DESC, peer LIMIT $2",
+            &[Param::Int(since_ms), Param::Int(i64::from(limit))],
         )
         .await?
         .into_iter()

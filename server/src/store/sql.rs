@@ -396,8 +396,8 @@ impl<B: SqlBackend> Store for B {
         reads::outbox_peers(self.reader()).await
     }
 
-    async fn peers_committed_since(&self, since_ms: i64) -> StoreResult<Vec<String>> {
-        reads::peers_committed_since(self.reader(), since_ms).await
+    async fn peers_committed_since(&self, since_ms: i64, limit: u32) -> StoreResult<Vec<String>> {
+        reads::peers_committed_since(self.reader(), since_ms, limit).await
     }
 
     async fn submitted(

@@ -47,7 +47,7 @@ impl AckedPoint {
 
     /// Waits until the store holds the latest point (a delivery that ends
     /// leaves it for the next to start from).
-    pub(super) async fn stored(&mut self) {
+    pub(super) async fn stored(&self) {
         let mut stored = self.stored.clone();
         let wanted = *self.point.borrow();
         // The keeper ends only with this point: it cannot go away first.

@@ -19,6 +19,11 @@ use crate::core::federation::give_up;
 use crate::core::federation::outbox::{Outbox, Told};
 use crate::core::federation::wire;
 
+/// Most servers found by DNS greeted at startup, those that delivered here
+/// last first: under WebPKI one wildcard certificate can claim any number
+/// of domains, and each greeting is a delivery, a lookup and a dial.
+const MAX_GREETED: u32 = 1024;
+
 /// Outbox rows read from the store at once.
 const READ_AHEAD: u32 = 512;
 
@@ -67,7 +72,12 @@ pub(super) async fn serve(shared: Arc<Shared>) {
 /// are greeted anyway.
 async fn recent_senders(shared: &Shared) -> Vec<String> {
     let since = now() - shared.policy.horizon_ms;
-    match shared.node.store.peers_committed_since(since).await {
+    match shared
+        .node
+        .store
+        .peers_committed_since(since, MAX_GREETED)
+        .await
+    {
         Ok(peers) => peers
             .into_iter()
             .filter(|peer| shared.node.federation.reachable(peer))
@@ -278,10 +288,12 @@ impl Delivery {
             return false;
         }
         self.acked.stored().await;
+        // Forgotten first: once retired, a new delivery may publish at once
+        // (if this one goes on, it publishes again at its next round).
+        shared.node.federation.forget(&self.peer);
         if !shared.node.federation.outbox.retire(&self.peer) {
             return false;
         }
-        shared.node.federation.forget(&self.peer);
         tracing::debug!(peer = %self.peer, "federation: nothing to deliver for a while; the delivery ends until there is");
         true
     }

@@ -187,7 +187,7 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
     assert_eq!(store.peer_committed(home).await.expect("committed"), 5);
     // When: the latest of the batch's.
     for (since, listed) in [(0, true), (300, true), (301, false)] {
-        let peers = store.peers_committed_since(since).await.expect("since");
+        let peers = store.peers_committed_since(since, 10).await.expect("since");
         assert_eq!(peers == [home], listed, "since {since}: {peers:?}");
     }
     assert_eq!(
@@ -217,7 +217,7 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
         "never lowers"
     );
     assert_eq!(
-        store.peers_committed_since(300).await.expect("since"),
+        store.peers_committed_since(300, 10).await.expect("since"),
         [home],
         "nor its time"
     );
@@ -251,9 +251,26 @@ pub async fn peer_committed_commits_with_its_batch<S: Store>(store: &S) {
         0
     );
     assert_eq!(
-        store.peers_committed_since(0).await.expect("since"),
+        store.peers_committed_since(0, 10).await.expect("since"),
         [home],
         "nothing of the failed batch"
+    );
+    // The latest first, as many as asked.
+    store
+        .commit(vec![Write::PeerCommitted {
+            peer: "later.example".into(),
+            up_to: 1,
+            at_ms: 400,
+        }])
+        .await
+        .expect("another peer");
+    assert_eq!(
+        store.peers_committed_since(0, 10).await.expect("since"),
+        ["later.example", home]
+    );
+    assert_eq!(
+        store.peers_committed_since(0, 1).await.expect("since"),
+        ["later.example"]
     );
     assert_eq!(queued(store, home).await, vec![1]);
     assert_eq!(store.outbox_head(home).await.expect("head"), 1);
