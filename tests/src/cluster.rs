@@ -204,15 +204,26 @@ impl PrivateNats {
     }
 }
 
-/// A TCP forwarder between a node and its NATS server that a test can cut
-/// and mend: a real partition of that node from NATS (its connections
-/// drop, new ones are refused), while everything else still reaches both.
+/// A TCP forwarder between a node and its NATS server that a test can cut,
+/// freeze and mend: a real partition of that node from NATS (its
+/// connections drop, new ones are refused), or a stall (its connections
+/// stay open and carry nothing), while everything else still reaches both.
 #[derive(Debug)]
 pub struct NatsLink {
     /// Where the node connects.
     pub addr: SocketAddr,
-    open: tokio::sync::watch::Sender<bool>,
+    flow: tokio::sync::watch::Sender<Flow>,
+    held: tokio::sync::watch::Sender<usize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`NatsLink`] does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Open,
+    /// Bytes are read and held, not forwarded, until the link opens again.
+    Frozen,
+    Cut,
 }
 
 impl NatsLink {
@@ -220,25 +231,36 @@ impl NatsLink {
     pub async fn to(upstream: SocketAddr) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(loopback(0)).await?;
         let addr = listener.local_addr()?;
-        let (open, watch) = tokio::sync::watch::channel(true);
+        let (flow, watch) = tokio::sync::watch::channel(Flow::Open);
+        let (held, _) = tokio::sync::watch::channel(0);
+        let counted = held.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*watch.borrow() {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if *watch.borrow() == Flow::Cut {
                     continue; // cut: dropped at once
                 }
                 let mut cut = watch.clone();
+                let (watch, counted) = (watch.clone(), counted.clone());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
                     };
+                    let (from_node, to_node) = inbound.into_split();
+                    let (from_nats, to_nats) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.wait_for(|open| !open) => {}
+                        () = pump(from_node, to_nats, watch.clone(), Some(counted)) => {}
+                        () = pump(from_nats, to_node, watch, None) => {}
+                        _ = cut.wait_for(|flow| *flow == Flow::Cut) => {}
                     }
                 });
             }
         });
-        Ok(Self { addr, open, task })
+        Ok(Self {
+            addr,
+            flow,
+            held,
+            task,
+        })
     }
 
     /// Its URL, for the node's `nats` key.
@@ -248,12 +270,57 @@ impl NatsLink {
 
     /// Drops every connection through it and refuses new ones.
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.flow.send_replace(Flow::Cut);
     }
 
-    /// Lets connections through again.
+    /// Keeps its connections open but forwards nothing more, so the node
+    /// believes it is connected while nothing it sends arrives.
+    pub fn freeze(&self) {
+        self.flow.send_replace(Flow::Frozen);
+    }
+
+    /// Waits until the node sent something that a frozen link holds.
+    pub async fn until_holding(&self) -> Result<()> {
+        let mut held = self.held.subscribe();
+        tokio::time::timeout(PATIENCE, held.wait_for(|&bytes| bytes > 0))
+            .await
+            .context("the node sent nothing through the frozen link")??;
+        Ok(())
+    }
+
+    /// Lets connections through again (what a frozen link held first).
     pub fn mend(&self) {
-        self.open.send_replace(true);
+        self.held.send_replace(0);
+        self.flow.send_replace(Flow::Open);
+    }
+}
+
+/// Copies `from` to `to` until either ends; while the link is frozen, what
+/// is read waits (counted in `held`, for the node's side).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut flow: tokio::sync::watch::Receiver<Flow>,
+    held: Option<tokio::sync::watch::Sender<usize>>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if *flow.borrow_and_update() == Flow::Frozen {
+            if let Some(held) = &held {
+                held.send_modify(|bytes| *bytes += read);
+            }
+            if flow.wait_for(|flow| *flow != Flow::Frozen).await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -151,6 +151,69 @@ async fn nats_stopped_and_restarted_loses_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A command handed to the node that orders its conversation, just as the
+/// connection to NATS stalls and drops, may or may not have arrived: a
+/// send (stored once per client_msg_id) is then ordered where it was
+/// received, at once, and is stored once; nothing waits for an answer
+/// that cannot come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_handed_on_as_nats_drops_is_stored_once() -> anyhow::Result<()> {
+    let nats = PrivateNats::start().await?;
+    let links = [
+        NatsLink::to(nats.addr).await?,
+        NatsLink::to(nats.addr).await?,
+    ];
+    let mut cluster = TestCluster::start_on(1, &links[0].url()).await?;
+    cluster.add_node_via(&links[1].url()).await?;
+    cluster.until_slots_spread().await?;
+    let ann = cluster.node(0).agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let carla = cluster.node(1).register("carla").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    until_caught_up(&mut carla_events).await?;
+    let conversation = carla
+        .create_conversation(&["support@localhost"], "boiler")
+        .await?;
+
+    // Both nodes still believe they are connected, and nothing they send
+    // arrives: one orders its client's send, the other hands its client's
+    // on (the PUB waits in its frozen link), and both links hold bytes.
+    for link in &links {
+        link.freeze();
+    }
+    let ann_sends = ann.send_text(&conversation.id, "from ann");
+    let carla_sends = carla.send_text(&conversation.id, "from carla");
+    let held = async {
+        for link in &links {
+            link.until_holding().await?;
+        }
+        for link in &links {
+            link.cut();
+        }
+        anyhow::Ok(())
+    };
+    let (ann_sent, carla_sent, held) = tokio::join!(ann_sends, carla_sends, held);
+    held?;
+    let mut seqs = vec![ann_sent?.seq, carla_sent?.seq];
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![1, 2]);
+    let history = ann.history(&conversation.id, 0, 10).await?;
+    let texts: Vec<&str> = history.messages.iter().map(text_of).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts.contains(&"from ann") && texts.contains(&"from carla"));
+
+    // Mended: each side receives the other's message once.
+    for link in &links {
+        link.mend();
+    }
+    let (ann_seen, _) = messages_until(&mut ann_events, &conversation.id, 0, 2).await?;
+    assert_eq!(ann_seen, vec![1, 2]);
+    let (carla_seen, _) = messages_until(&mut carla_events, &conversation.id, 0, 2).await?;
+    assert_eq!(carla_seen, vec![1, 2]);
+    Ok(())
+}
+
 /// The slots spread over the nodes, and a conversation written through
 /// every node at once is ordered by the one node that holds its slot: the
 /// others hand it their clients' commands, so no batch ever conflicts.

@@ -9,6 +9,12 @@
 //! so), or NATS is away, the command is ordered here: leases route
 //! commands, claims keep every commit correct whoever orders it.
 //!
+//! If the connection to NATS drops while a command waits for its answer,
+//! whether the holder got it is unknown. A command that changes nothing
+//! when applied twice (see [`repeatable`]) is then ordered here at once;
+//! any other is refused with a retry, so it is never applied twice
+//! unasked.
+//!
 //! Subjects: `<prefix>.node.<id>.order` and `<prefix>.node.<id>.reply.<n>`,
 //! with `<id>` the node's id in 16 hex digits.
 
@@ -20,7 +26,7 @@ use std::time::Duration;
 use async_nats::{StatusCode, connection::State};
 use futures::FutureExt as _;
 use futures::StreamExt as _;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::slots::Slots;
 use crate::core::engine::{Command, Reply};
@@ -51,6 +57,44 @@ enum Answer {
     NoOneListens,
 }
 
+/// Counts the times this node's connection to NATS dropped, so that
+/// commands waiting for an answer stop waiting when it does.
+#[derive(Default)]
+pub(super) struct Disconnects(watch::Sender<u64>);
+
+impl Disconnects {
+    /// The connection dropped.
+    pub(super) fn happened(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    /// Changes at the next drop.
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+/// Whether applying `command` twice leaves what applying it once does: a
+/// send is stored once per `client_msg_id`, a watermark only rises, and
+/// the others set a value or add a member that is already there.
+fn repeatable(command: &Command) -> bool {
+    match command {
+        Command::Send { .. }
+        | Command::MarkReceipt { .. }
+        | Command::AddInboxAgent { .. }
+        | Command::SetAvailability { .. }
+        | Command::SetCapacity { .. }
+        | Command::ConfigureDesk { .. } => true,
+        Command::AddParty(_)
+        | Command::CreateConversation { .. }
+        | Command::Desk { .. }
+        | Command::DeskTick
+        | Command::Federated { .. }
+        | Command::Undelivered { .. }
+        | Command::Replay { .. } => false,
+    }
+}
+
 /// This node's [`Router`].
 pub(super) struct Forwarder {
     me: i64,
@@ -62,6 +106,7 @@ pub(super) struct Forwarder {
     /// [`ANSWER_WITHIN`], answered or not).
     waiting: Arc<Mutex<Waiting>>,
     next: AtomicU64,
+    disconnects: Arc<Disconnects>,
 }
 
 type Waiting = HashMap<u64, oneshot::Sender<Answer>>;
@@ -88,6 +133,7 @@ impl Forwarder {
         client: async_nats::Client,
         node: Arc<Node>,
         slots: Arc<Slots>,
+        disconnects: Arc<Disconnects>,
     ) -> Self {
         Self {
             me,
@@ -97,6 +143,7 @@ impl Forwarder {
             slots,
             waiting: Arc::default(),
             next: AtomicU64::new(1),
+            disconnects,
         }
     }
 
@@ -138,6 +185,7 @@ impl Router for Forwarder {
                 return Routed::Here(command);
             }
         };
+        let mut dropped = self.disconnects.watch();
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting().insert(n, tx);
@@ -152,22 +200,36 @@ impl Router for Forwarder {
             tracing::warn!(error = %e, "handing a command to its node failed; ordered here");
             return Routed::Here(command);
         }
+        // Published into a connection that is already dropping: the drop
+        // may have been counted before `dropped` was taken.
+        if self.client.connection_state() != State::Connected {
+            dropped.mark_changed();
+        }
         // Answered, timed out or given up by its requester: it waits no more.
         let unlisted = Unlist {
             n,
             waiting: self.waiting.clone(),
         };
         let answer = async move {
-            let answered = tokio::time::timeout(ANSWER_WITHIN, rx).await;
+            let answered = tokio::select! {
+                answered = tokio::time::timeout(ANSWER_WITHIN, rx) => Some(answered),
+                _ = dropped.changed() => None,
+            };
             drop(unlisted);
             match answered {
-                Ok(Ok(Answer::Reply(reply))) => Ok(reply),
-                Ok(Ok(Answer::NoOneListens)) => Err(command),
+                Some(Ok(Ok(Answer::Reply(reply)))) => Ok(reply),
+                Some(Ok(Ok(Answer::NoOneListens))) => Err(command),
                 // The holder took it but did not answer in time: whether it
                 // is stored is unknown, so the client retries (a send with
                 // the same client_msg_id is stored once).
-                Ok(Err(_)) | Err(_) => Ok(Reply::Refused(Refusal::internal(
+                Some(Ok(Err(_)) | Err(_)) => Ok(Reply::Refused(Refusal::internal(
                     "the node ordering this conversation did not answer; retry",
+                ))),
+                // Whether it reached the holder is unknown too, but NATS is
+                // away: what is safe to repeat is ordered here.
+                None if repeatable(&command) => Err(command),
+                None => Ok(Reply::Refused(Refusal::internal(
+                    "the connection to the node ordering this conversation dropped; retry",
                 ))),
             }
         };

@@ -114,6 +114,8 @@ impl Cluster {
         let events = outgoing.clone();
         let hub_for_events = hub.clone();
         let connected_for_events = connected.clone();
+        let disconnects = Arc::new(forward::Disconnects::default());
+        let disconnects_for_events = disconnects.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("kanald {node_id:016x}"))
             .retry_on_initial_connect()
@@ -122,7 +124,13 @@ impl Cluster {
                 let outgoing = events.clone();
                 let hub = hub_for_events.clone();
                 let connected = connected_for_events.clone();
-                async move { news::on_connection_event(event, &outgoing, &hub, &connected) }
+                let disconnects = disconnects_for_events.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Disconnected) {
+                        disconnects.happened();
+                    }
+                    news::on_connection_event(event, &outgoing, &hub, &connected);
+                }
             })
             .connect(config.nats.as_str())
             .await
@@ -148,6 +156,7 @@ impl Cluster {
             client.clone(),
             node.clone(),
             slots.clone(),
+            disconnects,
         ));
         node.writer.set_router(forwarder.clone());
         let slots_view = slots.clone();
