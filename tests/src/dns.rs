@@ -12,8 +12,9 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-/// Seconds a record may be cached: short, so a changed record is seen soon.
-const TTL: u32 = 1;
+/// Seconds a record may be cached: none, so a changed record is seen at
+/// once (a test that changes one need not wait out a cache).
+const TTL: u32 = 0;
 
 /// Records by lowercase fully qualified name, then type.
 type Zone = HashMap<String, HashMap<RecordType, Vec<Record>>>;

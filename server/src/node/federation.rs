@@ -3,7 +3,7 @@
 //! commit queued transactions for it (FEDERATION.md §5). The `kanal-fed/1`
 //! link reads both.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -70,6 +70,9 @@ pub(crate) struct OutboxSignal {
     by_peer: Mutex<HashMap<String, PeerSignal>>,
     /// Peers signalled before any delivery toward them existed.
     fresh: Mutex<Vec<String>>,
+    /// Peers whose delivery ended holding only given-up transactions (their
+    /// tombstones are stored): a sign of life from one starts it again.
+    resting: Mutex<HashSet<String>>,
     fresh_waker: Notify,
 }
 
@@ -99,11 +102,7 @@ impl OutboxSignal {
             }
             let Some(signal) = by_peer.get_mut(&row.peer) else {
                 by_peer.insert(row.peer.clone(), PeerSignal::default());
-                self.fresh
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(row.peer);
-                self.fresh_waker.notify_one();
+                self.announce(row.peer);
                 continue;
             };
             if signal.taking {
@@ -145,12 +144,40 @@ impl OutboxSignal {
 
     /// `peer` showed a sign of life: its delivery, if one runs, is woken
     /// and ends a backoff.
+    /// A resting delivery is announced again.
     pub(crate) fn sign_of_life(&self, peer: &str) {
         let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(signal) = by_peer.get_mut(peer) {
             signal.alive = true;
             signal.waker.notify_one();
+        } else if self.resting().contains(peer) {
+            let signal = PeerSignal {
+                alive: true,
+                ..PeerSignal::default()
+            };
+            by_peer.insert(peer.to_owned(), signal);
+            self.announce(peer.to_owned());
         }
+    }
+
+    /// Whether the delivery toward `peer` rests (see [`Self::retire`]).
+    pub(crate) fn is_resting(&self, peer: &str) -> bool {
+        self.resting().contains(peer)
+    }
+
+    /// Tells the serve loop to start a delivery toward `peer` (called with
+    /// its signal just inserted).
+    fn announce(&self, peer: String) {
+        self.resting().remove(&peer);
+        self.fresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(peer);
+        self.fresh_waker.notify_one();
+    }
+
+    fn resting(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.resting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether `peer` showed a sign of life since this was last asked.
@@ -170,19 +197,24 @@ impl OutboxSignal {
             return false;
         }
         by_peer.insert(peer.to_owned(), PeerSignal::default());
+        self.resting().remove(peer);
         true
     }
 
-    /// The delivery toward `peer` ends, having nothing to deliver: true if
-    /// nothing was committed for it meanwhile (from now on, a commit for
-    /// `peer` announces a new delivery), false if something was (then it
-    /// goes on).
-    pub(crate) fn retire(&self, peer: &str) -> bool {
+    /// The delivery toward `peer` ends, having nothing to deliver (`resting`:
+    /// nothing but given-up transactions): true if nothing was committed for
+    /// it meanwhile (from now on, a commit for `peer` announces a new
+    /// delivery, and so does a sign of life from a resting one), false if
+    /// something was (then it goes on).
+    pub(crate) fn retire(&self, peer: &str, resting: bool) -> bool {
         let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
         if by_peer.get(peer).is_some_and(|s| !s.handed.is_empty()) {
             return false;
         }
         by_peer.remove(peer);
+        if resting {
+            self.resting().insert(peer.to_owned());
+        }
         true
     }
 
@@ -394,9 +426,9 @@ mod tests {
 
         // Something committed that it did not take yet: it goes on.
         signal.committed(vec![row("b.test", 1, 10)]);
-        assert!(!signal.retire("b.test"));
+        assert!(!signal.retire("b.test", false));
         assert_eq!(seqs(&signal.take("b.test")), vec![1]);
-        assert!(signal.retire("b.test"));
+        assert!(signal.retire("b.test", false));
 
         // Ended: signs of life are not kept, and a commit announces a new
         // delivery, which reads its rows from the store.
@@ -406,5 +438,32 @@ mod tests {
         let fresh = futures::FutureExt::now_or_never(signal.fresh()).expect("announced");
         assert_eq!(fresh, vec!["b.test".to_owned()]);
         assert!(!signal.claim("b.test"), "announced: started from there");
+    }
+
+    #[test]
+    fn a_delivery_resting_with_given_up_transactions_starts_again_at_a_sign_of_life() {
+        let signal = OutboxSignal::default();
+        assert!(signal.claim("b.test"));
+        assert!(signal.claim("c.test"));
+        assert!(signal.retire("b.test", true), "resting");
+        assert!(signal.retire("c.test", false), "done");
+        assert!(signal.is_resting("b.test"));
+        assert!(!signal.is_resting("c.test"));
+
+        // Only the resting one starts again, and its delivery sees the
+        // sign of life (which ends its backoff).
+        signal.sign_of_life("c.test");
+        signal.sign_of_life("b.test");
+        let fresh = futures::FutureExt::now_or_never(signal.fresh()).expect("announced");
+        assert_eq!(fresh, vec!["b.test".to_owned()]);
+        assert!(!signal.is_resting("b.test"), "started again");
+        let _waker = signal.waker("b.test");
+        assert!(signal.take_sign_of_life("b.test"));
+
+        // Started again, it is not resting: after it ends for good, signs
+        // of life announce nothing.
+        assert!(signal.retire("b.test", false));
+        signal.sign_of_life("b.test");
+        assert!(futures::FutureExt::now_or_never(signal.fresh()).is_none());
     }
 }

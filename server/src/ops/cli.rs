@@ -827,6 +827,11 @@ async fn peer(data_dir: &Path, command: PeerCommand) -> Result<()> {
                     if let Some(secs) = peer.next_retry_secs {
                         println!("next retry   in {secs} s");
                     }
+                    if peer.resting {
+                        println!(
+                            "delivery     resting: only given-up transactions are queued; it starts again with the next transaction or when the peer connects"
+                        );
+                    }
                 } else {
                     println!(
                         "{:<24} {:<24} queued {:>6}{}",

@@ -145,7 +145,9 @@ pub struct Config {
     /// Minutes a delivery toward a server that is not a configured peer
     /// (found by DNS) stays up with nothing to deliver; then its
     /// connection is closed and its state forgotten, until this server
-    /// has something for it again. Fractions allowed. Default: 10.
+    /// has something for it again. A delivery left with only given-up
+    /// transactions that failed this long rests too, until that server
+    /// connects. Fractions allowed. Default: 10.
     pub federation_idle_peer_minutes: f64,
 }
 
@@ -504,7 +506,9 @@ federation_public_roots = {federation_public_roots}
 federation_dns = "{federation_dns}"
 # Minutes a delivery toward a server that is not a configured peer stays up
 # with nothing to deliver; then its connection is closed and its state
-# forgotten until there is something for it again.
+# forgotten until there is something for it again. One left with only
+# given-up transactions rests after failing this long, until that server
+# connects.
 federation_idle_peer_minutes = {federation_idle_peer}
 "#,
             domain = self.domain,

@@ -218,6 +218,71 @@ async fn a_delivery_toward_a_peer_found_by_dns_ends_when_idle_and_starts_again_f
     Ok(())
 }
 
+/// A delivery toward a server found by DNS that holds nothing but given-up
+/// transactions rests, as idle ones end, rather than retry for ever toward
+/// a server that may be gone; the tombstones stay stored, and a connection
+/// from the peer starts it again, so the peer's sequence has no hole.
+#[tokio::test]
+async fn a_delivery_left_with_given_up_transactions_rests_until_the_peer_connects()
+-> anyhow::Result<()> {
+    let dns = TestDns::start().await?;
+    let ca = TestCa::new("Kanal test CA")?;
+    // Resting after 1.2 s of failing, longer than the first retry (at
+    // most 1 s), and transactions given up after 1.8 s.
+    let a_config = Config {
+        federation_idle_peer_minutes: 0.02,
+        federation_horizon_hours: 0.0005,
+        ..config("a.test", &dns)
+    };
+    let b_config = Config {
+        federation_idle_peer_minutes: 0.01,
+        ..config("b.test", &dns)
+    };
+    let a = published_with(a_config, &dns, &ca).await?;
+    let b = published_with(b_config, &dns, &ca).await?;
+    let ann = b.agent("ann").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    let carla = a.register("carla").await?;
+    let mut carla_events = carla.subscribe(0).await?;
+    until_caught_up(&mut carla_events).await?;
+    let conversation = carla
+        .create_conversation(&["support@b.test"], "heater off")
+        .await?;
+    next_stored(&mut ann_events).await?;
+    until_no_peer_listed(&a).await?;
+    until_no_peer_listed(&b).await?;
+
+    // B's record now names port 0: every try fails at once, and what
+    // Carla sends is given up at the horizon, and she is told.
+    dns.set_srv("b.test", 10, 10, 0, "fed.b.test")?;
+    carla.send_text(&conversation.id, "lost").await?;
+    loop {
+        if let Some(pb::event::Kind::DeliveryFailed(_)) = next_stored(&mut carla_events).await?.kind
+        {
+            break;
+        }
+    }
+    let shown = until_shown(&a, "b.test", "delivery     resting").await?;
+    assert!(shown.contains("queued       1"), "{shown}");
+    assert!(shown.contains("expired      1"), "{shown}");
+    assert!(!shown.contains("next retry"), "nothing is tried: {shown}");
+
+    // B comes back and greets A (which delivered to it lately): A's
+    // delivery starts again and hands over the tombstone.
+    let b = b.restart().await?;
+    dns.publish("b.test", "fed.b.test", b.server.federation_addr())?;
+    let shown = until_shown(&a, "b.test", "queued       0").await?;
+    assert!(!shown.contains("resting"), "{shown}");
+    drop((ann, ann_events));
+    let ann = b.login("ann@b.test").await?;
+    let mut ann_events = ann.subscribe(0).await?;
+    until_caught_up(&mut ann_events).await?;
+    carla.send_text(&conversation.id, "after").await?;
+    assert_eq!(text_of(&next_message(&mut ann_events).await?), "after");
+    Ok(())
+}
+
 /// Waits until `kanald peer show DOMAIN` on `server` shows `wanted`.
 async fn until_shown(server: &TestServer, domain: &str, wanted: &str) -> anyhow::Result<String> {
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -296,6 +296,12 @@ impl Outbox {
         }
     }
 
+    /// Whether every transaction waiting here was given up (travels as a
+    /// tombstone): nothing its sender still waits for.
+    pub(crate) fn only_given_up(&self) -> bool {
+        self.queue.iter().all(|e| e.expired || e.refused)
+    }
+
     /// When transaction `seq` was queued, if it waits here.
     pub(crate) fn enqueued_at(&self, seq: u64) -> Option<i64> {
         let index = seq.checked_sub(self.acked + 1)?;

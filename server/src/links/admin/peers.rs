@@ -28,6 +28,11 @@ pub(crate) struct PeerInfo {
     /// Where this server last reached it (running server only).
     #[serde(default)]
     pub dialled: Option<String>,
+    /// Its delivery rests: only given-up transactions are queued, and it
+    /// starts again with the next transaction or a connection from the
+    /// peer (running server only).
+    #[serde(default)]
+    pub resting: bool,
     /// Transactions toward it not yet acknowledged.
     pub queued: u64,
     /// How long the oldest of them has waited, seconds (running server only).
@@ -155,6 +160,7 @@ async fn info(
         configured,
         reachable: node.federation.reachable(&peer.domain),
         dialled: node.federation.dialled(&peer.domain).map(|a| a.to_string()),
+        resting: node.federation.outbox.is_resting(&peer.domain),
         domain: peer.domain,
         address: peer.address,
         fingerprint: peer.fingerprint,

@@ -134,6 +134,18 @@ async fn deliver(shared: Arc<Shared>, peer: String) {
         let pending = delivery.outbox.last() > delivery.outbox.acked();
         let waiting = delivery.outbox.poll_timeout().filter(|&due| due > at);
         let idles = !pending && delivery.idles(&shared);
+        // Only given-up transactions left, toward a peer that is not
+        // configured: they wait in the store as well as here, so after a
+        // quiet spell of failing tries the delivery rests (FEDERATION.md
+        // §5.2) rather than retry for ever toward a server that may be gone.
+        let resting = pending && delivery.outbox.only_given_up() && delivery.idles(&shared);
+        delivery.given_up_since = delivery
+            .given_up_since
+            .filter(|_| resting)
+            .or_else(|| resting.then(tokio::time::Instant::now));
+        let rests_at = delivery
+            .given_up_since
+            .map(|since| since + shared.idle_peer);
         if (!pending && !greeting) || delivery.backing_off(at) {
             // Nothing to send, or a backoff runs: wait for new rows, a sign
             // of life, or the next deadline.
@@ -141,6 +153,11 @@ async fn deliver(shared: Arc<Shared>, peer: String) {
                 () = waker.notified() => {}
                 () = sleep_until(waiting) => {}
                 () = tokio::time::sleep(shared.idle_peer), if idles => {
+                    if delivery.retire(&shared).await {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(rests_at.unwrap_or_else(tokio::time::Instant::now)), if rests_at.is_some() => {
                     if delivery.retire(&shared).await {
                         return;
                     }
@@ -197,6 +214,9 @@ struct Delivery {
     payloads: BTreeMap<u64, Bytes>,
     /// Stores what the peer acknowledged.
     acked: AckedPoint,
+    /// Since when nothing but given-up transactions waits, for a peer that
+    /// idles.
+    given_up_since: Option<tokio::time::Instant>,
 }
 
 impl Delivery {
@@ -207,6 +227,7 @@ impl Delivery {
             outbox: Outbox::resume(shared.policy, acked, std::iter::empty()),
             payloads: BTreeMap::new(),
             acked: AckedPoint::start(shared.clone(), peer.to_owned(), acked),
+            given_up_since: None,
         };
         delivery.read_stored(shared).await?;
         for given_up in shared.node.store.undelivered(peer).await? {
@@ -280,21 +301,26 @@ impl Delivery {
         shared.node.federation.peers.get(&self.peer).is_none()
     }
 
-    /// Ends this delivery, idle: what the peer acknowledged is stored,
-    /// and its state forgotten. False if something was committed for it
-    /// meanwhile: then it goes on.
+    /// Ends this delivery, idle, or resting with only given-up transactions
+    /// left: what the peer acknowledged is stored, and its state forgotten.
+    /// False if something was committed for it meanwhile: then it goes on.
     async fn retire(&mut self, shared: &Shared) -> bool {
-        if self.outbox.last() > self.outbox.acked() || !self.idles(shared) {
+        let resting = self.outbox.last() > self.outbox.acked();
+        if (resting && !self.outbox.only_given_up()) || !self.idles(shared) {
             return false;
         }
         self.acked.stored().await;
         // Forgotten first: once retired, a new delivery may publish at once
         // (if this one goes on, it publishes again at its next round).
         shared.node.federation.forget(&self.peer);
-        if !shared.node.federation.outbox.retire(&self.peer) {
+        if !shared.node.federation.outbox.retire(&self.peer, resting) {
             return false;
         }
-        tracing::debug!(peer = %self.peer, "federation: nothing to deliver for a while; the delivery ends until there is");
+        if resting {
+            tracing::info!(peer = %self.peer, "federation: only given-up transactions left, undeliverable for a while; the delivery rests until the next transaction or a connection from the peer");
+        } else {
+            tracing::debug!(peer = %self.peer, "federation: nothing to deliver for a while; the delivery ends until there is");
+        }
         true
     }
 
